@@ -1,0 +1,76 @@
+"""livedata: live market and account data from brokers, published to Redis.
+
+Public API::
+
+    from livedata_core import live_data_redis          # the sync publisher: publish_quote("AAPL", {...})
+    from livedata_core import hookimpl, BrokerInfo      # writing a broker plugin
+    from livedata_core import Quote, Position, Balance, Order, Transaction, Account
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .broker import Broker, BrokerContext, BrokerInfo
+from .errors import (
+    AuthError,
+    BrokerError,
+    ConfigError,
+    ConnectionLimit,
+    InvalidIdentifier,
+    LivedataError,
+    LoginRequired,
+    NotSupported,
+    PluginError,
+    PublishError,
+    RateLimited,
+    StreamError,
+)
+from .hookspecs import hookimpl
+from .models import Account, Balance, Order, Position, Quote, Transaction, from_dict, now_ms, to_dict
+from .streaming import HEARTBEAT, BrokerStream
+
+if TYPE_CHECKING:
+    from .publisher import sync as live_data_redis
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HEARTBEAT",
+    "Account",
+    "AuthError",
+    "Balance",
+    "Broker",
+    "BrokerContext",
+    "BrokerError",
+    "BrokerInfo",
+    "BrokerStream",
+    "ConfigError",
+    "ConnectionLimit",
+    "InvalidIdentifier",
+    "LivedataError",
+    "LoginRequired",
+    "NotSupported",
+    "Order",
+    "PluginError",
+    "Position",
+    "PublishError",
+    "Quote",
+    "RateLimited",
+    "StreamError",
+    "Transaction",
+    "from_dict",
+    "hookimpl",
+    "live_data_redis",
+    "now_ms",
+    "to_dict",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The publisher imports redis; load it only when asked so `import livedata_core` stays light.
+    if name == "live_data_redis":
+        from .publisher import sync
+
+        return sync
+    raise AttributeError(f"module 'livedata_core' has no attribute {name!r}")

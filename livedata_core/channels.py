@@ -1,0 +1,133 @@
+"""Channel names: ``[prefix:]live_data:<type>:<identifier>``, in one place.
+
+Identifiers are what brokers really use: ``AAPL``, ``BRK.B``, ``/ESZ24``, ``$SPX``, OCC option symbols with
+spaces (``AAPL  241220C00150000``), account numbers. Anything that would break or confuse a subscriber
+is refused with :class:`~livedata_core.errors.InvalidIdentifier`: empty strings, Redis glob characters
+(``*?[]``, which would turn a ``PSUBSCRIBE`` pattern into something else), control characters, leading or
+trailing whitespace, and identifiers longer than :data:`MAX_IDENTIFIER_LENGTH`.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from .errors import InvalidIdentifier
+
+__all__ = [
+    "CHANNEL_TYPES",
+    "MAX_IDENTIFIER_LENGTH",
+    "ROOT",
+    "channel",
+    "control_channel",
+    "latest_key",
+    "parse_channel",
+    "pattern",
+    "status_key",
+    "stream_key",
+    "validate_identifier",
+    "validate_prefix",
+]
+
+ROOT = "live_data"
+CHANNEL_TYPES = ("quotes", "positions", "balances", "orders", "transactions")
+MAX_IDENTIFIER_LENGTH = 64
+
+_BAD_CHARS = re.compile(r"[*?\[\]\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_PREFIX_OK = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+
+
+@lru_cache(maxsize=65536)
+def validate_identifier(identifier: str) -> str:
+    """Return ``identifier`` unchanged if it is safe in a channel name, else raise ``InvalidIdentifier``."""
+    if not isinstance(identifier, str):
+        raise InvalidIdentifier(f"identifier must be a string, was {type(identifier).__name__}")
+    if not identifier:
+        raise InvalidIdentifier("identifier is empty")
+    if len(identifier) > MAX_IDENTIFIER_LENGTH:
+        raise InvalidIdentifier(
+            f"identifier is {len(identifier)} characters long; at most {MAX_IDENTIFIER_LENGTH} are allowed"
+        )
+    bad = _BAD_CHARS.search(identifier)
+    if bad:
+        raise InvalidIdentifier(
+            f"identifier {identifier!r} contains {bad.group()!r}: glob characters *?[]\\ and control "
+            "characters are not allowed in channel names"
+        )
+    if identifier != identifier.strip():
+        raise InvalidIdentifier(f"identifier {identifier!r} has leading or trailing whitespace")
+    return identifier
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return a deployment prefix if valid ('' for none): letters, digits, ``_.-``, at most 32."""
+    if prefix and not _PREFIX_OK.fullmatch(prefix):
+        raise InvalidIdentifier(
+            f"prefix {prefix!r} is not allowed: use 1 to 32 letters, digits, '_', '.' or '-'"
+        )
+    return prefix
+
+
+def _root(prefix: str) -> str:
+    return f"{prefix}:{ROOT}" if prefix else ROOT
+
+
+def _check_type(kind: str) -> None:
+    if kind not in CHANNEL_TYPES:
+        raise ValueError(f"unknown channel type {kind!r}; expected one of {', '.join(CHANNEL_TYPES)}")
+
+
+@lru_cache(maxsize=65536)
+def channel(kind: str, identifier: str, prefix: str = "") -> str:
+    """The channel for one data type and identifier, e.g. ``channel("quotes", "AAPL")`` is
+    ``live_data:quotes:AAPL``."""
+    _check_type(kind)
+    return f"{_root(prefix)}:{kind}:{validate_identifier(identifier)}"
+
+
+def pattern(spec: str, prefix: str = "") -> str:
+    """Expand a short pattern such as ``quotes:*`` or ``orders:12345`` into a full channel pattern.
+
+    A spec that already starts with the root (``live_data:...``) is only prefixed.
+    """
+    root = _root(prefix)
+    if spec.startswith(ROOT + ":"):
+        spec = spec[len(ROOT) + 1 :]
+    kind = spec.split(":", 1)[0]
+    if kind not in CHANNEL_TYPES and kind != "*":
+        raise ValueError(f"unknown channel type {kind!r} in {spec!r}; expected one of {', '.join(CHANNEL_TYPES)}")
+    return f"{root}:{spec}"
+
+
+def parse_channel(name: str | bytes, prefix: str = "") -> tuple[str, str]:
+    """Split a channel name into ``(type, identifier)``. Raises ``ValueError`` for a foreign name."""
+    if isinstance(name, bytes):
+        name = name.decode()
+    root = _root(prefix) + ":"
+    if not name.startswith(root):
+        raise ValueError(f"{name!r} is not a livedata channel")
+    kind, _, identifier = name[len(root) :].partition(":")
+    _check_type(kind)
+    return kind, identifier
+
+
+def latest_key(kind: str, identifier: str, prefix: str = "") -> str:
+    """The key that holds the last payload published on a channel: ``live_data:latest:<type>:<id>``."""
+    _check_type(kind)
+    return f"{_root(prefix)}:latest:{kind}:{validate_identifier(identifier)}"
+
+
+def stream_key(kind: str, identifier: str, prefix: str = "") -> str:
+    """The capped Redis Stream that keeps orders and transactions: ``live_data:stream:<type>:<id>``."""
+    _check_type(kind)
+    return f"{_root(prefix)}:stream:{kind}:{validate_identifier(identifier)}"
+
+
+def control_channel(prefix: str = "") -> str:
+    """The channel on which a running runner takes commands (subscribe, unsubscribe, status)."""
+    return f"{_root(prefix)}:control"
+
+
+def status_key(prefix: str = "") -> str:
+    """The key where a running runner keeps its status as JSON."""
+    return f"{_root(prefix)}:status"

@@ -1,0 +1,200 @@
+"""The hooks a broker plugin implements.
+
+A broker plugin is a module (or object) registered through the ``livedata`` entry-point group. It marks its
+functions with :data:`livedata_core.hookimpl`. Each plugin is one broker: it implements :func:`broker_info`
+to say its name and capabilities, and the hooks for those capabilities. Implementations may be ``async``.
+
+pluggy calls a hook on every plugin at once and has no async hooks, so broker hooks are never called through
+``pm.hook``: core looks up the one implementation that belongs to the broker it is driving
+(:meth:`livedata_core.broker.Broker.call`) and awaits it if it returns an awaitable. A broker that did not
+declare a capability is never asked for it: core raises :class:`~livedata_core.errors.NotSupported`.
+pluggy still does the checking: an implementation whose name matches no spec, or whose arguments are not
+among the spec's, is reported when the plugin loads and the plugin is skipped.
+
+Like every pluggy spec, an implementation may take fewer arguments than the spec names.
+
+Application hooks (:func:`token_store`) are ordinary pluggy hooks called across all plugins.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .broker import BrokerContext, BrokerInfo
+    from .models import Account, Balance, Order, Position, Transaction
+    from .streaming import BrokerStream
+    from .tokens import TokenStore
+
+PROJECT = "livedata"
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl: Callable[[_F], _F] = pluggy.HookimplMarker(PROJECT)  # type: ignore[assignment]
+
+
+# -- Broker identity ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def broker_info() -> BrokerInfo:
+    """Declare this plugin's broker: its name, capabilities and settings class.
+
+    Called once when the plugin loads. Every broker plugin must implement it.
+
+    :return: a :class:`~livedata_core.broker.BrokerInfo`.
+    """
+
+
+@hookspec
+def normalize_symbol(symbol: str) -> str:
+    """Turn a user's symbol into the form the broker streams, or refuse it.
+
+    Called for every symbol from configuration and from ``livedata subscribe`` before it reaches
+    :meth:`BrokerStream.subscribe`. Optional: without it, symbols are only checked for channel safety.
+
+    :param symbol: the symbol as the user typed it.
+    :return: the normalised symbol (for example upper-cased); it is also the channel identifier.
+    :raises InvalidIdentifier: the symbol can never be valid for this broker.
+    """
+
+
+# -- Session -----------------------------------------------------------------------------------------------
+
+
+@hookspec
+def authenticate(ctx: BrokerContext) -> None:
+    """Make the broker session usable: load and refresh tokens, check the gateway, build HTTP clients.
+
+    Called by the runner before the first fetch or stream, and again whenever a hook raised
+    :class:`~livedata_core.errors.AuthError`. Put whatever the other hooks need in ``ctx.session``.
+    Capability: ``authenticate``.
+
+    :param ctx: this broker's context (settings, token store, logger, session).
+    :raises LoginRequired: a person must log in again; the message says how.
+    :raises AuthError: the credentials were rejected.
+    """
+
+
+@hookspec
+def login(ctx: BrokerContext, manual: bool) -> None:
+    """Log a person in interactively and save the tokens in ``ctx.tokens``.
+
+    Called by ``livedata auth BROKER``. Capability: ``login``.
+
+    :param ctx: this broker's context.
+    :param manual: ``True`` when the user asked for ``--manual``: print the URL and read the pasted answer
+        from standard input instead of opening a browser or serving a callback.
+    """
+
+
+@hookspec
+def shutdown(ctx: BrokerContext) -> None:
+    """Release what :func:`authenticate` opened (HTTP clients, sessions). Called once when the runner stops.
+
+    Optional and always allowed; it must not raise.
+    """
+
+
+# -- Streaming ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def stream(ctx: BrokerContext) -> BrokerStream:
+    """Create a new, unconnected stream for this broker.
+
+    Called by the runner after :func:`authenticate`, and again for every reconnect, so each connection starts
+    from a fresh object. The runner connects it, subscribes every wanted symbol, reads its events, and closes
+    it; reconnecting with backoff, the heartbeat watchdog and resubscribing are the runner's job.
+    Capability: ``stream``.
+
+    :return: a :class:`~livedata_core.streaming.BrokerStream`.
+    """
+
+
+# -- Account data ------------------------------------------------------------------------------------------
+
+
+@hookspec
+def fetch_accounts(ctx: BrokerContext) -> list[Account]:
+    """Return the accounts this login can see. Capability: ``fetch_accounts``.
+
+    Called at start when no accounts are configured, and by ``livedata accounts BROKER``.
+    """
+
+
+@hookspec
+def fetch_positions(ctx: BrokerContext, account_id: str) -> list[Position]:
+    """Return every open position of one account. Capability: ``fetch_positions``.
+
+    Called on the configured interval; the runner publishes only positions that changed since the last call,
+    and a position that disappeared once with quantity 0.
+
+    :param account_id: the account number as the user knows it (never a broker-internal hash).
+    """
+
+
+@hookspec
+def fetch_balances(ctx: BrokerContext, account_id: str) -> list[Balance]:
+    """Return the balances of one account, one per currency. Capability: ``fetch_balances``.
+
+    Called on the configured interval; the runner publishes a balance only when it changed.
+    """
+
+
+@hookspec
+def fetch_orders(ctx: BrokerContext, account_id: str, since: int) -> list[Order]:
+    """Return the orders of one account entered or changed since a time. Capability: ``fetch_orders``.
+
+    Called on the configured interval. The runner publishes each new order state exactly once (keyed by
+    order id, status and filled quantity), so returning an order again is harmless.
+
+    :param since: milliseconds since the epoch; the broker may return more than asked, never less.
+    """
+
+
+@hookspec
+def fetch_transactions(ctx: BrokerContext, account_id: str, since: int) -> list[Transaction]:
+    """Return the transactions of one account since a time. Capability: ``fetch_transactions``.
+
+    Called on the configured interval. The runner publishes each transaction id exactly once.
+
+    :param since: milliseconds since the epoch; the broker may return more than asked, never less.
+    """
+
+
+# -- Application hooks -------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def token_store(broker: str) -> TokenStore | None:
+    """Supply the token store for a broker, for applications that keep tokens themselves (Thor's database).
+
+    Called across all plugins; the first non-``None`` answer wins. With no answer, core uses its default
+    store (keyring, or a 0600 file where no keyring backend exists).
+    """
+
+
+BROKER_HOOKS = (
+    "normalize_symbol",
+    "authenticate",
+    "login",
+    "shutdown",
+    "stream",
+    "fetch_accounts",
+    "fetch_positions",
+    "fetch_balances",
+    "fetch_orders",
+    "fetch_transactions",
+)
+"""Hooks that are called for one broker only, never across plugins."""
+
+CAPABILITIES = frozenset(
+    {"authenticate", "login", "stream", "fetch_accounts", "fetch_positions", "fetch_balances", "fetch_orders", "fetch_transactions"}
+)
+"""What a broker may declare in :attr:`BrokerInfo.capabilities`; each needs the hook of the same name."""
+
+OPTIONAL_HOOKS = frozenset({"normalize_symbol", "shutdown"})
+"""Broker hooks that need no capability."""

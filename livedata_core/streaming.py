@@ -1,0 +1,99 @@
+"""The stream contract between a broker plugin and the runner.
+
+A plugin's :func:`~livedata_core.hookspecs.stream` hook returns a :class:`BrokerStream`. The plugin speaks its
+broker's protocol; the runner owns the lifecycle that every broker needs:
+
+==========================  ===================================================================
+Method                      Requirement
+==========================  ===================================================================
+``connect()``               required: open the connection and log in; return when ready
+``events()``                required: async iterator of models, lists of models and heartbeats
+``subscribe(symbols)``      required for quotes: start streaming these (already normalised)
+``unsubscribe(symbols)``    required for quotes: stop streaming these
+``close()``                 recommended: log out politely and close; must not raise
+``heartbeat_timeout``       seconds of silence after which the runner reconnects (``None``: never)
+==========================  ===================================================================
+
+The runner calls ``connect()``, then ``subscribe()`` with every wanted symbol, then reads ``events()`` until
+it ends or raises. ``subscribe``/``unsubscribe`` may also be called while ``events()`` is being read (live
+control), so they must be safe to run concurrently with it. When ``events()`` ends (the server closed) or
+raises, the runner closes the stream, waits with exponential backoff and jitter, asks the plugin for a new
+stream, and subscribes again. A :class:`~livedata_core.errors.AuthError` makes it re-authenticate first.
+
+``events()`` yields :class:`~livedata_core.models.Quote`, :class:`~livedata_core.models.Order`,
+:class:`~livedata_core.models.Transaction` (and positions or balances if the broker streams them), a
+``list`` of those for a frame that carries many, or :data:`HEARTBEAT` when the broker sent a heartbeat and
+nothing else. Anything yielded resets the watchdog. A malformed frame is the plugin's to log and count
+(:meth:`StreamStats.skip`); it must not end the stream.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+__all__ = ["HEARTBEAT", "BrokerStream", "Heartbeat", "StreamStats"]
+
+
+class Heartbeat:
+    """The type of :data:`HEARTBEAT`: the broker is alive but sent no data."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "HEARTBEAT"
+
+
+HEARTBEAT = Heartbeat()
+
+
+class StreamStats:
+    """Counters a stream keeps about frames it could not use; shown by ``livedata status``."""
+
+    def __init__(self, log: logging.Logger | None = None) -> None:
+        self.skipped: Counter[str] = Counter()
+        self._log = log or logging.getLogger("livedata.stream")
+
+    def skip(self, reason: str, detail: Any = None) -> None:
+        """Count a skipped frame or field under ``reason`` and log it at warning level (first 5 per reason,
+        then every 1000th)."""
+        self.skipped[reason] += 1
+        n = self.skipped[reason]
+        if n <= 5 or n % 1000 == 0:
+            text = repr(detail)
+            if len(text) > 300:
+                text = text[:300] + "..."
+            self._log.warning("skipped (%s, %d so far): %s", reason, n, text)
+
+
+class BrokerStream(abc.ABC):
+    """Base class of a broker's stream. See the module docstring for the contract."""
+
+    heartbeat_timeout: float | None = 30.0
+
+    def __init__(self) -> None:
+        self.stats = StreamStats()
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open the connection and log in. Raise ``AuthError`` if the broker rejects the token."""
+
+    @abc.abstractmethod
+    def events(self) -> AsyncIterator[Any]:
+        """Yield models, lists of models and :data:`HEARTBEAT` until the connection ends."""
+
+    async def subscribe(self, symbols: Sequence[str]) -> None:
+        """Start streaming ``symbols``. The default refuses, for brokers that stream no quotes."""
+        if symbols:
+            raise NotImplementedError(f"{type(self).__name__} does not stream quotes")
+
+    async def unsubscribe(self, symbols: Sequence[str]) -> None:
+        """Stop streaming ``symbols``."""
+        if symbols:
+            raise NotImplementedError(f"{type(self).__name__} does not stream quotes")
+
+    async def close(self) -> None:
+        """Log out and close the connection. Must not raise."""
