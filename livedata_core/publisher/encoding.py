@@ -1,0 +1,49 @@
+"""Turning payloads into the JSON bytes published on Redis."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from typing import Any
+
+import orjson
+
+from ..models import MODEL_FOR_TYPE, from_dict
+
+__all__ = ["dumps", "payload_for"]
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(f"cannot publish a value of type {type(value).__name__}")
+
+
+def dumps(payload: dict[str, Any]) -> bytes:
+    """Compact JSON bytes that ``json.loads`` reads back to the same dict."""
+    return orjson.dumps(payload, default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def payload_for(kind: str, identifier: str, data: Any, id_field: str) -> Any:
+    """A model for ``data`` (a model, or a dict checked through the model), with the identifier filled in.
+
+    :raises ValueError: the dict has a value of the wrong type; the message names the field.
+    """
+    cls = MODEL_FOR_TYPE[kind]
+    if isinstance(data, cls):
+        if getattr(data, id_field) != identifier:
+            raise ValueError(f"{kind} payload has {id_field}={getattr(data, id_field)!r} but was published for {identifier!r}")
+        return data
+    if not isinstance(data, dict):
+        raise TypeError(f"{kind} payload must be a dict or a {cls.__name__}, was {type(data).__name__}")
+    merged = {"broker": "external", **data}
+    merged.setdefault(id_field, identifier)
+    if merged[id_field] != identifier:
+        raise ValueError(f"{kind} payload has {id_field}={merged[id_field]!r} but was published for {identifier!r}")
+    return from_dict(cls, merged)
+
+

@@ -1,0 +1,110 @@
+"""The synchronous publisher, for scripts and web apps::
+
+    from livedata_core import live_data_redis
+    live_data_redis.publish_quote("AAPL", {"bid": 1, "ask": 2, "last": 1.5, "volume": 10})
+
+Each ``publish_*`` takes a dict or a model, checks it against the model (a wrong type raises ``ValueError``
+naming the field), publishes the JSON on its channel, keeps it as the channel's latest value, and for orders
+and transactions appends it to the channel's capped stream. It returns how many subscribers received it.
+
+Redis comes from ``LIVEDATA_REDIS_URL`` (default ``redis://localhost:6379/0``) unless :func:`configure` says
+otherwise. Connection failures raise :class:`~livedata_core.errors.PublishError` with the URL's password masked.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import redis
+
+from ..channels import channel, latest_key, stream_key, validate_prefix
+from ..errors import PublishError
+from ..models import to_dict
+from ..redis_url import mask_url, parse_redis_url, redis_url_from_env
+from .encoding import dumps, payload_for
+
+__all__ = [
+    "configure",
+    "publish_balance",
+    "publish_order",
+    "publish_position",
+    "publish_quote",
+    "publish_transaction",
+]
+
+_lock = threading.Lock()
+_settings: dict[str, Any] = {"url": None, "prefix": "", "latest": True, "streams": True, "stream_maxlen": 10_000}
+_client: redis.Redis | None = None
+
+
+def configure(
+    url: str | None = None,
+    *,
+    prefix: str = "",
+    latest: bool = True,
+    streams: bool = True,
+    stream_maxlen: int = 10_000,
+) -> None:
+    """Set where and how the module-level functions publish. ``url=None`` means ``LIVEDATA_REDIS_URL``."""
+    global _client
+    if url is not None:
+        parse_redis_url(url)
+    validate_prefix(prefix)
+    with _lock:
+        _settings.update(url=url, prefix=prefix, latest=latest, streams=streams, stream_maxlen=stream_maxlen)
+        if _client is not None:
+            _client.close()
+        _client = None
+
+
+def _get_client() -> tuple[redis.Redis, str]:
+    global _client
+    url = _settings["url"] or redis_url_from_env()[0]
+    with _lock:
+        if _client is None:
+            parse_redis_url(url)
+            _client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        return _client, url
+
+
+def _publish(kind: str, identifier: str, data: Any, id_field: str) -> int:
+    model = payload_for(kind, identifier, data, id_field)
+    prefix = _settings["prefix"]
+    payload = dumps(to_dict(model))
+    client, url = _get_client()
+    pipe = client.pipeline(transaction=False)
+    pipe.publish(channel(kind, identifier, prefix), payload)
+    if _settings["latest"]:
+        pipe.set(latest_key(kind, identifier, prefix), payload)
+    if _settings["streams"] and kind in ("orders", "transactions"):
+        pipe.xadd(stream_key(kind, identifier, prefix), {"data": payload}, maxlen=_settings["stream_maxlen"], approximate=True)
+    try:
+        return int(pipe.execute()[0])
+    except redis.RedisError as exc:
+        raise PublishError(f"could not publish to Redis at {mask_url(url)}: {exc}") from None
+
+
+def publish_quote(symbol: str, quote: Any) -> int:
+    """Publish a quote on ``live_data:quotes:{symbol}``."""
+    return _publish("quotes", symbol, quote, "symbol")
+
+
+def publish_position(account_id: str, position: Any) -> int:
+    """Publish one position on ``live_data:positions:{account_id}``."""
+    return _publish("positions", account_id, position, "account_id")
+
+
+def publish_balance(account_id: str, balance: Any) -> int:
+    """Publish balances on ``live_data:balances:{account_id}``."""
+    return _publish("balances", account_id, balance, "account_id")
+
+
+def publish_order(account_id: str, order: Any) -> int:
+    """Publish an order event on ``live_data:orders:{account_id}`` (and its stream)."""
+    return _publish("orders", account_id, order, "account_id")
+
+
+def publish_transaction(account_id: str, transaction: Any) -> int:
+    """Publish a transaction on ``live_data:transactions:{account_id}`` (and its stream)."""
+    return _publish("transactions", account_id, transaction, "account_id")

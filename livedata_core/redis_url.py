@@ -1,0 +1,84 @@
+"""Where Redis is: ``LIVEDATA_REDIS_URL`` (default ``redis://localhost:6379/0``), and how it is shown."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import attrs
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_REDIS_URL", "RedisTarget", "mask_url", "parse_redis_url", "redis_url_from_env"]
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+ENV_VAR = "LIVEDATA_REDIS_URL"
+
+
+def redis_url_from_env() -> tuple[str, bool]:
+    """The Redis URL to use and whether the user chose it (``False`` means the default)."""
+    value = os.environ.get(ENV_VAR)
+    if value:
+        return value, True
+    return DEFAULT_REDIS_URL, False
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, safe for logs and messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable redis url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+@attrs.frozen(repr=False)
+class RedisTarget:
+    """A parsed Redis URL. ``repr`` masks the password."""
+
+    url: str
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+    unix_path: str | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisTarget({mask_url(self.url)!r})"
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Parse ``redis://``, ``rediss://`` (TLS) or ``unix://`` URLs; ``ConfigError`` for anything else."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"Redis URL {mask_url(url)!r} is not valid: {exc}") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"Redis URL {mask_url(url)!r} must start with redis://, rediss:// or unix://"
+        )
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if parts.scheme == "unix":
+        db = 0
+        for item in parts.query.split("&"):
+            if item.startswith("db="):
+                db = int(item[3:])
+        return RedisTarget(url, "", 0, db, username, password, False, unix_path=parts.path)
+    path = parts.path.strip("/")
+    try:
+        db = int(path) if path else 0
+    except ValueError:
+        raise ConfigError(f"Redis URL {mask_url(url)!r}: database {path!r} is not a number") from None
+    if not parts.hostname:
+        raise ConfigError(f"Redis URL {mask_url(url)!r} has no host")
+    return RedisTarget(url, parts.hostname, port or 6379, db, username, password, parts.scheme == "rediss")
