@@ -237,7 +237,7 @@ class AsyncPublisher:
                 parts.append(command(b"XADD", skey, b"MAXLEN", b"~", self._maxlen, b"*", b"data", payload))
                 count += 1
         if latest_pairs:
-            parts.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + len(latest_pairs)) + b"".join(latest_pairs))
+            parts.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(latest_pairs)) + b"".join(latest_pairs))
             count += 1
 
         try:

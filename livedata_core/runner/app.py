@@ -1,0 +1,176 @@
+"""The runner: drives every configured broker and keeps data flowing into Redis until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+from ..errors import ConfigError, LivedataError
+from ..plugins import get_broker
+from ..publisher import AsyncPublisher
+from ..redis_url import mask_url
+from ..tokens import TokenStore
+from .broker_runtime import BrokerRuntime
+from .config import RunnerConfig
+from .control_server import ControlServer
+from .poller import AccountPoller
+
+__all__ = ["Runner"]
+
+log = logging.getLogger("livedata.runner")
+
+
+def _token_store_for(broker: str) -> TokenStore | None:
+    from .. import tokens
+
+    resolve = getattr(tokens, "resolve_token_store", None)
+    return resolve(broker) if resolve is not None else None
+
+
+class Runner:
+    """Run brokers into Redis.
+
+    Building a ``Runner`` checks the configuration against the installed brokers (unknown broker, bad symbol,
+    bad broker setting: :class:`~livedata_core.errors.ConfigError`). :meth:`run` returns after :meth:`stop`,
+    once queued data is flushed and broker connections are closed.
+
+    :param token_store: one store for every broker (tests, applications); by default each broker gets the
+        store :func:`livedata_core.tokens.resolve_token_store` picks.
+    """
+
+    def __init__(self, config: RunnerConfig, *, token_store: TokenStore | None = None) -> None:
+        self.config = config
+        self.publisher = AsyncPublisher(
+            config.redis.url,
+            prefix=config.redis.prefix,
+            latest=config.redis.latest,
+            streams=config.redis.streams,
+            stream_maxlen=config.redis.stream_maxlen,
+        )
+        self.runtimes: dict[str, BrokerRuntime] = {}
+        for name, broker_config in config.brokers.items():
+            broker = get_broker(name)
+            tokens = token_store if token_store is not None else _token_store_for(name)
+            self.runtimes[name] = BrokerRuntime(broker, broker_config, self.publisher, config.backoff, tokens)
+        self.pollers = {name: AccountPoller(rt) for name, rt in self.runtimes.items()}
+        self.control = ControlServer(
+            config.redis.url, config.redis.prefix, self._handle_command, self.status, config.status_interval
+        )
+        self._stop = asyncio.Event()
+        self.started_at: float | None = None
+        self.ready = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"Runner(brokers={sorted(self.runtimes)}, redis={mask_url(self.config.redis.url)!r})"
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start publishing, every broker's stream and polls, and live control; return after :meth:`stop`.
+
+        :raises PublishError: Redis is not reachable at start (later outages are ridden out).
+        """
+        await self.publisher.start()
+        self.started_at = time.time()
+        log.info("publishing to %s (prefix %r)", mask_url(self.config.redis.url), self.config.redis.prefix)
+        tasks: list[asyncio.Task[Any]] = []
+        for name, rt in self.runtimes.items():
+            if rt.broker.has("stream"):
+                tasks.append(asyncio.create_task(rt.run_stream(), name=f"stream-{name}"))
+            tasks.append(asyncio.create_task(self._run_poller(name), name=f"poll-{name}"))
+        tasks.append(asyncio.create_task(self.control.run(), name="control"))
+        self.ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown(tasks)
+
+    async def _run_poller(self, name: str) -> None:
+        try:
+            await self.pollers[name].run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("account polling of %s stopped", name)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to flush, close connections and return. Safe to call from a signal handler."""
+        self._stop.set()
+        for rt in self.runtimes.values():
+            rt.stop()
+
+    async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
+        deadline = self.config.shutdown_timeout
+        for task in tasks:
+            task.cancel()
+        # Streams close politely (LOGOUT) in their own finally blocks while being cancelled.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), deadline / 2)
+        for name, rt in self.runtimes.items():
+            if rt.broker.has_hook("shutdown"):
+                try:
+                    await asyncio.wait_for(rt.broker.call("shutdown", ctx=rt.ctx), 2.0)
+                except Exception as exc:
+                    log.warning("shutdown of %s failed: %s", name, exc)
+        lost = await self.publisher.close(timeout=deadline / 2)
+        await self.control.close(self.status())
+        if lost:
+            log.error("%d account events could not be published before exit (logged above)", lost)
+        log.info("stopped")
+
+    # -- live control --------------------------------------------------------------------------------------
+
+    def _runtime(self, broker: str) -> BrokerRuntime:
+        try:
+            return self.runtimes[broker]
+        except KeyError:
+            raise ConfigError(
+                f"broker {broker!r} is not running here; running: {', '.join(sorted(self.runtimes))}"
+            ) from None
+
+    async def subscribe(self, broker: str, symbols: list[str]) -> dict[str, list[str]]:
+        """Stream more symbols from a running broker."""
+        return await self._runtime(broker).subscribe(symbols)
+
+    async def unsubscribe(self, broker: str, symbols: list[str]) -> dict[str, list[str]]:
+        """Stop streaming symbols from a running broker."""
+        return await self._runtime(broker).unsubscribe(symbols)
+
+    async def _handle_command(self, command: dict[str, Any]) -> Any:
+        name = command["command"]
+        if name == "subscribe":
+            return await self.subscribe(command["broker"], command["symbols"])
+        if name == "unsubscribe":
+            return await self.unsubscribe(command["broker"], command["symbols"])
+        if name == "status":
+            return self.status()
+        if name == "ping":
+            return {"pong": time.time()}
+        raise LivedataError(f"unknown command {name!r}")  # validate_command makes this unreachable
+
+    def status(self) -> dict[str, Any]:
+        """Everything ``livedata status`` shows, as a JSON-able dict."""
+        stats = self.publisher.stats
+        return {
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "now": time.time(),
+            "redis": mask_url(self.config.redis.url),
+            "prefix": self.config.redis.prefix,
+            "publisher": {
+                "connected": stats.connected,
+                "published": stats.published,
+                "conflated": stats.conflated,
+                "pending": self.publisher.pending,
+                "errors": stats.errors,
+                "reconnects": stats.reconnects,
+                "last_error": stats.last_error,
+            },
+            "brokers": {name: rt.snapshot() for name, rt in self.runtimes.items()},
+        }
+
+

@@ -1,0 +1,270 @@
+"""One broker inside the runner: its session, its stream supervisor, and its live subscriptions.
+
+The lifecycle every broker needs lives here once: authenticate (again after an ``AuthError``), open a stream,
+subscribe every wanted symbol, read events into the publisher, watch for silence, and on any failure close,
+back off with jitter and start over. A plugin only speaks its protocol (see
+:mod:`livedata_core.streaming`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..broker import Broker
+from ..errors import AuthError, InvalidIdentifier, LoginRequired, NotSupported, PluginError, StreamError
+from ..models import Quote
+from ..streaming import HEARTBEAT, BrokerStream
+from ..tokens import TokenStore
+from .backoff import Backoff
+from .config import BackoffConfig, BrokerConfig
+from .status import BrokerStatus
+
+__all__ = ["BrokerRuntime"]
+
+CLOSE_TIMEOUT = 3.0
+SUBSCRIBE_TIMEOUT = 10.0
+
+
+class BrokerRuntime:
+    """Drive one broker: authentication, the supervised stream, and symbol subscriptions.
+
+    :param publisher: anything with a non-blocking ``publish(model)`` (the runner's ``AsyncPublisher``).
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        config: BrokerConfig,
+        publisher: Any,
+        backoff: BackoffConfig,
+        tokens: TokenStore | None = None,
+    ) -> None:
+        self.broker = broker
+        self.config = config
+        self.publisher = publisher
+        self.backoff_config = backoff
+        self.ctx = broker.make_context(config.settings, tokens)
+        self.log = logging.getLogger(f"livedata.runner.{broker.name}")
+        self.status = BrokerStatus(broker.name)
+        self.symbols: set[str] = set()
+        for raw in config.symbols:
+            try:
+                self.symbols.add(broker.normalize_symbol(raw))
+            except InvalidIdentifier as exc:
+                from ..errors import ConfigError
+
+                raise ConfigError(f"brokers.{broker.name}.symbols: {exc}") from None
+        if self.symbols and not broker.has("stream"):
+            from ..errors import ConfigError
+
+            raise ConfigError(
+                f"brokers.{broker.name}.symbols: broker {broker.name!r} does not stream quotes "
+                f"(capabilities: {', '.join(sorted(broker.info.capabilities))})"
+            )
+        self._auth_lock = asyncio.Lock()
+        self._authenticated = False
+        self.auth_generation = 0
+        self._sub_lock = asyncio.Lock()
+        self._stream: BrokerStream | None = None
+        self._stream_obj: BrokerStream | None = None
+        self._last_activity = 0.0
+        self.stopping = asyncio.Event()
+
+    # -- authentication ------------------------------------------------------------------------------------
+
+    async def ensure_authenticated(self) -> None:
+        """Run the broker's ``authenticate`` hook unless the session is already good. Safe to call concurrently."""
+        if not self.broker.has("authenticate"):
+            return
+        async with self._auth_lock:
+            if self._authenticated:
+                return
+            self.status.state = "authenticating"
+            await self.broker.call("authenticate", ctx=self.ctx)
+            self._authenticated = True
+            self.auth_generation += 1
+            self.log.info("authenticated")
+
+    def auth_failed(self, generation: int) -> None:
+        """Mark the session bad if it is still the one that failed (not one re-made since)."""
+        if generation == self.auth_generation:
+            self._authenticated = False
+
+    # -- stream supervision --------------------------------------------------------------------------------
+
+    async def run_stream(self) -> None:
+        """Keep a stream connected until :meth:`stop`; never raises except on cancellation."""
+        backoff = Backoff(self.backoff_config.initial, self.backoff_config.max)
+        while not self.stopping.is_set():
+            retry_after: float | None = None
+            generation = self.auth_generation
+            try:
+                await self.ensure_authenticated()
+                generation = self.auth_generation
+                await self._connect_and_pump(backoff)
+            except asyncio.CancelledError:
+                raise
+            except LoginRequired as exc:
+                self.auth_failed(generation)
+                self._record_error("login required", exc)
+                self.status.state = "login_required"
+                retry_after = self.backoff_config.login_retry
+            except AuthError as exc:
+                self.auth_failed(generation)
+                self._record_error("authentication failed", exc)
+            except StreamError as exc:
+                self._record_error("stream failed", exc)
+                retry_after = exc.retry_after
+            except PluginError as exc:
+                self._record_error("plugin error", exc)
+            except Exception as exc:  # a plugin bug must not stop the runner or other brokers
+                self.log.exception("stream crashed")
+                self._record_error("stream crashed", exc, log=False)
+            if self.stopping.is_set():
+                break
+            delay = max(backoff.next_delay(), retry_after or 0.0)
+            if self.status.state != "login_required":
+                self.status.state = "backoff"
+            self.status.connected_since = None
+            self.log.info("reconnecting in %.1fs", delay)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            self.status.reconnects += 1
+        self.status.state = "stopped"
+
+    def _record_error(self, what: str, exc: BaseException, log: bool = True) -> None:
+        message = f"{what}: {type(exc).__name__}: {exc}"
+        self.status.error(message)
+        if log:
+            self.log.warning("%s", message)
+
+    async def _connect_and_pump(self, backoff: Backoff) -> None:
+        self.status.state = "connecting"
+        stream = await self.broker.call("stream", ctx=self.ctx)
+        if not isinstance(stream, BrokerStream):
+            raise PluginError(f"stream hook of {self.broker.name!r} returned {type(stream).__name__}, not a BrokerStream")
+        self._stream_obj = stream
+        try:
+            async with self._sub_lock:
+                await stream.connect()
+                if self.symbols:
+                    await stream.subscribe(sorted(self.symbols))
+                self._stream = stream
+            self.status.state = "streaming"
+            self.status.connected_since = time.time()
+            self.status.symbols = sorted(self.symbols)
+            self.log.info("streaming %d symbols", len(self.symbols))
+            await self._pump(stream, backoff)
+        finally:
+            self._stream = None
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(stream.close(), CLOSE_TIMEOUT)
+            self._merge_skips(stream)
+
+    def _merge_skips(self, stream: BrokerStream) -> None:
+        stats = getattr(stream, "stats", None)
+        if stats is not None:
+            for reason, n in stats.skipped.items():
+                self.status.skipped[reason] = self.status.skipped.get(reason, 0) + n
+            stats.skipped.clear()
+
+    async def _pump(self, stream: BrokerStream, backoff: Backoff) -> None:
+        loop = asyncio.get_running_loop()
+        self._last_activity = loop.time()
+        reader = asyncio.create_task(self._read(stream, backoff), name=f"livedata-read-{self.broker.name}")
+        timeout = stream.heartbeat_timeout
+        check = min(max(timeout / 4, 0.05), 1.0) if timeout else None
+        try:
+            while True:
+                done, _ = await asyncio.wait({reader}, timeout=check)
+                if done:
+                    reader.result()  # raises what the reader raised
+                    return
+                if timeout and loop.time() - self._last_activity > timeout:
+                    raise StreamError(f"no data or heartbeat for {timeout:g}s; reconnecting")
+        finally:
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+
+    async def _read(self, stream: BrokerStream, backoff: Backoff) -> None:
+        loop_time = asyncio.get_running_loop().time
+        publish = self.publisher.publish
+        status = self.status
+        wanted = self.symbols
+        async for item in stream.events():
+            self._last_activity = loop_time()
+            if item is HEARTBEAT:
+                status.last_heartbeat_at = time.time()
+                continue
+            items = item if type(item) is list else (item,)
+            n = 0
+            for model in items:
+                # Quotes still in flight after an unsubscribe are not published.
+                if type(model) is Quote and model.symbol not in wanted:
+                    continue
+                publish(model)
+                n += 1
+            if n:
+                status.messages += n
+                status.last_message_at = time.time()
+                if backoff.attempt:
+                    backoff.reset()
+        raise StreamError("the broker closed the stream")
+
+    # -- live control --------------------------------------------------------------------------------------
+
+    def normalize(self, symbols: Iterable[str]) -> list[str]:
+        """Normalise and validate symbols; ``InvalidIdentifier`` names the first bad one."""
+        out: list[str] = []
+        for raw in symbols:
+            out.append(self.broker.normalize_symbol(raw))
+        return list(dict.fromkeys(out))
+
+    async def subscribe(self, symbols: Iterable[str]) -> dict[str, list[str]]:
+        """Add symbols to the stream, now if connected, else at the next connect."""
+        if not self.broker.has("stream"):
+            raise NotSupported(f"broker {self.broker.name!r} does not stream quotes")
+        wanted = self.normalize(symbols)
+        async with self._sub_lock:
+            new = [s for s in wanted if s not in self.symbols]
+            self.symbols.update(new)
+            self.status.symbols = sorted(self.symbols)
+            if new and self._stream is not None:
+                try:
+                    await asyncio.wait_for(self._stream.subscribe(new), SUBSCRIBE_TIMEOUT)
+                except Exception as exc:
+                    self._record_error("subscribe failed (kept for the next connect)", exc)
+        return {"added": new, "already": [s for s in wanted if s not in new]}
+
+    async def unsubscribe(self, symbols: Iterable[str]) -> dict[str, list[str]]:
+        """Remove symbols from the stream."""
+        if not self.broker.has("stream"):
+            raise NotSupported(f"broker {self.broker.name!r} does not stream quotes")
+        wanted = self.normalize(symbols)
+        async with self._sub_lock:
+            gone = [s for s in wanted if s in self.symbols]
+            self.symbols.difference_update(gone)
+            self.status.symbols = sorted(self.symbols)
+            if gone and self._stream is not None:
+                try:
+                    await asyncio.wait_for(self._stream.unsubscribe(gone), SUBSCRIBE_TIMEOUT)
+                except Exception as exc:
+                    self._record_error("unsubscribe failed", exc)
+        return {"removed": gone, "not_subscribed": [s for s in wanted if s not in gone]}
+
+    def snapshot(self) -> dict[str, Any]:
+        """The status of this broker as a JSON-able dict."""
+        if self._stream_obj is not None:
+            self._merge_skips(self._stream_obj)
+        self.status.extra = {k: v for k, v in self.ctx.status.items()}
+        return self.status.as_dict()
+
+    def stop(self) -> None:
+        self.stopping.set()

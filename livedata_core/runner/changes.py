@@ -1,0 +1,113 @@
+"""Deciding what account data is new: positions and balances when they change, orders and transactions once."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import attrs
+
+from ..models import Balance, Order, Position, Transaction, to_dict
+
+__all__ = ["BalanceChanges", "OrderEvents", "PositionChanges", "SeenSet", "TransactionEvents", "differ_for"]
+
+_VOLATILE = ("received_at", "timestamp")
+
+
+def _content(model: Any) -> tuple[Any, ...]:
+    data = to_dict(model)
+    for key in _VOLATILE:
+        data.pop(key, None)
+    return tuple(sorted((k, repr(v)) for k, v in data.items()))
+
+
+class SeenSet:
+    """A set that forgets its oldest entries past ``limit``, so a long-running runner stays flat in memory."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._items: OrderedDict[Any, None] = OrderedDict()
+
+    def add(self, key: Any) -> bool:
+        """Add ``key``; ``True`` if it was new."""
+        if key in self._items:
+            return False
+        self._items[key] = None
+        if len(self._items) > self.limit:
+            self._items.popitem(last=False)
+        return True
+
+
+class PositionChanges:
+    """Positions that changed since the last poll, plus each closed position once with quantity 0."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[Any, ...]] | None = None
+        self._models: dict[str, Position] = {}
+
+    def __call__(self, positions: list[Position]) -> list[Position]:
+        current = {p.symbol: _content(p) for p in positions}
+        changed = [p for p in positions if self._last is None or self._last.get(p.symbol) != current[p.symbol]]
+        if self._last is not None:
+            for symbol in self._last.keys() - current.keys():
+                old = self._models[symbol]
+                changed.append(
+                    attrs.evolve(old, quantity=0.0, market_value=0.0, unrealized_pnl=None, timestamp=None, received_at=_now())
+                )
+        self._last = current
+        self._models = {p.symbol: p for p in positions}
+        return changed
+
+
+class BalanceChanges:
+    """Balances (one per currency) that changed since the last poll."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[Any, ...]] = {}
+
+    def __call__(self, balances: list[Balance]) -> list[Balance]:
+        changed = []
+        for b in balances:
+            content = _content(b)
+            if self._last.get(b.currency) != content:
+                self._last[b.currency] = content
+                changed.append(b)
+        return changed
+
+
+class OrderEvents:
+    """Each order state (id, status, filled quantity, quantity, price) exactly once."""
+
+    def __init__(self) -> None:
+        self._seen = SeenSet()
+
+    def __call__(self, orders: list[Order]) -> list[Order]:
+        return [
+            o
+            for o in orders
+            if self._seen.add((o.order_id, o.status, o.filled_quantity, o.quantity, o.price, o.stop_price))
+        ]
+
+
+class TransactionEvents:
+    """Each transaction id exactly once."""
+
+    def __init__(self) -> None:
+        self._seen = SeenSet()
+
+    def __call__(self, transactions: list[Transaction]) -> list[Transaction]:
+        return [t for t in transactions if self._seen.add(t.transaction_id)]
+
+
+def _now() -> int:
+    from ..models import now_ms
+
+    return now_ms()
+
+
+MODEL_OF = {"positions": Position, "balances": Balance, "orders": Order, "transactions": Transaction}
+
+
+def differ_for(kind: str):
+    """A fresh change detector for one kind of account data."""
+    return {"positions": PositionChanges, "balances": BalanceChanges, "orders": OrderEvents, "transactions": TransactionEvents}[kind]()

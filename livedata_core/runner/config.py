@@ -1,0 +1,242 @@
+"""Runner configuration: a TOML file, environment variables and flags, checked before anything starts.
+
+Example ``livedata.toml``::
+
+    [redis]
+    url = "redis://localhost:6379/0"   # or LIVEDATA_REDIS_URL; a password in it is never printed
+    prefix = ""                        # several deployments on one Redis: "prod" -> prod:live_data:...
+    latest = true                      # keep live_data:latest:<type>:<id>
+    streams = true                     # append orders and transactions to live_data:stream:<type>:<id>
+    stream_maxlen = 10000
+
+    [backoff]
+    initial = 0.5                      # seconds before the first reconnect
+    max = 30.0
+    login_retry = 60.0                 # how often to retry when a person must log in again
+
+    [brokers.demo]
+    symbols = ["AAPL", "MSFT"]
+    accounts = ["DEMO-1"]              # default: every account the broker reports
+    poll = { positions = 5, balances = 5, orders = 2, transactions = 10 }   # seconds; 0 turns one off
+    quotes_per_second = 20             # any other key is the broker's own setting
+
+Every error names the key (``brokers.demo.poll.orders``) and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ..channels import validate_prefix
+from ..errors import ConfigError, InvalidIdentifier
+from ..redis_url import DEFAULT_REDIS_URL, parse_redis_url
+
+__all__ = [
+    "DEFAULT_DEMO_SYMBOLS",
+    "BackoffConfig",
+    "BrokerConfig",
+    "PollIntervals",
+    "RedisConfig",
+    "RunnerConfig",
+    "load_config",
+    "load_config_file",
+]
+
+DEFAULT_DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY", "BRK.B", "/ESZ24", "$SPX")
+RUNNER_KEYS = frozenset({"enabled", "symbols", "accounts", "poll"})
+POLL_KINDS = ("positions", "balances", "orders", "transactions")
+
+
+@attrs.frozen
+class PollIntervals:
+    """Seconds between polls of each kind of account data; ``0`` turns that poll off."""
+
+    positions: float = 10.0
+    balances: float = 10.0
+    orders: float = 5.0
+    transactions: float = 30.0
+
+
+@attrs.frozen
+class BrokerConfig:
+    """One ``[brokers.NAME]`` table. ``settings`` is the rest of the table, checked by the broker's settings class."""
+
+    name: str
+    symbols: tuple[str, ...] = ()
+    accounts: tuple[str, ...] | None = None
+    poll: PollIntervals = PollIntervals()
+    settings: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(repr=False)
+class RedisConfig:
+    """Where and how to publish. ``explicit`` is ``False`` when the URL is only the default."""
+
+    url: str = DEFAULT_REDIS_URL
+    explicit: bool = False
+    prefix: str = ""
+    latest: bool = True
+    streams: bool = True
+    stream_maxlen: int = 10_000
+
+    def __repr__(self) -> str:
+        from ..redis_url import mask_url
+
+        return f"RedisConfig(url={mask_url(self.url)!r}, prefix={self.prefix!r})"
+
+
+@attrs.frozen
+class BackoffConfig:
+    """Reconnect timing: exponential from ``initial`` to ``max`` seconds, with jitter."""
+
+    initial: float = 0.5
+    max: float = 30.0
+    login_retry: float = 60.0
+
+
+@attrs.frozen
+class RunnerConfig:
+    """Everything ``livedata run`` needs."""
+
+    redis: RedisConfig = RedisConfig()
+    brokers: dict[str, BrokerConfig] = attrs.field(factory=dict)
+    backoff: BackoffConfig = BackoffConfig()
+    status_interval: float = 1.0
+    shutdown_timeout: float = 5.0
+
+
+def _table(data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table, was {type(data).__name__}")
+    return data
+
+
+def _unknown(data: dict[str, Any], allowed: set[str] | frozenset[str], where: str) -> None:
+    extra = sorted(set(data) - set(allowed))
+    if extra:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _number(value: Any, where: str, *, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ConfigError(f"{where} must be a number, was {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{where} must be at least {minimum}, was {value!r}")
+    return float(value)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, was {value!r}")
+    return value
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of strings, was {value!r}")
+    return tuple(value)
+
+
+def _redis(data: dict[str, Any], env: dict[str, str]) -> RedisConfig:
+    _unknown(data, {"url", "prefix", "latest", "streams", "stream_maxlen"}, "[redis]")
+    url = env.get("LIVEDATA_REDIS_URL") or data.get("url")
+    explicit = bool(url)
+    url = url or DEFAULT_REDIS_URL
+    if not isinstance(url, str):
+        raise ConfigError(f"redis.url must be a string, was {type(url).__name__}")
+    parse_redis_url(url)
+    prefix = env.get("LIVEDATA_PREFIX", data.get("prefix", ""))
+    try:
+        validate_prefix(prefix)
+    except InvalidIdentifier as exc:
+        raise ConfigError(f"redis.prefix: {exc}") from None
+    maxlen = data.get("stream_maxlen", 10_000)
+    if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
+        raise ConfigError(f"redis.stream_maxlen must be a positive whole number, was {maxlen!r}")
+    return RedisConfig(
+        url=url,
+        explicit=explicit,
+        prefix=prefix,
+        latest=_bool(data.get("latest", True), "redis.latest"),
+        streams=_bool(data.get("streams", True), "redis.streams"),
+        stream_maxlen=maxlen,
+    )
+
+
+def _broker(name: str, data: Any) -> BrokerConfig | None:
+    where = f"brokers.{name}"
+    data = dict(_table(data, f"[{where}]"))
+    if not _bool(data.pop("enabled", True), f"{where}.enabled"):
+        return None
+    symbols = _strings(data.pop("symbols", ()), f"{where}.symbols")
+    accounts = data.pop("accounts", None)
+    if accounts is not None:
+        accounts = _strings(accounts, f"{where}.accounts")
+    poll_data = _table(data.pop("poll", {}), f"[{where}.poll]")
+    _unknown(poll_data, set(POLL_KINDS), f"[{where}.poll]")
+    poll = PollIntervals(**{k: _number(v, f"{where}.poll.{k}") for k, v in poll_data.items()})
+    return BrokerConfig(name=name, symbols=symbols, accounts=accounts, poll=poll, settings=data)
+
+
+def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | None = None) -> RunnerConfig:
+    """Check a configuration mapping (as read from TOML) and build a :class:`RunnerConfig`.
+
+    With no ``[brokers]`` table the built-in demo broker runs on :data:`DEFAULT_DEMO_SYMBOLS`.
+    Environment: ``LIVEDATA_REDIS_URL`` and ``LIVEDATA_PREFIX`` override the file.
+
+    :raises ConfigError: naming the key and what is wrong.
+    """
+    data = dict(data or {})
+    env = dict(os.environ if env is None else env)
+    _unknown(data, {"redis", "brokers", "backoff", "status_interval", "shutdown_timeout"}, "top level")
+    redis = _redis(_table(data.get("redis", {}), "[redis]"), env)
+    backoff_data = _table(data.get("backoff", {}), "[backoff]")
+    _unknown(backoff_data, {"initial", "max", "login_retry"}, "[backoff]")
+    backoff = BackoffConfig(**{k: _number(v, f"backoff.{k}", minimum=0.001) for k, v in backoff_data.items()})
+    if backoff.initial > backoff.max:
+        raise ConfigError(f"backoff.initial ({backoff.initial}) must not exceed backoff.max ({backoff.max})")
+    brokers_data = _table(data.get("brokers", {"demo": {"symbols": list(DEFAULT_DEMO_SYMBOLS)}}), "[brokers]")
+    brokers: dict[str, BrokerConfig] = {}
+    for name, table in brokers_data.items():
+        cfg = _broker(name, table)
+        if cfg is not None:
+            brokers[name] = cfg
+    if not brokers:
+        raise ConfigError("[brokers]: no broker is enabled; add a [brokers.NAME] table (for example [brokers.demo])")
+    return RunnerConfig(
+        redis=redis,
+        brokers=brokers,
+        backoff=backoff,
+        status_interval=_number(data.get("status_interval", 1.0), "status_interval", minimum=0.05),
+        shutdown_timeout=_number(data.get("shutdown_timeout", 5.0), "shutdown_timeout", minimum=0.1),
+    )
+
+
+def load_config_file(path: str | os.PathLike[str] | None, *, env: dict[str, str] | None = None) -> RunnerConfig:
+    """Read and check a TOML file. ``None`` means ``livedata.toml`` if it exists, else the demo defaults."""
+    if path is None:
+        default = Path("livedata.toml")
+        if not default.exists():
+            return load_config({}, env=env)
+        path = default
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {p}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+    try:
+        return load_config(data, env=env)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None

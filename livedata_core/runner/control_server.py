@@ -1,0 +1,117 @@
+"""The runner's side of live control: listen on the control channel, obey validated commands, store status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from ..channels import control_channel, status_key
+from ..control import validate_command
+from ..errors import LivedataError
+from .backoff import Backoff
+
+__all__ = ["ControlServer"]
+
+log = logging.getLogger("livedata.runner.control")
+
+
+class ControlServer:
+    """Subscribe to ``live_data:control`` and answer commands; write status to ``live_data:status``.
+
+    :param handler: ``await handler(command_dict)`` returns the result or raises ``LivedataError``/``ValueError``.
+    :param status: returns the current status dict.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        handler: Callable[[dict[str, Any]], Awaitable[Any]],
+        status: Callable[[], dict[str, Any]],
+        status_interval: float = 1.0,
+    ) -> None:
+        self.prefix = prefix
+        self.handler = handler
+        self.status = status
+        self.status_interval = status_interval
+        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+        self.ready = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._listen())
+            group.create_task(self._write_status())
+
+    async def close(self, final_status: dict[str, Any] | None = None) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if final_status is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._store_status(final_status), 1.0)
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+
+    async def _listen(self) -> None:
+        channel = control_channel(self.prefix)
+        backoff = Backoff(0.2, 5.0)
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                self.ready.set()
+                backoff.reset()
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        task = asyncio.create_task(self._answer(message["data"]))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.ready.clear()
+                log.warning("control channel lost (%s); listening again soon", exc)
+                await asyncio.sleep(backoff.next_delay())
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _answer(self, raw: bytes) -> None:
+        reply: dict[str, Any]
+        reply_to = None
+        request_id = None
+        try:
+            data = orjson.loads(raw)
+            request_id = data.get("id") if isinstance(data, dict) else None
+            command = validate_command(data, self.prefix)
+            reply_to = command.get("reply_to")
+            result = await self.handler(command)
+            reply = {"id": request_id, "ok": True, "result": result}
+        except (orjson.JSONDecodeError, ValueError, LivedataError) as exc:
+            log.warning("refused control command: %s", exc)
+            reply = {"id": request_id, "ok": False, "error": str(exc)}
+        except Exception as exc:  # never let a command kill the listener
+            log.exception("control command failed")
+            reply = {"id": request_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        if reply_to:
+            with contextlib.suppress(Exception):
+                await self.redis.publish(reply_to, orjson.dumps(reply))
+
+    async def _store_status(self, status: dict[str, Any]) -> None:
+        ttl = max(5, int(self.status_interval * 5))
+        await self.redis.set(status_key(self.prefix), orjson.dumps(status), ex=ttl)
+
+    async def _write_status(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self._store_status(self.status())
+            await asyncio.sleep(self.status_interval)
+
+

@@ -1,0 +1,111 @@
+"""Polling a broker's account data on intervals and publishing what is new."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from ..errors import AuthError, LoginRequired, RateLimited
+from ..models import Account, now_ms
+from .backoff import Backoff
+from .broker_runtime import BrokerRuntime
+from .changes import MODEL_OF, differ_for
+from .config import POLL_KINDS
+
+__all__ = ["AccountPoller"]
+
+ORDER_LOOKBACK_MS = 24 * 3600 * 1000
+
+
+class AccountPoller:
+    """Poll positions, balances, orders and transactions of every account of one broker."""
+
+    def __init__(self, runtime: BrokerRuntime) -> None:
+        self.rt = runtime
+        self.log = logging.getLogger(f"livedata.runner.{runtime.broker.name}.poll")
+        self.started_ms = now_ms()
+        self.accounts: list[str] = []
+
+    def kinds(self) -> list[str]:
+        poll = self.rt.config.poll
+        return [k for k in POLL_KINDS if getattr(poll, k) > 0 and self.rt.broker.has(f"fetch_{k}")]
+
+    async def run(self) -> None:
+        kinds = self.kinds()
+        if not kinds:
+            return
+        self.accounts = await self._resolve_accounts()
+        self.rt.status.extra["accounts"] = self.accounts
+        async with asyncio.TaskGroup() as group:
+            for account in self.accounts:
+                for kind in kinds:
+                    group.create_task(self._poll_loop(account, kind), name=f"poll-{self.rt.broker.name}-{kind}-{account}")
+
+    async def _resolve_accounts(self) -> list[str]:
+        if self.rt.config.accounts is not None:
+            return list(self.rt.config.accounts)
+        if not self.rt.broker.has("fetch_accounts"):
+            self.log.warning("no accounts configured and the broker cannot list them; not polling")
+            return []
+        backoff = Backoff(self.rt.backoff_config.initial, self.rt.backoff_config.max)
+        while True:
+            generation = self.rt.auth_generation
+            try:
+                await self.rt.ensure_authenticated()
+                generation = self.rt.auth_generation
+                accounts = await self.rt.broker.call("fetch_accounts", ctx=self.rt.ctx)
+                return [a.account_id for a in accounts if isinstance(a, Account)]
+            except Exception as exc:
+                delay = self._handle_error("fetch_accounts", exc, generation, backoff)
+                await asyncio.sleep(delay)
+
+    def _handle_error(self, what: str, exc: Exception, generation: int, backoff: Backoff) -> float:
+        if isinstance(exc, AuthError):
+            self.rt.auth_failed(generation)
+        message = f"{what} failed: {type(exc).__name__}: {exc}"
+        self.rt.status.error(message)
+        if isinstance(exc, (AuthError, RateLimited)) or type(exc).__module__.startswith("livedata"):
+            self.log.warning("%s", message)
+        else:
+            self.log.exception("%s", message)
+        delay = backoff.next_delay()
+        if isinstance(exc, RateLimited) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        if isinstance(exc, LoginRequired):
+            delay = max(delay, self.rt.backoff_config.login_retry)
+        return delay
+
+    async def _poll_loop(self, account: str, kind: str) -> None:
+        interval = getattr(self.rt.config.poll, kind)
+        hook = f"fetch_{kind}"
+        differ = differ_for(kind)
+        model_cls = MODEL_OF[kind]
+        backoff = Backoff(self.rt.backoff_config.initial, self.rt.backoff_config.max)
+        key = f"{kind}"
+        while not self.rt.stopping.is_set():
+            delay = interval
+            generation = self.rt.auth_generation
+            try:
+                await self.rt.ensure_authenticated()
+                generation = self.rt.auth_generation
+                since = self.started_ms - ORDER_LOOKBACK_MS
+                items = await self.rt.broker.call(hook, ctx=self.rt.ctx, account_id=account, since=since)
+                good = [m for m in items or () if isinstance(m, model_cls)]
+                if len(good) != len(items or ()):
+                    self.rt.status.skipped[f"{kind}: not a {model_cls.__name__}"] = (
+                        self.rt.status.skipped.get(f"{kind}: not a {model_cls.__name__}", 0) + len(items) - len(good)
+                    )
+                for model in differ(good):
+                    self.rt.publisher.publish(model)
+                    self.rt.status.messages += 1
+                    self.rt.status.last_message_at = time.time()
+                self.rt.status.polls[key] = self.rt.status.polls.get(key, 0) + 1
+                backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = self._handle_error(f"{hook}({account})", exc, generation, backoff)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.rt.stopping.wait(), delay)

@@ -1,0 +1,34 @@
+"""What a broker is doing, as ``livedata status`` shows it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import attrs
+
+
+@attrs.define
+class BrokerStatus:
+    """Live counters and state of one broker in the runner."""
+
+    broker: str
+    state: str = "starting"
+    connected_since: float | None = None
+    symbols: list[str] = attrs.field(factory=list)
+    messages: int = 0
+    last_message_at: float | None = None
+    last_heartbeat_at: float | None = None
+    reconnects: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    polls: dict[str, int] = attrs.field(factory=dict)
+    skipped: dict[str, int] = attrs.field(factory=dict)
+    extra: dict[str, Any] = attrs.field(factory=dict)
+
+    def error(self, message: str) -> None:
+        self.last_error = message
+        self.last_error_at = time.time()
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
