@@ -1,0 +1,250 @@
+"""ACCT_ACTIVITY: order events from the streamer, turned into :class:`~livedata_core.models.Order`.
+
+Every message becomes an order event, even one we cannot read completely: it is then published with what is
+known, ``status="unknown"``, the message type in ``broker_status``, and counted in the stream's skip counters.
+The same message delivered twice (Schwab repeats ``seq`` after a reconnect) is published once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import orjson
+
+from livedata_core.channels import validate_identifier
+from livedata_core.errors import InvalidIdentifier
+from livedata_core.models import Order
+from livedata_core.streaming import StreamStats
+
+__all__ = ["ActivityParser", "EVENTS", "decode_number"]
+
+# message type -> (event name, the order status it implies or None when the message alone does not say)
+EVENTS: dict[str, tuple[str, str | None]] = {
+    "OrderEntryRequest": ("entry_requested", "pending"),
+    "OrderCreated": ("created", "pending"),
+    "OrderAccepted": ("accepted", "open"),
+    "OrderMonitorCreated": ("monitor_created", None),
+    "OrderMonitorUpdated": ("monitor_updated", None),
+    "OrderMonitorCompleted": ("monitor_completed", None),
+    "ExecutionRequested": ("execution_requested", None),
+    "ExecutionRequestCreated": ("execution_request_created", None),
+    "ExecutionRequestCompleted": ("execution_request_completed", None),
+    "ExecutionCreated": ("execution_created", None),
+    "OrderFillCompleted": ("fill", None),  # filled or partially filled: decided by LeavesQuantity
+    "CancelAccepted": ("cancel_accepted", "pending_cancel"),
+    "OrderUROutCompleted": ("canceled", "canceled"),  # "UR out": the cancel is confirmed
+}
+
+# Schwab's order status words (event "Status" and the REST enum), lower-cased -> ORDER_STATUSES.
+STATUS_WORDS = {
+    "open": "open",
+    "working": "open",
+    "accepted": "open",
+    "queued": "pending",
+    "new": "pending",
+    "pending_activation": "pending",
+    "awaiting_parent_order": "pending",
+    "awaiting_condition": "pending",
+    "awaiting_stop_condition": "pending",
+    "awaiting_manual_review": "pending",
+    "awaiting_release_time": "pending",
+    "pending_acknowledgement": "pending",
+    "filled": "filled",
+    "canceled": "canceled",
+    "cancelled": "canceled",
+    "pending_cancel": "pending_cancel",
+    "rejected": "rejected",
+    "expired": "expired",
+    "replaced": "replaced",
+    "pending_replace": "pending",
+}
+
+# Keys looked up anywhere in the message data (first occurrence wins); the nesting differs per event type.
+_WANTED = frozenset(
+    {
+        "SchwabOrderID", "AccountNumber", "Symbol", "BuySellCode", "OrderTypeCode", "OrderType", "LimitPrice",
+        "StopPrice", "Quantity", "CumulativeQuantity", "LeavesQuantity", "AveragePrice", "ExecutionPrice",
+        "Status", "TimeInForce", "DateTimeString", "ExecutionID",
+    }
+)  # fmt: skip
+_MAX_DEPTH = 12
+
+
+def decode_number(value: Any) -> float | None:
+    """Decode Schwab's ``{"lo": "220470000", "signScale": 12}`` numbers (220.47), or plain numbers.
+
+    The value is ``int(lo) / 10 ** (signScale // 2)``, negative when ``signScale`` is odd; a missing ``lo``
+    is 0; no ``signScale`` means an integer.
+    """
+    if type(value) is float or type(value) is int:
+        return float(value)
+    if isinstance(value, dict):
+        try:
+            lo = int(value.get("lo", 0))
+            scale = value.get("signScale")
+            if scale is None:
+                return float(lo)
+            scale = int(scale)
+            number = lo / 10 ** (scale // 2)
+            return -number if scale % 2 else number
+        except (TypeError, ValueError):
+            return None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _collect(node: Any, found: dict[str, Any], depth: int = 0) -> None:
+    if depth > _MAX_DEPTH:
+        return
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in _WANTED and k not in found:
+                found[k] = v
+            if isinstance(v, (dict, list)):
+                _collect(v, found, depth + 1)
+    elif isinstance(node, list):
+        for v in node:
+            _collect(v, found, depth + 1)
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+        return str(value)
+    return None
+
+
+class ActivityParser:
+    """Turns ACCT_ACTIVITY content into orders; remembers recent messages to drop repeats after a reconnect.
+
+    One parser should live as long as the broker session, shared by every stream it creates.
+    """
+
+    def __init__(self, broker: str, remember: int = 10_000) -> None:
+        self.broker = broker
+        self._seen: set[tuple[Any, ...]] = set()
+        self._order: deque[tuple[Any, ...]] = deque()
+        self._remember = remember
+
+    def _is_repeat(self, key: tuple[Any, ...]) -> bool:
+        if key in self._seen:
+            return True
+        self._seen.add(key)
+        self._order.append(key)
+        if len(self._order) > self._remember:
+            self._seen.discard(self._order.popleft())
+        return False
+
+    # {"data":[{"service":"ACCT_ACTIVITY","timestamp":0,"command":"SUBS","content":[
+    #  {"seq":1,"key":"Account Activity","1":"12345678","2":"OrderCreated",
+    #   "3":"{\"SchwabOrderID\":\"1000000001\",\"AccountNumber\":\"12345678\",\"BaseEvent\":{\"EventType\":
+    #        \"OrderCreated\",\"OrderCreatedEventEquityOrder\":{...\"LimitPrice\":{\"lo\":\"220470000\",
+    #        \"signScale\":12},\"OrderLegs\":[{\"Quantity\":{\"lo\":\"1000000\",\"signScale\":12},
+    #        \"BuySellCode\":\"Buy\",\"Security\":{\"Symbol\":\"AMD\"}}]}}}"}]}]}
+    def apply(self, content: Any, envelope_ts: Any, received_at: int, stats: StreamStats) -> list[Order]:
+        """Turn one ``data`` entry's ``content`` into orders. Never drops a message it can recognise as one."""
+        if type(content) is not list:
+            content = [content]
+        ts = envelope_ts if type(envelope_ts) is int and envelope_ts > 0 else None
+        out: list[Order] = []
+        for item in content:
+            order = self._one(item, ts, received_at, stats)
+            if order is not None:
+                out.append(order)
+        return out
+
+    def _one(self, item: Any, ts: int | None, received_at: int, stats: StreamStats) -> Order | None:
+        if not isinstance(item, dict):
+            # Still an account event we were sent: publish it as unknown rather than lose it.
+            stats.skip("account activity item is not an object (published as unknown)", item)
+            return Order(broker=self.broker, account_id="unknown", order_id="unknown", status="unknown",
+                         timestamp=ts, received_at=received_at, extra={"raw": str(item)[:500]})  # fmt: skip
+        seq = item.get("seq")
+        mtype = _text(item.get("2"))
+        raw = item.get("3")
+        complete = True
+        data: Any = None
+        if isinstance(raw, str) and raw.strip():
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                complete = False
+        elif isinstance(raw, dict):
+            data = raw
+        elif mtype != "OrderEntryRequest":
+            complete = False
+        found: dict[str, Any] = {}
+        if data is not None:
+            _collect(data, found)
+
+        account = _text(item.get("1")) or _text(found.get("AccountNumber"))
+        if account is not None:
+            try:
+                validate_identifier(account)
+            except InvalidIdentifier:
+                account = None
+        if account is None:
+            account = "unknown"
+            complete = False
+        order_id = _text(found.get("SchwabOrderID"))
+        if order_id is None:
+            order_id = "unknown"
+            if mtype != "OrderEntryRequest":
+                complete = False
+
+        event, status = EVENTS.get(mtype or "", (None, None))
+        if mtype not in EVENTS:
+            complete = False
+        filled = decode_number(found.get("CumulativeQuantity"))
+        remaining = decode_number(found.get("LeavesQuantity")) if "LeavesQuantity" in found else None
+        word = found.get("Status")
+        if isinstance(word, str) and word.lower().replace(" ", "_") in STATUS_WORDS:
+            status = STATUS_WORDS[word.lower().replace(" ", "_")]
+        elif mtype == "OrderFillCompleted" and remaining is not None:
+            status = "filled" if remaining == 0 else "partially_filled"
+        if status is None:
+            status = "unknown"
+
+        key = (seq, mtype, order_id, account)
+        if seq is not None and self._is_repeat(key):
+            stats.skip("account activity repeated (same seq after reconnect)", key)
+            return None
+
+        side = found.get("BuySellCode")
+        order_type = found.get("OrderTypeCode") or found.get("OrderType")
+        extra: dict[str, Any] = {}
+        if seq is not None:
+            extra["seq"] = seq
+        if isinstance(word, str):
+            extra["schwab_status"] = word
+        if isinstance(found.get("DateTimeString"), str):
+            extra["execution_time"] = found["DateTimeString"]
+        if not complete:
+            extra["raw"] = (raw if isinstance(raw, str) else repr(raw))[:2000]
+            stats.skip("account activity incomplete (published as unknown)", (mtype, seq))
+            status = "unknown"
+        return Order(
+            broker=self.broker,
+            account_id=account,
+            order_id=order_id,
+            symbol=_text(found.get("Symbol")),
+            side=side.lower() if isinstance(side, str) else None,
+            order_type=order_type.lower() if isinstance(order_type, str) else None,
+            status=status,
+            broker_status=mtype,
+            event=event,
+            quantity=decode_number(found.get("Quantity")),
+            filled_quantity=filled,
+            remaining_quantity=remaining,
+            price=decode_number(found.get("LimitPrice")),
+            stop_price=decode_number(found.get("StopPrice")),
+            average_fill_price=decode_number(found.get("AveragePrice")),
+            time_in_force=_text(found.get("TimeInForce")),
+            timestamp=ts,
+            received_at=received_at,
+            extra=extra or None,
+        )

@@ -1,0 +1,163 @@
+"""Level-one quotes: the streamer sends only the fields that changed; publish complete quotes.
+
+:class:`QuoteBook` keeps the last value of every field per symbol and turns each ``data`` item into a complete
+:class:`~livedata_core.models.Quote`. One call parses every item of a frame in one pass and returns a list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from livedata_core.models import Quote
+from livedata_core.streaming import StreamStats
+
+from .symbols import EQUITIES, FUTURES
+
+__all__ = ["FIELDS", "QuoteBook", "request_fields"]
+
+# Slots of the per-symbol state list. Prices and sizes first (stored as float), then the two times (int ms).
+BID, ASK, LAST, VOLUME, BID_SIZE, ASK_SIZE, LAST_SIZE, OPEN, HIGH, LOW, CLOSE, MARK = range(12)
+QUOTE_TIME, TRADE_TIME = 12, 13
+ACTIVE_SYMBOL = 14  # futures only: the contract a bare root such as /ES streams (string)
+N_SLOTS = 15
+N_FLOAT = 12
+
+# Streamer field number -> slot (Schwab Streamer Guide field tables).
+FIELDS: dict[str, dict[str, int]] = {
+    EQUITIES: {
+        "1": BID, "2": ASK, "3": LAST, "4": BID_SIZE, "5": ASK_SIZE, "8": VOLUME, "9": LAST_SIZE,
+        "10": HIGH, "11": LOW, "12": CLOSE, "17": OPEN, "33": MARK, "34": QUOTE_TIME, "35": TRADE_TIME,
+    },
+    FUTURES: {
+        "1": BID, "2": ASK, "3": LAST, "4": BID_SIZE, "5": ASK_SIZE, "8": VOLUME, "9": LAST_SIZE,
+        "10": QUOTE_TIME, "11": TRADE_TIME, "12": HIGH, "13": LOW, "14": CLOSE, "18": OPEN, "24": MARK,
+        "34": ACTIVE_SYMBOL,
+    },
+}  # fmt: skip
+
+# Keys of a level-one item that are not numbered fields.
+META_KEYS = frozenset({"key", "delayed", "assetMainType", "assetSubType", "cusip"})
+
+
+def request_fields(service: str) -> str:
+    """The ``fields`` parameter for a service: 0 (the symbol) and every field we map, ascending."""
+    return ",".join(["0", *sorted(FIELDS[service], key=int)])
+
+
+class QuoteBook:
+    """Per-symbol state of the level-one services, merged from deltas.
+
+    Only symbols marked with :meth:`want` produce quotes: data that arrives for a symbol after it was
+    unsubscribed is counted and dropped.
+    """
+
+    def __init__(self, broker: str, stats: StreamStats) -> None:
+        self.broker = broker
+        self.stats = stats
+        self._state: dict[str, list[Any]] = {}
+        self._delayed: dict[str, bool] = {}
+        self._wanted: set[str] = set()
+
+    def want(self, symbols: Iterable[str]) -> None:
+        """Start producing quotes for ``symbols``."""
+        self._wanted.update(symbols)
+
+    def forget(self, symbols: Iterable[str]) -> None:
+        """Stop producing quotes for ``symbols`` and drop their state (a new subscription starts afresh)."""
+        for s in symbols:
+            self._wanted.discard(s)
+            self._state.pop(s, None)
+            self._delayed.pop(s, None)
+
+    def state(self, symbol: str) -> dict[str, Any] | None:
+        """The merged fields of a symbol, by slot name (for diagnostics and tests)."""
+        s = self._state.get(symbol)
+        if s is None:
+            return None
+        names = ("bid", "ask", "last", "volume", "bid_size", "ask_size", "last_size", "open", "high", "low",
+                 "close", "mark", "quote_time", "trade_time", "active_symbol")  # fmt: skip
+        return {n: v for n, v in zip(names, s) if v is not None}
+
+    # {"data":[{"service":"LEVELONE_EQUITIES","timestamp":1714949592301,"command":"SUBS","content":[
+    #   {"key":"SCHW","delayed":false,"assetMainType":"EQUITY","assetSubType":"COE","cusip":"808513105",
+    #    "1":76.08,"2":76.49,"3":76.44,"4":3,"5":1,"8":5414735,"10":76.47}, ...]}]}
+    # and later deltas such as {"key":"SCHW","2":76.5}
+    def apply(self, service: str, content: Any, envelope_ts: Any, received_at: int) -> list[Quote]:
+        """Merge one ``data`` entry's ``content`` and return one complete quote per item."""
+        fields = FIELDS[service]
+        if type(content) is not list:
+            self.stats.skip("level-one content is not a list", content)
+            return []
+        fallback_ts = envelope_ts if type(envelope_ts) is int and envelope_ts > 0 else None
+        futures = service == FUTURES
+        states = self._state
+        wanted = self._wanted
+        broker = self.broker
+        out: list[Quote] = []
+        for item in content:
+            if type(item) is not dict:
+                self.stats.skip("level-one item is not an object", item)
+                continue
+            symbol = item.get("key")
+            if symbol not in wanted:
+                self.stats.skip("level-one data for a symbol not subscribed", symbol)
+                continue
+            state = states.get(symbol)
+            if state is None:
+                state = states[symbol] = [None] * N_SLOTS
+            for k, v in item.items():
+                slot = fields.get(k)
+                if slot is None:
+                    if k == "delayed":
+                        if type(v) is bool:
+                            self._delayed[symbol] = v
+                    elif k not in META_KEYS and k != "0":
+                        self.stats.skip(f"{service} unknown field", k)
+                    continue
+                tv = type(v)
+                if slot < N_FLOAT:
+                    if tv is float or tv is int:
+                        state[slot] = float(v)
+                        continue
+                elif slot == ACTIVE_SYMBOL:
+                    if tv is str:
+                        state[slot] = v
+                        continue
+                elif tv is int and v > 0:
+                    state[slot] = v
+                    continue
+                self.stats.skip(f"{service} bad value", (symbol, k, v))
+            qt = state[QUOTE_TIME]
+            tt = state[TRADE_TIME]
+            if qt is None:
+                ts = tt if tt is not None else fallback_ts
+            else:
+                ts = qt if tt is None or qt >= tt else tt
+            extra = None
+            if self._delayed.get(symbol):
+                extra = {"delayed": True}
+            if futures and state[ACTIVE_SYMBOL] is not None and state[ACTIVE_SYMBOL] != symbol:
+                extra = dict(extra or (), active_symbol=state[ACTIVE_SYMBOL])
+            out.append(
+                Quote(
+                    broker=broker,
+                    symbol=symbol,
+                    bid=state[BID],
+                    ask=state[ASK],
+                    last=state[LAST],
+                    volume=state[VOLUME],
+                    bid_size=state[BID_SIZE],
+                    ask_size=state[ASK_SIZE],
+                    last_size=state[LAST_SIZE],
+                    open=state[OPEN],
+                    high=state[HIGH],
+                    low=state[LOW],
+                    close=state[CLOSE],
+                    mark=state[MARK],
+                    timestamp=ts,
+                    received_at=received_at,
+                    extra=extra,
+                )
+            )
+        return out

@@ -1,0 +1,441 @@
+"""The Schwab streamer client: one websocket, one login, level-one quotes and account activity.
+
+A reader task owns the socket from :meth:`TosStream.connect` on. It answers the one command in flight (commands
+are sent one at a time under a lock, each waiting for its response by ``requestid``), parses ``data`` frames
+into models and queues one list per frame for :meth:`TosStream.events`. Reconnecting is the runner's job: this
+class ends ``events()`` when the server closes politely and raises otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidURI
+
+from livedata_core.errors import AuthError, StreamError
+from livedata_core.models import now_ms
+from livedata_core.streaming import HEARTBEAT, BrokerStream, StreamStats
+
+from .activity import ActivityParser
+from .protocol import SEVERING_CODES, StreamerInfo, error_for_code, request
+from .quotes import FIELDS, QuoteBook, request_fields
+from .symbols import service_for
+
+__all__ = ["StreamerTokens", "TosStream"]
+
+ACCT_ACTIVITY = "ACCT_ACTIVITY"
+_END = object()
+
+
+class StreamerTokens:
+    """Where the streamer gets the access token for each login.
+
+    :param current: async callable returning a valid access token (refreshed when near expiry).
+    :param refresh: async callable forcing a refresh and returning the new token.
+
+    After the streamer denied a login (:meth:`rejected`), the next login forces a refresh first, so a token the
+    server already refused is never sent twice.
+    """
+
+    def __init__(self, current: Callable[[], Awaitable[str]], refresh: Callable[[], Awaitable[str]]) -> None:
+        self._current = current
+        self._refresh = refresh
+        self.stale = False
+
+    def rejected(self) -> None:
+        """The streamer refused the last token: refresh before the next login."""
+        self.stale = True
+
+    async def refresh(self) -> str:
+        """Force a refresh now."""
+        token = await self._refresh()
+        self.stale = False
+        return token
+
+    async def for_login(self) -> str:
+        """The token to log in with: a forced refresh after a denial, otherwise the current one."""
+        if self.stale:
+            return await self.refresh()
+        return await self._current()
+
+    def __repr__(self) -> str:
+        return f"StreamerTokens(stale={self.stale})"
+
+
+class TosStream(BrokerStream):
+    """A :class:`~livedata_core.streaming.BrokerStream` for the Schwab streamer.
+
+    :param info: the login identity from ``/userPreference`` (:class:`~livedata_tos.protocol.StreamerInfo`).
+    :param tokens: the access-token source (:class:`StreamerTokens`).
+    :param url: connect here instead of ``info.url`` (tests).
+    :param account_activity: subscribe to ACCT_ACTIVITY after login and yield orders.
+    :param activity: the account-activity parser; pass the session's so repeats are dropped across reconnects.
+    """
+
+    def __init__(
+        self,
+        info: StreamerInfo,
+        tokens: StreamerTokens,
+        *,
+        broker: str = "tos",
+        url: str | None = None,
+        account_activity: bool = True,
+        activity: ActivityParser | None = None,
+        login_timeout: float = 10.0,
+        command_timeout: float = 10.0,
+        open_timeout: float = 10.0,
+        heartbeat_timeout: float | None = 60.0,
+        connection_limit_retry: float = 60.0,
+        max_keys_per_command: int = 300,
+        queue_frames: int = 10_000,
+        log: logging.Logger | None = None,
+    ) -> None:
+        super().__init__()
+        self.log = log or logging.getLogger(f"livedata.broker.{broker}")
+        self.stats = StreamStats(self.log)
+        self.info = info
+        self.url = url or info.url
+        self.broker = broker
+        self.heartbeat_timeout = heartbeat_timeout
+        self.account_activity = account_activity
+        self.login_timeout = login_timeout
+        self.command_timeout = command_timeout
+        self.open_timeout = open_timeout
+        self.connection_limit_retry = connection_limit_retry
+        self.max_keys_per_command = max_keys_per_command
+        self.server_status: str | None = None
+        """The LOGIN answer's ``msg`` (``server=...;status=NP``: NP non-pro, PN/PP pro)."""
+        self._tokens = tokens
+        self._book = QuoteBook(broker, self.stats)
+        self._activity = activity or ActivityParser(broker)
+        self._subscribed: dict[str, set[str]] = {name: set() for name in FIELDS}
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue_frames)
+        self._lock = asyncio.Lock()
+        self._pending: tuple[str, str, str, asyncio.Future[dict]] | None = None
+        self._requestid = 0
+        self._ws: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._failure: Exception | None = None
+        self._logged_in = False
+        self._closing = False
+
+    def __repr__(self) -> str:
+        host = urlsplit(self.url).netloc
+        return f"TosStream({host!r}, logged_in={self._logged_in})"
+
+    @property
+    def subscribed(self) -> dict[str, frozenset[str]]:
+        """The symbols subscribed per service."""
+        return {k: frozenset(v) for k, v in self._subscribed.items()}
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the websocket, LOGIN with a current access token and wait for code 0, then subscribe to
+        account activity.
+
+        :raises AuthError: the streamer denied the login (the next login refreshes the token first).
+        :raises ConnectionLimit: another streamer is connected for this Schwab login.
+        :raises StreamError: the streamer could not be reached or did not answer in time.
+        """
+        host = urlsplit(self.url).netloc or self.url
+        try:
+            self._ws = await ws_connect(
+                self.url, open_timeout=self.open_timeout, max_size=2**24, compression=None, close_timeout=2
+            )
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            raise StreamError(f"could not connect to the Schwab streamer at {host}: {type(exc).__name__}: {exc}") from None
+        self._reader = asyncio.create_task(self._read_loop(), name="livedata-tos-reader")
+        try:
+            token = await self._tokens.for_login()
+            parameters = {
+                "Authorization": token,
+                "SchwabClientChannel": self.info.channel,
+                "SchwabClientFunctionId": self.info.function_id,
+            }
+            try:
+                answer = await self._command("ADMIN", "LOGIN", parameters, timeout=self.login_timeout)
+            except AuthError:
+                self._tokens.rejected()
+                raise
+            self._logged_in = True
+            self.server_status = str(answer.get("content", {}).get("msg", "")) or None
+            self.log.info("logged in to the Schwab streamer at %s (%s)", host, self.server_status)
+            if self.account_activity:
+                await self._command(
+                    ACCT_ACTIVITY, "SUBS", {"keys": self.info.correl_id, "fields": "0,1,2,3"}
+                )
+        except BaseException:
+            await self._shutdown()
+            raise
+
+    async def events(self):
+        """Yield a list of models per data frame, :data:`HEARTBEAT` for heartbeats, until the connection ends.
+
+        Ends when the server closed the connection politely; raises the error that ended it otherwise
+        (``AuthError``, ``ConnectionLimit``, ``StreamError``). Everything received before the end is yielded.
+        """
+        queue = self._queue
+        while True:
+            item = await queue.get()
+            if item is _END:
+                queue.put_nowait(_END)  # a second reader ends too
+                if self._failure is not None:
+                    raise self._failure
+                return
+            yield item
+
+    async def subscribe(self, symbols: Sequence[str]) -> None:
+        """ADD level-one subscriptions: ``/...`` symbols to LEVELONE_FUTURES, the rest to LEVELONE_EQUITIES."""
+        for service, new in self._group(symbols, subscribed=False).items():
+            fields = request_fields(service)
+            for chunk in _chunks(new, self.max_keys_per_command):
+                self._book.want(chunk)
+                try:
+                    await self._command(service, "ADD", {"keys": ",".join(chunk), "fields": fields})
+                except BaseException:
+                    self._book.forget(chunk)
+                    raise
+                self._subscribed[service].update(chunk)
+                self.log.debug("subscribed %s: %s", service, ",".join(chunk))
+
+    async def unsubscribe(self, symbols: Sequence[str]) -> None:
+        """UNSUBS level-one symbols; data still in flight for them is dropped."""
+        for service, old in self._group(symbols, subscribed=True).items():
+            for chunk in _chunks(old, self.max_keys_per_command):
+                self._book.forget(chunk)
+                self._subscribed[service].difference_update(chunk)
+                await self._command(service, "UNSUBS", {"keys": ",".join(chunk)})
+                self.log.debug("unsubscribed %s: %s", service, ",".join(chunk))
+
+    async def view(self, service: str, fields: Iterable[int | str]) -> None:
+        """VIEW: change the field list of every symbol of a level-one service (fields we do not map are
+        counted as unknown when they arrive)."""
+        numbers = sorted({int(f) for f in fields} | {0})
+        await self._command(service, "VIEW", {"fields": ",".join(map(str, numbers))})
+
+    async def close(self) -> None:
+        """LOGOUT (waiting briefly for its answer) and close the socket. Never raises."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            if self._logged_in and self._failure is None and self._ws is not None:
+                await asyncio.wait_for(self._command("ADMIN", "LOGOUT", {}), timeout=min(2.0, self.command_timeout))
+        except Exception as exc:  # the server may already be gone; closing must not fail
+            self.log.debug("LOGOUT not acknowledged: %s", type(exc).__name__)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            try:
+                await asyncio.wait_for(ws.close(), timeout=2.0)
+            except Exception:
+                pass
+        if self._reader is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reader), timeout=1.0)
+            except (Exception, asyncio.CancelledError):
+                self._reader.cancel()
+            self._reader = None
+
+    # -- commands ------------------------------------------------------------------------------------------
+
+    async def _command(self, service: str, command: str, parameters: dict[str, Any], timeout: float | None = None) -> dict:
+        """Send one request and wait for its response; raise the error its code means."""
+        timeout = self.command_timeout if timeout is None else timeout
+        async with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            ws = self._ws
+            if ws is None:
+                raise StreamError("the Schwab streamer connection is closed")
+            self._requestid += 1
+            rid = str(self._requestid)
+            future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+            self._pending = (rid, service, command, future)
+            try:
+                await ws.send(orjson.dumps(request(self.info, rid, service, command, parameters)).decode())
+                answer = await asyncio.wait_for(future, timeout)
+            except asyncio.TimeoutError:
+                raise StreamError(
+                    f"the Schwab streamer did not answer {service} {command} within {timeout:g} s"
+                ) from None
+            except ConnectionClosed:
+                raise self._failure or StreamError(
+                    f"the Schwab streamer closed the connection during {service} {command}"
+                ) from None
+            finally:
+                self._pending = None
+        content = answer.get("content")
+        code = content.get("code") if isinstance(content, dict) else None
+        msg = content.get("msg") if isinstance(content, dict) else None
+        error = error_for_code(code, msg, service, command, connection_limit_retry=self.connection_limit_retry)
+        if error is not None:
+            raise error
+        return answer
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        ws = self._ws
+        queue = self._queue
+        try:
+            async for raw in ws:
+                received_at = now_ms()
+                try:
+                    out, heartbeat = self._on_frame(raw, received_at)
+                except Exception as exc:  # a parser bug must not end the stream; count it
+                    self.stats.skip("frame could not be parsed", f"{type(exc).__name__}: {exc}")
+                    continue
+                if out:
+                    await queue.put(out)
+                elif heartbeat:
+                    await queue.put(HEARTBEAT)
+                if self._failure is not None:
+                    break
+        except ConnectionClosedOK:
+            if not self._closing and self._failure is None:
+                self.log.info("the Schwab streamer closed the connection")
+        except ConnectionClosed as exc:
+            if not self._closing and self._failure is None:
+                self._failure = StreamError(f"the Schwab streamer connection was lost: {exc}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._failure is None:
+                self._failure = StreamError(f"reading from the Schwab streamer failed: {type(exc).__name__}: {exc}")
+        finally:
+            pending = self._pending
+            if pending is not None and not pending[3].done():
+                pending[3].set_exception(
+                    self._failure or StreamError(f"the Schwab streamer closed the connection during {pending[1]} {pending[2]}")
+                )
+            self._put_end()
+
+    def _put_end(self) -> None:
+        try:
+            self._queue.put_nowait(_END)
+        except asyncio.QueueFull:
+            # The consumer is far behind; it will see the end after draining (events() re-checks).
+            asyncio.get_running_loop().create_task(self._queue.put(_END))
+
+    def _fail(self, error: Exception) -> None:
+        if self._failure is None:
+            self._failure = error
+
+    def _on_frame(self, raw: str | bytes, received_at: int) -> tuple[list[Any], bool]:
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.stats.skip("malformed frame (not JSON)", raw[:200])
+            return [], False
+        if type(message) is not dict:
+            self.stats.skip("malformed frame (not an object)", message)
+            return [], False
+        out: list[Any] = []
+        heartbeat = False
+        for kind, value in message.items():
+            if kind == "data":
+                self._on_data(value, received_at, out)
+            elif kind == "response":
+                self._on_responses(value)
+            elif kind == "notify":
+                heartbeat = self._on_notify(value) or heartbeat
+            else:
+                self.stats.skip("unknown message type", kind)
+        return out, heartbeat
+
+    def _on_data(self, entries: Any, received_at: int, out: list[Any]) -> None:
+        if type(entries) is not list:
+            self.stats.skip("data is not a list", entries)
+            return
+        for entry in entries:
+            if type(entry) is not dict:
+                self.stats.skip("data entry is not an object", entry)
+                continue
+            service = entry.get("service")
+            if service in FIELDS:
+                out.extend(self._book.apply(service, entry.get("content"), entry.get("timestamp"), received_at))
+            elif service == ACCT_ACTIVITY:
+                out.extend(self._activity.apply(entry.get("content"), entry.get("timestamp"), received_at, self.stats))
+            else:
+                self.stats.skip("unknown service", service)
+
+    # {"response":[{"service":"ADMIN","command":"LOGIN","requestid":"1","SchwabClientCorrelId":"5be0...",
+    #   "timestamp":1669828276886,"content":{"code":0,"msg":"server=s0166bdv-1;status=PN"}}]}
+    def _on_responses(self, responses: Any) -> None:
+        if type(responses) is not list:
+            responses = [responses]
+        for answer in responses:
+            if type(answer) is not dict:
+                self.stats.skip("response is not an object", answer)
+                continue
+            content = answer.get("content")
+            code = content.get("code") if isinstance(content, dict) else None
+            pending = self._pending
+            rid = answer.get("requestid")
+            if pending is not None and not pending[3].done() and (
+                str(rid) == pending[0]
+                or (rid is None and answer.get("service") == pending[1] and answer.get("command") == pending[2])
+            ):
+                pending[3].set_result(answer)
+            elif code not in SEVERING_CODES:
+                self.log.debug("response to no request in flight: %r", answer)
+            if code in SEVERING_CODES:
+                self._fail(self._error(answer))
+
+    # {"notify":[{"heartbeat":"1668715930582"}]}
+    # {"notify":[{"service":"ADMIN","timestamp":1595453993677,"content":{"code":30,"msg":"Stop streaming due to
+    #   empty subscription"}}]}
+    def _on_notify(self, notices: Any) -> bool:
+        if type(notices) is not list:
+            notices = [notices]
+        heartbeat = False
+        for notice in notices:
+            if type(notice) is not dict:
+                self.stats.skip("notify is not an object", notice)
+            elif "heartbeat" in notice:
+                heartbeat = True
+            elif isinstance(notice.get("content"), dict):
+                code = notice["content"].get("code")
+                if code in SEVERING_CODES:
+                    self._fail(self._error(notice))
+                else:
+                    self.log.info("streamer notice: %r", notice)
+            else:
+                self.stats.skip("unknown notify", notice)
+        return heartbeat
+
+    def _error(self, answer: dict) -> Exception:
+        content = answer.get("content") or {}
+        error = error_for_code(
+            content.get("code"),
+            content.get("msg"),
+            str(answer.get("service", "ADMIN")),
+            str(answer.get("command", "")),
+            connection_limit_retry=self.connection_limit_retry,
+        )
+        return error or StreamError("the Schwab streamer ended the connection")
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _group(self, symbols: Sequence[str], *, subscribed: bool) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for symbol in dict.fromkeys(symbols):
+            service = service_for(symbol)
+            if (symbol in self._subscribed[service]) == subscribed:
+                groups.setdefault(service, []).append(symbol)
+        return groups
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,270 @@
+"""A local fake Schwab streamer speaking the streamer's JSON protocol over a real websocket.
+
+For tests and benchmarks of this plugin and for anyone checking a livedata runner against the streamer::
+
+    async with FakeStreamer() as fake:
+        stream = TosStream(fake.info(), StreamerTokens(get_token, refresh_token), url=fake.url)
+        await stream.connect()
+        await stream.subscribe(["AAPL"])
+        await fake.send_data("LEVELONE_EQUITIES", [{"key": "AAPL", "1": 1.0, "2": 1.1}])
+
+It answers LOGIN (accepting the tokens in ``valid_tokens``, or any token when that is ``None``), SUBS, ADD,
+UNSUBS and VIEW (keeping the subscriptions per service), and LOGOUT (then closes). Tests push data, heartbeats,
+account activity and notices, force response codes, and drop connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from .protocol import StreamerInfo
+
+__all__ = ["FakeStreamer", "activity_item", "data_frame", "heartbeat_frame", "notify_frame", "response_frame"]
+
+CUSTOMER_ID = "f" * 64
+CORREL_ID = "00000000-0000-4000-8000-000000000001"
+
+
+def data_frame(service: str, content: list[dict], timestamp: int | None = None, command: str = "SUBS") -> dict:
+    """A ``data`` frame with one service's items."""
+    ts = int(time.time() * 1000) if timestamp is None else timestamp
+    return {"data": [{"service": service, "timestamp": ts, "command": command, "content": content}]}
+
+
+def response_frame(service: str, command: str, requestid: Any, code: int, msg: str) -> dict:
+    """A ``response`` frame answering one request."""
+    return {
+        "response": [
+            {
+                "service": service,
+                "command": command,
+                "requestid": requestid,
+                "SchwabClientCorrelId": CORREL_ID,
+                "timestamp": int(time.time() * 1000),
+                "content": {"code": code, "msg": msg},
+            }
+        ]
+    }
+
+
+def heartbeat_frame() -> dict:
+    """``{"notify":[{"heartbeat":"<ms>"}]}``"""
+    return {"notify": [{"heartbeat": str(int(time.time() * 1000))}]}
+
+
+def notify_frame(code: int, msg: str) -> dict:
+    """An ADMIN notice such as code 30, stop streaming."""
+    return {"notify": [{"service": "ADMIN", "timestamp": int(time.time() * 1000), "content": {"code": code, "msg": msg}}]}
+
+
+def number(value: float, scale: int = 12) -> dict:
+    """Schwab's ``{"lo", "signScale"}`` encoding of a number (odd scale = negative)."""
+    digits = scale // 2
+    lo = round(abs(value) * 10**digits)
+    return {"lo": str(lo), "signScale": scale + (1 if value < 0 else 0)}
+
+
+def activity_item(seq: int, account: str, message_type: str, data: dict | str | None, key: str = CORREL_ID) -> dict:
+    """One ACCT_ACTIVITY content item; ``data`` dicts are encoded to the JSON string Schwab sends."""
+    raw = json.dumps(data) if isinstance(data, dict) else data
+    return {"seq": seq, "key": key, "1": account, "2": message_type, "3": raw}
+
+
+class FakeStreamer:
+    """A streamer on 127.0.0.1 with a random port. Use ``async with`` or :meth:`start`/:meth:`stop`.
+
+    :param valid_tokens: access tokens LOGIN accepts; ``None`` accepts any non-empty token.
+    :ivar requests: every request received, in order (LOGIN parameters included, for assertions).
+    :ivar subscriptions: symbols per service of the latest connection.
+    :ivar login_code: when set, LOGIN answers this code (12: connection limit) and closes if it severs.
+    :ivar command_codes: ``{(service, command): (code, msg)}`` to make a command fail.
+    """
+
+    def __init__(self, valid_tokens: Iterable[str] | None = None) -> None:
+        self.valid_tokens = set(valid_tokens) if valid_tokens is not None else None
+        self.requests: list[dict] = []
+        self.subscriptions: dict[str, set[str]] = {}
+        self.login_tokens: list[str] = []
+        self.logins = 0
+        self.logouts = 0
+        self.login_code: int | None = None
+        self.login_msg = ""
+        self.command_codes: dict[tuple[str, str], tuple[int, str]] = {}
+        self.connections: set[ServerConnection] = set()
+        self.connected_total = 0
+        self._server: Any = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def info(self) -> StreamerInfo:
+        """The :class:`StreamerInfo` that logs in here."""
+        return StreamerInfo(self.url, CUSTOMER_ID, CORREL_ID, "N9", "APIAPP")
+
+    def user_preference(self) -> dict:
+        """A ``/userPreference`` answer pointing here."""
+        return {
+            "accounts": [{"accountNumber": "12345678", "primaryAccount": True, "type": "BROKERAGE"}],
+            "streamerInfo": [
+                {
+                    "streamerSocketUrl": self.url,
+                    "schwabClientCustomerId": CUSTOMER_ID,
+                    "schwabClientCorrelId": CORREL_ID,
+                    "schwabClientChannel": "N9",
+                    "schwabClientFunctionId": "APIAPP",
+                }
+            ],
+            "offers": [{"level2Permissions": True, "mktDataPermission": "NP"}],
+        }
+
+    async def start(self) -> "FakeStreamer":
+        self._server = await serve(self._handle, "127.0.0.1", self.port, compression=None, max_size=2**24)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> "FakeStreamer":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    # -- pushing -------------------------------------------------------------------------------------------
+
+    async def send(self, frame: dict | str | bytes) -> None:
+        """Send a frame (dict encoded as JSON, str/bytes as is) to every connected client."""
+        text = json.dumps(frame) if isinstance(frame, dict) else frame
+        for ws in list(self.connections):
+            try:
+                await ws.send(text)
+            except ConnectionClosed:
+                pass
+
+    async def send_data(self, service: str, content: list[dict], timestamp: int | None = None) -> None:
+        await self.send(data_frame(service, content, timestamp))
+
+    async def send_heartbeat(self) -> None:
+        await self.send(heartbeat_frame())
+
+    async def send_activity(self, items: list[dict]) -> None:
+        await self.send(data_frame("ACCT_ACTIVITY", items, timestamp=0))
+
+    async def stop_streaming(self, msg: str = "Stop streaming due to empty subscription") -> None:
+        """Notice code 30, then close the connections as Schwab does."""
+        await self.send(notify_frame(30, msg))
+        await self.close_all()
+
+    async def close_all(self, code: int = 1000) -> None:
+        """Close every connection with a close frame."""
+        for ws in list(self.connections):
+            await ws.close(code)
+
+    async def drop(self) -> None:
+        """Cut every connection without a close frame (a network failure)."""
+        for ws in list(self.connections):
+            ws.transport.abort()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait until ``predicate()`` is true; ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("condition not met in time")
+            await asyncio.sleep(0.002)
+
+    def commands(self, service: str | None = None) -> list[tuple[str, str, dict]]:
+        """``(service, command, parameters)`` of every request received, optionally of one service."""
+        return [
+            (r.get("service"), r.get("command"), r.get("parameters") or {})
+            for r in self.requests
+            if service is None or r.get("service") == service
+        ]
+
+    # -- serving -------------------------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        self.connections.add(ws)
+        self.connected_total += 1
+        self.subscriptions = {}
+        logged_in = False
+        try:
+            async for raw in ws:
+                try:
+                    message = json.loads(raw)
+                except ValueError:
+                    await ws.send(json.dumps(response_frame("ADMIN", "", None, 21, "bad command format")))
+                    continue
+                reqs = message.get("requests", message)
+                for req in reqs if isinstance(reqs, list) else [reqs]:
+                    self.requests.append(req)
+                    logged_in = await self._answer(ws, req, logged_in)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections.discard(ws)
+
+    async def _answer(self, ws: ServerConnection, req: dict, logged_in: bool) -> bool:
+        service, command, rid = req.get("service"), req.get("command"), req.get("requestid")
+        params = req.get("parameters") or {}
+
+        async def reply(code: int, msg: str) -> None:
+            await ws.send(json.dumps(response_frame(service, command, rid, code, msg)))
+
+        if service == "ADMIN" and command == "LOGIN":
+            token = params.get("Authorization", "")
+            self.login_tokens.append(token)
+            ids_ok = req.get("SchwabClientCustomerId") == CUSTOMER_ID and req.get("SchwabClientCorrelId") == CORREL_ID
+            ok = bool(token) and ids_ok and (self.valid_tokens is None or token in self.valid_tokens)
+            code = self.login_code if self.login_code is not None else (0 if ok else 3)
+            if code == 0:
+                self.logins += 1
+                await reply(0, self.login_msg or "server=fake-1;status=NP")
+                return True
+            msg = {3: "Login Denied.: token is invalid or has expired.",
+                   12: "Max connections reached"}.get(code, self.login_msg or "failed")  # fmt: skip
+            await reply(code, msg)
+            if code in (3, 12, 20, 30):
+                await ws.close()
+            return False
+        if service == "ADMIN" and command == "LOGOUT":
+            self.logouts += 1
+            await reply(0, "SUCCESS")
+            await ws.close()
+            return False
+        if not logged_in:
+            await reply(20, "Stream connection not found")
+            return logged_in
+        forced = self.command_codes.get((service, command))
+        if forced is not None:
+            await reply(*forced)
+            if forced[0] in (3, 12, 20, 30):
+                await ws.close()
+            return logged_in
+        keys = [k for k in str(params.get("keys", "")).split(",") if k]
+        subs = self.subscriptions.setdefault(service, set())
+        if command == "SUBS":
+            subs.clear()
+            subs.update(keys)
+        elif command == "ADD":
+            subs.update(keys)
+        elif command == "UNSUBS":
+            subs.difference_update(keys)
+        elif command != "VIEW":
+            await reply(21, f"unknown command {command}")
+            return logged_in
+        await reply(0, f"{command} command succeeded")
+        return logged_in
