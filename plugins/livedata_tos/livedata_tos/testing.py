@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .protocol import StreamerInfo
 
-__all__ = ["FakeStreamer", "activity_item", "data_frame", "heartbeat_frame", "notify_frame", "response_frame"]
+__all__ = ["FakeStreamer", "FakeTokens", "activity_item", "data_frame", "heartbeat_frame", "notify_frame", "response_frame"]
 
 CUSTOMER_ID = "f" * 64
 CORREL_ID = "00000000-0000-4000-8000-000000000001"
@@ -268,3 +268,29 @@ class FakeStreamer:
             return logged_in
         await reply(0, f"{command} command succeeded")
         return logged_in
+
+
+class FakeTokens:
+    """An access-token provider for tests: hands out ``current`` until refreshed, then ``after_refresh``."""
+
+    def __init__(self, current: str = "access-token-1", after_refresh: str = "access-token-2") -> None:
+        self.current = current
+        self.after_refresh = after_refresh
+        self.refreshes = 0
+
+    async def get(self) -> str:
+        return self.current
+
+    async def refresh(self) -> str:
+        self.refreshes += 1
+        self.current = self.after_refresh
+        return self.current
+
+    def source(self):
+        """A :class:`~livedata_tos.stream.StreamerTokens` over this provider."""
+        from .stream import StreamerTokens
+
+        return StreamerTokens(self.get, self.refresh)
+
+    def __repr__(self) -> str:
+        return f"FakeTokens(refreshes={self.refreshes})"
