@@ -13,6 +13,7 @@ import cattrs
 
 from .errors import ConfigError, NotSupported, PluginError
 from .hookspecs import CAPABILITIES
+from .models import describe_validation_error
 from .tokens import TokenStore
 
 __all__ = ["Broker", "BrokerContext", "BrokerInfo", "structure_settings"]
@@ -90,26 +91,9 @@ def structure_settings(cls: type | None, data: dict[str, Any], where: str) -> An
     try:
         return _strict.structure(data, cls)
     except cattrs.BaseValidationError as exc:
-        lines = _describe_validation(exc)
-        raise ConfigError(f"{where}: " + "; ".join(lines)) from None
+        raise ConfigError(f"{where}: " + "; ".join(describe_validation_error(exc))) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
-
-
-def _describe_validation(exc: BaseException) -> list[str]:
-    out: list[str] = []
-    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
-        return [f"unknown key(s) {sorted(exc.extra_fields)}"]
-    if isinstance(exc, cattrs.BaseValidationError):
-        notes = getattr(exc, "__notes__", None) or []
-        for sub, note in zip(exc.exceptions, notes + [None] * len(exc.exceptions)):
-            name = getattr(note, "name", None) if note is not None else None
-            for line in _describe_validation(sub):
-                out.append(f"key {name!r}: {line}" if name else line)
-        return out or [str(exc)]
-    if isinstance(exc, KeyError):
-        return [f"missing required key {exc.args[0]!r}" if exc.args else "missing a required key"]
-    return [f"{type(exc).__name__}: {exc}"]
 
 
 @attrs.define(eq=False)

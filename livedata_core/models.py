@@ -253,6 +253,27 @@ def to_dict(model: Any) -> dict[str, Any]:
 def from_dict(cls: type, data: dict[str, Any]):
     """Build a model from a published dict, checking types; unknown keys are ignored.
 
-    Raises :class:`cattrs.errors.ClassValidationError` (a ``ValueError``) naming the bad field.
+    :raises ValueError: naming each bad field, e.g. ``quantity: invalid value for type, expected float``.
     """
-    return converter.structure(data, cls)
+    try:
+        return converter.structure(data, cls)
+    except cattrs.BaseValidationError as exc:
+        raise ValueError(f"invalid {cls.__name__}: " + "; ".join(describe_validation_error(exc))) from None
+
+
+def _format_exception(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, ValueError) and type(exc) is ValueError and str(exc) and not str(exc).startswith("could not convert"):
+        return str(exc)  # attrs validators say exactly what is wrong
+    from cattrs.v import format_exception
+
+    return format_exception(exc, type_)
+
+
+def describe_validation_error(exc: BaseException) -> list[str]:
+    """Readable lines for a cattrs validation error: ``field: what is wrong``."""
+    if isinstance(exc, cattrs.BaseValidationError):
+        lines = cattrs.transform_error(exc, format_exception=_format_exception)
+        return [line.replace(" @ $.", " @ ").replace(" @ $", "") for line in lines]
+    return [str(exc)]

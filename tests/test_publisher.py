@@ -1,0 +1,217 @@
+"""The publishers against a real redis-server: the seed API, latest keys, streams, outages."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+import redis
+
+from livedata_core import live_data_redis
+from livedata_core.errors import PublishError
+from livedata_core.models import Order, Quote, Transaction
+from livedata_core.publisher import AsyncPublisher
+from livedata_core.redis_url import mask_url, parse_redis_url
+
+
+@pytest.fixture
+def sync_publisher(redis_url):
+    live_data_redis.configure()  # forget clients built for earlier tests' servers
+    yield live_data_redis
+    live_data_redis.configure()
+
+
+def _listen(port, channel, ready, out, count=1):
+    # The seed design's consumer, verbatim apart from the port.
+    r = redis.Redis(port=port)
+    p = r.pubsub()
+    p.subscribe(channel)
+    ready.set()
+    for message in p.listen():
+        if message["type"] == "message":
+            out.append(json.loads(message["data"]))
+            if len(out) >= count:
+                break
+    p.close()
+
+
+def test_seed_api_reaches_a_plain_redis_py_subscriber(redis_server, sync_publisher):
+    ready, out = threading.Event(), []
+    t = threading.Thread(target=_listen, args=(redis_server.port, "live_data:quotes:AAPL", ready, out))
+    t.start()
+    ready.wait(5)
+    receivers = sync_publisher.publish_quote("AAPL", {"bid": 1, "ask": 2, "last": 1.5, "volume": 10})
+    t.join(5)
+    assert receivers == 1
+    assert out[0]["symbol"] == "AAPL"
+    assert (out[0]["bid"], out[0]["ask"], out[0]["last"], out[0]["volume"]) == (1, 2, 1.5, 10)
+
+
+def test_the_done_when_command_works_after_pip_install(redis_url, redis_server):
+    ready, out = threading.Event(), []
+    t = threading.Thread(target=_listen, args=(redis_server.port, "live_data:quotes:AAPL", ready, out))
+    t.start()
+    ready.wait(5)
+    code = (
+        "from livedata_core import live_data_redis; "
+        "live_data_redis.publish_quote('AAPL', {'bid': 1, 'ask': 2, 'last': 1.5, 'volume': 10})"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    t.join(5)
+    assert out and out[0]["last"] == 1.5
+
+
+def test_latest_value_and_order_stream(redis_server, sync_publisher):
+    sync_publisher.publish_position("12345", {"symbol": "BRK.B", "quantity": 3, "market_value": 1200.5})
+    sync_publisher.publish_balance("12345", {"cash": 10, "buying_power": 20, "account_value": 30})
+    sync_publisher.publish_order("12345", {"order_id": "1", "symbol": "AAPL", "status": "open"})
+    sync_publisher.publish_transaction("12345", {"transaction_id": "t1", "type": "trade", "amount": -5})
+    r = redis.Redis(port=redis_server.port)
+    assert json.loads(r.get("live_data:latest:positions:12345"))["symbol"] == "BRK.B"
+    assert json.loads(r.get("live_data:latest:balances:12345"))["buying_power"] == 20
+    entries = r.xrange("live_data:stream:orders:12345")
+    assert [json.loads(e[1][b"data"])["order_id"] for e in entries] == ["1"]
+    assert r.xlen("live_data:stream:transactions:12345") == 1
+
+
+def test_latest_and_streams_can_be_turned_off(redis_server, sync_publisher):
+    sync_publisher.configure(redis_server.url, prefix="p2", latest=False, streams=False)
+    sync_publisher.publish_order("1", {"order_id": "1"})
+    r = redis.Redis(port=redis_server.port)
+    assert r.keys("*") == []
+
+
+def test_bad_payload_names_the_field(sync_publisher):
+    with pytest.raises(ValueError, match="bid"):
+        sync_publisher.publish_quote("AAPL", {"bid": "one dollar"})
+    with pytest.raises(ValueError, match="symbol"):
+        sync_publisher.publish_quote("AAPL", Quote(broker="x", symbol="MSFT"))
+
+
+def test_unreachable_redis_error_masks_the_password(monkeypatch):
+    live_data_redis.configure("redis://user:hunter2@127.0.0.1:1/0")
+    try:
+        with pytest.raises(PublishError) as info:
+            live_data_redis.publish_quote("AAPL", {"bid": 1})
+    finally:
+        live_data_redis.configure()
+    assert "hunter2" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+def test_urls_are_masked_everywhere():
+    url = "rediss://default:s3cret@cache.example:6380/2"
+    target = parse_redis_url(url)
+    assert (target.host, target.port, target.db, target.tls, target.password) == ("cache.example", 6380, 2, True, "s3cret")
+    assert "s3cret" not in repr(target) and "s3cret" not in mask_url(url)
+    assert "s3cret" not in repr(AsyncPublisher(url))
+
+
+def test_password_protected_redis(private_redis_with_password):
+    server = private_redis_with_password
+
+    async def go():
+        pub = AsyncPublisher(server.url)
+        await pub.start()
+        pub.publish(Quote(broker="t", symbol="AAPL", bid=1.0))
+        await pub.flush(5)
+        await pub.close()
+
+    asyncio.run(go())
+    r = redis.Redis(port=server.port, password="pw")
+    assert json.loads(r.get("live_data:latest:quotes:AAPL"))["bid"] == 1.0
+
+
+@pytest.fixture
+def private_redis_with_password():
+    from livedata_core.redis_server import RedisServer
+
+    server = RedisServer(password="pw").start()
+    yield server
+    server.close()
+
+
+def _order(i):
+    return Order(broker="t", account_id="A1", order_id=str(i), status="open")
+
+
+def test_async_publisher_conflates_quotes_but_keeps_every_order_in_order(redis_server):
+    async def go():
+        pub = AsyncPublisher(redis_server.url)
+        await pub.start()
+        r = redis.asyncio.Redis(port=redis_server.port)
+        ps = r.pubsub()
+        await ps.psubscribe("live_data:*")
+        await asyncio.sleep(0.05)
+        for i in range(1000):
+            pub.publish(Quote(broker="t", symbol="AAPL", last=float(i)))
+            pub.publish(_order(i))
+        await pub.flush(5)
+        got_quotes, got_orders = [], []
+        while len(got_orders) < 1000:
+            m = await ps.get_message(timeout=2)
+            if m is None:
+                break
+            if m["type"] != "pmessage":
+                continue
+            data = json.loads(m["data"])
+            (got_quotes if m["channel"].endswith(b"AAPL") else got_orders).append(data)
+        await pub.close()
+        await r.aclose()
+        return got_quotes, got_orders, pub.stats
+
+    quotes, orders, stats = asyncio.run(go())
+    assert [o["order_id"] for o in orders] == [str(i) for i in range(1000)]
+    assert quotes[-1]["last"] == 999.0  # conflated to the latest, never stale
+    assert len(quotes) + stats.conflated == 1000
+
+
+def test_orders_survive_a_redis_outage(private_redis):
+    """Kill redis-server, publish, restart it: every order arrives, in order."""
+
+    async def go():
+        pub = AsyncPublisher(private_redis.url)
+        await pub.start()
+        pub.publish(_order(0))
+        await pub.flush(5)
+        private_redis.kill()
+        for i in range(1, 50):
+            pub.publish(_order(i))
+            pub.publish(Quote(broker="t", symbol="AAPL", last=float(i)))
+        await asyncio.sleep(0.3)
+        assert not pub.stats.connected
+        assert pub.pending >= 49
+        private_redis.start()
+        assert await pub.flush(15)
+        await pub.close()
+        return pub.stats
+
+    stats = asyncio.run(go())
+    r = redis.Redis(port=private_redis.port)
+    ids = [json.loads(e[1][b"data"])["order_id"] for e in r.xrange("live_data:stream:orders:A1")]
+    assert ids == [str(i) for i in range(1, 50)]  # the restarted server kept nothing from before
+    assert json.loads(r.get("live_data:latest:quotes:AAPL"))["last"] == 49.0
+    assert stats.reconnects >= 1
+
+
+def test_close_reports_what_could_not_be_published(private_redis, caplog):
+    async def go():
+        pub = AsyncPublisher(private_redis.url)
+        await pub.start()
+        private_redis.kill()
+        pub.publish(Transaction(broker="t", account_id="A1", transaction_id="T9", type="trade"))
+        return await pub.close(timeout=0.5)
+
+    assert asyncio.run(go()) == 1
+    assert "T9" in caplog.text  # logged in full, not silently dropped
+
+
+def test_start_fails_clearly_when_redis_is_down():
+    async def go():
+        await AsyncPublisher("redis://:pw@127.0.0.1:1/0").start()
+
+    with pytest.raises(PublishError, match="cannot connect") as info:
+        asyncio.run(go())
+    assert "pw@" not in str(info.value)

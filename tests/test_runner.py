@@ -1,0 +1,363 @@
+"""The runner end to end: real redis-server, real brokers (the demo and test brokers), real processes."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+
+from distributions import BURST, make_distribution
+from livedata_core import BrokerInfo, BrokerStream, HEARTBEAT, Quote, hookimpl, plugins
+from livedata_core.control import ControlClient, ControlError, NoRunner
+from livedata_core.errors import AuthError, ConfigError, StreamError
+from livedata_core.runner import Runner, load_config
+from livedata_core.tokens import MemoryTokenStore
+
+FAST = {"initial": 0.05, "max": 0.2, "login_retry": 0.5}
+
+
+def demo_config(url, **demo):
+    table = {"symbols": ["AAPL", "MSFT"], "poll": {"positions": 0.1, "balances": 0.1, "orders": 0.1, "transactions": 0.1},
+             "order_every": 0.1, "quotes_per_second": 200, **demo}
+    return load_config({"redis": {"url": url}, "backoff": FAST, "status_interval": 0.1, "brokers": {"demo": table}})
+
+
+class Collector:
+    """Everything published on live_data:* while it runs (a real redis-py pattern subscriber)."""
+
+    def __init__(self, port):
+        self.client = redis.asyncio.Redis(port=port)
+        self.pubsub = self.client.pubsub()
+        self.messages = []
+
+    async def __aenter__(self):
+        await self.pubsub.psubscribe("live_data:*")
+        self.task = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self):
+        while True:
+            try:
+                m = await self.pubsub.get_message(timeout=0.5)
+            except redis.ConnectionError:
+                await asyncio.sleep(0.1)
+                try:
+                    await self.pubsub.psubscribe("live_data:*")
+                except redis.ConnectionError:
+                    pass
+                continue
+            if m and m["type"] == "pmessage":
+                self.messages.append((m["channel"].decode(), json.loads(m["data"])))
+
+    async def __aexit__(self, *exc):
+        self.task.cancel()
+        await self.pubsub.aclose()
+        await self.client.aclose()
+
+    def channels(self, prefix):
+        return [c for c, _ in self.messages if c.startswith(prefix)]
+
+    async def wait_for(self, predicate, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"timed out; got {sorted(set(c for c, _ in self.messages))}")
+
+
+async def start(runner):
+    task = asyncio.create_task(runner.run())
+    await asyncio.wait_for(runner.ready.wait(), 5)
+    await asyncio.wait_for(runner.control.ready.wait(), 5)
+    return task
+
+
+async def stop(runner, task):
+    runner.stop()
+    await asyncio.wait_for(task, 10)
+
+
+def test_demo_publishes_quotes_positions_balances_orders_and_transactions(redis_server):
+    async def go():
+        runner = Runner(demo_config(redis_server.url), token_store=MemoryTokenStore())
+        async with Collector(redis_server.port) as seen:
+            task = await start(runner)
+            await seen.wait_for(lambda: all(seen.channels(f"live_data:{k}:") for k in
+                                            ("quotes", "positions", "balances", "orders", "transactions")))
+            await stop(runner, task)
+        return seen
+
+    seen = asyncio.run(go())
+    quote_channels = set(seen.channels("live_data:quotes:"))
+    assert quote_channels <= {"live_data:quotes:AAPL", "live_data:quotes:MSFT"}
+    quote = next(d for c, d in seen.messages if c == "live_data:quotes:AAPL")
+    assert quote["broker"] == "demo" and quote["ask"] >= quote["bid"] and quote["last"] > 0
+    orders = [d for c, d in seen.messages if c == "live_data:orders:DEMO-1"]
+    keys = [(o["order_id"], o["status"]) for o in orders]
+    assert len(keys) == len(set(keys)), "an order state was published twice"
+    r = redis.Redis(port=redis_server.port)
+    assert json.loads(r.get("live_data:latest:balances:DEMO-1"))["account_value"] > 0
+
+
+def test_subscribe_and_unsubscribe_change_what_a_running_runner_streams(redis_server):
+    async def go():
+        runner = Runner(demo_config(redis_server.url), token_store=MemoryTokenStore())
+        client = ControlClient(redis_server.url, timeout=5)
+        async with Collector(redis_server.port) as seen:
+            task = await start(runner)
+            await seen.wait_for(lambda: "live_data:quotes:AAPL" in seen.channels("live_data:quotes:"))
+            result = await asyncio.to_thread(client.subscribe, "demo", ["nvda", "AAPL"])
+            assert result == {"added": ["NVDA"], "already": ["AAPL"]}
+            await seen.wait_for(lambda: "live_data:quotes:NVDA" in seen.channels("live_data:quotes:"))
+            result = await asyncio.to_thread(client.unsubscribe, "demo", ["AAPL"])
+            assert result == {"removed": ["AAPL"], "not_subscribed": []}
+            mark = len(seen.messages)
+            await asyncio.sleep(0.3)
+            after = [c for c, _ in seen.messages[mark:]]
+            status = await asyncio.to_thread(client.status)
+            with pytest.raises(ControlError, match="not a symbol"):
+                await asyncio.to_thread(client.subscribe, "demo", ["BAD*"])
+            with pytest.raises(ControlError, match="not running here"):
+                await asyncio.to_thread(client.subscribe, "nope", ["AAPL"])
+            await stop(runner, task)
+        client.close()
+        return after, status
+
+    after, status = asyncio.run(go())
+    assert "live_data:quotes:AAPL" not in after
+    assert "live_data:quotes:NVDA" in after
+    demo = status["brokers"]["demo"]
+    assert demo["symbols"] == ["MSFT", "NVDA"] and demo["state"] == "streaming" and demo["messages"] > 0
+
+
+def test_control_without_a_runner_says_so(redis_server):
+    with ControlClient(redis_server.url, timeout=1) as client:
+        with pytest.raises(NoRunner, match="is `livedata run` running"):
+            client.subscribe("demo", ["AAPL"])
+
+
+class ScriptedBroker:
+    """A test broker whose connections fail in scripted ways: 'raise', 'silent', 'auth', 'crash' or 'ok'."""
+
+    __name__ = "scripted"
+
+    def __init__(self, script, name="scripted"):
+        self.script = list(script)
+        self.name = name
+        self.connects = 0
+        self.subscribed = []  # (connection number, symbols)
+        self.authentications = 0
+
+    @hookimpl
+    def broker_info(self):
+        return BrokerInfo(name=self.name, capabilities={"authenticate", "stream"})
+
+    @hookimpl
+    async def authenticate(self, ctx):
+        self.authentications += 1
+
+    @hookimpl
+    def stream(self, ctx):
+        mode = self.script.pop(0) if self.script else "ok"
+        return ScriptedStream(self, mode)
+
+
+class ScriptedStream(BrokerStream):
+    heartbeat_timeout = 0.3
+
+    def __init__(self, broker, mode):
+        super().__init__()
+        self.broker, self.mode, self.symbols = broker, mode, set()
+
+    async def connect(self):
+        self.broker.connects += 1
+        self.n = self.broker.connects
+        if self.mode == "auth":
+            raise AuthError("token expired")
+
+    async def subscribe(self, symbols):
+        self.broker.subscribed.append((self.n, sorted(symbols)))
+        self.symbols |= set(symbols)
+
+    async def unsubscribe(self, symbols):
+        self.symbols -= set(symbols)
+
+    async def events(self):
+        for i in range(3):
+            yield [Quote(broker=self.broker.name, symbol=s, last=float(i)) for s in sorted(self.symbols)]
+            await asyncio.sleep(0.01)
+        if self.mode == "raise":
+            raise StreamError("server went away")
+        if self.mode == "crash":
+            raise KeyError("plugin bug")
+        if self.mode == "silent":
+            await asyncio.sleep(3600)
+        while True:
+            yield [Quote(broker=self.broker.name, symbol=s, last=1.0) for s in sorted(self.symbols)]
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def scripted():
+    registered = []
+
+    def make(script, name="scripted"):
+        broker = ScriptedBroker(script, name)
+        plugins.register_plugin(broker, name)
+        registered.append(broker)
+        return broker
+
+    yield make
+    for broker in registered:
+        plugins.unregister_plugin(broker)
+
+
+def _config(url, brokers):
+    return load_config({"redis": {"url": url}, "backoff": FAST, "status_interval": 0.1, "brokers": brokers})
+
+
+@pytest.mark.parametrize("failure", ["raise", "silent", "crash"])
+def test_a_failed_or_silent_stream_is_reconnected_and_resubscribed(redis_server, scripted, failure):
+    broker = scripted([failure, "ok"])
+
+    async def go():
+        runner = Runner(_config(redis_server.url, {"scripted": {"symbols": ["AAPL"]}}), token_store=MemoryTokenStore())
+        async with Collector(redis_server.port) as seen:
+            task = await start(runner)
+            await runner.subscribe("scripted", ["MSFT"])  # added live, must survive the reconnect
+            await seen.wait_for(lambda: broker.connects >= 2 and len(seen.channels("live_data:quotes:MSFT")) > 3)
+            status = runner.status()["brokers"]["scripted"]
+            await stop(runner, task)
+        return status
+
+    status = asyncio.run(go())
+    assert broker.subscribed[0] == (1, ["AAPL"])
+    assert (2, ["AAPL", "MSFT"]) in broker.subscribed
+    assert status["reconnects"] >= 1 and status["state"] == "streaming"
+    expected = {"raise": "server went away", "silent": "no data or heartbeat", "crash": "plugin bug"}[failure]
+    assert expected in status["last_error"]
+
+
+def test_an_auth_error_makes_the_runner_authenticate_again(redis_server, scripted):
+    broker = scripted(["auth", "ok"])
+
+    async def go():
+        runner = Runner(_config(redis_server.url, {"scripted": {"symbols": ["AAPL"]}}), token_store=MemoryTokenStore())
+        async with Collector(redis_server.port) as seen:
+            task = await start(runner)
+            await seen.wait_for(lambda: seen.channels("live_data:quotes:AAPL"))
+            await stop(runner, task)
+
+    asyncio.run(go())
+    assert broker.authentications == 2
+
+
+def test_one_broker_failing_never_stops_another(redis_server, scripted):
+    scripted(["crash"] * 100, name="broken")
+
+    async def go():
+        config = _config(redis_server.url, {"broken": {"symbols": ["X"]}, "demo": {"symbols": ["AAPL"], "quotes_per_second": 100}})
+        runner = Runner(config, token_store=MemoryTokenStore())
+        async with Collector(redis_server.port) as seen:
+            task = await start(runner)
+            await asyncio.sleep(0.6)
+            mark = len(seen.messages)
+            await seen.wait_for(lambda: "live_data:quotes:AAPL" in [c for c, _ in seen.messages[mark:]])
+            status = runner.status()["brokers"]
+            await stop(runner, task)
+        return status
+
+    status = asyncio.run(go())
+    assert status["broken"]["reconnects"] >= 2 and "plugin bug" in status["broken"]["last_error"]
+    assert status["demo"]["state"] == "streaming"
+
+
+def test_redis_killed_and_restarted_mid_run(private_redis):
+    async def go():
+        runner = Runner(demo_config(private_redis.url), token_store=MemoryTokenStore())
+        task = await start(runner)
+        await asyncio.sleep(0.3)
+        private_redis.kill()
+        await asyncio.sleep(0.5)
+        assert not task.done()
+        assert runner.status()["publisher"]["connected"] is False
+        private_redis.start()
+        async with Collector(private_redis.port) as seen:
+            await seen.wait_for(lambda: len(seen.channels("live_data:quotes:")) > 5, timeout=10)
+            await seen.wait_for(lambda: seen.channels("live_data:orders:"), timeout=10)
+        await stop(runner, task)
+        return runner.status()
+
+    status = asyncio.run(go())
+    assert status["publisher"]["reconnects"] >= 1
+
+
+def test_bad_configuration_is_refused_before_anything_starts(redis_server):
+    with pytest.raises(ConfigError, match="brokers.demo.poll.orders must be a number"):
+        load_config({"brokers": {"demo": {"poll": {"orders": "often"}}}})
+    with pytest.raises(ConfigError, match=r"\[brokers.demo\]: extra fields found \(quotes_per_minute\)"):
+        Runner(load_config({"redis": {"url": redis_server.url}, "brokers": {"demo": {"quotes_per_minute": 5}}}))
+    with pytest.raises(ConfigError, match="brokers.demo.symbols: .*not a symbol"):
+        Runner(load_config({"redis": {"url": redis_server.url}, "brokers": {"demo": {"symbols": ["A*"]}}}))
+    with pytest.raises(ConfigError, match="unknown broker 'nope'"):
+        Runner(load_config({"redis": {"url": redis_server.url}, "brokers": {"nope": {}}}))
+    with pytest.raises(ConfigError, match="redis:// , rediss:// or unix://|must start with redis://"):
+        load_config({"redis": {"url": "http://x"}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config({"redsi": {}})
+
+
+def _wait_for_status(port, timeout=20):
+    r = redis.Redis(port=port)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if r.get("live_data:status"):
+            return
+        time.sleep(0.05)
+    raise AssertionError("runner never wrote its status")
+
+
+def test_sigterm_flushes_queued_orders_and_exits_zero(private_redis, tmp_path):
+    """Redis is frozen while a burst of orders is queued; SIGTERM must still deliver every one and exit 0."""
+    site = make_distribution(tmp_path / "site", "livedata-burst", "livedata_burst", BURST, "burst")
+    trigger, emitted = tmp_path / "go", tmp_path / "emitted"
+    (tmp_path / "livedata.toml").write_text(
+        f'[brokers.burst]\ntrigger = "{trigger}"\nemitted = "{emitted}"\ncount = 3000\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(site), "LIVEDATA_REDIS_URL": private_redis.url}
+    proc = subprocess.Popen([sys.executable, "-m", "livedata_core.cli", "run", "-q"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_status(private_redis.port)
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)  # Redis stops answering; the burst must queue
+        trigger.touch()
+        deadline = time.monotonic() + 10
+        while not emitted.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert emitted.exists()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        os.kill(private_redis.proc.pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.kill(private_redis.proc.pid, signal.SIGCONT)
+    assert proc.returncode == 0, err
+    r = redis.Redis(port=private_redis.port)
+    assert r.xlen("live_data:stream:orders:B1") == 3000
+    assert json.loads(r.get("live_data:latest:orders:B1"))["order_id"] == "2999"
+
+
+def test_run_refuses_an_explicit_unreachable_redis(tmp_path):
+    env = {**os.environ, "LIVEDATA_REDIS_URL": "redis://:topsecret@127.0.0.1:1/0"}
+    out = subprocess.run([sys.executable, "-m", "livedata_core.cli", "run"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert "not reachable" in out.stderr and "topsecret" not in out.stderr and "***" in out.stderr
