@@ -1,0 +1,242 @@
+"""The Schwab Trader REST client: bearer tokens, a rate limit, retries, and account-number hashes.
+
+Other plugins (the thinkorswim streamer) use :class:`SchwabClient` for ``access_token``, ``refresh`` and
+``user_preference``; this plugin's hooks use the account methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import ssl
+import time
+from typing import Any
+
+import httpx
+
+from livedata_core.errors import AuthError, BrokerError, ConfigError, RateLimited
+from livedata_core.tokens import TokenStore
+
+from .ratelimit import RateLimiter
+from .settings import SchwabSettings
+from .tokens import TokenManager
+
+__all__ = ["SchwabClient", "iso_ms", "parse_retry_after"]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (a number or an HTTP date); ``None`` if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def iso_ms(ms: int) -> str:
+    """Milliseconds since the epoch as Schwab's required ``yyyy-MM-dd'T'HH:mm:ss.SSSZ`` (UTC, literal ``Z``)."""
+    seconds, millis = divmod(int(ms), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def _verify(settings: SchwabSettings) -> ssl.SSLContext | bool:
+    if not settings.ca_file:
+        return True
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=settings.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[brokers.schwab] ca_file {settings.ca_file!r} cannot be loaded: {exc}") from None
+    return context
+
+
+def make_http(settings: SchwabSettings) -> httpx.AsyncClient:
+    """The HTTP client for Schwab: timeouts from the settings, the extra CA file if given."""
+    return httpx.AsyncClient(timeout=settings.request_timeout, verify=_verify(settings), follow_redirects=False)
+
+
+class SchwabClient:
+    """An authenticated client for the Schwab Trader API.
+
+    :param settings: the plugin's settings (``SchwabSettings()`` for the defaults).
+    :param tokens: the store holding the Schwab tokens under the key ``"schwab"``.
+    :param status: a dict for ``livedata status`` lines (``ctx.status``).
+    """
+
+    def __init__(
+        self,
+        settings: SchwabSettings,
+        tokens: TokenStore,
+        log: logging.Logger | None = None,
+        *,
+        status: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.log = log or logging.getLogger("livedata.broker.schwab")
+        self.http = make_http(settings)
+        self.tokens = TokenManager(settings, tokens, self.http, self.log, status)
+        self.limiter = RateLimiter(settings.requests_per_minute)
+        self._hashes: dict[str, str] | None = None
+        self._hash_lock = asyncio.Lock()
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"SchwabClient(api={self.settings.api_base_url!r})"
+
+    # -- tokens ------------------------------------------------------------------------------------------------
+
+    async def access_token(self) -> str:
+        """A valid access token, refreshed first if it expires soon."""
+        return await self.tokens.access_token()
+
+    async def refresh(self) -> str:
+        """Force a refresh now (for example: the streamer denied our login). Concurrent calls refresh once."""
+        return await self.tokens.refresh()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self.http.aclose()
+
+    # -- requests ----------------------------------------------------------------------------------------------
+
+    async def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET ``{api_base_url}{path}`` and return the decoded JSON.
+
+        Waits for the rate limiter; retries 429 (honouring ``Retry-After``), 5xx and network errors with
+        backoff up to ``max_retries`` times; on 401 refreshes the token and tries once more.
+
+        :raises AuthError: still 401 after a refresh. :raises LoginRequired: the refresh token is gone.
+        :raises RateLimited: still 429 after the retries. :raises BrokerError: any other failure.
+        """
+        url = self.settings.api_base_url.rstrip("/") + path
+        refreshed = False
+        attempt = 0
+        while True:
+            token = await self.access_token()
+            await self.limiter.acquire()
+            self.requests += 1
+            try:
+                response = await self.http.get(url, params=params, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+            except httpx.TransportError as exc:
+                what = "timed out" if isinstance(exc, httpx.TimeoutException) else f"failed ({type(exc).__name__})"
+                if attempt < self.settings.max_retries:
+                    attempt += 1
+                    delay = self._backoff(attempt)
+                    self.log.warning("GET %s %s; retry %d in %.1f s", path, what, attempt, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                raise BrokerError(f"Schwab GET {path} {what} after {attempt + 1} tries") from None
+            status = response.status_code
+            if status == 200:
+                try:
+                    return response.json()
+                except ValueError:
+                    raise BrokerError(f"Schwab GET {path} answered 200 with a body that is not JSON") from None
+            if status == 401 and not refreshed:
+                self.log.info("GET %s: 401, refreshing the access token and trying once more", path)
+                refreshed = True
+                await self.tokens.refresh(stale=token)
+                continue
+            if status == 401:
+                raise AuthError(
+                    f"Schwab refused GET {path} with 401 even after a token refresh ({_message(response)}). Check "
+                    "that your app at developer.schwab.com is 'Ready For Use' with both 'Accounts and Trading "
+                    "Production' and 'Market Data Production', or run `livedata auth schwab`"
+                )
+            if status == 429 or status >= 500:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                if attempt < self.settings.max_retries:
+                    attempt += 1
+                    delay = retry_after if retry_after is not None else self._backoff(attempt)
+                    self.log.warning("GET %s: HTTP %d; retry %d in %.1f s", path, status, attempt, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                if status == 429:
+                    raise RateLimited(f"Schwab GET {path}: rate limited (429) after {attempt + 1} tries", retry_after)
+                raise BrokerError(f"Schwab GET {path}: HTTP {status} after {attempt + 1} tries ({_message(response)})")
+            raise BrokerError(f"Schwab GET {path}: HTTP {status} ({_message(response)})")
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.settings.retry_backoff_max, self.settings.retry_backoff * 2 ** (attempt - 1))
+
+    # -- endpoints ---------------------------------------------------------------------------------------------
+
+    async def user_preference(self) -> dict:
+        """Raw JSON of ``GET /userPreference`` (accounts, ``streamerInfo``, offers)."""
+        data = await self.get("/userPreference")
+        if not isinstance(data, dict):
+            raise BrokerError("Schwab /userPreference answered with something other than an object")
+        return data
+
+    async def account_hashes(self, refresh: bool = False) -> dict[str, str]:
+        """Plain account number to Schwab's hash value (the only form accepted in URLs), cached."""
+        async with self._hash_lock:
+            if self._hashes is None or refresh:
+                from .parsers import parse_account_hashes
+
+                self._hashes = parse_account_hashes(await self.get("/accounts/accountNumbers"), self.log)
+            return dict(self._hashes)
+
+    async def account_hash(self, account_number: str) -> str:
+        """The hash for ``account_number``; asks Schwab again once if it is not cached (a new account).
+
+        :raises ConfigError: this login has no such account.
+        """
+        hashes = await self.account_hashes()
+        if account_number not in hashes:
+            hashes = await self.account_hashes(refresh=True)
+        try:
+            return hashes[account_number]
+        except KeyError:
+            known = ", ".join(sorted(hashes)) or "none"
+            raise ConfigError(f"Schwab account {account_number!r} is not visible to this login; accounts: {known}") from None
+
+    async def accounts(self, positions: bool = False) -> list[Any]:
+        """Raw ``GET /accounts`` (every account, with positions if asked)."""
+        data = await self.get("/accounts", {"fields": "positions"} if positions else None)
+        return data if isinstance(data, list) else []
+
+    async def account(self, account_number: str, positions: bool = False) -> dict:
+        """Raw ``GET /accounts/{hash}`` for one account."""
+        hash_value = await self.account_hash(account_number)
+        data = await self.get(f"/accounts/{hash_value}", {"fields": "positions"} if positions else None)
+        if not isinstance(data, dict):
+            raise BrokerError("Schwab /accounts/{hash} answered with something other than an object")
+        return data
+
+    async def orders(self, account_number: str, from_ms: int, to_ms: int) -> list[Any]:
+        """Raw ``GET /accounts/{hash}/orders`` for orders entered between two times."""
+        hash_value = await self.account_hash(account_number)
+        params = {"fromEnteredTime": iso_ms(from_ms), "toEnteredTime": iso_ms(to_ms), "maxResults": 3000}
+        data = await self.get(f"/accounts/{hash_value}/orders", params)
+        return data if isinstance(data, list) else []
+
+    async def transactions(self, account_number: str, start_ms: int, end_ms: int, types: list[str]) -> list[Any]:
+        """Raw ``GET /accounts/{hash}/transactions`` between two times, of the given types."""
+        hash_value = await self.account_hash(account_number)
+        params = {"startDate": iso_ms(start_ms), "endDate": iso_ms(end_ms), "types": ",".join(types)}
+        data = await self.get(f"/accounts/{hash_value}/transactions", params)
+        return data if isinstance(data, list) else []
+
+
+def _message(response: httpx.Response) -> str:
+    # Schwab errors look like {"message":"Invalid account number","errors":["..."]}; never echo headers.
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or "no details"
+    if isinstance(body, dict):
+        parts = [str(body.get("message") or body.get("error") or "")]
+        errors = body.get("errors")
+        if isinstance(errors, list):
+            parts += [str(e)[:200] for e in errors[:3]]
+        text = "; ".join(p for p in parts if p)
+        return text[:300] or "no details"
+    return str(body)[:200]

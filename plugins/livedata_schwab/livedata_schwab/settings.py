@@ -1,0 +1,125 @@
+"""Settings of the Schwab broker: the ``[brokers.schwab]`` table, every field defaulted.
+
+The app key and secret come from ``LIVEDATA_SCHWAB_APP_KEY`` / ``LIVEDATA_SCHWAB_APP_SECRET`` unless given in
+the table; they are masked in ``repr`` and only checked when a request needs them, so ``SchwabSettings()``
+always constructs.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+import attrs
+
+from livedata_core.errors import ConfigError
+
+__all__ = ["APP_KEY_ENV", "APP_SECRET_ENV", "SchwabSettings", "TRANSACTION_TYPES"]
+
+APP_KEY_ENV = "LIVEDATA_SCHWAB_APP_KEY"
+APP_SECRET_ENV = "LIVEDATA_SCHWAB_APP_SECRET"
+
+TRANSACTION_TYPES = (
+    "TRADE",
+    "RECEIVE_AND_DELIVER",
+    "DIVIDEND_OR_INTEREST",
+    "ACH_RECEIPT",
+    "ACH_DISBURSEMENT",
+    "CASH_RECEIPT",
+    "CASH_DISBURSEMENT",
+    "ELECTRONIC_FUND",
+    "WIRE_OUT",
+    "WIRE_IN",
+    "JOURNAL",
+    "MEMORANDUM",
+    "MARGIN_CALL",
+    "MONEY_MARKET",
+    "SMA_ADJUSTMENT",
+)
+"""Every transaction type the Trader API knows (its ``types`` query parameter is required)."""
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _masked(value: str | None) -> str:
+    return "None" if not value else "'***'"
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be greater than 0, was {value!r}")
+
+
+def _not_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must not be negative, was {value!r}")
+
+
+def _https_loopback(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or parts.hostname not in _LOOPBACK:
+        raise ValueError(
+            f"callback_url must be https on this machine (like https://127.0.0.1:8182) and match the callback "
+            f"registered for your app at developer.schwab.com exactly; was {value!r}"
+        )
+
+
+def _known_types(instance: object, attribute: attrs.Attribute, value: list[str]) -> None:
+    unknown = sorted(set(value) - set(TRANSACTION_TYPES))
+    if unknown or not value:
+        raise ValueError(f"transaction_types: unknown {unknown or 'empty list'}; known: {', '.join(TRANSACTION_TYPES)}")
+
+
+@attrs.frozen(kw_only=True)
+class SchwabSettings:
+    """Everything the Schwab plugin can be told. Construct with no arguments for the defaults."""
+
+    app_key: str | None = attrs.field(default=None, repr=_masked)
+    """The app's key from developer.schwab.com; default ``$LIVEDATA_SCHWAB_APP_KEY``."""
+    app_secret: str | None = attrs.field(default=None, repr=_masked)
+    """The app's secret; default ``$LIVEDATA_SCHWAB_APP_SECRET``."""
+    callback_url: str = attrs.field(default="https://127.0.0.1:8182", validator=_https_loopback)
+    """Exactly the callback URL registered for the app (https, this machine, a port above 1024)."""
+    api_base_url: str = "https://api.schwabapi.com/trader/v1"
+    auth_base_url: str = "https://api.schwabapi.com/v1/oauth"
+    ca_file: str | None = None
+    """A PEM file of extra certificate authorities to trust for the API (a TLS-inspecting proxy)."""
+    requests_per_minute: float = attrs.field(default=120.0, validator=_positive)
+    """Client-side limit on REST requests (Schwab allows about 120 a minute)."""
+    request_timeout: float = attrs.field(default=15.0, validator=_positive)
+    """Seconds to wait for one HTTP request."""
+    max_retries: int = attrs.field(default=3, validator=_not_negative)
+    """How often a request answered with 429, a 5xx or a network error is tried again."""
+    retry_backoff: float = attrs.field(default=1.0, validator=_not_negative)
+    """Seconds before the first retry when Schwab gives no Retry-After; doubles each time."""
+    retry_backoff_max: float = attrs.field(default=30.0, validator=_not_negative)
+    refresh_margin: float = attrs.field(default=300.0, validator=_not_negative)
+    """Refresh the 30-minute access token this many seconds before it expires."""
+    refresh_warn_days: float = attrs.field(default=5.0, validator=_not_negative)
+    """Warn (log and ``livedata status``) once the refresh token is this many days old."""
+    refresh_max_days: float = attrs.field(default=7.0, validator=_positive)
+    """Schwab rejects refresh tokens older than 7 days: past this age, ask for ``livedata auth schwab``."""
+    login_timeout: float = attrs.field(default=300.0, validator=_positive)
+    """Seconds ``livedata auth schwab`` waits for the browser to come back to the callback URL."""
+    open_browser: bool = True
+    """Open the login page in a browser (otherwise only print its URL)."""
+    orders_lookback_days: float = attrs.field(default=60.0, validator=_not_negative)
+    """Orders entered up to this many days ago are asked for on every poll, so status changes of older
+    working orders (GTC) are seen too."""
+    transaction_types: list[str] = attrs.field(factory=lambda: list(TRANSACTION_TYPES), validator=_known_types)
+
+    def credentials(self) -> tuple[str, str]:
+        """The app key and secret, from the settings or the environment.
+
+        :raises ConfigError: one is missing; the message names the environment variable.
+        """
+        key = self.app_key or os.environ.get(APP_KEY_ENV, "").strip()
+        secret = self.app_secret or os.environ.get(APP_SECRET_ENV, "").strip()
+        missing = [name for name, value in ((APP_KEY_ENV, key), (APP_SECRET_ENV, secret)) if not value]
+        if missing:
+            raise ConfigError(
+                f"Schwab app {'key and secret are' if len(missing) == 2 else 'credential is'} missing: set "
+                f"{' and '.join(missing)} to the values shown for your app at developer.schwab.com "
+                "(or app_key / app_secret in [brokers.schwab])"
+            )
+        return key, secret
