@@ -18,7 +18,7 @@ import orjson
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidURI
 
-from livedata_core.errors import AuthError, StreamError
+from livedata_core.errors import AuthError, BrokerError, StreamError
 from livedata_core.models import now_ms
 from livedata_core.streaming import HEARTBEAT, BrokerStream, StreamStats
 
@@ -76,6 +76,8 @@ class TosStream(BrokerStream):
     :param url: connect here instead of ``info.url`` (tests).
     :param account_activity: subscribe to ACCT_ACTIVITY after login and yield orders.
     :param activity: the account-activity parser; pass the session's so repeats are dropped across reconnects.
+    :param status: a dict for ``livedata status`` lines (``ctx.status``): the login's entitlement and the last
+        refused command are written there.
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class TosStream(BrokerStream):
         connection_limit_retry: float = 60.0,
         max_keys_per_command: int = 300,
         queue_frames: int = 10_000,
+        status: dict[str, Any] | None = None,
         log: logging.Logger | None = None,
     ) -> None:
         super().__init__()
@@ -111,6 +114,9 @@ class TosStream(BrokerStream):
         self.max_keys_per_command = max_keys_per_command
         self.server_status: str | None = None
         """The LOGIN answer's ``msg`` (``server=...;status=NP``: NP non-pro, PN/PP pro)."""
+        self.last_command_error: str | None = None
+        """The last SUBS/ADD/UNSUBS the server refused, for ``livedata status``."""
+        self._status = status if status is not None else {}
         self._tokens = tokens
         self._book = QuoteBook(broker, self.stats)
         self._activity = activity or ActivityParser(broker)
@@ -167,6 +173,7 @@ class TosStream(BrokerStream):
             self._logged_in = True
             self.server_status = str(answer.get("content", {}).get("msg", "")) or None
             self.log.info("logged in to the Schwab streamer at %s (%s)", host, self.server_status)
+            self._status["streamer_login"] = self.server_status
             if self.account_activity:
                 await self._command(
                     ACCT_ACTIVITY, "SUBS", {"keys": self.info.correl_id, "fields": "0,1,2,3"}
@@ -192,13 +199,24 @@ class TosStream(BrokerStream):
             yield item
 
     async def subscribe(self, symbols: Sequence[str]) -> None:
-        """ADD level-one subscriptions: ``/...`` symbols to LEVELONE_FUTURES, the rest to LEVELONE_EQUITIES."""
+        """ADD level-one subscriptions: ``/...`` symbols to LEVELONE_FUTURES, the rest to LEVELONE_EQUITIES.
+
+        A command the server refuses on a live connection (code 19, symbol limit; 24, failed ADD) is logged,
+        counted under ``subscribe failed`` and leaves those symbols unsubscribed; a code that ends the
+        connection raises.
+        """
         for service, new in self._group(symbols, subscribed=False).items():
             fields = request_fields(service)
             for chunk in _chunks(new, self.max_keys_per_command):
                 self._book.want(chunk)
                 try:
                     await self._command(service, "ADD", {"keys": ",".join(chunk), "fields": fields})
+                except BrokerError as exc:
+                    self._book.forget(chunk)
+                    if _ends_connection(exc):
+                        raise
+                    self._command_failed("subscribe failed", exc, chunk)
+                    continue
                 except BaseException:
                     self._book.forget(chunk)
                     raise
@@ -211,7 +229,13 @@ class TosStream(BrokerStream):
             for chunk in _chunks(old, self.max_keys_per_command):
                 self._book.forget(chunk)
                 self._subscribed[service].difference_update(chunk)
-                await self._command(service, "UNSUBS", {"keys": ",".join(chunk)})
+                try:
+                    await self._command(service, "UNSUBS", {"keys": ",".join(chunk)})
+                except BrokerError as exc:
+                    if _ends_connection(exc):
+                        raise
+                    self._command_failed("unsubscribe failed", exc, chunk)
+                    continue
                 self.log.debug("unsubscribed %s: %s", service, ",".join(chunk))
 
     async def view(self, service: str, fields: Iterable[int | str]) -> None:
@@ -428,6 +452,14 @@ class TosStream(BrokerStream):
 
     # -- helpers -------------------------------------------------------------------------------------------
 
+    def _command_failed(self, what: str, exc: Exception, symbols: list[str]) -> None:
+        # A refused command on a live connection (symbol limit, bad format) would fail the same way after a
+        # reconnect, so it is reported and counted instead of ending the stream.
+        self.last_command_error = f"{what}: {exc}"
+        self._status["last_refused_command"] = self.last_command_error
+        self.stats.skip(what, f"{exc} (symbols: {','.join(symbols)[:200]})")
+        self.log.error("%s for %s: %s", what, ",".join(symbols)[:200], exc)
+
     def _group(self, symbols: Sequence[str], *, subscribed: bool) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {}
         for symbol in dict.fromkeys(symbols):
@@ -435,6 +467,10 @@ class TosStream(BrokerStream):
             if (symbol in self._subscribed[service]) == subscribed:
                 groups.setdefault(service, []).append(symbol)
         return groups
+
+
+def _ends_connection(exc: Exception) -> bool:
+    return isinstance(exc, (StreamError, AuthError))
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

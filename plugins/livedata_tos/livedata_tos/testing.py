@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .protocol import StreamerInfo
 
-__all__ = ["FakeStreamer", "FakeTokens", "activity_item", "data_frame", "heartbeat_frame", "notify_frame", "response_frame"]
+__all__ = ["FakeSchwabClient", "FakeStreamer", "FakeTokens", "activity_item", "data_frame", "heartbeat_frame", "notify_frame", "response_frame"]
 
 CUSTOMER_ID = "f" * 64
 CORREL_ID = "00000000-0000-4000-8000-000000000001"
@@ -294,3 +294,27 @@ class FakeTokens:
 
     def __repr__(self) -> str:
         return f"FakeTokens(refreshes={self.refreshes})"
+
+
+class FakeSchwabClient:
+    """Stands in for :class:`livedata_schwab.client.SchwabClient` in the tos plugin: tokens from a
+    :class:`FakeTokens`, ``/userPreference`` pointing at a :class:`FakeStreamer`."""
+
+    def __init__(self, streamer: FakeStreamer, tokens: FakeTokens | None = None) -> None:
+        self.streamer = streamer
+        self.tokens = tokens or FakeTokens()
+        self.preference_calls = 0
+        self.closed = False
+
+    async def access_token(self) -> str:
+        return await self.tokens.get()
+
+    async def refresh(self) -> str:
+        return await self.tokens.refresh()
+
+    async def user_preference(self) -> dict:
+        self.preference_calls += 1
+        return self.streamer.user_preference()
+
+    async def aclose(self) -> None:
+        self.closed = True

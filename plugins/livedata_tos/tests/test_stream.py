@@ -280,15 +280,18 @@ def test_dropped_connection_raises_stream_error_and_polite_close_ends_events():
     run(main())
 
 
-def test_failed_command_raises_broker_error_and_stream_keeps_working():
+def test_refused_subscribe_is_logged_and_counted_and_the_stream_keeps_working(caplog):
     async def main():
         async with FakeStreamer() as fake:
             stream = make_stream(fake)
             await stream.connect()
             fake.command_codes[("LEVELONE_EQUITIES", "ADD")] = (19, "symbol limit reached")
-            with pytest.raises(BrokerError, match="REACHED_SYMBOL_LIMIT"):
-                await stream.subscribe(["AAPL"])
+            await stream.subscribe(["AAPL", "/ES"])
             assert stream.subscribed["LEVELONE_EQUITIES"] == frozenset()
+            assert stream.subscribed["LEVELONE_FUTURES"] == {"/ES"}
+            assert stream.stats.skipped["subscribe failed"] == 1
+            assert "REACHED_SYMBOL_LIMIT" in stream.last_command_error
+            assert "subscribe failed for AAPL" in caplog.text
             del fake.command_codes[("LEVELONE_EQUITIES", "ADD")]
             await stream.subscribe(["AAPL"])
             assert fake.subscriptions["LEVELONE_EQUITIES"] == {"AAPL"}

@@ -1,0 +1,46 @@
+"""The ``[brokers.tos]`` settings. Every field has a default, so ``TosSettings()`` always constructs.
+
+The streamer logs in with the Schwab login (``livedata auth schwab``): ``schwab`` holds the Schwab app settings
+(``[brokers.tos.schwab]``, or the ``LIVEDATA_SCHWAB_APP_KEY`` / ``LIVEDATA_SCHWAB_APP_SECRET`` environment).
+"""
+
+from __future__ import annotations
+
+import attrs
+from livedata_schwab.settings import SchwabSettings
+
+__all__ = ["TosSettings"]
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be greater than 0, was {value!r}")
+
+
+def _ws_url(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and not value.startswith(("ws://", "wss://")):
+        raise ValueError(f"streamer_url must start with ws:// or wss://, was {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class TosSettings:
+    """Settings of the thinkorswim streamer broker."""
+
+    schwab: SchwabSettings = attrs.field(factory=SchwabSettings)
+    """The Schwab app whose login the streamer uses (tokens under the key ``schwab``)."""
+    streamer_url: str | None = attrs.field(default=None, validator=_ws_url)
+    """Connect here instead of ``streamerInfo.streamerSocketUrl`` (tests, proxies)."""
+    account_activity: bool = True
+    """Subscribe to ACCT_ACTIVITY and publish order events on ``orders:{account}``."""
+    login_timeout: float = attrs.field(default=10.0, validator=_positive)
+    """Seconds to wait for the answer to LOGIN."""
+    command_timeout: float = attrs.field(default=10.0, validator=_positive)
+    """Seconds to wait for the answer to SUBS/ADD/UNSUBS/LOGOUT."""
+    open_timeout: float = attrs.field(default=10.0, validator=_positive)
+    """Seconds to open the websocket."""
+    heartbeat_timeout: float = attrs.field(default=60.0, validator=_positive)
+    """Seconds without data or heartbeat after which the runner reconnects."""
+    connection_limit_retry: float = attrs.field(default=60.0, validator=_positive)
+    """Seconds to wait before trying again when another streamer holds the one connection Schwab allows."""
+    max_keys_per_command: int = attrs.field(default=300, validator=_positive)
+    """Symbols per ADD/UNSUBS request."""
