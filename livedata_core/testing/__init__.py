@@ -1,6 +1,11 @@
-"""A pytest plugin for livedata and its broker plugins. Enable it in your ``conftest.py``::
+"""A pytest plugin for livedata and its broker plugins. Enable it in your top-level ``conftest.py``::
 
     pytest_plugins = ["livedata_core.testing"]
+
+or in ``pyproject.toml`` (works wherever the tests live)::
+
+    [tool.pytest.ini_options]
+    addopts = "-p livedata_core.testing"
 
 Fixtures:
 
@@ -11,15 +16,28 @@ Fixtures:
     A ``redis-server`` of the test's own, which the test may ``kill()`` and ``start()`` again.
 ``redis_url``
     The URL of ``redis_server``; ``LIVEDATA_REDIS_URL`` is set to it for the test.
+``published``
+    A :class:`PublishedCollector` listening to ``live_data:*`` on ``redis_server``: everything published
+    during the test, as models, with ``wait_for(...)`` / ``wait_for_async(...)``.
+``frame_server``
+    A factory: ``frame_server(frames, on_message=..., ...)`` starts a :class:`FrameServer` in its own thread
+    (a :class:`ServerThread`) and stops it after the test.
+
+Helpers: :class:`FrameServer`, :class:`ServerThread`, :class:`PublishedCollector`, :func:`registered_plugin`.
+The conformance suite is :class:`livedata_core.testing.conformance.ConformanceSuite`.
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from ..redis_server import RedisServer
+from .published import PublishedCollector
+from .registry import registered_plugin
+from .threads import ServerThread
+from .websocket import FrameServer
+
+__all__ = ["FrameServer", "PublishedCollector", "ServerThread", "registered_plugin"]
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +71,29 @@ def private_redis():
 def redis_url(redis_server, monkeypatch):
     monkeypatch.setenv("LIVEDATA_REDIS_URL", redis_server.url)
     return redis_server.url
+
+
+@pytest.fixture
+def published(redis_url):
+    """Everything published on ``redis_server`` during the test (see :class:`PublishedCollector`)."""
+    collector = PublishedCollector(redis_url).start()
+    yield collector
+    collector.close()
+
+
+@pytest.fixture
+def frame_server():
+    """A factory of :class:`FrameServer` instances running in their own threads; all stopped after the test."""
+    started: list[ServerThread] = []
+
+    def make(frames=(), **options) -> ServerThread:
+        server = ServerThread(FrameServer(frames, **options)).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
 
 
 def pytest_configure(config):

@@ -1,0 +1,655 @@
+"""The broker plugin conformance suite: one set of tests every broker plugin must pass.
+
+Your plugin's ``tests/conftest.py`` provides fixtures that describe the broker, and one test module pulls in
+the suite by subclassing it::
+
+    # tests/test_conformance.py
+    from livedata_core.testing.conformance import ConformanceSuite
+
+    class TestConformance(ConformanceSuite):
+        pass
+
+The ``livedata_core.testing`` pytest plugin must be enabled. Fixtures (read lazily, only by the tests that
+need them, so a broker that does not stream needs no server):
+
+==================================  ========  ===============================================================
+Fixture                             Needed    What it returns
+==================================  ========  ===============================================================
+``conformance_broker``              always    the broker's name (``"acme"``)
+``conformance_settings``            no        the ``[brokers.NAME]`` settings (default ``{}``)
+``conformance_token_store``         no        a token store holding working tokens (default: empty memory store)
+``conformance_symbols``             stream    symbols the fake server quotes
+``conformance_server``              stream    the running fake server; ``drop()`` cuts every connection
+``conformance_account``             fetch_*   an account id the fake server knows
+``conformance_secrets``             no        strings that must never be logged (API keys, tokens)
+``conformance_unknown_account``     no        an account id the broker does not have (``NO-SUCH-ACCOUNT``)
+``conformance_invalid_symbols``     no        symbols the broker must refuse (``["", "AAPL*", "A?B"]``)
+``conformance_unreachable_settings`` no       settings pointing at a port nobody listens on (TC-ERR-03)
+``conformance_bad_credentials``     no        settings with credentials the fake server rejects (TC-ERR-04)
+``conformance_timeout``             no        seconds to wait for data (default 10)
+==================================  ========  ===============================================================
+
+Each test is named after its ID (``test_TC_Q01_...``), so ``pytest -k TC_Q01`` runs one. A group whose
+capability the broker does not declare is skipped with the reason; an optional check whose fixture is not
+defined is skipped, naming the fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import math
+import time
+import typing
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from ..broker import Broker, BrokerContext, BrokerInfo
+from ..errors import AuthError, InvalidIdentifier, LivedataError, StreamError
+from ..hookspecs import CAPABILITIES, OPTIONAL_HOOKS
+from ..models import ORDER_STATUSES, Account, Balance, Order, Position, Quote, Transaction
+from ..plugins import get_broker
+from ..streaming import BrokerStream
+from ..tokens import MemoryTokenStore
+from .published import PublishedCollector
+
+__all__ = [
+    "ConformanceSuite",
+    "TRANSPORT_LOGGERS",
+    "check_account_model",
+    "check_capabilities",
+    "check_numbers",
+    "check_quote",
+    "read_quotes",
+]
+
+REQUIRED_FIXTURES = {
+    "conformance_broker": 'return your broker\'s name, e.g. `return "acme"`',
+    "conformance_symbols": "return the symbols your fake server quotes, e.g. `return [\"AAPL\", \"MSFT\"]`",
+    "conformance_server": "start your fake server, point `conformance_settings` at it, and return an object "
+    "whose `drop()` cuts every client connection (see livedata_core.testing.ServerThread)",
+    "conformance_account": 'return an account id your fake server knows, e.g. `return "ACC-1"`',
+}
+
+OPTIONAL_FIXTURES: dict[str, Any] = {
+    "conformance_settings": dict,
+    "conformance_token_store": MemoryTokenStore,
+    "conformance_secrets": list,
+    "conformance_unknown_account": lambda: "NO-SUCH-ACCOUNT",
+    "conformance_invalid_symbols": lambda: ["", "AAPL*", "A?B"],
+    "conformance_timeout": lambda: 10.0,
+}
+
+TRANSPORT_LOGGERS = ("websockets", "httpx", "httpcore", "asyncio", "hpack", "urllib3")
+"""Third-party loggers TC-SEC-01 does not read: they log raw frames and headers at DEBUG, and ``livedata``
+keeps them at WARNING unless run with ``-vvv``. Everything else, your plugin's loggers included, is read."""
+
+ACCOUNT_MODELS = {
+    "fetch_positions": Position,
+    "fetch_balances": Balance,
+    "fetch_orders": Order,
+    "fetch_transactions": Transaction,
+}
+
+
+# -- checks usable on their own ------------------------------------------------------------------------------
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+_FLOAT_TYPES = (float, float | None)
+_INT_TYPES = (int, int | None)
+
+
+def check_numbers(model: Any) -> None:
+    """Assert that every number field of a model is a finite ``float`` (or ``None`` where allowed), and that
+    ``timestamp``/``received_at`` are integer milliseconds."""
+    for name, hint in _hints(type(model)).items():
+        value = getattr(model, name)
+        if hint in _FLOAT_TYPES:
+            if value is None and hint is not float:
+                continue
+            assert type(value) is float, (
+                f"{type(model).__name__}.{name} is {value!r} ({type(value).__name__}); numbers must be float "
+                "(convert with float(...)) or None"
+            )
+            assert math.isfinite(value), f"{type(model).__name__}.{name} is {value!r}; use None for 'unknown'"
+        elif hint in _INT_TYPES:
+            if value is None and hint is not int:
+                continue
+            assert type(value) is int, (
+                f"{type(model).__name__}.{name} is {value!r}; times are int milliseconds since the epoch"
+            )
+            assert value > 10**12, f"{type(model).__name__}.{name} is {value!r}: milliseconds, not seconds?"
+
+
+def check_quote(quote: Any, broker: str, symbols: Iterable[str]) -> None:
+    """Assert that ``quote`` is a complete :class:`Quote` of ``broker`` for one of ``symbols``."""
+    assert isinstance(quote, Quote), f"expected a Quote, got {type(quote).__name__}: {quote!r}"
+    assert quote.broker == broker, f"Quote.broker is {quote.broker!r}, expected {broker!r}"
+    wanted = set(symbols)
+    assert quote.symbol in wanted, f"Quote for {quote.symbol!r}, which was not subscribed ({sorted(wanted)})"
+    check_numbers(quote)
+    assert any(p is not None for p in (quote.bid, quote.ask, quote.last, quote.mark)), (
+        f"Quote for {quote.symbol!r} has no price at all (bid, ask, last, mark): merge deltas before yielding"
+    )
+    if quote.bid is not None and quote.ask is not None:
+        assert quote.ask >= quote.bid, f"Quote for {quote.symbol!r} has ask {quote.ask} below bid {quote.bid}"
+
+
+def check_account_model(model: Any, cls: type, broker: str, account_id: str) -> None:
+    """Assert that ``model`` is a ``cls`` of ``broker`` for ``account_id`` with well-formed fields."""
+    assert isinstance(model, cls), f"expected a {cls.__name__}, got {type(model).__name__}: {model!r}"
+    assert model.broker == broker, f"{cls.__name__}.broker is {model.broker!r}, expected {broker!r}"
+    assert model.account_id == account_id, (
+        f"{cls.__name__}.account_id is {model.account_id!r} but account {account_id!r} was asked for: use the "
+        "account number the user knows, never a broker-internal hash"
+    )
+    check_numbers(model)
+    if cls is Position:
+        assert model.symbol, f"Position without a symbol: {model!r}"
+    if cls is Order:
+        assert isinstance(model.order_id, str) and model.order_id, f"Order without an order_id: {model!r}"
+        assert model.status in ORDER_STATUSES, (
+            f"Order {model.order_id} has status {model.status!r}; use one of {sorted(ORDER_STATUSES)} and keep the "
+            "broker's own word in broker_status"
+        )
+    if cls is Transaction:
+        assert isinstance(model.transaction_id, str) and model.transaction_id, f"Transaction without an id: {model!r}"
+        assert model.type, f"Transaction {model.transaction_id} has no type"
+
+
+def check_capabilities(broker: Broker) -> None:
+    """Assert that a broker declares exactly the capabilities whose hooks it implements."""
+    info = broker.info
+    assert isinstance(info, BrokerInfo)
+    implemented = {h for h in broker.impls if h not in OPTIONAL_HOOKS}
+    declared = set(info.capabilities)
+    assert declared <= CAPABILITIES, f"unknown capabilities {sorted(declared - CAPABILITIES)}"
+    assert declared == implemented, (
+        f"declared capabilities {sorted(declared)} but implemented hooks {sorted(implemented)}: every capability "
+        "needs the hook of the same name, and every such hook must be declared"
+    )
+
+
+async def read_quotes(stream: BrokerStream, symbols: Sequence[str], timeout: float) -> list[Quote]:
+    """Read ``stream.events()`` until every symbol had a quote; return every :class:`Quote` read.
+
+    :raises AssertionError: naming the symbols still without a quote after ``timeout`` seconds.
+    """
+    missing = set(symbols)
+    quotes: list[Quote] = []
+    events = stream.events()
+    try:
+        async with asyncio.timeout(timeout):
+            async for item in events:
+                for model in item if type(item) is list else [item]:
+                    if isinstance(model, Quote):
+                        quotes.append(model)
+                        missing.discard(model.symbol)
+                if not missing:
+                    break
+    except TimeoutError:
+        raise AssertionError(
+            f"no quote for {sorted(missing)} within {timeout:g}s after subscribing; read {len(quotes)} quote(s)"
+        ) from None
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+    return quotes
+
+
+# -- the harness -----------------------------------------------------------------------------------------------
+
+
+class Harness:
+    """What the suite's tests share: fixture lookup with clear errors, the broker, sessions and streams."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self.request = request
+
+    def fixture(self, name: str) -> Any:
+        """The value of a conformance fixture; a clear failure if a required one is missing."""
+        try:
+            return self.request.getfixturevalue(name)
+        except pytest.FixtureLookupError as exc:
+            if exc.argname != name:
+                raise
+            if name in OPTIONAL_FIXTURES:
+                return OPTIONAL_FIXTURES[name]()
+            hint = REQUIRED_FIXTURES.get(name, "")
+            pytest.fail(f"`{name}` must be defined in your conftest.py: {hint}", pytrace=False)
+
+    def optional(self, name: str, why: str) -> Any:
+        """The value of an optional fixture, or skip the test saying which fixture would enable it."""
+        try:
+            return self.request.getfixturevalue(name)
+        except pytest.FixtureLookupError as exc:
+            if exc.argname != name:
+                raise
+            pytest.skip(f"define `{name}` in your conftest.py to check that {why}")
+
+    @property
+    def name(self) -> str:
+        return self.fixture("conformance_broker")
+
+    @property
+    def broker(self) -> Broker:
+        return get_broker(self.name)
+
+    @property
+    def timeout(self) -> float:
+        return float(self.fixture("conformance_timeout"))
+
+    def require(self, *capabilities: str) -> Broker:
+        """The broker, or skip when it does not declare every one of ``capabilities``."""
+        broker = self.broker
+        missing = [c for c in capabilities if not broker.has(c)]
+        if missing:
+            pytest.skip(f"broker {broker.name!r} does not declare {', '.join(missing)}")
+        return broker
+
+    def symbols(self) -> list[str]:
+        broker = self.broker
+        return [broker.normalize_symbol(s) for s in self.fixture("conformance_symbols")]
+
+    def context(self, settings: dict[str, Any] | None = None, tokens: Any = None) -> BrokerContext:
+        settings = self.fixture("conformance_settings") if settings is None else settings
+        tokens = self.fixture("conformance_token_store") if tokens is None else tokens
+        return self.broker.make_context(settings, tokens)
+
+    @contextlib.asynccontextmanager
+    async def session(self, settings: dict[str, Any] | None = None, tokens: Any = None) -> AsyncIterator[BrokerContext]:
+        """An authenticated context, shut down afterwards (in the same event loop as its clients)."""
+        broker = self.broker
+        ctx = self.context(settings, tokens)
+        try:
+            if broker.has("authenticate"):
+                await broker.call("authenticate", ctx=ctx)
+            yield ctx
+        finally:
+            if broker.has_hook("shutdown"):
+                with contextlib.suppress(Exception):
+                    await broker.call("shutdown", ctx=ctx)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, ctx: BrokerContext, symbols: Sequence[str]) -> AsyncIterator[BrokerStream]:
+        """A connected stream subscribed to ``symbols``, closed afterwards."""
+        stream = await self.broker.call("stream", ctx=ctx)
+        assert isinstance(stream, BrokerStream), (
+            f"the stream hook returned {type(stream).__name__}; return a livedata_core.BrokerStream subclass"
+        )
+        try:
+            await asyncio.wait_for(stream.connect(), self.timeout)
+            await asyncio.wait_for(stream.subscribe(list(symbols)), self.timeout)
+            yield stream
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(stream.close(), 5)
+
+    async def fetch(self, ctx: BrokerContext, hook: str, account_id: str) -> Any:
+        return await self.broker.call(hook, ctx=ctx, account_id=account_id, since=int(time.time() * 1000) - 86_400_000)
+
+    def drop_server(self) -> Any:
+        server = self.fixture("conformance_server")
+        return server.drop()
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _core_error(exc: BaseException, what: str) -> None:
+    assert isinstance(exc, LivedataError), (
+        f"{what} raised {type(exc).__module__}.{type(exc).__name__}: {exc}; raise a livedata_core.errors type "
+        "(BrokerError, AuthError, StreamError, RateLimited, ...) so the runner knows what to do"
+    )
+
+
+class _LogCapture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def texts(self) -> Iterable[tuple[str, str]]:
+        formatter = logging.Formatter()
+        for record in self.records:
+            if record.name.split(".")[0] in TRANSPORT_LOGGERS:
+                continue
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + formatter.formatException(record.exc_info)
+            yield record.name, text
+
+
+@contextlib.contextmanager
+def _capture_debug_logs() -> Iterator[_LogCapture]:
+    handler = _LogCapture()
+    root = logging.getLogger()
+    livedata = logging.getLogger("livedata")
+    old_root, old_livedata = root.level, livedata.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    livedata.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_root)
+        livedata.setLevel(old_livedata)
+
+
+# -- the suite -------------------------------------------------------------------------------------------------
+
+
+class ConformanceSuite:
+    """Subclass this in a test module (``class TestConformance(ConformanceSuite): pass``) to run the suite
+    against the broker your conftest's ``conformance_*`` fixtures describe."""
+
+    @pytest.fixture
+    def conformance(self, request: pytest.FixtureRequest) -> Harness:
+        return Harness(request)
+
+    # -- TC-INFO: the declaration ------------------------------------------------------------------------------
+
+    def test_TC_INFO_01_capabilities_match_hooks(self, conformance: Harness) -> None:
+        """TC-INFO-01: the broker loads, its name is the one expected, and its declared capabilities are exactly
+        the capability hooks it implements."""
+        broker = conformance.broker
+        assert broker.name == conformance.name
+        check_capabilities(broker)
+
+    def test_TC_INFO_02_settings_are_accepted(self, conformance: Harness) -> None:
+        """TC-INFO-02: the test settings pass the broker's settings class, and unknown keys are refused."""
+        ctx = conformance.context()
+        assert ctx.broker == conformance.name
+        from ..errors import ConfigError
+
+        with pytest.raises(ConfigError):
+            conformance.broker.make_context({"no_such_setting_xyz": 1})
+
+    def test_TC_SYM_01_symbols_normalise_stably(self, conformance: Harness) -> None:
+        """TC-SYM-01: normalising a normalised symbol changes nothing (it is also the channel identifier)."""
+        conformance.require("stream")
+        broker = conformance.broker
+        for symbol in conformance.symbols():
+            assert broker.normalize_symbol(symbol) == symbol, f"normalize_symbol is not stable for {symbol!r}"
+
+    # -- TC-Q: quotes ----------------------------------------------------------------------------------------
+
+    def test_TC_Q01_stream_quotes_are_complete(self, conformance: Harness) -> None:
+        """TC-Q01: after connect and subscribe, every subscribed symbol gets quotes, and every quote is a
+        complete Quote of this broker for a subscribed symbol, with float prices and ask >= bid."""
+        broker = conformance.require("stream")
+        symbols = conformance.symbols()
+        conformance.fixture("conformance_server")
+
+        async def scenario() -> list[Quote]:
+            async with conformance.session() as ctx, conformance.stream(ctx, symbols) as stream:
+                return await read_quotes(stream, symbols, conformance.timeout)
+
+        for quote in _run(scenario()):
+            check_quote(quote, broker.name, symbols)
+
+    def test_TC_Q02_runner_reconnects_and_resubscribes(self, conformance: Harness) -> None:
+        """TC-Q02: driven by the core Runner, quotes reach Redis; after the server drops every connection the
+        runner reconnects, subscribes again, and quotes for every symbol flow again."""
+        from ..runner import Runner, load_config
+
+        broker = conformance.require("stream")
+        symbols = conformance.symbols()
+        conformance.fixture("conformance_server")
+        redis_server = conformance.request.getfixturevalue("redis_server")
+        table = dict(conformance.fixture("conformance_settings"))
+        table.update(symbols=symbols, poll={"positions": 0, "balances": 0, "orders": 0, "transactions": 0})
+        config = load_config(
+            {
+                "redis": {"url": redis_server.url},
+                "brokers": {broker.name: table},
+                "backoff": {"initial": 0.05, "max": 0.5},
+                "shutdown_timeout": 2.0,
+            },
+            env={},
+        )
+        timeout = conformance.timeout
+
+        async def quotes_for_every_symbol(collector: PublishedCollector, after: int) -> None:
+            for symbol in symbols:
+                await collector.wait_for_async("quotes", symbol, after=after, timeout=timeout)
+
+        async def scenario(collector: PublishedCollector) -> None:
+            runner = Runner(config, token_store=conformance.fixture("conformance_token_store"))
+            task = asyncio.create_task(runner.run())
+            try:
+                await quotes_for_every_symbol(collector, 0)
+                runtime = runner.runtimes[broker.name]
+                dropped = conformance.drop_server()
+                if inspect.isawaitable(dropped):
+                    await dropped
+                async with asyncio.timeout(timeout):
+                    while runtime.status.reconnects < 1 or runtime.status.state != "streaming":
+                        assert not task.done(), "the runner stopped"
+                        await asyncio.sleep(0.02)
+                await quotes_for_every_symbol(collector, len(collector.messages))
+            except TimeoutError:
+                raise AssertionError(
+                    f"the runner did not reconnect within {timeout:g}s of the drop; broker status: "
+                    f"{runner.runtimes[broker.name].snapshot()}"
+                ) from None
+            finally:
+                runner.stop()
+                await asyncio.wait_for(task, 10)
+
+        with PublishedCollector(redis_server.url) as collector:
+            _run(scenario(collector))
+            for quote in collector.quotes:
+                check_quote(quote, broker.name, symbols)
+
+    # -- TC-ACC: account data --------------------------------------------------------------------------------
+
+    def test_TC_ACC_01_accounts(self, conformance: Harness) -> None:
+        """TC-ACC-01: fetch_accounts returns Accounts of this broker, among them the test account."""
+        broker = conformance.require("fetch_accounts")
+        account_id = conformance.fixture("conformance_account")
+
+        async def scenario() -> list[Any]:
+            async with conformance.session() as ctx:
+                return await broker.call("fetch_accounts", ctx=ctx)
+
+        accounts = _run(scenario())
+        assert isinstance(accounts, list), f"fetch_accounts returned {type(accounts).__name__}, not a list"
+        for account in accounts:
+            assert isinstance(account, Account), f"expected Account, got {type(account).__name__}"
+            assert account.broker == broker.name
+        assert account_id in [a.account_id for a in accounts], f"{account_id!r} is not among the accounts"
+
+    def _check_fetch(self, conformance: Harness, hook: str) -> None:
+        broker = conformance.require(hook)
+        account_id = conformance.fixture("conformance_account")
+
+        async def scenario() -> Any:
+            async with conformance.session() as ctx:
+                return await conformance.fetch(ctx, hook, account_id)
+
+        items = _run(scenario())
+        assert isinstance(items, list), f"{hook} returned {type(items).__name__}, not a list"
+        for item in items:
+            check_account_model(item, ACCOUNT_MODELS[hook], broker.name, account_id)
+
+    def test_TC_ACC_02_positions(self, conformance: Harness) -> None:
+        """TC-ACC-02: fetch_positions returns Positions of the requested account with float numbers."""
+        self._check_fetch(conformance, "fetch_positions")
+
+    def test_TC_ACC_03_balances(self, conformance: Harness) -> None:
+        """TC-ACC-03: fetch_balances returns Balances of the requested account with float numbers."""
+        self._check_fetch(conformance, "fetch_balances")
+
+    def test_TC_ACC_04_orders(self, conformance: Harness) -> None:
+        """TC-ACC-04: fetch_orders returns Orders of the requested account, each status in ORDER_STATUSES."""
+        self._check_fetch(conformance, "fetch_orders")
+
+    def test_TC_ACC_05_transactions(self, conformance: Harness) -> None:
+        """TC-ACC-05: fetch_transactions returns Transactions of the requested account with ids and types."""
+        self._check_fetch(conformance, "fetch_transactions")
+
+    # -- TC-ERR: errors --------------------------------------------------------------------------------------
+
+    def test_TC_ERR_01_unknown_account(self, conformance: Harness) -> None:
+        """TC-ERR-01: asking for an account the broker does not have either returns well-formed (possibly
+        empty) data or raises a livedata_core error, never a bare KeyError, httpx or websockets error."""
+        broker = conformance.broker
+        hooks = [h for h in ACCOUNT_MODELS if broker.has(h)]
+        if not hooks:
+            pytest.skip(f"broker {broker.name!r} declares no fetch_positions/balances/orders/transactions")
+        account_id = conformance.fixture("conformance_unknown_account")
+
+        async def scenario() -> None:
+            async with conformance.session() as ctx:
+                for hook in hooks:
+                    try:
+                        items = await conformance.fetch(ctx, hook, account_id)
+                    except Exception as exc:
+                        _core_error(exc, f"{hook}({account_id!r})")
+                        continue
+                    for item in items:
+                        check_account_model(item, ACCOUNT_MODELS[hook], broker.name, account_id)
+
+        _run(scenario())
+
+    def test_TC_ERR_02_invalid_symbols_are_refused(self, conformance: Harness) -> None:
+        """TC-ERR-02: symbols that can never be valid raise InvalidIdentifier (not another exception)."""
+        broker = conformance.require("stream")
+        for symbol in conformance.fixture("conformance_invalid_symbols"):
+            try:
+                normalised = broker.normalize_symbol(symbol)
+            except InvalidIdentifier:
+                continue
+            except Exception as exc:
+                raise AssertionError(
+                    f"normalize_symbol({symbol!r}) raised {type(exc).__name__}: {exc}; raise InvalidIdentifier"
+                ) from exc
+            raise AssertionError(f"normalize_symbol({symbol!r}) accepted it as {normalised!r}")
+
+    def test_TC_ERR_03_unreachable_server(self, conformance: Harness) -> None:
+        """TC-ERR-03: with the server unreachable, hooks raise livedata_core errors, and a stream's connect()
+        raises StreamError (so the runner backs off and retries instead of logging a crash)."""
+        broker = conformance.broker
+        settings = conformance.optional(
+            "conformance_unreachable_settings", "an unreachable server gives livedata_core errors"
+        )
+
+        async def scenario() -> None:
+            ctx = conformance.context(settings, MemoryTokenStore())
+            if broker.has("authenticate"):
+                try:
+                    await asyncio.wait_for(broker.call("authenticate", ctx=ctx), conformance.timeout)
+                except LivedataError:
+                    return  # refusing to start is a fine answer
+                except Exception as exc:
+                    _core_error(exc, "authenticate against an unreachable server")
+            if broker.has("stream"):
+                stream = await broker.call("stream", ctx=ctx)
+                with pytest.raises(StreamError):
+                    await asyncio.wait_for(stream.connect(), conformance.timeout)
+                await stream.close()
+            for hook in [h for h in ("fetch_accounts", *ACCOUNT_MODELS) if broker.has(h)]:
+                try:
+                    await asyncio.wait_for(
+                        broker.call(hook, ctx=ctx, account_id="ACC", since=0), conformance.timeout
+                    )
+                except Exception as exc:
+                    _core_error(exc, f"{hook} against an unreachable server")
+                else:
+                    raise AssertionError(f"{hook} returned data although the server is unreachable")
+
+        _run(scenario())
+
+    def test_TC_ERR_04_bad_credentials(self, conformance: Harness) -> None:
+        """TC-ERR-04: credentials the broker rejects raise AuthError (or LoginRequired) from the first hook that
+        talks to the broker: authenticate, else the stream's connect(), else fetch_accounts."""
+        broker = conformance.broker
+        settings = conformance.optional("conformance_bad_credentials", "rejected credentials raise AuthError")
+        if broker.has("stream"):
+            conformance.fixture("conformance_server")
+
+        async def scenario() -> None:
+            ctx = conformance.context(settings, MemoryTokenStore())
+            with pytest.raises(AuthError):
+                if broker.has("authenticate"):
+                    await broker.call("authenticate", ctx=ctx)
+                elif broker.has("stream"):
+                    stream = await broker.call("stream", ctx=ctx)
+                    try:
+                        await stream.connect()
+                    finally:
+                        await stream.close()
+                else:
+                    await broker.call("fetch_accounts", ctx=ctx)
+
+        _run(scenario())
+
+    # -- TC-SEC: secrets -------------------------------------------------------------------------------------
+
+    def _exercise(self, conformance: Harness) -> list[str]:
+        """Authenticate, fetch everything declared, stream a little; return the error messages seen."""
+        broker = conformance.broker
+        account_id = conformance.fixture("conformance_account") if any(
+            broker.has(h) for h in ACCOUNT_MODELS
+        ) else None
+        symbols = conformance.symbols() if broker.has("stream") else []
+        if symbols:
+            conformance.fixture("conformance_server")
+        messages: list[str] = []
+
+        async def scenario() -> None:
+            async with conformance.session() as ctx:
+                messages.append(repr(ctx))
+                for hook in ACCOUNT_MODELS:
+                    if broker.has(hook):
+                        await conformance.fetch(ctx, hook, account_id)
+                        try:
+                            await conformance.fetch(ctx, hook, conformance.fixture("conformance_unknown_account"))
+                        except Exception as exc:
+                            messages.append(str(exc))
+                if symbols:
+                    async with conformance.stream(ctx, symbols) as stream:
+                        messages.append(repr(stream))
+                        await read_quotes(stream, symbols, conformance.timeout)
+
+        _run(scenario())
+        return messages
+
+    def _secrets(self, conformance: Harness) -> list[str]:
+        secrets = [s for s in conformance.fixture("conformance_secrets") if s]
+        if not secrets:
+            pytest.skip("`conformance_secrets` is empty: return your test API keys and tokens from it")
+        return secrets
+
+    def test_TC_SEC_01_no_secret_logged_at_debug(self, conformance: Harness) -> None:
+        """TC-SEC-01: with every logger at DEBUG, a full session (authenticate, fetch, stream) logs none of the
+        secrets, neither in messages nor in tracebacks. Transport loggers (TRANSPORT_LOGGERS) are not read."""
+        secrets = self._secrets(conformance)
+        with _capture_debug_logs() as logs:
+            self._exercise(conformance)
+        for logger, text in logs.texts():
+            for secret in secrets:
+                assert secret not in text, f"logger {logger!r} logged a secret at DEBUG: {text[:300]!r}"
+
+    def test_TC_SEC_02_no_secret_in_reprs_or_errors(self, conformance: Harness) -> None:
+        """TC-SEC-02: secrets appear neither in the repr of the context (settings, session) or the stream,
+        nor in error messages (use ``attrs.field(repr=False)`` for secret settings)."""
+        secrets = self._secrets(conformance)
+        for text in self._exercise(conformance):
+            for secret in secrets:
+                assert secret not in text, f"a secret appears in {text[:300]!r}"
