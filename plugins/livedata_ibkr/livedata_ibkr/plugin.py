@@ -1,0 +1,157 @@
+"""The livedata hooks of the Interactive Brokers plugin (Client Portal Web API through the local gateway)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from livedata_core import hookimpl
+from livedata_core.broker import BrokerContext, BrokerInfo
+from livedata_core.errors import AuthError, BrokerError
+from livedata_core.models import Account, Balance, Order, Position
+
+from . import symbols
+from .parsers import BROKER, parse_account, parse_balances, parse_order, parse_position
+from .session import IbkrSession
+from .settings import IbkrSettings
+from .stream import IbkrStream
+from .values import BadValue
+
+POSITIONS_PAGE_SIZE = 100
+MAX_POSITION_PAGES = 100
+_BAD_ROW = (BadValue, KeyError, TypeError, ValueError)
+
+
+@hookimpl
+def broker_info() -> BrokerInfo:
+    return BrokerInfo(
+        name=BROKER,
+        capabilities={"authenticate", "stream", "fetch_accounts", "fetch_positions", "fetch_balances", "fetch_orders"},
+        settings_cls=IbkrSettings,
+        description="Interactive Brokers through the Client Portal gateway (quotes, positions, balances, orders)",
+    )
+
+
+@hookimpl
+def normalize_symbol(symbol: str) -> str:
+    return symbols.normalize(symbol)
+
+
+def _settings(ctx: BrokerContext) -> IbkrSettings:
+    return ctx.settings if isinstance(ctx.settings, IbkrSettings) else IbkrSettings()
+
+
+@hookimpl
+async def authenticate(ctx: BrokerContext) -> None:
+    """Check the gateway's session, open the brokerage session if needed, start the keep-alive."""
+    if ctx.session is None:
+        ctx.session = IbkrSession(_settings(ctx), ctx.log, ctx.status)
+    await ctx.session.authenticate()
+
+
+@hookimpl
+async def shutdown(ctx: BrokerContext) -> None:
+    if isinstance(ctx.session, IbkrSession):
+        await ctx.session.close()
+        ctx.session = None
+
+
+def _session(ctx: BrokerContext) -> IbkrSession:
+    session = ctx.session
+    if not isinstance(session, IbkrSession) or not session.authenticated:
+        raise AuthError("IBKR session is not authenticated yet")
+    session.check()
+    return session
+
+
+@hookimpl
+def stream(ctx: BrokerContext) -> IbkrStream:
+    return IbkrStream(_session(ctx), _settings(ctx), ctx.log)
+
+
+@hookimpl
+async def fetch_accounts(ctx: BrokerContext) -> list[Account]:
+    session = _session(ctx)
+    rows = await session.portfolio_accounts()
+    out = []
+    for row in rows:
+        try:
+            out.append(parse_account(row))
+        except _BAD_ROW as exc:
+            ctx.log.warning("skipped an IBKR account row: %s", exc)
+    return out
+
+
+async def _portfolio(ctx: BrokerContext, account_id: str) -> IbkrSession:
+    session = _session(ctx)
+    await session.portfolio_accounts()
+    return session
+
+
+@hookimpl
+async def fetch_positions(ctx: BrokerContext, account_id: str) -> list[Position]:
+    """Every position, page by page (100 rows a page)."""
+    session = await _portfolio(ctx, account_id)
+    if session.settings.invalidate_positions:
+        await session.client.post(f"/portfolio/{account_id}/positions/invalidate")
+    out: list[Position] = []
+    for page in range(MAX_POSITION_PAGES):
+        rows = await session.client.get(f"/portfolio/{account_id}/positions/{page}")
+        if not isinstance(rows, list):
+            break
+        for row in rows:
+            try:
+                out.append(parse_position(row, account_id))
+            except _BAD_ROW as exc:
+                ctx.log.warning("skipped an IBKR position row: %s", exc)
+        if len(rows) < POSITIONS_PAGE_SIZE:
+            break
+    return out
+
+
+@hookimpl
+async def fetch_balances(ctx: BrokerContext, account_id: str) -> list[Balance]:
+    """Cash and value per currency from the ledger; margin figures from the summary on the ``BASE`` row."""
+    session = await _portfolio(ctx, account_id)
+    ledger = await session.client.get(f"/portfolio/{account_id}/ledger")
+    summary = await session.client.get(f"/portfolio/{account_id}/summary")
+    if not isinstance(ledger, dict):
+        raise BrokerError(f"IBKR ledger of {account_id} is not an object")
+    try:
+        return parse_balances(ledger, summary, account_id)
+    except _BAD_ROW as exc:
+        raise BrokerError(f"IBKR ledger of {account_id} could not be read: {exc}") from None
+
+
+@hookimpl
+async def fetch_orders(ctx: BrokerContext, account_id: str, since: int) -> list[Order]:
+    """Today's live orders of one account (the gateway keeps no older ones)."""
+    session = _session(ctx)
+    rows = await _live_orders(session, account_id)
+    out = []
+    for row in rows:
+        if not isinstance(row, dict) or row.get("orderId") is None:
+            ctx.log.warning("skipped an IBKR order row without orderId")
+            continue
+        if row.get("acct") not in (None, account_id):
+            continue
+        merged = session.orders.merge(row)
+        try:
+            out.append(parse_order(merged, account_id))
+        except _BAD_ROW as exc:
+            ctx.log.warning("skipped an IBKR order row: %s", exc)
+    return out
+
+
+# Sample reply: {"orders":[{...order...}], "snapshot":true}
+async def _live_orders(session: IbkrSession, account_id: str) -> list[Any]:
+    # The first call of a session only starts the gateway's order feed and may come back empty; ask again.
+    attempts = 1 if session.orders_ready else 2
+    rows: list[Any] = []
+    for _ in range(attempts):
+        data = await session.client.get("/iserver/account/orders", accountId=account_id)
+        rows = data.get("orders") if isinstance(data, dict) else None
+        rows = rows if isinstance(rows, list) else []
+        session.orders_ready = True
+        if rows:
+            break
+    return rows

@@ -1,0 +1,298 @@
+"""The gateway websocket: level-one quotes (``smd``) and live order updates (``sor``).
+
+One :class:`IbkrStream` is one connection. :meth:`connect` opens the socket with the tickle session in the
+``api`` cookie (or sends it when the gateway says ``waiting for session``), waits for ``sts`` authenticated,
+and starts a keep-alive task that sends ``ech+hb`` and re-sends every ``smd`` before the gateway expires it
+(10 minutes). Reconnecting and resubscribing are the runner's job: a dropped socket raises
+:class:`StreamError`, lost authentication raises :class:`AuthError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect as ws_connect
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
+
+from livedata_core.errors import AuthError, LivedataError, StreamError
+from livedata_core.streaming import HEARTBEAT, BrokerStream, StreamStats
+
+from .parsers import BROKER, parse_order
+from .quotes import QuoteBook, smd_message, umd_message
+from .session import IbkrSession
+from .settings import IbkrSettings
+from .symbols import parse
+from .values import BadValue
+
+__all__ = ["IbkrStream"]
+
+_QUIET_TOPICS = frozenset({"act", "tic", "ech", "blt", "ntf", "spl", "str"})
+
+
+class IbkrStream(BrokerStream):
+    """Quotes and order updates from the Client Portal gateway websocket."""
+
+    def __init__(self, session: IbkrSession, settings: IbkrSettings, log: logging.Logger) -> None:
+        super().__init__()
+        self.stats = StreamStats(log)
+        self.session = session
+        self.settings = settings
+        self.log = log
+        self.heartbeat_timeout = settings.heartbeat_timeout
+        self.book = QuoteBook(BROKER, self.stats)
+        self.conid_of: dict[str, int] = {}
+        self.renewals = 0
+        self._ws: ClientConnection | None = None
+        self._early: list[dict[str, Any]] = []
+        self._keepalive: asyncio.Task[None] | None = None
+
+    # -- connection ----------------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self.session.check()
+        token = self.session.ws_token
+        headers = {"User-Agent": "livedata-ibkr/0.1"}
+        if token:
+            headers["Cookie"] = "api=" + orjson.dumps({"session": token}).decode()
+        url = self.settings.websocket_url
+        try:
+            self._ws = await ws_connect(
+                url,
+                ssl=self.session.client.ssl if url.startswith("wss") else None,
+                additional_headers=headers,
+                open_timeout=self.settings.connect_timeout,
+                ping_interval=None,  # the gateway's own heartbeats (system hb every 10 s) are watched instead
+                proxy=None,
+                max_size=4 * 1024 * 1024,
+            )
+        except InvalidStatus as exc:
+            if exc.response.status_code in (401, 403):
+                self.session.mark_lost(f"websocket refused with HTTP {exc.response.status_code}")
+                raise AuthError(f"IBKR websocket refused the session (HTTP {exc.response.status_code})") from None
+            raise StreamError(f"IBKR websocket handshake failed (HTTP {exc.response.status_code})") from None
+        except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
+            raise StreamError(f"IBKR websocket {url} not reachable ({type(exc).__name__}: {exc})") from None
+        try:
+            await asyncio.wait_for(self._await_authenticated(token), self.settings.ws_auth_timeout)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise StreamError(
+                f"IBKR websocket sent no authenticated status within {self.settings.ws_auth_timeout:g}s"
+            ) from None
+        except BaseException:
+            await self.close()
+            raise
+        if self.settings.stream_orders:
+            await self._send("sor+{}")
+        self._keepalive = asyncio.create_task(self._keep_alive(), name="ibkr-ws-keepalive")
+
+    # Frames right after connect:
+    # {"message":"waiting for session"}              (no cookie: answer with {"session":"<tickle session>"})
+    # {"topic":"system","success":"user123"}
+    # {"topic":"sts","args":{"authenticated":true}}
+    async def _await_authenticated(self, token: str | None) -> None:
+        assert self._ws is not None
+        while True:
+            try:
+                raw = await self._ws.recv()
+            except ConnectionClosed as exc:
+                raise StreamError(f"IBKR websocket closed during login ({exc.rcvd.code if exc.rcvd else 'no close frame'})") from None
+            frame = self._decode(raw)
+            if frame is None:
+                continue
+            if frame.get("message") == "waiting for session":
+                if not token:
+                    raise AuthError("IBKR websocket wants a session but /tickle gave none")
+                await self._send(orjson.dumps({"session": token}).decode())
+                continue
+            if frame.get("topic") == "sts":
+                args = frame.get("args") if isinstance(frame.get("args"), dict) else {}
+                if args.get("authenticated") is True:
+                    return
+                if args.get("authenticated") is False:
+                    self.session.mark_lost("websocket status says not authenticated")
+                    raise AuthError("IBKR websocket reports the session is not authenticated")
+                continue
+            self._early.append(frame)
+
+    async def _keep_alive(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_echo = loop.time() + self.settings.echo_interval
+        next_renew = loop.time() + self.settings.renew_interval
+        while True:
+            await asyncio.sleep(max(0.0, min(next_echo, next_renew) - loop.time()))
+            now = loop.time()
+            try:
+                if now >= next_echo:
+                    next_echo = now + self.settings.echo_interval
+                    await self._send("ech+hb")
+                if now >= next_renew:
+                    next_renew = now + self.settings.renew_interval
+                    await self._renew()
+            except ConnectionClosed:
+                return  # the reader sees the close and ends events()
+
+    async def _renew(self) -> None:
+        """Re-send every ``smd`` before the gateway's 10-minute expiry stops it."""
+        conids = sorted(self.book.symbols_of)
+        for conid in conids:
+            await self._send(smd_message(conid))
+        if conids:
+            self.renewals += 1
+            self.log.debug("renewed %d IBKR market-data subscriptions", len(conids))
+
+    async def _send(self, text: str) -> None:
+        if self._ws is None:
+            raise StreamError("IBKR websocket is not connected")
+        await self._ws.send(text)
+
+    async def close(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._keepalive
+            self._keepalive = None
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), 2.0)
+
+    # -- subscriptions -------------------------------------------------------------------------------------
+
+    async def subscribe(self, symbols: Sequence[str]) -> None:
+        for symbol in symbols:
+            instrument = parse(symbol)
+            conid = instrument.conid
+            if conid is None and instrument.ticker is not None:
+                try:
+                    conid = await self.session.resolve(instrument.ticker)
+                except AuthError:
+                    raise
+                except LivedataError as exc:
+                    self.stats.skip("ibkr: symbol lookup failed", f"{symbol}: {exc}")
+                    continue
+            if conid is None:
+                self.stats.skip("ibkr: unknown symbol", symbol)
+                continue
+            self.conid_of[symbol] = conid
+            streaming = self.book.symbols_of.setdefault(conid, set())
+            first = not streaming
+            streaming.add(symbol)
+            if first:
+                await self._send(smd_message(conid))
+
+    async def unsubscribe(self, symbols: Sequence[str]) -> None:
+        for symbol in symbols:
+            conid = self.conid_of.pop(symbol, None)
+            if conid is None:
+                continue
+            streaming = self.book.symbols_of.get(conid, set())
+            streaming.discard(symbol)
+            if not streaming:
+                self.book.symbols_of.pop(conid, None)
+                self.book.forget(conid)
+                await self._send(umd_message(conid))
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Any]:
+        ws = self._ws
+        if ws is None:
+            raise StreamError("IBKR stream used before connect()")
+        early, self._early = self._early, []
+        for frame in early:
+            item = self._handle(frame)
+            if item is not None:
+                yield item
+        try:
+            async for raw in ws:
+                self.session.check()
+                if isinstance(raw, str) and raw.startswith("ech"):
+                    yield HEARTBEAT  # the echo of our ech+hb
+                    continue
+                frame = self._decode(raw)
+                if frame is None:
+                    continue
+                item = self._handle(frame)
+                if item is not None:
+                    yield item
+        except ConnectionClosedOK:
+            return
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else "no close frame"
+            raise StreamError(f"IBKR websocket dropped ({code})") from None
+
+    def _decode(self, raw: str | bytes) -> dict[str, Any] | None:
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.stats.skip("ibkr: frame is not JSON", raw)
+            return None
+        if not isinstance(frame, dict):
+            self.stats.skip("ibkr: frame is not an object", raw)
+            return None
+        return frame
+
+    def _handle(self, frame: dict[str, Any]) -> Any:
+        topic = frame.get("topic")
+        if not isinstance(topic, str):
+            topic = ""
+        if topic.startswith("smd+"):
+            quotes = self.book.apply(frame)
+            return quotes if quotes else HEARTBEAT
+        if topic == "system":
+            return HEARTBEAT
+        if topic == "sts":
+            return self._status(frame)
+        if topic == "sor":
+            return self._orders(frame) or HEARTBEAT
+        if "error" in frame or topic == "error":
+            self.stats.skip("ibkr: websocket error message", frame)
+            return HEARTBEAT
+        if frame.get("message") == "waiting for session":
+            self.session.mark_lost("websocket is waiting for a session")
+            raise AuthError("IBKR websocket lost its session")
+        if topic in _QUIET_TOPICS or topic.startswith(("sor", "smd")):
+            if topic in ("ntf", "blt"):
+                self.log.info("IBKR %s: %s", "notification" if topic == "ntf" else "bulletin", _short(frame.get("args")))
+            return HEARTBEAT
+        self.stats.skip("ibkr: unknown topic", frame)
+        return HEARTBEAT
+
+    # {"topic":"sts","args":{"authenticated":false,"competing":true,"fail":""}}
+    def _status(self, frame: dict[str, Any]) -> Any:
+        args = frame.get("args")
+        if isinstance(args, dict) and args.get("authenticated") is False:
+            why = "another session is competing" if args.get("competing") else "not authenticated"
+            self.session.mark_lost(f"websocket status: {why}")
+            raise AuthError(f"IBKR gateway reports the brokerage session is lost ({why})")
+        return HEARTBEAT
+
+    # {"topic":"sor","args":[{"acct":"DU1234","orderId":352055828,"sizeAndFills":"100/622",
+    #   "remainingQuantity":622.0,"filledQuantity":100.0,"avgPrice":"382.45"}]}
+    def _orders(self, frame: dict[str, Any]) -> list[Any]:
+        rows = frame.get("args")
+        if not isinstance(rows, list):
+            self.stats.skip("ibkr sor: args is not a list", frame)
+            return []
+        out = []
+        for row in rows:
+            if not isinstance(row, dict) or row.get("orderId") is None:
+                self.stats.skip("ibkr sor: order without orderId", row)
+                continue
+            merged = self.session.orders.merge(row)
+            try:
+                out.append(parse_order(merged))
+            except (BadValue, TypeError, ValueError) as exc:
+                # Logged and counted; the REST orders poll reports the order again.
+                self.stats.skip("ibkr sor: unusable order update", f"{exc}: {row!r}")
+        return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."

@@ -1,0 +1,49 @@
+import pytest
+
+from livedata_core.errors import ConfigError, InvalidIdentifier
+from livedata_core.channels import channel
+
+
+def test_symbol_forms_are_normalised_and_channel_safe(ibkr):
+    assert ibkr.normalize_symbol(" aapl ") == "AAPL"
+    assert ibkr.normalize_symbol("aapl@265598") == "AAPL@265598"
+    assert ibkr.normalize_symbol("@8314") == "@8314"
+    assert ibkr.normalize_symbol("brk b") == "BRK B"
+    assert channel("quotes", ibkr.normalize_symbol("AAPL@265598")) == "live_data:quotes:AAPL@265598"
+
+
+@pytest.mark.parametrize("bad", ["", "@", "AAPL@", "AAPL@12x", "AA*PL", "@abc", "A@1@2", "conid:265598"])
+def test_bad_symbols_are_refused_with_the_syntax(ibkr, bad):
+    with pytest.raises(InvalidIdentifier, match="AAPL@265598|conid"):
+        ibkr.normalize_symbol(bad)
+
+
+def test_websocket_url_is_derived_from_base_url(ibkr):
+    ctx = ibkr.make_context({"base_url": "https://127.0.0.1:5001/v1/api/"})
+    assert ctx.settings.websocket_url == "wss://127.0.0.1:5001/v1/api/ws"
+    ctx = ibkr.make_context({"base_url": "http://localhost:5000/v1/api"})
+    assert ctx.settings.websocket_url == "ws://localhost:5000/v1/api/ws"
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "127.0.0.2"])
+def test_self_signed_allowed_for_loopback(ibkr, host):
+    ctx = ibkr.make_context({"base_url": f"https://{host}:5000/v1/api", "allow_self_signed": True})
+    assert ctx.settings.allow_self_signed
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        {"base_url": "https://gateway.example.com:5000/v1/api", "allow_self_signed": True},
+        {"base_url": "https://10.0.0.5:5000/v1/api", "allow_self_signed": True},
+        {"ws_url": "wss://gateway.example.com/v1/api/ws", "allow_self_signed": True},
+    ],
+)
+def test_self_signed_refused_for_remote_hosts(ibkr, table):
+    with pytest.raises(ConfigError, match="allow_self_signed is only allowed"):
+        ibkr.make_context(table)
+
+
+def test_unknown_setting_is_named(ibkr):
+    with pytest.raises(ConfigError, match="tickle_intervall"):
+        ibkr.make_context({"tickle_intervall": 5})
