@@ -92,19 +92,23 @@ def streamer_process(conn, mode: str, frames: int) -> None:
 def subscriber_process(conn, port: int, expected: int) -> None:
     import redis
 
-    r = redis.Redis(port=port)
-    p = r.pubsub()
+    # listen() blocks in one read per message batch; get_message(timeout=...) would poll per message and
+    # its own overhead (tens of microseconds a message) would show up as pipeline latency.
+    r = redis.Redis(port=port, socket_timeout=STEADY_SECONDS + 5)
+    p = r.pubsub(ignore_subscribe_messages=True)
     p.psubscribe("live_data:quotes:*")
     p.get_message(timeout=1)
     conn.send("ready")
     latencies = []
-    deadline = time.time() + STEADY_SECONDS + 10
-    while len(latencies) < expected and time.time() < deadline:
-        m = p.get_message(timeout=0.5)
-        if m is None or m["type"] != "pmessage":
-            continue
-        now_us = time.time_ns() // 1000
-        latencies.append(now_us - int(json.loads(m["data"])["volume"]))
+    loads = orjson.loads
+    try:
+        for m in p.listen():
+            now_us = time.time_ns() // 1000
+            latencies.append(now_us - int(loads(m["data"])["volume"]))
+            if len(latencies) >= expected:
+                break
+    except redis.TimeoutError:
+        pass
     conn.send(latencies)
 
 

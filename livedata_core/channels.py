@@ -111,12 +111,14 @@ def parse_channel(name: str | bytes, prefix: str = "") -> tuple[str, str]:
     return kind, identifier
 
 
+@lru_cache(maxsize=65536)
 def latest_key(kind: str, identifier: str, prefix: str = "") -> str:
     """The key that holds the last payload published on a channel: ``live_data:latest:<type>:<id>``."""
     _check_type(kind)
     return f"{_root(prefix)}:latest:{kind}:{validate_identifier(identifier)}"
 
 
+@lru_cache(maxsize=65536)
 def stream_key(kind: str, identifier: str, prefix: str = "") -> str:
     """The capped Redis Stream that keeps orders and transactions: ``live_data:stream:<type>:<id>``."""
     _check_type(kind)

@@ -38,6 +38,7 @@ __all__ = ["AsyncPublisher", "PublisherStats"]
 log = logging.getLogger("livedata.publisher")
 
 RELIABLE_WARN_EVERY = 10_000
+MAX_IN_FLIGHT = 4
 STREAM_TYPES = frozenset({"orders", "transactions"})
 
 
@@ -93,7 +94,9 @@ class AsyncPublisher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._reader_task: asyncio.Task[None] | None = None
+        self._in_flight: deque[_Batch] = deque()
+        self._window = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"AsyncPublisher({mask_url(self.url)!r})"
@@ -103,8 +106,7 @@ class AsyncPublisher:
     async def start(self, *, wait_connected: bool = True) -> None:
         """Start the writer. With ``wait_connected`` (default), raise ``PublishError`` if Redis is unreachable."""
         if wait_connected:
-            await self._conn.connect()
-            self.stats.connected = True
+            await self._connect()
         self._task = asyncio.create_task(self._writer(), name="livedata-publisher")
 
     def publish(self, model: Any) -> None:
@@ -130,8 +132,8 @@ class AsyncPublisher:
 
     @property
     def pending(self) -> int:
-        """How many payloads are queued and not yet written."""
-        return len(self._quotes) + len(self._reliable)
+        """How many payloads are queued or sent but not yet confirmed by Redis."""
+        return len(self._quotes) + len(self._reliable) + sum(b.messages for b in self._in_flight)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is written. Returns ``False`` if ``timeout`` ran out first."""
@@ -151,13 +153,17 @@ class AsyncPublisher:
         """
         if self._task is not None:
             await self.flush(timeout)
-            self._closing = True
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+            for task in (self._task, self._reader_task):
+                if task is not None:
+                    task.cancel()
+                    try:
+                        await task
+                    except asyncio.CancelledError:
+                        pass
+            self._task = self._reader_task = None
+            # What was sent but never answered may not have arrived: count it as not published.
+            while self._in_flight:
+                self._reliable.extendleft(reversed(self._in_flight.pop().reliable))
         await self._conn.close()
         self.stats.connected = False
         left = len(self._reliable)
@@ -167,29 +173,86 @@ class AsyncPublisher:
                 log.error("unpublished %s on %s: %s", kind, ch, dumps(to_dict(model)).decode())
         return left
 
-    # -- writer --------------------------------------------------------------------------------------------
+    # -- writer ------------------------------------------------------------------------------------------------
+    #
+    # Batches are pipelined: the writer sends a batch as soon as it has one and does not wait for the replies
+    # to the previous one (a reader task matches replies to batches in order). Waiting would add a whole
+    # round trip to the latency of everything that queued meanwhile. At most MAX_IN_FLIGHT batches are
+    # unanswered at once; past that, quotes conflate in the queue instead of piling up in socket buffers.
+    # If the connection breaks, every unanswered batch is queued again, account events first and in order:
+    # across a Redis outage delivery is at least once, never at most once.
 
     async def _writer(self) -> None:
         delay = 0.05
         while True:
             if not self._quotes and not self._reliable:
-                self._idle.set()
+                if not self._in_flight:
+                    self._idle.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             if not self._conn.connected:
                 try:
-                    await self._conn.connect()
-                    if self.stats.reconnects or not self.stats.connected:
-                        log.info("connected to Redis at %s", mask_url(self.url))
-                    self.stats.connected = True
+                    await self._connect()
                     delay = 0.05
                 except PublishError as exc:
                     self._note_error(exc)
                     await asyncio.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 5.0)
                     continue
-            await self._send_batch()
+            if len(self._in_flight) >= MAX_IN_FLIGHT:
+                self._window.clear()
+                await self._window.wait()
+                continue
+            batch = self._take_batch()
+            self._in_flight.append(batch)
+            try:
+                await self._conn.send(batch.data)
+            except PublishError as exc:
+                await self._connection_lost(exc)
+
+    async def _connect(self) -> None:
+        await self._conn.connect()
+        if self.stats.reconnects or not self.stats.connected:
+            log.info("connected to Redis at %s", mask_url(self.url))
+        self.stats.connected = True
+        self._reader_task = asyncio.create_task(self._read_replies(), name="livedata-publisher-replies")
+
+    async def _read_replies(self) -> None:
+        try:
+            while True:
+                for reply in await self._conn.replies():
+                    batch = self._in_flight[0]
+                    if isinstance(reply, hiredis.ReplyError):
+                        self.stats.errors += 1
+                        self.stats.last_error = str(reply)
+                        log.error("Redis refused a command: %s", reply)
+                    batch.unanswered -= 1
+                    if batch.unanswered == 0:
+                        self._in_flight.popleft()
+                        self.stats.published += batch.messages
+                        self.stats.batches += 1
+                        self.stats.last_publish_at = time.time()
+                        self._window.set()
+                        if not self._in_flight and not self._quotes and not self._reliable:
+                            self._idle.set()
+        except PublishError as exc:
+            await self._connection_lost(exc)
+
+    async def _connection_lost(self, exc: PublishError) -> None:
+        self._note_error(exc)
+        reader, self._reader_task = self._reader_task, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+        await self._conn.close()
+        # Queue every unanswered batch again: newest first, so that account events end up in their order.
+        while self._in_flight:
+            batch = self._in_flight.pop()
+            self._reliable.extendleft(reversed(batch.reliable))
+            for ch, quote in batch.quotes.items():
+                self._quotes.setdefault(ch, quote)
+        self._window.set()
+        self._wakeup.set()
 
     def _note_error(self, exc: Exception) -> None:
         if self.stats.connected:
@@ -199,7 +262,7 @@ class AsyncPublisher:
         self.stats.errors += 1
         self.stats.last_error = str(exc)
 
-    async def _send_batch(self) -> None:
+    def _take_batch(self) -> "_Batch":
         reliable: list[tuple[str, str, Any]] = []
         budget = self.max_batch
         while self._reliable and budget > 0:
@@ -214,9 +277,9 @@ class AsyncPublisher:
                 quotes[ch] = self._quotes.pop(ch)
 
         parts: list[bytes] = []
-        count = 0
         latest_pairs: list[bytes] = []
         prefix = self.prefix
+        count = 0
         for ch, quote in quotes.items():
             payload = dumps(to_dict(quote))
             chb = ch.encode()
@@ -239,27 +302,17 @@ class AsyncPublisher:
         if latest_pairs:
             parts.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(latest_pairs)) + b"".join(latest_pairs))
             count += 1
+        return _Batch(b"".join(parts), count, len(quotes) + len(reliable), quotes, reliable)
 
-        try:
-            replies = await self._conn.execute(b"".join(parts), count)
-        except PublishError as exc:
-            self._note_error(exc)
-            # Put the batch back: account events in front, in order; quotes only where no newer one arrived.
-            self._reliable.extendleft(reversed(reliable))
-            for ch, quote in quotes.items():
-                self._quotes.setdefault(ch, quote)
-            return
-        except asyncio.CancelledError:
-            self._reliable.extendleft(reversed(reliable))
-            for ch, quote in quotes.items():
-                self._quotes.setdefault(ch, quote)
-            await self._conn.close()
-            raise
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                self.stats.errors += 1
-                self.stats.last_error = str(reply)
-                log.error("Redis refused a command: %s", reply)
-        self.stats.published += len(quotes) + len(reliable)
-        self.stats.batches += 1
-        self.stats.last_publish_at = time.time()
+
+class _Batch:
+    """One pipeline sent to Redis and what it carried, until all its replies are in."""
+
+    __slots__ = ("data", "unanswered", "messages", "quotes", "reliable")
+
+    def __init__(self, data: bytes, unanswered: int, messages: int, quotes: dict[str, Quote], reliable: list[tuple[str, str, Any]]) -> None:
+        self.data = data
+        self.unanswered = unanswered
+        self.messages = messages
+        self.quotes = quotes
+        self.reliable = reliable

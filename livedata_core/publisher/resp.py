@@ -95,6 +95,40 @@ class RespConnection:
             await self.close()
             raise PublishError(f"lost the connection to Redis at {mask_url(self.target.url)}: {exc}") from None
 
+    async def send(self, data: bytes) -> None:
+        """Write pre-encoded commands without waiting for their replies (read them with :meth:`replies`)."""
+        if self._writer is None:
+            raise PublishError("not connected to Redis")
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except OSError as exc:
+            await self.close()
+            raise PublishError(f"lost the connection to Redis at {mask_url(self.target.url)}: {exc}") from None
+
+    async def replies(self) -> list:
+        """Wait for the next replies that arrive (at least one) and return them in order."""
+        if self._reader is None:
+            raise PublishError("not connected to Redis")
+        parser = self._parser
+        out: list = []
+        try:
+            while not out:
+                reply = parser.gets()
+                while reply is not False:
+                    out.append(reply)
+                    reply = parser.gets()
+                if out:
+                    break
+                chunk = await self._reader.read(262144)
+                if not chunk:
+                    raise ConnectionResetError("Redis closed the connection")
+                parser.feed(chunk)
+        except OSError as exc:
+            await self.close()
+            raise PublishError(f"lost the connection to Redis at {mask_url(self.target.url)}: {exc}") from None
+        return out
+
     async def close(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
