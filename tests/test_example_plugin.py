@@ -1,0 +1,55 @@
+"""The example plugin is discovered the way a third party's would be: installed, through its entry point.
+
+It must be installed in the environment (``pip install -e examples/livedata_example``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from livedata_core.plugins import get_broker
+
+CAPABILITIES = ["authenticate", "fetch_accounts", "fetch_balances", "fetch_positions", "stream"]
+
+
+def _require_installed() -> md.Distribution:
+    try:
+        return md.distribution("livedata-example")
+    except md.PackageNotFoundError:
+        pytest.fail("livedata-example is not installed: run `.venv/bin/pip install -e examples/livedata_example`")
+
+
+def test_entry_point_is_declared_in_group_livedata():
+    dist = _require_installed()
+    points = [ep for ep in dist.entry_points if ep.group == "livedata"]
+    assert [(ep.name, ep.value) for ep in points] == [("example", "livedata_example")]
+
+
+def test_livedata_plugins_json_lists_it_with_version_and_capabilities():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDATA_")}
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from livedata_core.cli import main; sys.exit(main(['plugins', '--json']))"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    [record] = [p for p in listing["plugins"] if p["broker"] == "example"]
+    assert record["distribution"] == "livedata-example"
+    assert record["version"] == _require_installed().version == "0.1.0"
+    assert record["capabilities"] == CAPABILITIES
+    assert "normalize_symbol" in record["hooks"] and "shutdown" in record["hooks"]
+    assert not [e for e in listing["errors"] if e["distribution"] == "livedata-example"]
+
+
+def test_loaded_in_process_through_the_entry_point():
+    _require_installed()
+    broker = get_broker("example")
+    assert broker.distribution == "livedata-example"
+    assert sorted(broker.info.capabilities) == CAPABILITIES
+    assert broker.normalize_symbol(" brk.b ") == "BRK.B"
