@@ -114,7 +114,6 @@ class FakeGateway:
         self.authenticated = True
         self.competing = False
         self.reauth_allowed = True
-        self.require_cookie = False
         self.accounts: list[dict[str, Any]] = [
             {"id": "DU1234", "accountId": "DU1234", "accountVan": "DU1234", "displayName": "DU1234",
              "currency": "USD", "type": "DEMO", "tradingType": "PMRGN", "desc": "DU1234", "brokerageAccess": True}
@@ -202,6 +201,11 @@ class FakeGateway:
 
     def calls(self, path: str, method: str | None = None) -> list[Recorded]:
         return [r for r in self.requests if r.path == path and (method is None or r.method == method)]
+
+    def subscribed(self, conid: int) -> int:
+        """How many connected clients have a live ``smd`` subscription to ``conid``."""
+        now = time.monotonic()
+        return sum(1 for c in self.clients if c.smd.get(conid, -1.0) >= now)
 
     async def push_quote(self, conid: int, fields: dict[str, Any], updated: int | None = None) -> int:
         """Send an ``smd`` frame to every client with a live subscription; return how many got it."""
@@ -329,7 +333,7 @@ class FakeGateway:
                     head_out += "Retry-After: 0.05\r\n"
                 writer.write(head_out.encode() + b"\r\n" + body)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, ValueError):
+        except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError, ssl.SSLError, ValueError):
             pass
         finally:
             with contextlib.suppress(Exception):

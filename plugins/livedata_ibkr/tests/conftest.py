@@ -11,7 +11,7 @@ from livedata_core.tokens import MemoryTokenStore
 FAST = {
     "tickle_interval": 60.0,
     "login_wait": 0.3,
-    "pacing_overrides": {"GET /iserver/account/orders": 0.0, "GET /portfolio/accounts": 0.0},
+    "pacing_overrides": {"GET /iserver/account/orders": 0.0, "GET /portfolio/accounts": 0.0, "POST /tickle": 0.0},
     "max_requests_per_second": 200.0,
     "rate_limit_backoff": 0.05,
     "heartbeat_timeout": 2.0,

@@ -1,0 +1,153 @@
+"""Session checks, brokerage-session recovery and the keep-alive, against the fake gateway over HTTPS."""
+
+import asyncio
+import ssl
+
+import pytest
+
+from livedata_core.errors import AuthError, LoginRequired, RateLimited, StreamError
+from livedata_ibkr.testing import FakeGateway
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_authenticate_checks_status_preflights_and_tickles(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw, tickle_interval=0.05, pacing_overrides={"POST /tickle": 0.0})
+            await ibkr.call("authenticate", ctx=ctx)
+            paths = [r.path for r in gw.requests]
+            assert paths[:3] == ["/iserver/auth/status", "/iserver/accounts", "/tickle"]
+            assert "/iserver/auth/ssodh/init" not in paths
+            await gw.wait_for(lambda: len(gw.calls("/tickle", "POST")) >= 4, timeout=2)
+            assert ctx.status["session"] == "authenticated"
+            assert ctx.status["tickle"].startswith("ok at")
+            await ibkr.call("shutdown", ctx=ctx)
+            n = len(gw.calls("/tickle"))
+            await asyncio.sleep(0.2)
+            assert len(gw.calls("/tickle")) == n, "tickle must stop at shutdown"
+
+    run(main())
+
+
+def test_closed_brokerage_session_is_reopened_with_ssodh_init(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            gw.authenticated = False
+            ctx = make_ctx(gw)
+            await ibkr.call("authenticate", ctx=ctx)
+            init = gw.calls("/iserver/auth/ssodh/init", "POST")
+            assert len(init) == 1 and init[0].body == {"publish": True, "compete": True}
+            assert gw.authenticated
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_browser_login_needed_is_reported_plainly(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            gw.logged_in = False
+            ctx = make_ctx(gw)
+            with pytest.raises(LoginRequired) as info:
+                await ibkr.call("authenticate", ctx=ctx)
+            message = str(info.value)
+            assert f"open https://127.0.0.1:{gw.rest_port} in a browser" in message
+            assert "Client login succeeds" in message
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_reopen_that_does_not_take_asks_for_login_and_names_competition(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            gw.authenticated = False
+            gw.competing = True
+            gw.reauth_allowed = False
+            ctx = make_ctx(gw, login_wait=0.2)
+            with pytest.raises(LoginRequired, match="another IBKR session"):
+                await ibkr.call("authenticate", ctx=ctx)
+            assert len(gw.calls("/iserver/auth/status")) >= 2, "status is polled after ssodh/init"
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_tickle_notices_lost_auth_and_hooks_raise_autherror_until_reauthenticated(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw, tickle_interval=0.05)
+            await ibkr.call("authenticate", ctx=ctx)
+            gw.authenticated = False  # silently, no websocket to tell us
+            await gw.wait_for(lambda: ctx.session.auth_lost, timeout=2)
+            assert ctx.status["session"].startswith("lost")
+            with pytest.raises(AuthError):
+                await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
+            await ibkr.call("authenticate", ctx=ctx)  # what the runner does after AuthError
+            assert gw.calls("/iserver/auth/ssodh/init")
+            orders = await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
+            assert orders == []
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_http_401_on_a_fetch_is_an_autherror(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            await ibkr.call("authenticate", ctx=ctx)
+            gw.authenticated = False
+            with pytest.raises(AuthError, match="401"):
+                await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_untrusted_certificate_is_refused_without_opt_in(ibkr):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = ibkr.make_context({"base_url": gw.base_url, "ws_url": gw.ws_url})  # no ca_bundle
+            with pytest.raises(StreamError, match="not reachable"):
+                await ibkr.call("authenticate", ctx=ctx)
+            await ibkr.call("shutdown", ctx=ctx)
+            ctx = ibkr.make_context({"base_url": gw.base_url, "ws_url": gw.ws_url, "allow_self_signed": True})
+            await ibkr.call("authenticate", ctx=ctx)
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_gateway_down_is_a_stream_error_naming_the_gateway(ibkr):
+    ctx = ibkr.make_context({"base_url": "https://127.0.0.1:9/v1/api", "connect_timeout": 1.0})
+
+    async def main():
+        with pytest.raises(StreamError, match="is the Client Portal gateway running"):
+            await ibkr.call("authenticate", ctx=ctx)
+        await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_429_is_retried_then_raised_as_ratelimited(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw, rate_limit_retries=2)
+            await ibkr.call("authenticate", ctx=ctx)
+            gw.rate_limit("/portfolio/accounts", times=2)
+            accounts = await ibkr.call("fetch_accounts", ctx=ctx)
+            assert [a.account_id for a in accounts] == ["DU1234"]
+            calls = gw.calls("/portfolio/accounts")
+            assert len(calls) == 3
+            assert calls[1].at - calls[0].at >= 0.045, "waits Retry-After before retrying"
+            gw.rate_limit("/portfolio/DU1234/ledger", times=5)
+            with pytest.raises(RateLimited) as info:
+                await ibkr.call("fetch_balances", ctx=ctx, account_id="DU1234")
+            assert info.value.retry_after == pytest.approx(0.05)
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())

@@ -1,0 +1,280 @@
+"""Quotes and order updates over the fake gateway's websocket (WSS), published to the real redis-server."""
+
+import asyncio
+import contextlib
+
+import orjson
+import pytest
+import redis
+
+from livedata_core.errors import AuthError, StreamError
+from livedata_core.models import Order, Quote
+from livedata_core.publisher import AsyncPublisher
+from livedata_core.streaming import HEARTBEAT
+from livedata_ibkr.testing import FakeGateway
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+class Reader:
+    """Read a stream's events in the background and keep what it yields."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.items = []
+        self.error = None
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self):
+        try:
+            async for item in self.stream.events():
+                self.items.extend(item if isinstance(item, list) else [item])
+        except Exception as exc:  # kept for the test to assert on
+            self.error = exc
+
+    def of(self, cls):
+        return [i for i in self.items if isinstance(i, cls)]
+
+    async def stop(self):
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.stream.close()
+
+
+async def open_stream(ibkr, ctx, symbols):
+    await ibkr.call("authenticate", ctx=ctx)
+    stream = await ibkr.call("stream", ctx=ctx)
+    await stream.connect()
+    await stream.subscribe(symbols)
+    return stream, Reader(stream)
+
+
+def test_deltas_merge_into_complete_quotes_published_to_redis(ibkr, make_ctx, redis_server):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, ["AAPL", "IBM@8314"])
+            client = gw.clients[0]
+            await gw.wait_for(lambda: len([m for m in client.sent if m.startswith("smd+")]) == 2)
+            smd = [m for m in client.sent if m.startswith("smd+")]
+            assert smd[0].startswith("smd+265598+") and smd[1].startswith("smd+8314+")
+            fields = orjson.loads(smd[0].split("+", 2)[2])["fields"]
+            assert {"31", "84", "86", "85", "88", "7762"} <= set(fields)
+            assert all(isinstance(f, str) for f in fields)
+            assert gw.calls("/iserver/secdef/search")[0].query == {"symbol": "AAPL", "secType": "STK"}
+            assert len(gw.calls("/iserver/secdef/search")) == 1, "a given conid needs no lookup"
+
+            publisher = AsyncPublisher(redis_server.url)
+            await publisher.start()
+            await gw.push_quote(265598, {"31": "C168.42", "84": "168.40", "86": "168.45", "88": "1,300",
+                                         "85": "500", "87": "24.2M", "6509": "DPB"}, updated=1712596911593)
+            await gw.push_quote(265598, {"84": "168.41"}, updated=1712596911600)  # a delta: only the bid
+            await gw.push_quote(8314, {"31": "189.60", "7762": "1234567", "87": "1.2M", "7059": "100"})
+            await gw.wait_for(lambda: len(reader.of(Quote)) == 3)
+            for quote in reader.of(Quote):
+                publisher.publish(quote)
+            await publisher.flush()
+            await publisher.close()
+
+            r = redis.Redis.from_url(redis_server.url)
+            aapl = orjson.loads(r.get("live_data:latest:quotes:AAPL"))
+            assert aapl["bid"] == 168.41 and aapl["ask"] == 168.45 and aapl["last"] == 168.42
+            assert aapl["bid_size"] == 1300.0 and aapl["ask_size"] == 500.0 and aapl["volume"] == 24_200_000.0
+            assert aapl["timestamp"] == 1712596911600 and aapl["broker"] == "ibkr"
+            assert aapl["extra"] == {"conid": 265598, "market_data": "delayed", "last_flag": "prior_close"}
+            ibm = orjson.loads(r.get("live_data:latest:quotes:IBM@8314"))
+            assert ibm["last"] == 189.6 and ibm["volume"] == 1234567.0 and ibm["last_size"] == 100.0
+            assert ibm["bid"] is None
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_system_heartbeats_and_echo_replies_are_heartbeats(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway(hb_interval=0.05) as gw:
+            ctx = make_ctx(gw, echo_interval=0.05)
+            stream, reader = await open_stream(ibkr, ctx, [])
+            await gw.wait_for(lambda: reader.items.count(HEARTBEAT) >= 4)
+            await gw.wait_for(lambda: "ech+hb" in gw.clients[0].sent)
+            assert stream.heartbeat_timeout == 2.0
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_subscriptions_are_renewed_before_the_gateway_expires_them(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway(smd_ttl=0.5) as gw:
+            ctx = make_ctx(gw, renew_interval=0.3)
+            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+            await gw.wait_for(lambda: gw.subscribed(265598))
+            for i in range(8):  # 1.2 s: more than two lifetimes of a subscription
+                await asyncio.sleep(0.15)
+                assert await gw.push_quote(265598, {"31": f"{100 + i}.00"}) == 1
+            assert gw.dropped_quotes == 0
+            assert stream.renewals >= 3
+            await gw.wait_for(lambda: len(reader.of(Quote)) == 8)
+            assert reader.of(Quote)[-1].last == 107.0
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_without_renewal_the_fake_gateway_stops_quotes(ibkr, make_ctx):
+    # Guards the test above: the fake really expires subscriptions.
+    async def main():
+        async with FakeGateway(smd_ttl=0.2) as gw:
+            ctx = make_ctx(gw, renew_interval=60)
+            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+            await asyncio.sleep(0.3)
+            assert await gw.push_quote(265598, {"31": "1.00"}) == 0
+            assert gw.dropped_quotes == 1
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_auth_loss_on_the_websocket_raises_autherror_and_reauth_recovers(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+            await gw.lose_auth(competing=True)
+            await gw.wait_for(lambda: reader.task.done())
+            assert isinstance(reader.error, AuthError) and "competing" in str(reader.error)
+            await reader.stop()
+            with pytest.raises(AuthError):
+                await ibkr.call("stream", ctx=ctx)  # nothing more until re-authenticated
+            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])  # what the runner does next
+            await gw.wait_for(lambda: gw.subscribed(265598))
+            await gw.push_quote(265598, {"31": "170.00"})
+            await gw.wait_for(lambda: reader.of(Quote))
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_forced_drop_raises_stream_error(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+            await gw.drop_websockets()
+            await gw.wait_for(lambda: reader.task.done())
+            assert isinstance(reader.error, StreamError) and "1011" in str(reader.error)
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_session_is_sent_when_the_gateway_waits_for_it(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            await ibkr.call("authenticate", ctx=ctx)
+            stream = await ibkr.call("stream", ctx=ctx)
+            stream.session.ws_token, token = None, stream.session.ws_token
+            with pytest.raises(AuthError, match="wants a session"):
+                await stream.connect()
+            stream = await ibkr.call("stream", ctx=ctx)
+            stream.session.ws_token = token
+            await stream.connect()  # cookie path
+            await stream.close()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_malformed_frames_are_counted_and_the_stream_goes_on(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+            await gw.wait_for(lambda: gw.subscribed(265598))
+            await gw.send_raw("not json")
+            await gw.send_raw("[1, 2]")
+            await gw.send_raw(orjson.dumps({"topic": "smd+265598", "conid": "x1"}).decode())
+            await gw.send_raw(orjson.dumps({"topic": "smd+999", "conid": 999, "31": "1"}).decode())
+            await gw.send_raw(orjson.dumps({"topic": "zzz"}).decode())
+            await gw.push_quote(265598, {"31": "abc", "84": "10.00"})
+            await gw.send_raw(orjson.dumps({"topic": "sor", "args": [{"status": "Filled"}]}).decode())
+            await gw.wait_for(lambda: reader.of(Quote))
+            assert reader.of(Quote)[0].bid == 10.0 and reader.of(Quote)[0].last is None
+            assert reader.error is None
+            assert set(stream.stats.skipped) == {
+                "ibkr: frame is not JSON", "ibkr: frame is not an object", "ibkr smd: bad conid",
+                "ibkr smd: conid not subscribed", "ibkr: unknown topic", "ibkr smd: bad value for field 31",
+                "ibkr sor: order without orderId",
+            }
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_unknown_symbol_is_counted_not_fatal(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, ["NOPE", "AAPL"])
+            assert stream.stats.skipped["ibkr: unknown symbol"] == 1
+            assert stream.conid_of == {"AAPL": 265598}
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_unsubscribe_sends_umd_once_no_symbol_needs_the_conid(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, ["AAPL", "AAPL@265598"])
+            await gw.wait_for(lambda: gw.subscribed(265598))
+            client = gw.clients[0]
+            assert len([m for m in client.sent if m.startswith("smd+")]) == 1  # one smd for both forms
+            await gw.push_quote(265598, {"31": "1.50"})
+            await gw.wait_for(lambda: len(reader.of(Quote)) == 2)
+            assert sorted(q.symbol for q in reader.of(Quote)) == ["AAPL", "AAPL@265598"]
+            await stream.unsubscribe(["AAPL"])
+            assert not any(m.startswith("umd+") for m in client.sent)
+            await stream.unsubscribe(["AAPL@265598"])
+            await gw.wait_for(lambda: "umd+265598+{}" in client.sent)
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_order_updates_merge_partial_frames(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, [])
+            await gw.wait_for(lambda: gw.clients and gw.clients[0].orders)
+            await gw.push_order({"acct": "DU1234", "conid": 265598, "orderId": 922048212, "ticker": "AAPL",
+                                 "remainingQuantity": 100.0, "filledQuantity": 0.0, "status": "Submitted",
+                                 "orderType": "Limit", "side": "BUY", "timeInForce": "GTC", "price": 372})
+            await gw.push_order({"acct": "DU1234", "orderId": 922048212, "remainingQuantity": 60.0,
+                                 "filledQuantity": 40.0, "avgPrice": "371.95"})
+            await gw.wait_for(lambda: len(reader.of(Order)) == 2)
+            first, second = reader.of(Order)
+            assert (first.status, first.quantity, first.side, first.order_type) == ("open", 100.0, "buy", "limit")
+            assert second.order_id == "922048212" and second.symbol == "AAPL"
+            assert second.status == "partially_filled" and second.broker_status == "Submitted"
+            assert (second.filled_quantity, second.remaining_quantity, second.quantity) == (40.0, 60.0, 100.0)
+            assert second.average_fill_price == 371.95 and second.price == 372.0
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
