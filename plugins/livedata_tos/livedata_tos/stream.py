@@ -32,6 +32,11 @@ __all__ = ["StreamerTokens", "TosStream"]
 ACCT_ACTIVITY = "ACCT_ACTIVITY"
 _END = object()
 
+# websockets logs every frame at DEBUG, abridged but not redacted: the LOGIN frame carries the access token.
+# Its own logger, held at INFO, keeps frames out of the logs whatever level the application sets.
+_WS_LOG = logging.getLogger("livedata.websocket.tos")
+_WS_LOG.setLevel(logging.INFO)
+
 
 class StreamerTokens:
     """Where the streamer gets the access token for each login.
@@ -153,7 +158,12 @@ class TosStream(BrokerStream):
         host = urlsplit(self.url).netloc or self.url
         try:
             self._ws = await ws_connect(
-                self.url, open_timeout=self.open_timeout, max_size=2**24, compression=None, close_timeout=2
+                self.url,
+                open_timeout=self.open_timeout,
+                max_size=2**24,
+                compression=None,
+                close_timeout=2,
+                logger=_WS_LOG,
             )
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             raise StreamError(f"could not connect to the Schwab streamer at {host}: {type(exc).__name__}: {exc}") from None

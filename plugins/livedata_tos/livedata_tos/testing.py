@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -29,6 +30,9 @@ from .protocol import StreamerInfo
 __all__ = ["FakeSchwabClient", "FakeStreamer", "FakeTokens", "activity_item", "data_frame", "heartbeat_frame", "notify_frame", "response_frame"]
 
 CUSTOMER_ID = "f" * 64
+# The server's frame logging would print LOGIN frames (with tokens) at DEBUG; keep it quiet like the client's.
+_WS_LOG = logging.getLogger("livedata.websocket.fake_streamer")
+_WS_LOG.setLevel(logging.INFO)
 CORREL_ID = "00000000-0000-4000-8000-000000000001"
 
 
@@ -127,7 +131,9 @@ class FakeStreamer:
         }
 
     async def start(self) -> "FakeStreamer":
-        self._server = await serve(self._handle, "127.0.0.1", self.port, compression=None, max_size=2**24)
+        self._server = await serve(
+            self._handle, "127.0.0.1", self.port, compression=None, max_size=2**24, logger=_WS_LOG
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -366,5 +366,7 @@ def test_tokens_never_appear_in_logs_reprs_or_errors(caplog):
     text = run(main())
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "logged in to the Schwab streamer" in logged
+    # The client's websocket frames (the LOGIN frame carries the token) are never logged, even at DEBUG.
+    assert [r.getMessage() for r in caplog.records if "TEXT" in r.getMessage()] == []
     for secret in (GOOD, FRESH, "SECRET"):
         assert secret not in logged and secret not in text
