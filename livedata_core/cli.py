@@ -44,7 +44,7 @@ def _url_and_prefix(args: argparse.Namespace) -> tuple[str | None, str]:
 def _setup(args: argparse.Namespace) -> None:
     from .logs import setup_logging
 
-    setup_logging(getattr(args, "verbose", 0))
+    setup_logging(getattr(args, "verbose", 0), json_lines=True if getattr(args, "log_json", False) else None)
 
 
 # -- run -----------------------------------------------------------------------------------------------------
@@ -414,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livedata", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"livedata {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line (also LIVEDATA_LOG_FORMAT=json)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the configured brokers into Redis (default: the demo broker)",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import sys
 
@@ -43,11 +45,29 @@ class _Formatter(logging.Formatter):
         return base
 
 
-def setup_logging(verbosity: int = 0) -> None:
-    """Warnings only by default; ``-v`` adds what the runner does, ``-vv`` everything (debug)."""
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data)
+
+
+def setup_logging(verbosity: int = 0, json_lines: bool | None = None) -> None:
+    """Warnings only by default; ``-v`` adds what the runner does, ``-vv`` everything (debug).
+
+    ``json_lines`` (default: ``LIVEDATA_LOG_FORMAT=json``) writes one JSON object per line for log collectors.
+    """
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    if json_lines is None:
+        json_lines = os.environ.get("LIVEDATA_LOG_FORMAT", "").lower() == "json"
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
+    handler.setFormatter(_JsonFormatter() if json_lines else _Formatter())
     handler.addFilter(SecretFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

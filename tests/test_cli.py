@@ -143,3 +143,17 @@ def test_demo_starts_an_embedded_redis_when_none_is_reachable(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_logs_mask_secrets_and_can_be_json(capsys):
+    import logging
+
+    from livedata_core.logs import setup_logging
+
+    setup_logging(1, json_lines=True)
+    logging.getLogger("livedata.test").info("refresh failed: refresh_token=abc123secret Bearer eyJhbGciOi.x.y redis://u:pw@h:1/0")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    record = json.loads(line)
+    assert record["level"] == "info" and record["logger"] == "livedata.test"
+    assert "abc123secret" not in line and "eyJhbGciOi" not in line and ":pw@" not in line
+    setup_logging(0)
