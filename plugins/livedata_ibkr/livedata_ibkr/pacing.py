@@ -66,8 +66,9 @@ class Pacer:
             lock = self._endpoint_locks.setdefault(key, asyncio.Lock())
             async with lock:
                 await self._sleep_until(self._next_endpoint.get(key, 0.0))
-                self._next_endpoint[key] = self._clock() + interval
                 await self._take_global()
+                # Measured from when the request really goes out, after any wait for the global slot.
+                self._next_endpoint[key] = max(self._next_endpoint.get(key, 0.0), self._clock() + interval)
         else:
             await self._take_global()
 
