@@ -34,11 +34,11 @@ class TosSession:
     info: StreamerInfo | None = None
 
 
-def make_client(settings: Any, tokens: Any, log: Any) -> Any:
+def make_client(settings: Any, tokens: Any, log: Any, status: dict[str, Any] | None = None) -> Any:
     """The Schwab REST client that supplies access tokens and ``/userPreference``."""
     from livedata_schwab.client import SchwabClient
 
-    return SchwabClient(settings, tokens, log)
+    return SchwabClient(settings, tokens, log, status=status)
 
 
 @hookimpl
@@ -60,7 +60,7 @@ def normalize_symbol(symbol: str) -> str:
 async def authenticate(ctx: BrokerContext) -> None:
     session: TosSession | None = ctx.session
     if session is None:
-        client = make_client(ctx.settings.schwab, ctx.tokens, ctx.log)
+        client = make_client(ctx.settings.schwab, ctx.tokens, ctx.log, ctx.status)
         session = TosSession(client, StreamerTokens(client.access_token, client.refresh), ActivityParser(ctx.broker))
         ctx.session = session
     if session.tokens.stale:

@@ -63,7 +63,7 @@ def test_runner_streams_resubscribes_after_a_drop_and_reauthenticates_after_logi
     async def main():
         async with FakeStreamer(valid_tokens=[GOOD]) as fake:
             client = FakeSchwabClient(fake, tokens)
-            monkeypatch.setattr(plugin, "make_client", lambda settings, store, log: client)
+            monkeypatch.setattr(plugin, "make_client", lambda settings, store, log, status=None: client)
             r = aioredis.Redis(port=redis_server.port)
             pubsub = r.pubsub()
             await pubsub.psubscribe("live_data:quotes:*", "live_data:orders:*")
@@ -123,7 +123,7 @@ def test_runner_streams_resubscribes_after_a_drop_and_reauthenticates_after_logi
 def test_runner_reports_connection_limit_and_waits_retry_after(redis_server, monkeypatch):
     async def main():
         async with FakeStreamer() as fake:
-            monkeypatch.setattr(plugin, "make_client", lambda settings, store, log: FakeSchwabClient(fake))
+            monkeypatch.setattr(plugin, "make_client", lambda settings, store, log, status=None: FakeSchwabClient(fake))
             fake.login_code = 12
             runner = Runner(make_config(redis_server.url, fake, ["AAPL"], connection_limit_retry=0.3),
                             token_store=MemoryTokenStore())  # fmt: skip
