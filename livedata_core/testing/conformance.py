@@ -51,7 +51,7 @@ import pytest
 from ..broker import Broker, BrokerContext, BrokerInfo
 from ..errors import AuthError, InvalidIdentifier, LivedataError, StreamError
 from ..hookspecs import CAPABILITIES, OPTIONAL_HOOKS
-from ..models import ORDER_STATUSES, Account, Balance, Order, Position, Quote, Transaction
+from ..models import ORDER_STATUSES, Account, Balance, Order, Position, Quote, Transaction, now_ms
 from ..plugins import get_broker
 from ..streaming import BrokerStream
 from ..tokens import MemoryTokenStore
@@ -404,7 +404,8 @@ class ConformanceSuite:
 
     def test_TC_Q02_runner_reconnects_and_resubscribes(self, conformance: Harness) -> None:
         """TC-Q02: driven by the core Runner, quotes reach Redis; after the server drops every connection the
-        runner reconnects, subscribes again, and quotes for every symbol flow again."""
+        runner reconnects, subscribes again, and quotes for every symbol flow again (quotes whose
+        ``received_at`` is after the drop: set it when the data arrives, as ``now_ms()``)."""
         from ..runner import Runner, load_config
 
         broker = conformance.require("stream")
@@ -424,9 +425,12 @@ class ConformanceSuite:
         )
         timeout = conformance.timeout
 
-        async def quotes_for_every_symbol(collector: PublishedCollector, after: int) -> None:
+        async def quotes_for_every_symbol(collector: PublishedCollector, since_ms: int) -> None:
+            def fresh(quote: Any) -> bool:
+                return getattr(quote, "received_at", 0) > since_ms
+
             for symbol in symbols:
-                await collector.wait_for_async("quotes", symbol, after=after, timeout=timeout)
+                await collector.wait_for_async("quotes", symbol, where=fresh, timeout=timeout)
 
         async def scenario(collector: PublishedCollector) -> None:
             runner = Runner(config, token_store=conformance.fixture("conformance_token_store"))
@@ -437,11 +441,13 @@ class ConformanceSuite:
                 dropped = conformance.drop_server()
                 if inspect.isawaitable(dropped):
                     await dropped
+                # Quotes read before the drop may still be on their way to Redis: only later ones count.
+                dropped_at = now_ms()
                 async with asyncio.timeout(timeout):
                     while runtime.status.reconnects < 1 or runtime.status.state != "streaming":
                         assert not task.done(), "the runner stopped"
                         await asyncio.sleep(0.02)
-                await quotes_for_every_symbol(collector, len(collector.messages))
+                await quotes_for_every_symbol(collector, dropped_at)
             except TimeoutError:
                 raise AssertionError(
                     f"the runner did not reconnect within {timeout:g}s of the drop; broker status: "
@@ -565,13 +571,13 @@ class ConformanceSuite:
                 await stream.close()
             for hook in [h for h in ("fetch_accounts", *ACCOUNT_MODELS) if broker.has(h)]:
                 try:
-                    await asyncio.wait_for(
+                    result = await asyncio.wait_for(
                         broker.call(hook, ctx=ctx, account_id="ACC", since=0), conformance.timeout
                     )
                 except Exception as exc:
                     _core_error(exc, f"{hook} against an unreachable server")
-                else:
-                    raise AssertionError(f"{hook} returned data although the server is unreachable")
+                else:  # data from a cache or another source is fine, as long as it is a list
+                    assert isinstance(result, list), f"{hook} returned {type(result).__name__}, not a list"
 
         _run(scenario())
 
