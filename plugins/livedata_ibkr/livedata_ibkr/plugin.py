@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from livedata_core import hookimpl
 from livedata_core.broker import BrokerContext, BrokerInfo
@@ -81,21 +82,22 @@ async def fetch_accounts(ctx: BrokerContext) -> list[Account]:
     return out
 
 
-async def _portfolio(ctx: BrokerContext, account_id: str) -> IbkrSession:
+async def _portfolio(ctx: BrokerContext, account_id: str) -> tuple[IbkrSession, str]:
+    """The session after the portfolio pre-flight, and the account id made safe for a URL path."""
     session = _session(ctx)
     await session.portfolio_accounts()
-    return session
+    return session, quote(account_id, safe="")
 
 
 @hookimpl
 async def fetch_positions(ctx: BrokerContext, account_id: str) -> list[Position]:
     """Every position, page by page (100 rows a page)."""
-    session = await _portfolio(ctx, account_id)
+    session, acct = await _portfolio(ctx, account_id)
     if session.settings.invalidate_positions:
-        await session.client.post(f"/portfolio/{account_id}/positions/invalidate")
+        await session.client.post(f"/portfolio/{acct}/positions/invalidate")
     out: list[Position] = []
     for page in range(MAX_POSITION_PAGES):
-        rows = await session.client.get(f"/portfolio/{account_id}/positions/{page}")
+        rows = await session.client.get(f"/portfolio/{acct}/positions/{page}")
         if not isinstance(rows, list):
             break
         for row in rows:
@@ -111,9 +113,9 @@ async def fetch_positions(ctx: BrokerContext, account_id: str) -> list[Position]
 @hookimpl
 async def fetch_balances(ctx: BrokerContext, account_id: str) -> list[Balance]:
     """Cash and value per currency from the ledger; margin figures from the summary on the ``BASE`` row."""
-    session = await _portfolio(ctx, account_id)
-    ledger = await session.client.get(f"/portfolio/{account_id}/ledger")
-    summary = await session.client.get(f"/portfolio/{account_id}/summary")
+    session, acct = await _portfolio(ctx, account_id)
+    ledger = await session.client.get(f"/portfolio/{acct}/ledger")
+    summary = await session.client.get(f"/portfolio/{acct}/summary")
     if not isinstance(ledger, dict):
         raise BrokerError(f"IBKR ledger of {account_id} is not an object")
     try:

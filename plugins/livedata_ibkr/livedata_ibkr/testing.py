@@ -105,8 +105,11 @@ class FakeGateway:
     """A fake IBKR Client Portal gateway on loopback. Use as an async context manager."""
 
     def __init__(self, *, host: str = "127.0.0.1", hb_interval: float = 10.0, smd_ttl: float = 600.0,
-                 tls: bool = True) -> None:
+                 tls: bool = True, quote_interval: float | None = None) -> None:
         self.host = host
+        self.quote_interval = quote_interval
+        self._ticks = 0
+        self._quote_task: asyncio.Task[None] | None = None
         self.tls = tls
         self.hb_interval = hb_interval
         self.smd_ttl = smd_ttl
@@ -131,6 +134,7 @@ class FakeGateway:
         self._rate_limits: dict[str, int] = defaultdict(int)
         self._orders_called = False
         self._servers: list[Any] = []
+        self._closing: set[asyncio.Task[None]] = set()
         self._hb_task: asyncio.Task[None] | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="fake-ibkr-")
         self.ca_path = os.path.join(self._tmp.name, "ca.pem")
@@ -162,12 +166,15 @@ class FakeGateway:
         self.ws_port = next(iter(ws.sockets)).getsockname()[1]
         self._servers = [rest, ws]
         self._hb_task = asyncio.create_task(self._heartbeats())
+        if self.quote_interval:
+            self._quote_task = asyncio.create_task(self._auto_quotes())
 
     async def stop(self) -> None:
-        if self._hb_task:
-            self._hb_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._hb_task
+        for task in (self._hb_task, self._quote_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for client in list(self.clients):
             with contextlib.suppress(Exception):
                 await client.ws.close()
@@ -250,11 +257,21 @@ class FakeGateway:
         await self.send_raw(orjson.dumps(
             {"topic": "sts", "args": {"authenticated": False, "competing": competing, "fail": ""}}).decode())
 
+    async def drop(self) -> None:
+        """Same as :meth:`drop_websockets` (the conformance suite's name)."""
+        await self.drop_websockets()
+
     async def drop_websockets(self) -> None:
-        """Close every websocket abruptly (code 1011), as a gateway restart would."""
+        """Close every websocket with code 1011, as a gateway restart would.
+
+        Returns at once: the closing handshakes finish in the background, so a caller that blocks its own
+        event loop while waiting (``ServerThread.drop``) cannot deadlock with its client.
+        """
         for client in list(self.clients):
-            with contextlib.suppress(Exception):
-                await client.ws.close(1011, "gateway restart")
+            self.clients.remove(client)
+            task = asyncio.create_task(client.ws.close(1011, "gateway restart"))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def wait_for(self, predicate, timeout: float = 5.0, interval: float = 0.01) -> None:
         """Wait until ``predicate()`` is true, or fail with ``AssertionError``."""
@@ -294,7 +311,10 @@ class FakeGateway:
         client.sent.append(text)
         if text.startswith("smd+"):
             _, conid, _args = text.split("+", 2)
+            new = int(conid) not in client.smd
             client.smd[int(conid)] = time.monotonic() + self.smd_ttl
+            if new and self.quote_interval:
+                await client.ws.send(orjson.dumps(self._auto_frame(int(conid), full=True)).decode())
         elif text.startswith("umd+"):
             client.smd.pop(int(text.split("+")[1]), None)
         elif text.startswith("sor+"):
@@ -303,6 +323,25 @@ class FakeGateway:
             client.orders = False
         elif text.startswith("ech+"):
             await client.ws.send("ech+hb")
+
+    def _auto_frame(self, conid: int, full: bool = False) -> dict[str, Any]:
+        base = 100.0 + conid % 97 + (self._ticks % 20) / 100
+        frame: dict[str, Any] = {"topic": f"smd+{conid}", "conid": conid, "_updated": int(time.time() * 1000)}
+        if full or self._ticks % 2 == 0:
+            frame.update({"84": f"{base - 0.01:.2f}", "86": f"{base + 0.01:.2f}", "88": "1,300", "85": "500"})
+        if full or self._ticks % 2 == 1:
+            frame.update({"31": f"{base:.2f}", "7059": "100", "87": "24.2M", "6509": "RpB"})
+        return frame
+
+    async def _auto_quotes(self) -> None:
+        assert self.quote_interval
+        while True:
+            await asyncio.sleep(self.quote_interval)
+            self._ticks += 1
+            conids = {conid for client in self.clients for conid in client.smd}
+            for conid in sorted(conids):
+                frame = self._auto_frame(conid)
+                await self.push_quote(conid, {k: v for k, v in frame.items() if k not in ("topic", "conid", "_updated")})
 
     async def _heartbeats(self) -> None:
         while True:

@@ -33,3 +33,58 @@ def make_ctx(ibkr):
         return ctx
 
     return make
+
+
+# -- the core conformance suite (tests/test_conformance.py) --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def _conformance_gateway():
+    from livedata_core.testing.threads import ServerThread
+    from livedata_ibkr.testing import FakeGateway
+
+    with ServerThread(FakeGateway(hb_interval=0.5, quote_interval=0.05)) as server:
+        yield server
+
+
+@pytest.fixture
+def conformance_broker():
+    return "ibkr"
+
+
+@pytest.fixture
+def conformance_server(_conformance_gateway):
+    return _conformance_gateway
+
+
+@pytest.fixture
+def conformance_settings(_conformance_gateway):
+    return _conformance_gateway.server.settings(**FAST)
+
+
+@pytest.fixture
+def conformance_symbols():
+    return ["AAPL", "IBM@8314", "@756733"]
+
+
+@pytest.fixture
+def conformance_account():
+    return "DU1234"
+
+
+@pytest.fixture
+def conformance_secrets():
+    from livedata_ibkr.testing import SESSION_TOKEN
+
+    return [SESSION_TOKEN]
+
+
+@pytest.fixture
+def conformance_unreachable_settings():
+    return {"base_url": "https://127.0.0.1:9/v1/api", "ws_url": "wss://127.0.0.1:9/v1/api/ws",
+            "connect_timeout": 1.0, "login_wait": 0.1}
+
+
+@pytest.fixture
+def conformance_timeout():
+    return 5.0
