@@ -36,8 +36,8 @@ FIELDS: dict[str, dict[str, int]] = {
     },
 }  # fmt: skip
 
-# Keys of a level-one item that are not numbered fields.
-META_KEYS = frozenset({"key", "delayed", "assetMainType", "assetSubType", "cusip"})
+# Keys of a level-one item that carry nothing we publish ("0" repeats the key).
+META_KEYS = frozenset({"key", "0", "assetMainType", "assetSubType", "cusip"})
 
 
 def request_fields(service: str) -> str:
@@ -79,6 +79,13 @@ class QuoteBook:
                  "close", "mark", "quote_time", "trade_time", "active_symbol")  # fmt: skip
         return {n: v for n, v in zip(names, s) if v is not None}
 
+    def _other_key(self, service: str, symbol: str, k: str, v: Any) -> None:
+        if k == "delayed":
+            if type(v) is bool:
+                self._delayed[symbol] = v
+        else:
+            self.stats.skip(f"{service} unknown field", k)
+
     # {"data":[{"service":"LEVELONE_EQUITIES","timestamp":1714949592301,"command":"SUBS","content":[
     #   {"key":"SCHW","delayed":false,"assetMainType":"EQUITY","assetSubType":"COE","cusip":"808513105",
     #    "1":76.08,"2":76.49,"3":76.44,"4":3,"5":1,"8":5414735,"10":76.47}, ...]}]}
@@ -95,6 +102,7 @@ class QuoteBook:
         wanted = self._wanted
         broker = self.broker
         out: list[Quote] = []
+        get = fields.get
         for item in content:
             if type(item) is not dict:
                 self.stats.skip("level-one item is not an object", item)
@@ -107,24 +115,24 @@ class QuoteBook:
             if state is None:
                 state = states[symbol] = [None] * N_SLOTS
             for k, v in item.items():
-                slot = fields.get(k)
+                slot = get(k)
                 if slot is None:
-                    if k == "delayed":
-                        if type(v) is bool:
-                            self._delayed[symbol] = v
-                    elif k not in META_KEYS and k != "0":
-                        self.stats.skip(f"{service} unknown field", k)
+                    if k not in META_KEYS:
+                        self._other_key(service, symbol, k, v)
                     continue
                 tv = type(v)
                 if slot < N_FLOAT:
-                    if tv is float or tv is int:
-                        state[slot] = float(v)
-                        continue
-                elif slot == ACTIVE_SYMBOL:
-                    if tv is str:
+                    if tv is float:
                         state[slot] = v
                         continue
-                elif tv is int and v > 0:
+                    if tv is int:  # bool is not int here: type() is exact
+                        state[slot] = float(v)
+                        continue
+                elif slot != ACTIVE_SYMBOL:
+                    if tv is int and v > 0:
+                        state[slot] = v
+                        continue
+                elif tv is str:
                     state[slot] = v
                     continue
                 self.stats.skip(f"{service} bad value", (symbol, k, v))
