@@ -226,7 +226,13 @@ class TokenManager:
         """A valid access token, refreshed first if it expires within ``refresh_margin`` seconds."""
         record = self._record or self.load()
         if self._fresh(record):
-            self.check_refresh_age(record)
+            try:
+                self.check_refresh_age(record)
+            except LoginRequired:
+                record = self.load()  # `livedata auth schwab` may have saved a new login meanwhile
+                if not self._fresh(record):
+                    return await self._refresh(stale=record.access_token, forced=False)
+                self.check_refresh_age(record)
             return record.access_token
         return await self._refresh(stale=record.access_token, forced=False)
 

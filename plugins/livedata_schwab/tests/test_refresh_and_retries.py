@@ -241,3 +241,19 @@ def test_tokens_never_in_debug_logs_or_reprs(fake_schwab, settings_for, saved_to
     assert "refreshed the Schwab access token" in caplog.text
     for secret in ("AT-secret-access", "RT-secret-refresh", "S" * 16):
         assert secret not in text, secret
+
+
+def test_a_new_login_is_picked_up_without_restart(fake_schwab, settings_for, saved_tokens):
+    store = saved_tokens(issued_days_ago=7.5)
+
+    async def go():
+        client = SchwabClient(settings_for(), store)
+        try:
+            with pytest.raises(LoginRequired):
+                await client.access_token()
+            saved_tokens(store)  # the user ran `livedata auth schwab` in another terminal
+            return await client.access_token()
+        finally:
+            await client.aclose()
+
+    assert run(go()) == store.load("schwab")["access_token"]
