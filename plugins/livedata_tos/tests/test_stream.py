@@ -370,3 +370,53 @@ def test_tokens_never_appear_in_logs_reprs_or_errors(caplog):
     assert [r.getMessage() for r in caplog.records if "TEXT" in r.getMessage()] == []
     for secret in (GOOD, FRESH, "SECRET"):
         assert secret not in logged and secret not in text
+
+
+def test_recorded_reference_frames_replayed_over_the_socket():
+    from livedata_tos.recorded import ES, GUIDE_L1, MSFT
+
+    async def main():
+        async with FakeStreamer() as fake:
+            stream = make_stream(fake)
+            await stream.connect()
+            await stream.subscribe(["SCHW", "SPY", "MSFT", "/ES"])
+            events = stream.events()
+            await fake.send(json.dumps(GUIDE_L1))
+            assert [q.symbol for q in await next_event(events)] == ["SCHW", "SPY"]
+            await fake.send(json.dumps({"data": [
+                {"service": "LEVELONE_EQUITIES", "timestamp": 1715777956144, "command": "SUBS", "content": [MSFT]},
+                {"service": "LEVELONE_FUTURES", "timestamp": 1719002950099, "command": "SUBS", "content": [ES]}]}))  # fmt: skip
+            msft, es = await next_event(events)
+            assert (msft.symbol, msft.bid, es.symbol, es.mark) == ("MSFT", 417.01, "/ES", 5536.75)
+            await fake.send('{"notify":[{"heartbeat":"1668715930582"}]}')
+            assert await next_event(events) is HEARTBEAT
+            # Schwabdev's real ACCT_ACTIVITY capture, ids masked as in the reference.
+            created = json.dumps({"SchwabOrderID": "#############", "AccountNumber": "########", "BaseEvent": {
+                "EventType": "OrderCreated", "OrderCreatedEventEquityOrder": {"LimitPrice": {"lo": "220470000", "signScale": 12},
+                "OrderLegs": [{"Quantity": {"lo": "1000000", "signScale": 12}, "BuySellCode": "Buy",
+                               "Security": {"Symbol": "AMD", "CUSIP": "007903107"}}]}}})  # fmt: skip
+            await fake.send(json.dumps({"data": [{"service": "ACCT_ACTIVITY", "timestamp": 0, "command": "SUBS", "content": [
+                {"seq": 1, "key": "Account Activity", "1": "########", "2": "OrderCreated", "3": created},
+                {"seq": 2, "key": "Account Activity", "1": "########", "2": "OrderAccepted", "3": json.dumps({"SchwabOrderID": "#############", "Status": "Open"})}]}]}))  # fmt: skip
+            created_order, accepted = await next_event(events)
+            assert (created_order.account_id, created_order.symbol, created_order.price, created_order.quantity) == (
+                "########", "AMD", 220.47, 1.0)
+            assert (accepted.status, accepted.order_id, accepted.broker_status) == ("open", "#############", "OrderAccepted")
+            await fake.send('{"notify":[{"service":"ADMIN","timestamp":1595453993677,"content":{"code":30,"msg":"Stop streaming due to empty subscription"}}]}')
+            with pytest.raises(StreamError, match="empty subscription"):
+                await next_event(events)
+            await stream.close()
+
+    run(main())
+
+
+def test_view_changes_the_field_list():
+    async def main():
+        async with FakeStreamer() as fake:
+            stream = make_stream(fake)
+            await stream.connect()
+            await stream.view("LEVELONE_EQUITIES", [3, 1, 2])
+            assert fake.commands()[-1] == ("LEVELONE_EQUITIES", "VIEW", {"fields": "0,1,2,3"})
+            await stream.close()
+
+    run(main())
