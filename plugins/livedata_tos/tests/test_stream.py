@@ -9,8 +9,8 @@ import logging
 import pytest
 import redis
 
-from livedata_core.errors import AuthError, BrokerError, ConnectionLimit, StreamError
-from livedata_core.models import Order, Quote
+from livedata_core.errors import AuthError, ConnectionLimit, StreamError
+from livedata_core.models import Order
 from livedata_core.publisher import AsyncPublisher
 from livedata_core.streaming import HEARTBEAT
 from livedata_tos.stream import StreamerTokens, TosStream
