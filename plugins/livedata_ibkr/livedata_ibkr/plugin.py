@@ -126,7 +126,8 @@ async def fetch_balances(ctx: BrokerContext, account_id: str) -> list[Balance]:
 
 @hookimpl
 async def fetch_orders(ctx: BrokerContext, account_id: str, since: int) -> list[Order]:
-    """Today's live orders of one account (the gateway keeps no older ones)."""
+    """Today's live orders of one account (the gateway keeps no older ones), less the order states the
+    websocket already delivered."""
     session = _session(ctx)
     rows = await _live_orders(session, account_id)
     out = []
@@ -138,9 +139,12 @@ async def fetch_orders(ctx: BrokerContext, account_id: str, since: int) -> list[
             continue
         merged = session.orders.merge(row)
         try:
-            out.append(parse_order(merged, account_id))
+            order = parse_order(merged, account_id)
         except _BAD_ROW as exc:
             ctx.log.warning("skipped an IBKR order row: %s", exc)
+            continue
+        if session.orders.first_time(order):
+            out.append(order)
     return out
 
 

@@ -286,7 +286,9 @@ class IbkrStream(BrokerStream):
                 continue
             merged = self.session.orders.merge(row)
             try:
-                out.append(parse_order(merged))
+                order = parse_order(merged)
+                if self.session.orders.first_time(order):
+                    out.append(order)
             except (BadValue, TypeError, ValueError) as exc:
                 # Logged and counted; the REST orders poll reports the order again.
                 self.stats.skip("ibkr sor: unusable order update", f"{exc}: {row!r}")

@@ -20,6 +20,12 @@ FAST = {
 
 
 @pytest.fixture
+def fast_settings():
+    """Settings that keep tests fast (merge over a fake gateway's settings)."""
+    return dict(FAST)
+
+
+@pytest.fixture
 def ibkr():
     """The ibkr broker handle, as core loads it through the entry point."""
     return get_broker("ibkr")

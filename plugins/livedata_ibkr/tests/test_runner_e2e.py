@@ -1,0 +1,68 @@
+"""End to end through the core Runner: fake gateway -> plugin -> runner -> real redis-server -> subscriber."""
+
+import asyncio
+
+from livedata_core.runner import Runner, load_config
+from livedata_core.testing.published import PublishedCollector
+from livedata_core.tokens import MemoryTokenStore
+from livedata_ibkr.testing import FakeGateway
+
+
+def test_runner_streams_polls_and_recovers_from_auth_loss_and_drops(redis_server, fast_settings):
+    async def main(collector):
+        async with FakeGateway(hb_interval=0.2) as gw:
+            table = {**gw.settings(**fast_settings), "symbols": ["AAPL", "IBM@8314"],
+                     "poll": {"positions": 0.2, "balances": 0.2, "orders": 0.2, "transactions": 0}}
+            config = load_config({"redis": {"url": redis_server.url}, "brokers": {"ibkr": table},
+                                  "backoff": {"initial": 0.05, "max": 0.2, "login_retry": 0.2},
+                                  "shutdown_timeout": 2.0}, env={})
+            runner = Runner(config, token_store=MemoryTokenStore())
+            task = asyncio.create_task(runner.run())
+            runtime = runner.runtimes["ibkr"]
+
+            async def quote_after(last, n):
+                await gw.wait_for(lambda: gw.subscribed(265598) and gw.subscribed(8314), timeout=5)
+                await gw.push_quote(265598, {"31": last, "84": "1.00", "86": "2.00"})
+                await gw.push_quote(8314, {"31": last})
+                await collector.wait_for_async("quotes", "AAPL", where=lambda q: q.last == float(last), timeout=5)
+                await collector.wait_for_async("quotes", "IBM@8314", where=lambda q: q.last == float(last))
+
+            try:
+                await quote_after("10.50", 1)
+                await collector.wait_for_async("positions", "DU1234", where=lambda p: p.symbol == "SPY")
+                await collector.wait_for_async("balances", "DU1234", where=lambda b: b.currency == "BASE")
+
+                # An order arriving on the websocket is published once.
+                await gw.wait_for(lambda: any(c.orders for c in gw.clients))
+                order = {"acct": "DU1234", "orderId": 55, "ticker": "AAPL", "status": "Submitted",
+                         "remainingQuantity": 5.0, "filledQuantity": 0.0, "side": "BUY", "orderType": "Limit",
+                         "price": 10}
+                await gw.push_order(order)
+                await collector.wait_for_async("orders", "DU1234", where=lambda o: o.order_id == "55")
+                gw.orders.append(order)  # the REST poll now sees the same order state
+                polls = runtime.status.polls.get("orders", 0)
+                await gw.wait_for(lambda: runtime.status.polls.get("orders", 0) >= polls + 2)
+
+                # The brokerage session drops: the runner re-authenticates (ssodh/init) and resubscribes.
+                await gw.lose_auth()
+                await gw.wait_for(lambda: gw.calls("/iserver/auth/ssodh/init"), timeout=5)
+                await quote_after("11.50", 2)
+
+                # The socket drops: the runner reconnects and resubscribes.
+                reconnects = runtime.status.reconnects
+                await gw.drop_websockets()
+                await gw.wait_for(lambda: runtime.status.reconnects > reconnects, timeout=5)
+                await quote_after("12.50", 3)
+                assert gw.ws_connections == 3
+
+                status = runner.status()["brokers"]["ibkr"]
+                assert status["extra"]["session"] == "authenticated"
+                assert status["extra"]["tickle"].startswith("ok at")
+            finally:
+                runner.stop()
+                await asyncio.wait_for(task, 10)
+            orders = [o for o in collector.orders if o.order_id == "55"]
+            assert len(orders) == 1, "the websocket and REST views of one order state are published once"
+
+    with PublishedCollector(redis_server.url) as collector:
+        asyncio.run(main(collector))
