@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from livedata_core import hookimpl
 from livedata_core.broker import BrokerContext, BrokerInfo
-from livedata_core.errors import AuthError, BrokerError
+from livedata_core.errors import AuthError, BrokerError, LoginRequired
 from livedata_core.models import Account, Balance, Order, Position
 
 from . import symbols
@@ -26,7 +26,7 @@ _BAD_ROW = (BadValue, KeyError, TypeError, ValueError)
 def broker_info() -> BrokerInfo:
     return BrokerInfo(
         name=BROKER,
-        capabilities={"authenticate", "stream", "fetch_accounts", "fetch_positions", "fetch_balances", "fetch_orders"},
+        capabilities={"authenticate", "login", "stream", "fetch_accounts", "fetch_positions", "fetch_balances", "fetch_orders"},
         settings_cls=IbkrSettings,
         description="Interactive Brokers through the Client Portal gateway (quotes, positions, balances, orders)",
     )
@@ -47,6 +47,28 @@ async def authenticate(ctx: BrokerContext) -> None:
     if ctx.session is None:
         ctx.session = IbkrSession(_settings(ctx), ctx.log, ctx.status)
     await ctx.session.authenticate()
+
+
+@hookimpl
+async def login(ctx: BrokerContext, manual: bool) -> None:
+    """``livedata auth ibkr``: say where to log in, and wait until the gateway's brokerage session is open.
+
+    The login itself (username, password, second factor) happens only in the gateway's browser page; nothing
+    is stored in the token store. ``manual`` changes nothing: the URL is always printed, never opened.
+    """
+    settings = _settings(ctx)
+    session = IbkrSession(settings, ctx.log, ctx.status)
+    try:
+        print(f"Open {session.login_url} in a browser on the gateway's machine and log in (with 2FA).")
+        print(f"Waiting up to {settings.browser_login_timeout:g}s for the gateway's brokerage session...")
+        if not await session.wait_for_login(settings.browser_login_timeout):
+            raise LoginRequired(
+                f"IBKR: no login at {session.login_url} within {settings.browser_login_timeout:g}s; "
+                "run `livedata auth ibkr` again after logging in"
+            )
+        print("IBKR gateway session is open.")
+    finally:
+        await session.close()
 
 
 @hookimpl

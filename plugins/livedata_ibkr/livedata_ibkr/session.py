@@ -133,6 +133,23 @@ class IbkrSession:
                 return status
             await asyncio.sleep(min(LOGIN_POLL, max(0.0, deadline - time.monotonic())))
 
+    async def wait_for_login(self, timeout: float, interval: float = 1.0) -> bool:
+        """Poll until the brokerage session is open (re-opening it once the browser login is done), or
+        ``timeout`` seconds pass. Returns whether it is open."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = await self.auth_status()
+                if not status.get("authenticated") and status.get("connected"):
+                    status = await self._open_brokerage_session()
+                if status.get("authenticated"):
+                    return True
+            except LoginRequired:
+                pass  # not logged in in the browser yet
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
     def _login_message(self, status: dict[str, Any]) -> str:
         if status.get("competing"):
             why = ("another IBKR session (TWS, mobile or web) holds the brokerage session for this username; "

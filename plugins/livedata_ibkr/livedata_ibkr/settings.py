@@ -42,6 +42,8 @@ class IbkrSettings:
     pacing_overrides: dict[str, float] = attrs.field(factory=dict)
     #: Seconds to wait for the brokerage session after ``/iserver/auth/ssodh/init``.
     login_wait: float = attrs.field(default=5.0, validator=v.ge(0))
+    #: Seconds ``livedata auth ibkr`` waits for you to log in through the gateway's browser page.
+    browser_login_timeout: float = attrs.field(default=300.0, validator=_positive)
     #: Invalidate the gateway's positions cache before each positions fetch (one extra request).
     invalidate_positions: bool = True
     #: Seconds between ``/tickle`` keep-alives (the session times out after ~6 minutes without requests).

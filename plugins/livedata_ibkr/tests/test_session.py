@@ -151,3 +151,50 @@ def test_429_is_retried_then_raised_as_ratelimited(ibkr, make_ctx):
             await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
+
+
+def test_login_waits_for_the_browser_login_and_opens_the_brokerage_session(ibkr, make_ctx, capsys):
+    async def main():
+        async with FakeGateway() as gw:
+            gw.logged_in = False
+            gw.authenticated = False
+            ctx = make_ctx(gw, browser_login_timeout=5.0)
+
+            async def user_logs_in():
+                await asyncio.sleep(0.3)
+                gw.logged_in = True  # browser login done; brokerage session still closed
+
+            helper = asyncio.create_task(user_logs_in())
+            await ibkr.call("login", ctx=ctx, manual=False)
+            await helper
+            assert gw.authenticated and gw.calls("/iserver/auth/ssodh/init")
+            out = capsys.readouterr().out
+            assert f"Open https://127.0.0.1:{gw.rest_port} in a browser" in out
+            assert "session is open" in out
+
+    run(main())
+
+
+def test_login_gives_up_after_the_timeout(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            gw.logged_in = False
+            ctx = make_ctx(gw, browser_login_timeout=0.3)
+            with pytest.raises(LoginRequired, match="no login at"):
+                await ibkr.call("login", ctx=ctx, manual=True)
+
+    run(main())
+
+
+def test_plain_http_gateway_uses_ws_without_tls(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway(tls=False) as gw:
+            ctx = ibkr.make_context({"base_url": gw.base_url, "ws_url": gw.ws_url})
+            assert gw.base_url.startswith("http://") and gw.ws_url.startswith("ws://")
+            await ibkr.call("authenticate", ctx=ctx)
+            stream = await ibkr.call("stream", ctx=ctx)
+            await stream.connect()
+            await stream.close()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
