@@ -151,12 +151,9 @@ async def livedata_client(url: str, redis_url: str, expected: int) -> tuple[floa
     return elapsed, parsed, published
 
 
-async def naive_client(url: str, redis_url: str, expected: int) -> tuple[float, int, int]:
-    """The obvious loop: json.loads, merge into a dict per symbol, one awaited PUBLISH per quote."""
-    import redis.asyncio as aioredis
+async def _raw_login(url: str):
     from websockets.asyncio.client import connect
 
-    r = aioredis.Redis.from_url(redis_url)
     info = FakeStreamer().info()
     ws = await connect(url, compression=None, max_size=2**24)
 
@@ -169,6 +166,32 @@ async def naive_client(url: str, redis_url: str, expected: int) -> tuple[float, 
 
     await command("1", "ADMIN", "LOGIN", {"Authorization": "t", "SchwabClientChannel": "N9", "SchwabClientFunctionId": "APIAPP"})
     await command("2", "LEVELONE_EQUITIES", "ADD", {"keys": ",".join(SYMBOLS), "fields": "0,1,2,3,4,5,8,34"})
+    return ws
+
+
+async def transport_floor() -> list[int]:
+    """The same steady stream received by a bare websocket client: no parsing into quotes, no Redis. This is
+    the process-to-process floor of this machine, which every pipeline above pays three times
+    (streamer -> livedata -> redis-server -> subscriber)."""
+    proc, url = _start_streamer("steady", 0)
+    ws = await _raw_login(url)
+    latencies = []
+    async for raw in ws:
+        now_us = time.time_ns() // 1000
+        latencies.append(now_us - orjson.loads(raw)["data"][0]["content"][0]["8"])
+        if len(latencies) * STEADY_PER_FRAME >= STEADY_SECONDS * STEADY_RATE:
+            break
+    await ws.close()
+    proc.join(10)
+    return latencies
+
+
+async def naive_client(url: str, redis_url: str, expected: int) -> tuple[float, int, int]:
+    """The obvious loop: json.loads, merge into a dict per symbol, one awaited PUBLISH per quote."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(redis_url)
+    ws = await _raw_login(url)
     names = {"1": "bid", "2": "ask", "3": "last", "4": "bid_size", "5": "ask_size", "8": "volume", "34": "timestamp"}
     state: dict[str, dict] = {}
     n = 0
@@ -251,6 +274,9 @@ def main() -> int:
         print(f"latency at {STEADY_RATE:,} quotes/s livedata, every quote ({len(ours)}):        {describe(ours)}")
         print(f"latency at {STEADY_RATE:,} quotes/s livedata, first quote of each frame ({len(ours_frames)}): "
               f"{describe(ours_frames)}")  # fmt: skip
+        floor = asyncio.run(transport_floor())
+        print(f"latency floor: streamer -> bare websocket client in another process ({len(floor)} frames): "
+              f"{describe(floor)}")  # fmt: skip
         naive, naive_frames = latency(naive_client, redis)
         print(f"latency at {STEADY_RATE:,} quotes/s naive, every quote ({len(naive)}):           {describe(naive)}")
         ok_tp = parsed >= 100_000
