@@ -134,7 +134,7 @@ class IbkrStream(BrokerStream):
                 if now >= next_renew:
                     next_renew = now + self.settings.renew_interval
                     await self._renew()
-            except ConnectionClosed:
+            except StreamError:
                 return  # the reader sees the close and ends events()
 
     async def _renew(self) -> None:
@@ -149,7 +149,11 @@ class IbkrStream(BrokerStream):
     async def _send(self, text: str) -> None:
         if self._ws is None:
             raise StreamError("IBKR websocket is not connected")
-        await self._ws.send(text)
+        try:
+            await self._ws.send(text)
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else "no close frame"
+            raise StreamError(f"IBKR websocket closed while sending ({code})") from None
 
     async def close(self) -> None:
         if self._keepalive is not None:

@@ -94,3 +94,19 @@ def conformance_unreachable_settings():
 @pytest.fixture
 def conformance_timeout():
     return 5.0
+
+
+@pytest.fixture(scope="module")
+def _logged_out_gateway():
+    from livedata_core.testing.threads import ServerThread
+    from livedata_ibkr.testing import FakeGateway
+
+    gateway = FakeGateway()
+    gateway.logged_in = False  # nobody logged in through the browser: every request gets HTTP 401
+    with ServerThread(gateway) as server:
+        yield server
+
+
+@pytest.fixture
+def conformance_bad_credentials(_logged_out_gateway):
+    return _logged_out_gateway.server.settings(**FAST)

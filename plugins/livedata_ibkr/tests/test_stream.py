@@ -278,3 +278,18 @@ def test_order_updates_merge_partial_frames(ibkr, make_ctx):
             await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
+
+
+def test_subscribe_on_a_closed_socket_is_a_stream_error(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, [])
+            await gw.drop_websockets()
+            await gw.wait_for(lambda: reader.task.done())
+            with pytest.raises(StreamError, match="closed while sending"):
+                await stream.subscribe(["AAPL"])
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
