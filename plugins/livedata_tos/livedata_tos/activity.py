@@ -147,6 +147,9 @@ class ActivityParser:
     #        \"BuySellCode\":\"Buy\",\"Security\":{\"Symbol\":\"AMD\"}}]}}}"}]}]}
     def apply(self, content: Any, envelope_ts: Any, received_at: int, stats: StreamStats) -> list[Order]:
         """Turn one ``data`` entry's ``content`` into orders. Never drops a message it can recognise as one."""
+        if content is None:
+            stats.skip("account activity data without content", None)
+            return []
         if type(content) is not list:
             content = [content]
         ts = envelope_ts if type(envelope_ts) is int and envelope_ts > 0 else None
