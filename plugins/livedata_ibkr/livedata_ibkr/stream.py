@@ -245,6 +245,10 @@ class IbkrStream(BrokerStream):
         topic = frame.get("topic")
         if not isinstance(topic, str):
             topic = ""
+        if "error" in frame or topic == "error":
+            # e.g. a market-data line limit or a conid without permissions; the stream goes on.
+            self.stats.skip("ibkr: websocket error message", frame)
+            return HEARTBEAT
         if topic.startswith("smd+"):
             quotes = self.book.apply(frame)
             return quotes if quotes else HEARTBEAT
@@ -254,9 +258,6 @@ class IbkrStream(BrokerStream):
             return self._status(frame)
         if topic == "sor":
             return self._orders(frame) or HEARTBEAT
-        if "error" in frame or topic == "error":
-            self.stats.skip("ibkr: websocket error message", frame)
-            return HEARTBEAT
         if frame.get("message") == "waiting for session":
             self.session.mark_lost("websocket is waiting for a session")
             raise AuthError("IBKR websocket lost its session")

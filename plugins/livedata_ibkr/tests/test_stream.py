@@ -206,6 +206,7 @@ def test_malformed_frames_are_counted_and_the_stream_goes_on(ibkr, make_ctx):
             await gw.send_raw(orjson.dumps({"topic": "smd+265598", "conid": "x1"}).decode())
             await gw.send_raw(orjson.dumps({"topic": "smd+999", "conid": 999, "31": "1"}).decode())
             await gw.send_raw(orjson.dumps({"topic": "zzz"}).decode())
+            await gw.send_raw(orjson.dumps({"topic": "smd+265598", "conid": 265598, "error": "no permissions"}).decode())
             await gw.push_quote(265598, {"31": "abc", "84": "10.00"})
             await gw.send_raw(orjson.dumps({"topic": "sor", "args": [{"status": "Filled"}]}).decode())
             await gw.wait_for(lambda: reader.of(Quote))
@@ -214,7 +215,7 @@ def test_malformed_frames_are_counted_and_the_stream_goes_on(ibkr, make_ctx):
             assert set(stream.stats.skipped) == {
                 "ibkr: frame is not JSON", "ibkr: frame is not an object", "ibkr smd: bad conid",
                 "ibkr smd: conid not subscribed", "ibkr: unknown topic", "ibkr smd: bad value for field 31",
-                "ibkr sor: order without orderId",
+                "ibkr sor: order without orderId", "ibkr: websocket error message",
             }
             await reader.stop()
             await ibkr.call("shutdown", ctx=ctx)
