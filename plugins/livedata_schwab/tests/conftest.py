@@ -400,3 +400,87 @@ def _saved_tokens(fake: FakeSchwab, store=None, *, expires_in_s: float = 1800, i
         },
     )
     return store
+
+
+# -- the core conformance suite (tests/test_conformance.py) --------------------------------------------------
+# Schwab does not stream (quotes come from the tos plugin), so no server/symbols fixtures: the suite skips the
+# stream tests. Fetches go through the real client over HTTPS to the fake Schwab above.
+
+CONFORMANCE_ACCOUNT = "12345678"
+
+
+def _conformance_table(fake: FakeSchwab, **overrides) -> dict:
+    """A ``[brokers.schwab]`` table pointing at ``fake`` (credentials in the table, not the environment)."""
+    table = {
+        "app_key": APP_KEY,
+        "app_secret": APP_SECRET,
+        "api_base_url": fake.base + "/trader/v1",
+        "auth_base_url": fake.base + "/v1/oauth",
+        "ca_file": fake.ca_file,
+        "open_browser": False,
+        "request_timeout": 2.0,
+        "retry_backoff": 0.01,
+        "retry_backoff_max": 0.05,
+    }
+    table.update(overrides)
+    return table
+
+
+@pytest.fixture
+def _conformance_env(monkeypatch, tmp_path):
+    # Token lock files in the test's directory, and no credentials leaking in from the environment: the
+    # tables below carry their own.
+    monkeypatch.setenv("LIVEDATA_TOKEN_DIR", str(tmp_path / "token-dir"))
+    monkeypatch.delenv("LIVEDATA_SCHWAB_APP_KEY", raising=False)
+    monkeypatch.delenv("LIVEDATA_SCHWAB_APP_SECRET", raising=False)
+
+
+@pytest.fixture
+def conformance_broker():
+    return "schwab"
+
+
+@pytest.fixture
+def conformance_settings(fake_schwab, _conformance_env):
+    return _conformance_table(fake_schwab)
+
+
+@pytest.fixture
+def conformance_token_store(fake_schwab):
+    """Tokens the fake accepts, as after `livedata auth schwab`."""
+    return _saved_tokens(fake_schwab)
+
+
+@pytest.fixture
+def conformance_account():
+    return CONFORMANCE_ACCOUNT
+
+
+@pytest.fixture
+def conformance_secrets(fake_schwab, conformance_token_store):
+    saved = conformance_token_store.load("schwab")
+    return [saved["access_token"], saved["refresh_token"], APP_SECRET]
+
+
+@pytest.fixture
+def conformance_unreachable_settings(_conformance_env):
+    port = free_port()  # nobody listens there
+    return {
+        "app_key": APP_KEY,
+        "app_secret": APP_SECRET,
+        "api_base_url": f"https://127.0.0.1:{port}/trader/v1",
+        "auth_base_url": f"https://127.0.0.1:{port}/v1/oauth",
+        "request_timeout": 1.0,
+        "max_retries": 0,
+    }
+
+
+@pytest.fixture
+def conformance_bad_credentials(fake_schwab, _conformance_env):
+    """An app secret the fake's token endpoint refuses (and, as the suite runs it, no saved login)."""
+    return _conformance_table(fake_schwab, app_secret="W" * 16)
+
+
+@pytest.fixture
+def conformance_timeout():
+    return 5.0
