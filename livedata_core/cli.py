@@ -338,7 +338,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
             await broker.call("shutdown", ctx=ctx)
 
     asyncio.run(go())
-    print(f"{broker.name}: logged in; tokens saved.")
+    print(f"{broker.name}: login complete.")
     return EXIT_OK
 
 

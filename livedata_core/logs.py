@@ -16,6 +16,7 @@ _SECRET_PATTERNS = [
     re.compile(r"(?i)((?:access|refresh|id)_?token[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+"),
     re.compile(r"(?i)((?:client_secret|app_secret|password|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+"),
     re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+(@)"),
+    re.compile(r"([?&]code=)[^&\s\"']+"),  # OAuth authorization codes in callback URLs
 ]
 
 

@@ -11,6 +11,7 @@ keys it does not know, so a consumer on an older version keeps working when a fi
 
 from __future__ import annotations
 
+import operator
 import time
 from typing import Any, ClassVar
 
@@ -232,9 +233,10 @@ converter = cattrs.Converter(forbid_extra_keys=False)
 def _make_fast_to_dict(cls: type):
     # attrs.asdict and cattrs.unstructure are generic and several times slower; this runs per quote.
     names = tuple(f.name for f in attrs.fields(cls))
+    values = operator.attrgetter(*names)
 
     def fast(obj: Any) -> dict[str, Any]:
-        return {name: getattr(obj, name) for name in names}
+        return dict(zip(names, values(obj)))
 
     return fast
 
@@ -262,6 +264,12 @@ def from_dict(cls: type, data: dict[str, Any]):
 
 
 def _format_exception(exc: BaseException, type_: Any) -> str:
+    from .errors import LivedataError
+
+    if isinstance(exc, LivedataError):
+        return str(exc)  # a settings class's own check, already worded for the user
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return f"unknown key(s): {', '.join(sorted(exc.extra_fields))}"
     if isinstance(exc, KeyError):
         return "required field missing"
     if isinstance(exc, ValueError) and type(exc) is ValueError and str(exc) and not str(exc).startswith("could not convert"):

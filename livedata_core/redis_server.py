@@ -70,11 +70,13 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._log = Path(self._dir) / "redis.log"
+        with open(self._log, "ab") as log_file:
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log_file)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                err = self._log.read_text(errors="replace")
                 raise RuntimeError(f"redis-server exited at start (port {self.port}): {err.strip()}")
             try:
                 self.version = self._info_version()

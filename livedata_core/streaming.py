@@ -14,6 +14,11 @@ Method                      Requirement
 ``heartbeat_timeout``       seconds of silence after which the runner reconnects (``None``: never)
 ==========================  ===================================================================
 
+After ``close()`` the runner iterates ``events()`` once more, for at most half a second, and publishes the
+orders and transactions it yields (quotes are dropped): a stream that had received account events it had not
+yet handed over gives them up there, so nothing is lost at shutdown or reconnect. A stream with nothing
+buffered just ends.
+
 The runner calls ``connect()``, then ``subscribe()`` with every wanted symbol, then reads ``events()`` until
 it ends or raises. ``subscribe``/``unsubscribe`` may also be called while ``events()`` is being read (live
 control), so they must be safe to run concurrently with it. When ``events()`` ends (the server closed) or

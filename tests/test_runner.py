@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from distributions import BURST, make_distribution
-from livedata_core import BrokerInfo, BrokerStream, HEARTBEAT, Quote, hookimpl, plugins
+from livedata_core import BrokerInfo, BrokerStream, HEARTBEAT, Order, Quote, hookimpl, plugins
 from livedata_core.control import ControlClient, ControlError, NoRunner
 from livedata_core.errors import AuthError, ConfigError, StreamError
 from livedata_core.runner import Runner, load_config
@@ -301,7 +301,7 @@ def test_redis_killed_and_restarted_mid_run(private_redis):
 def test_bad_configuration_is_refused_before_anything_starts(redis_server):
     with pytest.raises(ConfigError, match="brokers.demo.poll.orders must be a number"):
         load_config({"brokers": {"demo": {"poll": {"orders": "often"}}}})
-    with pytest.raises(ConfigError, match=r"\[brokers.demo\]: extra fields found \(quotes_per_minute\)"):
+    with pytest.raises(ConfigError, match=r"\[brokers.demo\]: unknown key\(s\): quotes_per_minute"):
         Runner(load_config({"redis": {"url": redis_server.url}, "brokers": {"demo": {"quotes_per_minute": 5}}}))
     with pytest.raises(ConfigError, match="brokers.demo.symbols: .*not a symbol"):
         Runner(load_config({"redis": {"url": redis_server.url}, "brokers": {"demo": {"symbols": ["A*"]}}}))
@@ -361,3 +361,69 @@ def test_run_refuses_an_explicit_unreachable_redis(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1
     assert "not reachable" in out.stderr and "topsecret" not in out.stderr and "***" in out.stderr
+
+
+class AccountActivityBroker:
+    """Streams order events and also reports them on polls; holds one order back until the stream is closed."""
+
+    __name__ = "activity"
+
+    def __init__(self):
+        self.orders = [Order(broker="activity", account_id="A1", order_id="1", status="open"),
+                       Order(broker="activity", account_id="A1", order_id="1", status="filled", filled_quantity=1.0)]
+
+    @hookimpl
+    def broker_info(self):
+        return BrokerInfo(name="activity", capabilities={"stream", "fetch_orders"})
+
+    @hookimpl
+    def stream(self, ctx):
+        return ActivityStream(self)
+
+    @hookimpl
+    def fetch_orders(self, ctx, account_id, since):
+        return list(self.orders)
+
+
+class ActivityStream(BrokerStream):
+    heartbeat_timeout = 5.0
+
+    def __init__(self, broker):
+        super().__init__()
+        self.broker, self.closed = broker, False
+
+    async def connect(self):
+        pass
+
+    async def events(self):
+        if self.closed:  # what the stream had buffered when it was closed
+            yield Order(broker="activity", account_id="A1", order_id="2", status="canceled")
+            return
+        yield list(self.broker.orders)
+        while True:
+            yield HEARTBEAT
+            await asyncio.sleep(0.02)
+
+    async def close(self):
+        self.closed = True
+
+
+def test_orders_from_stream_and_polls_are_published_once_and_buffered_ones_flushed_at_stop(redis_server):
+    broker = AccountActivityBroker()
+    plugins.register_plugin(broker, "activity")
+    try:
+        async def go():
+            config = _config(redis_server.url, {"activity": {"accounts": ["A1"], "poll": {"orders": 0.05}}})
+            runner = Runner(config, token_store=MemoryTokenStore())
+            async with Collector(redis_server.port) as seen:
+                task = await start(runner)
+                await asyncio.sleep(0.5)  # several polls return the same two states the stream sent
+                await stop(runner, task)
+                await seen.wait_for(lambda: len(seen.channels("live_data:orders:")) >= 3)
+                await asyncio.sleep(0.1)
+            return [(d["order_id"], d["status"]) for c, d in seen.messages if c == "live_data:orders:A1"]
+
+        published = asyncio.run(go())
+    finally:
+        plugins.unregister_plugin(broker)
+    assert sorted(published) == [("1", "filled"), ("1", "open"), ("2", "canceled")]

@@ -59,19 +59,21 @@ class DemoMarket:
             self.volumes[symbol] = 0.0
         return p
 
-    def tick(self, symbol: str) -> Quote:
-        last = self.price(symbol)
-        last = max(0.01, round(last * (1 + self.rng.gauss(0, 0.0005)), 2))
+    def tick(self, symbol: str, now: int | None = None) -> Quote:
+        """The next quote of a random walk (steps of at most 0.1%)."""
+        last = self.prices.get(symbol) or self.price(symbol)
+        last = round(max(0.01, last * (1 + (self.rng.random() - 0.5) * 0.002)), 2)
         self.prices[symbol] = last
-        spread = max(0.01, round(last * 0.0002, 2))
-        size = float(self.rng.randint(1, 5) * 100)
+        half_spread = max(0.01, last * 0.0001)
+        size = _SIZES[int(last * 100) % len(_SIZES)]
         volume = self.volumes[symbol] = self.volumes[symbol] + size
-        now = now_ms()
+        if now is None:
+            now = now_ms()
         return Quote(
             broker=NAME,
             symbol=symbol,
-            bid=round(last - spread / 2, 2),
-            ask=round(last + spread / 2, 2),
+            bid=round(last - half_spread, 2),
+            ask=round(last + half_spread, 2),
             last=last,
             volume=volume,
             bid_size=size,
@@ -80,6 +82,16 @@ class DemoMarket:
             timestamp=now,
             received_at=now,
         )
+
+    def ticks(self, symbols: Sequence[str], start: int, count: int) -> list[Quote]:
+        """``count`` quotes cycling through ``symbols`` from position ``start``."""
+        now = now_ms()
+        n = len(symbols)
+        tick = self.tick
+        return [tick(symbols[(start + i) % n], now) for i in range(count)]
+
+
+_SIZES = (100.0, 200.0, 300.0, 400.0, 500.0, 100.0, 300.0)
 
 
 class DemoAccount:
@@ -194,7 +206,6 @@ class DemoStream(BrokerStream):
 
     async def events(self) -> AsyncIterator[Any]:
         rate = self.settings.quotes_per_second
-        tick = self.market.tick
         if rate == 0:
             batch = self.settings.batch
             cycle = 0
@@ -204,9 +215,8 @@ class DemoStream(BrokerStream):
                     await asyncio.sleep(0.1)
                     yield HEARTBEAT
                     continue
-                n = len(symbols)
-                yield [tick(symbols[(cycle + i) % n]) for i in range(batch)]
-                cycle = (cycle + batch) % n
+                yield self.market.ticks(symbols, cycle, batch)
+                cycle = (cycle + batch) % len(symbols)
                 await asyncio.sleep(0)
             return
         interval = 0.05 if rate >= 20 else 1.0 / rate
@@ -224,9 +234,8 @@ class DemoStream(BrokerStream):
             if not symbols or count == 0:
                 yield HEARTBEAT
                 continue
-            n = len(symbols)
-            yield [tick(symbols[(cycle + i) % n]) for i in range(count)]
-            cycle = (cycle + count) % n
+            yield self.market.ticks(symbols, cycle, count)
+            cycle = (cycle + count) % len(symbols)
 
     async def close(self) -> None:
         self.connected = False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -107,9 +106,11 @@ class Runner:
         deadline = self.config.shutdown_timeout
         for task in tasks:
             task.cancel()
-        # Streams close politely (LOGOUT) in their own finally blocks while being cancelled.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), deadline / 2)
+        # Streams close politely (LOGOUT) in their own finally blocks while being cancelled. asyncio.wait
+        # (not wait_for) so a task that ignores cancellation cannot hold up the exit.
+        _, stuck = await asyncio.wait(tasks, timeout=deadline / 2)
+        for task in stuck:
+            log.warning("task %s did not stop within %.1fs; exiting without it", task.get_name(), deadline / 2)
         for name, rt in self.runtimes.items():
             if rt.broker.has_hook("shutdown"):
                 try:

@@ -16,17 +16,23 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..broker import Broker
-from ..errors import AuthError, InvalidIdentifier, LoginRequired, NotSupported, PluginError, StreamError
-from ..models import Quote
+from ..errors import (
+    AuthError, BrokerError, ConfigError, InvalidIdentifier, LivedataError, LoginRequired, NotSupported, PluginError,
+    StreamError,
+)
+from ..models import Order, Quote, Transaction
 from ..streaming import HEARTBEAT, BrokerStream
 from ..tokens import TokenStore
 from .backoff import Backoff
 from .config import BackoffConfig, BrokerConfig
+from .changes import OrderEvents, TransactionEvents
 from .status import BrokerStatus
+from .tasks import reraise_if_cancelling
 
 __all__ = ["BrokerRuntime"]
 
 CLOSE_TIMEOUT = 3.0
+DRAIN_TIMEOUT = 0.5
 SUBSCRIBE_TIMEOUT = 10.0
 
 
@@ -56,12 +62,8 @@ class BrokerRuntime:
             try:
                 self.symbols.add(broker.normalize_symbol(raw))
             except InvalidIdentifier as exc:
-                from ..errors import ConfigError
-
                 raise ConfigError(f"brokers.{broker.name}.symbols: {exc}") from None
         if self.symbols and not broker.has("stream"):
-            from ..errors import ConfigError
-
             raise ConfigError(
                 f"brokers.{broker.name}.symbols: broker {broker.name!r} does not stream quotes "
                 f"(capabilities: {', '.join(sorted(broker.info.capabilities))})"
@@ -74,6 +76,8 @@ class BrokerRuntime:
         self._stream_obj: BrokerStream | None = None
         self._last_activity = 0.0
         self.stopping = asyncio.Event()
+        self.order_events = OrderEvents()
+        self.transaction_events = TransactionEvents()
 
     # -- authentication ------------------------------------------------------------------------------------
 
@@ -120,9 +124,11 @@ class BrokerRuntime:
             except StreamError as exc:
                 self._record_error("stream failed", exc)
                 retry_after = exc.retry_after
-            except PluginError as exc:
-                self._record_error("plugin error", exc)
+            except LivedataError as exc:
+                reraise_if_cancelling()
+                self._record_error("stream failed", exc)
             except Exception as exc:  # a plugin bug must not stop the runner or other brokers
+                reraise_if_cancelling()
                 self.log.exception("stream crashed")
                 self._record_error("stream crashed", exc, log=False)
             if self.stopping.is_set():
@@ -153,7 +159,13 @@ class BrokerRuntime:
             async with self._sub_lock:
                 await stream.connect()
                 if self.symbols:
-                    await stream.subscribe(sorted(self.symbols))
+                    try:
+                        await stream.subscribe(sorted(self.symbols))
+                    except (AuthError, StreamError):
+                        raise
+                    except BrokerError as exc:
+                        # The broker refused some symbols; the connection itself is fine.
+                        self._record_error("subscribe refused", exc)
                 self._stream = stream
             self.status.state = "streaming"
             self.status.connected_since = time.time()
@@ -164,7 +176,20 @@ class BrokerRuntime:
             self._stream = None
             with contextlib.suppress(Exception, asyncio.TimeoutError):
                 await asyncio.wait_for(stream.close(), CLOSE_TIMEOUT)
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(self._drain(stream), DRAIN_TIMEOUT)
             self._merge_skips(stream)
+
+    async def _drain(self, stream: BrokerStream) -> None:
+        # Account events the stream had received but not yet handed over when it was closed (see the
+        # BrokerStream contract). Quotes are stale by now and dropped.
+        async for item in stream.events():
+            for model in item if type(item) is list else (item,):
+                if model is HEARTBEAT or type(model) is Quote:
+                    continue
+                if self._is_new(model):
+                    self.publisher.publish(model)
+                    self.status.messages += 1
 
     def _merge_skips(self, stream: BrokerStream) -> None:
         stats = getattr(stream, "stats", None)
@@ -206,8 +231,11 @@ class BrokerRuntime:
             items = item if type(item) is list else (item,)
             n = 0
             for model in items:
-                # Quotes still in flight after an unsubscribe are not published.
-                if type(model) is Quote and model.symbol not in wanted:
+                if type(model) is Quote:
+                    # Quotes still in flight after an unsubscribe are not published.
+                    if model.symbol not in wanted:
+                        continue
+                elif not self._is_new(model):
                     continue
                 publish(model)
                 n += 1
@@ -217,6 +245,14 @@ class BrokerRuntime:
                 if backoff.attempt:
                     backoff.reset()
         raise StreamError("the broker closed the stream")
+
+    def _is_new(self, model: Any) -> bool:
+        """Orders and transactions once per state, whichever way (stream or poll) they came."""
+        if type(model) is Order:
+            return self.order_events.is_new(model)
+        if type(model) is Transaction:
+            return self.transaction_events.is_new(model)
+        return True
 
     # -- live control --------------------------------------------------------------------------------------
 

@@ -76,27 +76,33 @@ class BalanceChanges:
 
 
 class OrderEvents:
-    """Each order state (id, status, filled quantity, quantity, price) exactly once."""
+    """Each order state (account, id, status, filled quantity, quantity, prices) exactly once.
+
+    One instance per broker is shared by its stream and its polls, so an order state that arrives both ways
+    is published once.
+    """
 
     def __init__(self) -> None:
         self._seen = SeenSet()
 
+    def is_new(self, o: Order) -> bool:
+        return self._seen.add((o.account_id, o.order_id, o.status, o.filled_quantity, o.quantity, o.price, o.stop_price))
+
     def __call__(self, orders: list[Order]) -> list[Order]:
-        return [
-            o
-            for o in orders
-            if self._seen.add((o.order_id, o.status, o.filled_quantity, o.quantity, o.price, o.stop_price))
-        ]
+        return [o for o in orders if self.is_new(o)]
 
 
 class TransactionEvents:
-    """Each transaction id exactly once."""
+    """Each transaction (account, id) exactly once; shared by a broker's stream and polls."""
 
     def __init__(self) -> None:
         self._seen = SeenSet()
 
+    def is_new(self, t: Transaction) -> bool:
+        return self._seen.add((t.account_id, t.transaction_id))
+
     def __call__(self, transactions: list[Transaction]) -> list[Transaction]:
-        return [t for t in transactions if self._seen.add(t.transaction_id)]
+        return [t for t in transactions if self.is_new(t)]
 
 
 def _now() -> int:
@@ -109,5 +115,5 @@ MODEL_OF = {"positions": Position, "balances": Balance, "orders": Order, "transa
 
 
 def differ_for(kind: str):
-    """A fresh change detector for one kind of account data."""
-    return {"positions": PositionChanges, "balances": BalanceChanges, "orders": OrderEvents, "transactions": TransactionEvents}[kind]()
+    """A fresh change detector for positions or balances of one account."""
+    return {"positions": PositionChanges, "balances": BalanceChanges}[kind]()

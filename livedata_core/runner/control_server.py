@@ -15,6 +15,7 @@ from ..channels import control_channel, status_key
 from ..control import validate_command
 from ..errors import LivedataError
 from .backoff import Backoff
+from .tasks import reraise_if_cancelling
 
 __all__ = ["ControlServer"]
 
@@ -76,6 +77,7 @@ class ControlServer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                reraise_if_cancelling()
                 self.ready.clear()
                 log.warning("control channel lost (%s); listening again soon", exc)
                 await asyncio.sleep(backoff.next_delay())
@@ -110,8 +112,10 @@ class ControlServer:
 
     async def _write_status(self) -> None:
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await self._store_status(self.status())
+            except Exception:
+                reraise_if_cancelling()
             await asyncio.sleep(self.status_interval)
 
 

@@ -13,6 +13,7 @@ from .backoff import Backoff
 from .broker_runtime import BrokerRuntime
 from .changes import MODEL_OF, differ_for
 from .config import POLL_KINDS
+from .tasks import reraise_if_cancelling
 
 __all__ = ["AccountPoller"]
 
@@ -58,6 +59,7 @@ class AccountPoller:
                 accounts = await self.rt.broker.call("fetch_accounts", ctx=self.rt.ctx)
                 return [a.account_id for a in accounts if isinstance(a, Account)]
             except Exception as exc:
+                reraise_if_cancelling()
                 delay = self._handle_error("fetch_accounts", exc, generation, backoff)
                 await asyncio.sleep(delay)
 
@@ -75,12 +77,14 @@ class AccountPoller:
             delay = max(delay, exc.retry_after)
         if isinstance(exc, LoginRequired):
             delay = max(delay, self.rt.backoff_config.login_retry)
+            if not self.rt.broker.has("stream"):
+                self.rt.status.state = "login_required"
         return delay
 
     async def _poll_loop(self, account: str, kind: str) -> None:
         interval = getattr(self.rt.config.poll, kind)
         hook = f"fetch_{kind}"
-        differ = differ_for(kind)
+        differ = {"orders": self.rt.order_events, "transactions": self.rt.transaction_events}.get(kind) or differ_for(kind)
         model_cls = MODEL_OF[kind]
         backoff = Backoff(self.rt.backoff_config.initial, self.rt.backoff_config.max)
         key = f"{kind}"
@@ -102,10 +106,13 @@ class AccountPoller:
                     self.rt.status.messages += 1
                     self.rt.status.last_message_at = time.time()
                 self.rt.status.polls[key] = self.rt.status.polls.get(key, 0) + 1
+                if not self.rt.broker.has("stream"):
+                    self.rt.status.state = "polling"
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                reraise_if_cancelling()
                 delay = self._handle_error(f"{hook}({account})", exc, generation, backoff)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.rt.stopping.wait(), delay)
