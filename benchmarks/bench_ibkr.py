@@ -5,7 +5,7 @@
    stream's ``events()`` is read until every frame became a quote (frames/s).
 3. Idle latency: one frame at a time, gateway send -> Quote yielded (same process clock).
 
-Run: .venv/bin/python plugins/livedata_ibkr/benchmarks/bench_ibkr.py
+Run: python3 dev.py shell python benchmarks/bench_ibkr.py
 """
 
 from __future__ import annotations
