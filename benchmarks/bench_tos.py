@@ -90,31 +90,20 @@ def streamer_process(conn, mode: str, frames: int) -> None:
 
 
 def subscriber_process(conn, port: int, expected: int) -> None:
-    import redis
+    from lean_subscriber import messages
 
-    # listen() blocks in one read per message batch; get_message(timeout=...) would poll per message and
-    # its own overhead (tens of microseconds a message) would show up as pipeline latency.
-    r = redis.Redis(port=port, socket_timeout=STEADY_SECONDS + 5)
-    p = r.pubsub(ignore_subscribe_messages=True)
-    p.psubscribe("live_data:quotes:*")
-    p.get_message(timeout=1)
-    conn.send("ready")
     latencies = []
     first_of_frame = []
     last_sent = None
     loads = orjson.loads
-    try:
-        for m in p.listen():
-            now_us = time.time_ns() // 1000
-            sent = int(loads(m["data"])["volume"])
-            latencies.append(now_us - sent)
-            if sent != last_sent:
-                first_of_frame.append(now_us - sent)
-                last_sent = sent
-            if len(latencies) >= expected:
-                break
-    except redis.TimeoutError:
-        pass
+    for arrived, data in messages(port, "live_data:quotes:*", STEADY_SECONDS + 10, ready=lambda: conn.send("ready")):
+        sent = int(loads(data)["volume"])
+        latencies.append(arrived - sent)
+        if sent != last_sent:
+            first_of_frame.append(arrived - sent)
+            last_sent = sent
+        if len(latencies) >= expected:
+            break
     conn.send((latencies, first_of_frame))
 
 
