@@ -151,7 +151,8 @@ def fetch_orders(ctx: BrokerContext, account_id: str, since: int) -> list[Order]
     Called on the configured interval. The runner publishes each new order state exactly once (keyed by
     order id, status and filled quantity), so returning an order again is harmless.
 
-    :param since: milliseconds since the epoch; the broker may return more than asked, never less.
+    :param since: milliseconds since the epoch: a day before the previous successful poll (or before the
+        runner started). The broker may return more than asked, never less.
     """
 
 
@@ -161,7 +162,8 @@ def fetch_transactions(ctx: BrokerContext, account_id: str, since: int) -> list[
 
     Called on the configured interval. The runner publishes each transaction id exactly once.
 
-    :param since: milliseconds since the epoch; the broker may return more than asked, never less.
+    :param since: milliseconds since the epoch: a day before the previous successful poll (or before the
+        runner started). The broker may return more than asked, never less.
     """
 
 

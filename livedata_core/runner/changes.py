@@ -76,7 +76,8 @@ class BalanceChanges:
 
 
 class OrderEvents:
-    """Each order state (account, id, status, filled quantity, quantity, prices) exactly once.
+    """Each order state exactly once: account, id, status, the broker's status word, the event, filled
+    quantity, quantity and prices. Two events of one order that differ in any of these are both published.
 
     One instance per broker is shared by its stream and its polls, so an order state that arrives both ways
     is published once.
@@ -86,7 +87,10 @@ class OrderEvents:
         self._seen = SeenSet()
 
     def is_new(self, o: Order) -> bool:
-        return self._seen.add((o.account_id, o.order_id, o.status, o.filled_quantity, o.quantity, o.price, o.stop_price))
+        return self._seen.add(
+            (o.account_id, o.order_id, o.status, o.broker_status, o.event, o.filled_quantity, o.quantity, o.price,
+             o.stop_price)
+        )
 
     def __call__(self, orders: list[Order]) -> list[Order]:
         return [o for o in orders if self.is_new(o)]

@@ -17,7 +17,9 @@ from .tasks import reraise_if_cancelling
 
 __all__ = ["AccountPoller"]
 
-ORDER_LOOKBACK_MS = 24 * 3600 * 1000
+# Orders and transactions are asked for from a day before the previous successful poll: a sliding window that
+# tolerates late-booked rows and clock skew without growing for as long as the runner runs.
+LOOKBACK_MS = 24 * 3600 * 1000
 
 
 class AccountPoller:
@@ -88,13 +90,15 @@ class AccountPoller:
         model_cls = MODEL_OF[kind]
         backoff = Backoff(self.rt.backoff_config.initial, self.rt.backoff_config.max)
         key = f"{kind}"
+        last_ok = self.started_ms
         while not self.rt.stopping.is_set():
             delay = interval
             generation = self.rt.auth_generation
             try:
                 await self.rt.ensure_authenticated()
                 generation = self.rt.auth_generation
-                since = self.started_ms - ORDER_LOOKBACK_MS
+                poll_started = now_ms()
+                since = last_ok - LOOKBACK_MS
                 items = await self.rt.broker.call(hook, ctx=self.rt.ctx, account_id=account, since=since)
                 good = [m for m in items or () if isinstance(m, model_cls)]
                 if len(good) != len(items or ()):
@@ -105,6 +109,7 @@ class AccountPoller:
                     self.rt.publisher.publish(model)
                     self.rt.status.messages += 1
                     self.rt.status.last_message_at = time.time()
+                last_ok = poll_started
                 self.rt.status.polls[key] = self.rt.status.polls.get(key, 0) + 1
                 if not self.rt.broker.has("stream"):
                     self.rt.status.state = "polling"
