@@ -29,9 +29,28 @@ from .settings import IbkrSettings
 from .symbols import parse
 from .values import BadValue
 
-__all__ = ["IbkrStream"]
+__all__ = ["IbkrStream", "QuietWebsocketLogger"]
 
 _QUIET_TOPICS = frozenset({"act", "tic", "ech", "blt", "ntf", "spl", "str"})
+
+
+class QuietWebsocketLogger(logging.LoggerAdapter):
+    """The logger handed to ``websockets``: held at INFO whatever the logging configuration says.
+
+    At DEBUG, ``websockets`` logs every handshake header (``Cookie: api={"session": ...}``) and every frame
+    (the ``{"session": ...}`` frame), i.e. the tickle session that authorizes the websocket. Its INFO and
+    higher records (connection closed, errors) carry no headers or frame contents and pass through.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger, {})
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level >= logging.INFO and self.logger.isEnabledFor(level)
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level >= logging.INFO:
+            super().log(level, msg, *args, **kwargs)
 
 
 class IbkrStream(BrokerStream):
@@ -69,6 +88,7 @@ class IbkrStream(BrokerStream):
                 ping_interval=None,  # the gateway's own heartbeats (system hb every 10 s) are watched instead
                 proxy=None,
                 max_size=4 * 1024 * 1024,
+                logger=QuietWebsocketLogger(self.log.getChild("websocket")),
             )
         except InvalidStatus as exc:
             if exc.response.status_code in (401, 403):

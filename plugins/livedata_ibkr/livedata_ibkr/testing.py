@@ -15,6 +15,7 @@ is recorded in :attr:`FakeGateway.requests` with its monotonic time, for pacing 
 
 State a test can change: :attr:`logged_in` (browser login; ``False`` gives 401 everywhere),
 :attr:`authenticated` (brokerage session), :attr:`reauth_allowed` (whether ``ssodh/init`` re-opens it),
+:attr:`cookie_auth` (``False``: ignore the ``api`` cookie and wait for the ``{"session": ...}`` frame),
 :attr:`accounts`, :attr:`positions`, :attr:`ledger`, :attr:`summary`, :attr:`orders`, :attr:`conids`,
 :attr:`smd_ttl` (seconds before a market-data subscription silently stops), :attr:`hb_interval`,
 :meth:`rate_limit` (answer the next requests to a path with 429).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import ssl
 import tempfile
@@ -36,6 +38,8 @@ import attrs
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+
+from .stream import QuietWebsocketLogger
 
 __all__ = ["FakeGateway", "Recorded"]
 
@@ -117,6 +121,8 @@ class FakeGateway:
         self.authenticated = True
         self.competing = False
         self.reauth_allowed = True
+        self.cookie_auth = True  # False: ignore the api cookie, always ask for the session frame
+        self.session_frames = 0
         self.accounts: list[dict[str, Any]] = [
             {"id": "DU1234", "accountId": "DU1234", "accountVan": "DU1234", "displayName": "DU1234",
              "currency": "USD", "type": "DEMO", "tradingType": "PMRGN", "desc": "DU1234", "brokerageAccess": True}
@@ -162,7 +168,9 @@ class FakeGateway:
             cert.configure_cert(self._server_ssl)
         rest = await asyncio.start_server(self._serve_http, self.host, 0, ssl=self._server_ssl)
         self.rest_port = rest.sockets[0].getsockname()[1]
-        ws = await serve(self._serve_ws, self.host, 0, ssl=self._server_ssl, ping_interval=None)
+        # The fake's own websockets logger is quiet too: at DEBUG it would log the client's Cookie header.
+        quiet = QuietWebsocketLogger(logging.getLogger("livedata_ibkr.testing.gateway"))
+        ws = await serve(self._serve_ws, self.host, 0, ssl=self._server_ssl, ping_interval=None, logger=quiet)
         self.ws_port = next(iter(ws.sockets)).getsockname()[1]
         self._servers = [rest, ws]
         self._hb_task = asyncio.create_task(self._heartbeats())
@@ -288,9 +296,10 @@ class FakeGateway:
         client = _Client(ws)
         cookie = ws.request.headers.get("Cookie", "") if ws.request else ""
         try:
-            if SESSION_TOKEN not in cookie:
+            if not self.cookie_auth or SESSION_TOKEN not in cookie:
                 await ws.send(orjson.dumps({"message": "waiting for session"}).decode())
                 first = await ws.recv()
+                self.session_frames += 1
                 if orjson.loads(first).get("session") != SESSION_TOKEN:
                     await ws.close(1008, "bad session")
                     return

@@ -1,0 +1,70 @@
+"""The tickle session value (the websocket credential) never reaches the logs, even with everything at DEBUG."""
+
+import asyncio
+import logging
+
+import pytest
+
+from livedata_core.models import Quote
+from livedata_ibkr.testing import SESSION_TOKEN, FakeGateway
+
+
+class _Everything(logging.Handler):
+    """Keeps every record of every logger, formatted the way a log file would show it (with tracebacks)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def all_logs_at_debug():
+    root = logging.getLogger()
+    handler = _Everything()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
+@pytest.mark.parametrize("cookie_auth", [True, False], ids=["cookie", "session-frame"])
+def test_session_value_is_in_no_log_record_at_debug(ibkr, make_ctx, all_logs_at_debug, cookie_auth):
+    async def main():
+        async with FakeGateway(hb_interval=0.05) as gw:
+            gw.cookie_auth = cookie_auth  # False: the gateway ignores the cookie and says "waiting for session"
+            ctx = make_ctx(gw, echo_interval=0.05)
+            await ibkr.call("authenticate", ctx=ctx)
+            stream = await ibkr.call("stream", ctx=ctx)
+            await stream.connect()
+            await stream.subscribe(["AAPL"])
+            items = []
+
+            async def read():
+                async for item in stream.events():
+                    items.extend(item if isinstance(item, list) else [item])
+
+            reader = asyncio.create_task(read())
+            await gw.wait_for(lambda: gw.subscribed(265598))
+            await gw.push_quote(265598, {"31": "1.00"})
+            await gw.wait_for(lambda: any(isinstance(i, Quote) for i in items))
+            await gw.wait_for(lambda: "ech+hb" in gw.clients[0].sent)
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await stream.close()
+            await ibkr.call("shutdown", ctx=ctx)
+            if not cookie_auth:
+                assert gw.session_frames == 1, "the session went as the first frame"
+
+    asyncio.run(main())
+    lines = all_logs_at_debug.lines
+    assert any(line.startswith("httpcore") for line in lines), "the capture really saw DEBUG records"
+    leaked = [line for line in lines if SESSION_TOKEN in line]
+    assert leaked == [], leaked[:3]
