@@ -221,24 +221,33 @@ class IbkrSession:
         return self._portfolio_accounts
 
     async def resolve(self, ticker: str) -> int | None:
-        """The conid of a ticker (``default_sec_type``), cached for the life of the process."""
+        """The conid of a ticker (``default_sec_type``), cached for the life of the process.
+
+        Only a search row whose symbol is exactly ``ticker`` (and, when the row lists its sections, one of
+        them of ``default_sec_type``) counts: the search is fuzzy ("AAP" finds AAPL), and streaming the nearest
+        hit would publish another instrument's quotes under the user's symbol. ``None`` when nothing matches.
+        """
         conid = self.conids.get(ticker)
         if conid is not None:
             return conid
         self.check()
+        sec_type = self.settings.default_sec_type.strip().upper()
         # Sample: [{"conid":"265598","companyName":"APPLE INC","symbol":"AAPL","description":"NASDAQ",
         #           "sections":[{"secType":"STK"},{"secType":"OPT","months":"..."}]}]
         rows = await self.client.get("/iserver/secdef/search", symbol=ticker, secType=self.settings.default_sec_type)
-        if not isinstance(rows, list):
-            return None
-        candidates = [r for r in rows if isinstance(r, dict) and str(r.get("symbol", "")).upper() == ticker]
-        for row in candidates or [r for r in rows if isinstance(r, dict)]:
+        rows = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+        for row in rows:
+            if str(row.get("symbol", "")).strip().upper() != ticker or not _has_sec_type(row, sec_type):
+                continue
             try:
                 conid = int(str(row.get("conid")))
             except ValueError:
                 continue
             self.conids[ticker] = conid
             return conid
+        near = sorted({f"{r.get('symbol')}" for r in rows})[:5]
+        self.log.info("IBKR symbol search for %r (%s) has no exact match%s; it is not streamed", ticker, sec_type,
+                      f" (nearest: {', '.join(near)})" if near else "")
         return None
 
     async def close(self) -> None:
@@ -249,3 +258,11 @@ class IbkrSession:
             self._tickle_task = None
         await self.client.close()
         self.status["session"] = "closed"
+
+
+def _has_sec_type(row: dict[str, Any], sec_type: str) -> bool:
+    """Whether a search row offers ``sec_type``; a row without a ``sections`` list is taken at its word."""
+    sections = row.get("sections")
+    if not sec_type or not isinstance(sections, list) or not sections:
+        return True
+    return any(isinstance(s, dict) and str(s.get("secType", "")).upper() == sec_type for s in sections)

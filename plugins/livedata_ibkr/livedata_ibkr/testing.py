@@ -16,7 +16,9 @@ is recorded in :attr:`FakeGateway.requests` with its monotonic time, for pacing 
 State a test can change: :attr:`logged_in` (browser login; ``False`` gives 401 everywhere),
 :attr:`authenticated` (brokerage session), :attr:`reauth_allowed` (whether ``ssodh/init`` re-opens it),
 :attr:`cookie_auth` (``False``: ignore the ``api`` cookie and wait for the ``{"session": ...}`` frame),
-:attr:`accounts`, :attr:`positions`, :attr:`ledger`, :attr:`summary`, :attr:`orders`, :attr:`conids`,
+:attr:`accounts`, :attr:`positions`, :attr:`ledger`, :attr:`summary`, :attr:`orders`, :attr:`conids` (what
+``secdef/search`` finds: the exact symbol, else every symbol starting with the query, as the real fuzzy
+search does), :attr:`search_results` (exact search replies per symbol),
 :attr:`smd_ttl` (seconds before a market-data subscription silently stops), :attr:`hb_interval`,
 :meth:`rate_limit` (answer the next requests to a path with 429).
 """
@@ -128,6 +130,8 @@ class FakeGateway:
              "currency": "USD", "type": "DEMO", "tradingType": "PMRGN", "desc": "DU1234", "brokerageAccess": True}
         ]
         self.conids: dict[str, int] = {"AAPL": 265598, "IBM": 8314, "SPY": 756733}
+        #: symbol -> the exact rows ``/iserver/secdef/search`` answers (instead of the search over conids).
+        self.search_results: dict[str, list[dict[str, Any]]] = {}
         self.positions = _default_positions()
         self.ledger = _default_ledger()
         self.summary = _default_summary()
@@ -415,11 +419,13 @@ class FakeGateway:
             return 200, {"accounts": ids, "selectedAccount": ids[0] if ids else None, "isPaper": True}
         if path == "/iserver/secdef/search":
             symbol = query.get("symbol", "").upper()
-            if symbol not in self.conids:
-                return 200, []
-            return 200, [{"conid": str(self.conids[symbol]), "companyHeader": f"{symbol} - NASDAQ",
-                          "companyName": f"{symbol} INC", "symbol": symbol, "description": "NASDAQ",
-                          "restricted": None, "sections": [{"secType": "STK"}]}]
+            if symbol in self.search_results:
+                return 200, list(self.search_results[symbol])
+            # Like the real search, a symbol without an exact hit still gets the nearest ones ("AAP" -> AAPL).
+            hits = [s for s in self.conids if s == symbol] or [s for s in sorted(self.conids) if s.startswith(symbol)]
+            return 200, [{"conid": str(self.conids[s]), "companyHeader": f"{s} - NASDAQ",
+                          "companyName": f"{s} INC", "symbol": s, "description": "NASDAQ",
+                          "restricted": None, "sections": [{"secType": "STK"}]} for s in hits]
         if path == "/iserver/account/orders":
             if self.orders_preflight and not self._orders_called:
                 self._orders_called = True

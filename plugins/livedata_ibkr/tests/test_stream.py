@@ -294,3 +294,29 @@ def test_subscribe_on_a_closed_socket_is_a_stream_error(ibkr, make_ctx):
             await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
+
+
+def _row(symbol, conid, *sec_types):
+    return {"conid": str(conid), "companyHeader": f"{symbol} - NYSE", "companyName": f"{symbol} CORP", "symbol": symbol,
+            "description": "NYSE", "restricted": None, "sections": [{"secType": t} for t in sec_types]}
+
+
+def test_only_an_exact_symbol_and_sec_type_match_is_streamed(ibkr, make_ctx):
+    # The gateway's search is fuzzy: "AAP" finds AAPL. Streaming AAPL's quotes as "AAP" would publish another
+    # instrument under the user's symbol.
+    async def main():
+        async with FakeGateway() as gw:
+            gw.search_results["OPTONLY"] = [_row("OPTONLY", 111, "OPT", "WAR")]  # the symbol, but no STK section
+            gw.search_results["BRK B"] = [_row("BRK A", 222, "STK"), _row("brk b", 333, "STK", "OPT")]
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, ["AAP", "OPTONLY", "BRK B", "IBM"])
+            assert [r["symbol"] for r in await ctx.session.client.get("/iserver/secdef/search", symbol="AAP")] == ["AAPL"]
+            assert stream.conid_of == {"BRK B": 333, "IBM": 8314}
+            assert stream.stats.skipped["ibkr: unknown symbol"] == 2
+            assert ctx.session.conids == {"BRK B": 333, "IBM": 8314}, "a miss is not cached as a conid"
+            await gw.wait_for(lambda: gw.subscribed(8314) and gw.subscribed(333))
+            assert not gw.subscribed(265598) and not gw.subscribed(111) and not gw.subscribed(222)
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
