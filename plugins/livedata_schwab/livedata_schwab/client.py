@@ -86,6 +86,7 @@ class SchwabClient:
         self._hashes: dict[str, str] | None = None
         self._hash_lock = asyncio.Lock()
         self.requests = 0
+        self._refresh_failed_at: float | None = None  # monotonic time a 401-forced refresh did not help
 
     def __repr__(self) -> str:
         return f"SchwabClient(api={self.settings.api_base_url!r})"
@@ -110,9 +111,12 @@ class SchwabClient:
         """GET ``{api_base_url}{path}`` and return the decoded JSON.
 
         Waits for the rate limiter; retries 429 (honouring ``Retry-After``), 5xx and network errors with
-        backoff up to ``max_retries`` times; on 401 refreshes the token and tries once more.
+        backoff up to ``max_retries`` times; on 401 refreshes the token and tries once more, unless Schwab says
+        "Client not authorized" (the app lacks an API product: no token helps) or a 401-forced refresh failed
+        to help less than ``refresh_401_backoff`` seconds ago.
 
-        :raises AuthError: still 401 after a refresh. :raises LoginRequired: the refresh token is gone.
+        :raises AuthError: 401 "Client not authorized", still 401 after a refresh, or 401 while refreshing is
+            backed off. :raises LoginRequired: the refresh token is gone.
         :raises RateLimited: still 429 after the retries. :raises BrokerError: any other failure.
         """
         url = self.settings.api_base_url.rstrip("/") + path
@@ -139,17 +143,39 @@ class SchwabClient:
                     return response.json()
                 except ValueError:
                     raise BrokerError(f"Schwab GET {path} answered 200 with a body that is not JSON") from None
-            if status == 401 and not refreshed:
+            if status == 401:
+                message = _message(response)
+                if _client_not_authorized(response):
+                    # The app lacks an API product (or is not approved yet): a new token cannot help, and
+                    # refreshing on every poll would only hammer the token endpoint.
+                    raise AuthError(
+                        f"Schwab refused GET {path} with 401 ({message}): the app is not allowed to use this API. "
+                        f"{APP_ADVICE}. livedata does not refresh the token for this error; it tries again at the "
+                        "next poll"
+                    )
+                if refreshed:
+                    self._refresh_failed_at = time.monotonic()
+                    raise AuthError(
+                        f"Schwab refused GET {path} with 401 even after a token refresh ({message}). {APP_ADVICE}, "
+                        "or run `livedata auth schwab`"
+                    )
+                blocked = self._refresh_blocked_for()
+                if blocked > 0:
+                    # A refresh a moment ago did not cure a 401: do not refresh again on every request. Only
+                    # pick up a token another process may have saved meanwhile.
+                    current = self.tokens.load().access_token
+                    if current != token:
+                        refreshed = True
+                        continue
+                    raise AuthError(
+                        f"Schwab refused GET {path} with 401 ({message}); a token refresh "
+                        f"{self.settings.refresh_401_backoff - blocked:.0f} s ago did not help, so the next one "
+                        f"waits {blocked:.0f} s (refresh_401_backoff). {APP_ADVICE}, or run `livedata auth schwab`"
+                    )
                 self.log.info("GET %s: 401, refreshing the access token and trying once more", path)
                 refreshed = True
                 await self.tokens.refresh(stale=token)
                 continue
-            if status == 401:
-                raise AuthError(
-                    f"Schwab refused GET {path} with 401 even after a token refresh ({_message(response)}). Check "
-                    "that your app at developer.schwab.com is 'Ready For Use' with both 'Accounts and Trading "
-                    "Production' and 'Market Data Production', or run `livedata auth schwab`"
-                )
             if status == 429 or status >= 500:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 if attempt < self.settings.max_retries:
@@ -162,6 +188,12 @@ class SchwabClient:
                     raise RateLimited(f"Schwab GET {path}: rate limited (429) after {attempt + 1} tries", retry_after)
                 raise BrokerError(f"Schwab GET {path}: HTTP {status} after {attempt + 1} tries ({_message(response)})")
             raise BrokerError(f"Schwab GET {path}: HTTP {status} ({_message(response)})")
+
+    def _refresh_blocked_for(self) -> float:
+        """Seconds until a 401 may force a token refresh again (0: now), after one that did not help."""
+        if self._refresh_failed_at is None:
+            return 0.0
+        return max(0.0, self._refresh_failed_at + self.settings.refresh_401_backoff - time.monotonic())
 
     def _backoff(self, attempt: int) -> float:
         return min(self.settings.retry_backoff_max, self.settings.retry_backoff * 2 ** (attempt - 1))
@@ -224,6 +256,17 @@ class SchwabClient:
         params = {"startDate": iso_ms(start_ms), "endDate": iso_ms(end_ms), "types": ",".join(types)}
         data = await self.get(f"/accounts/{hash_value}/transactions", params)
         return data if isinstance(data, list) else []
+
+
+APP_ADVICE = (
+    "Check that your app at developer.schwab.com has both API products 'Accounts and Trading Production' and "
+    "'Market Data Production' and that its status is 'Ready For Use'"
+)
+
+
+def _client_not_authorized(response: httpx.Response) -> bool:
+    """Schwab's 401 for an app without the API product (not an expired token): "Client not authorized"."""
+    return "client not authorized" in response.text.lower()
 
 
 def _message(response: httpx.Response) -> str:

@@ -95,6 +95,9 @@ class SchwabSettings:
     retry_backoff_max: float = attrs.field(default=30.0, validator=_not_negative)
     refresh_margin: float = attrs.field(default=300.0, validator=_not_negative)
     """Refresh the 30-minute access token this many seconds before it expires."""
+    refresh_401_backoff: float = attrs.field(default=60.0, validator=_not_negative)
+    """After a token refresh did not cure a 401, requests answered 401 within this many seconds fail at once
+    instead of refreshing again (a persistent 401 must not hammer the token endpoint)."""
     refresh_warn_days: float = attrs.field(default=5.0, validator=_not_negative)
     """Warn (log and ``livedata status``) once the refresh token is this many days old."""
     refresh_max_days: float = attrs.field(default=7.0, validator=_positive)

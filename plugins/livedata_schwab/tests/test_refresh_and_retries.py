@@ -137,7 +137,7 @@ def test_401_refreshes_and_retries_once(fake_schwab, settings_for, saved_tokens)
 
 def test_401_after_refresh_is_an_auth_error_with_advice(fake_schwab, settings_for, saved_tokens):
     store = saved_tokens()
-    fake_schwab.script("/trader/v1/userPreference", (401, {}, {"message": "Client not authorized"}), (401, {}, {"message": "Client not authorized"}))
+    fake_schwab.script("/trader/v1/userPreference", (401, {}, {"message": "Unauthorized"}), (401, {}, {"message": "Unauthorized"}))
 
     async def go():
         client = SchwabClient(settings_for(), store)
@@ -146,7 +146,7 @@ def test_401_after_refresh_is_an_auth_error_with_advice(fake_schwab, settings_fo
         finally:
             await client.aclose()
 
-    with pytest.raises(AuthError, match="Client not authorized.*Ready For Use"):
+    with pytest.raises(AuthError, match="even after a token refresh.*Unauthorized.*Ready For Use"):
         run(go())
     assert fake_schwab.refreshes == 1
 
