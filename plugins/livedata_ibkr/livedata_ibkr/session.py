@@ -102,6 +102,8 @@ class IbkrSession:
         self.orders_ready = False
         status = await self.auth_status()
         if not status.get("authenticated"):
+            if self._must_not_compete(status):
+                raise LoginRequired(self._login_message(status))
             self.log.info("IBKR brokerage session not open (connected=%s); opening it", status.get("connected"))
             status = await self._open_brokerage_session()
         if not status.get("authenticated"):
@@ -123,7 +125,7 @@ class IbkrSession:
 
     async def _open_brokerage_session(self) -> dict[str, Any]:
         try:
-            await self.client.post("/iserver/auth/ssodh/init", {"publish": True, "compete": True})
+            await self.client.post("/iserver/auth/ssodh/init", {"publish": True, "compete": self.settings.compete})
         except AuthError:
             raise LoginRequired(self._login_message({})) from None
         deadline = time.monotonic() + self.settings.login_wait
@@ -133,31 +135,49 @@ class IbkrSession:
                 return status
             await asyncio.sleep(min(LOGIN_POLL, max(0.0, deadline - time.monotonic())))
 
+    def _must_not_compete(self, status: dict[str, Any]) -> bool:
+        """Whether another session holds the brokerage session and ``compete`` does not allow taking it over
+        (that would log the user's TWS, mobile or web session out, and it would take the session back)."""
+        return bool(status.get("competing")) and not status.get("authenticated") and not self.settings.compete
+
     async def wait_for_login(self, timeout: float, interval: float = 1.0) -> bool:
         """Poll until the brokerage session is open (re-opening it once the browser login is done), or
-        ``timeout`` seconds pass. Returns whether it is open."""
+        ``timeout`` seconds pass. Returns whether it is open; raises :class:`LoginRequired` if another session
+        still held it at the end (and ``compete`` is off)."""
         deadline = time.monotonic() + timeout
+        competing: dict[str, Any] | None = None
         while True:
             try:
                 status = await self.auth_status()
-                if not status.get("authenticated") and status.get("connected"):
-                    status = await self._open_brokerage_session()
-                if status.get("authenticated"):
-                    return True
+                if self._must_not_compete(status):
+                    if competing is None:
+                        self.log.warning("%s", self._login_message(status))
+                    competing = status
+                else:
+                    competing = None
+                    if not status.get("authenticated") and status.get("connected"):
+                        status = await self._open_brokerage_session()
+                    if status.get("authenticated"):
+                        return True
             except LoginRequired:
                 pass  # not logged in in the browser yet
             if time.monotonic() >= deadline:
+                if competing is not None:
+                    raise LoginRequired(self._login_message(competing))
                 return False
             await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
     def _login_message(self, status: dict[str, Any]) -> str:
         if status.get("competing"):
-            why = ("another IBKR session (TWS, mobile or web) holds the brokerage session for this username; "
-                   "log out there or use a separate username for the API, then ")
-        else:
-            why = "the gateway is not logged in; "
-        return (f"IBKR: {why}open {self.login_url} in a browser on the gateway's machine, log in (with 2FA) "
-                "and wait for 'Client login succeeds'")
+            head = ("IBKR: another IBKR session (TWS, mobile or web) holds the brokerage session for this username; ")
+            if self.settings.compete:
+                return head + ("brokers.ibkr.compete is on but the gateway did not hand the session over; log out "
+                               "there or use a separate username for the API")
+            return head + ("log out there (livedata takes the session on its next retry), use a separate username "
+                           "for the API, or set brokers.ibkr.compete = true to take the session over (that logs "
+                           "the other session out)")
+        return (f"IBKR: the gateway is not logged in; open {self.login_url} in a browser on the gateway's machine, "
+                "log in (with 2FA) and wait for 'Client login succeeds'")
 
     def check(self) -> None:
         """Raise :class:`AuthError` if the keep-alive or the websocket saw the session drop."""

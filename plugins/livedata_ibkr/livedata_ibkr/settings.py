@@ -40,6 +40,9 @@ class IbkrSettings:
     rate_limit_backoff: float = attrs.field(default=5.0, validator=v.ge(0))
     #: Per-endpoint pacing overrides, seconds between requests, keyed like ``"GET /iserver/account/orders"``.
     pacing_overrides: dict[str, float] = attrs.field(factory=dict)
+    #: When another session (TWS, mobile, web) holds this username's brokerage session, take it over
+    #: (``ssodh/init`` with ``compete: true``, which logs that session out). Off: report ``LoginRequired``.
+    compete: bool = False
     #: Seconds to wait for the brokerage session after ``/iserver/auth/ssodh/init``.
     login_wait: float = attrs.field(default=5.0, validator=v.ge(0))
     #: Seconds ``livedata auth ibkr`` waits for you to log in through the gateway's browser page.

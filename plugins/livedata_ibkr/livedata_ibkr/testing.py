@@ -408,7 +408,8 @@ class FakeGateway:
         if path == "/iserver/auth/status":
             return 200, self._auth_status()
         if path == "/iserver/auth/ssodh/init":
-            if self.reauth_allowed:
+            # Another session holding the brokerage session gives it up only to {"compete": true}.
+            if self.reauth_allowed and (not self.competing or (body or {}).get("compete") is True):
                 self.authenticated = True
                 self.competing = False
             return 200, {"authenticated": self.authenticated, "connected": True, "competing": self.competing}

@@ -39,7 +39,7 @@ def test_closed_brokerage_session_is_reopened_with_ssodh_init(ibkr, make_ctx):
             ctx = make_ctx(gw)
             await ibkr.call("authenticate", ctx=ctx)
             init = gw.calls("/iserver/auth/ssodh/init", "POST")
-            assert len(init) == 1 and init[0].body == {"publish": True, "compete": True}
+            assert len(init) == 1 and init[0].body == {"publish": True, "compete": False}
             assert gw.authenticated
             await ibkr.call("shutdown", ctx=ctx)
 
@@ -67,9 +67,10 @@ def test_reopen_that_does_not_take_asks_for_login_and_names_competition(ibkr, ma
             gw.authenticated = False
             gw.competing = True
             gw.reauth_allowed = False
-            ctx = make_ctx(gw, login_wait=0.2)
-            with pytest.raises(LoginRequired, match="another IBKR session"):
+            ctx = make_ctx(gw, login_wait=0.2, compete=True)
+            with pytest.raises(LoginRequired, match="another IBKR session") as info:
                 await ibkr.call("authenticate", ctx=ctx)
+            assert "compete is on but the gateway did not hand the session over" in str(info.value)
             assert len(gw.calls("/iserver/auth/status")) >= 2, "status is polled after ssodh/init"
             await ibkr.call("shutdown", ctx=ctx)
 
@@ -196,5 +197,58 @@ def test_plain_http_gateway_uses_ws_without_tls(ibkr, make_ctx):
             await stream.connect()
             await stream.close()
             await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_competing_session_is_reported_not_taken_over_by_default(ibkr, make_ctx):
+    # Taking the session over would log the user's TWS / mobile / web session out, and the two would keep
+    # taking it back from each other.
+    async def main():
+        async with FakeGateway() as gw:
+            gw.authenticated = False
+            gw.competing = True
+            ctx = make_ctx(gw)
+            with pytest.raises(LoginRequired) as info:
+                await ibkr.call("authenticate", ctx=ctx)
+            message = str(info.value)
+            assert "another IBKR session (TWS, mobile or web) holds the brokerage session" in message
+            assert "brokers.ibkr.compete = true" in message and "in a browser" not in message
+            assert gw.calls("/iserver/auth/ssodh/init") == [], "never competes without the setting"
+            assert gw.competing and not gw.authenticated
+            gw.competing = False  # the user logged out of TWS; the runner retries authenticate
+            await ibkr.call("authenticate", ctx=ctx)
+            (init,) = gw.calls("/iserver/auth/ssodh/init")
+            assert init.body == {"publish": True, "compete": False}
+            assert ctx.session.authenticated
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_compete_setting_takes_the_session_over(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            gw.authenticated = False
+            gw.competing = True
+            ctx = make_ctx(gw, compete=True)
+            await ibkr.call("authenticate", ctx=ctx)
+            (init,) = gw.calls("/iserver/auth/ssodh/init")
+            assert init.body == {"publish": True, "compete": True}
+            assert gw.authenticated and not gw.competing
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_login_does_not_compete_and_says_why_it_gave_up(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            gw.authenticated = False
+            gw.competing = True
+            ctx = make_ctx(gw, browser_login_timeout=0.3)
+            with pytest.raises(LoginRequired, match="another IBKR session"):
+                await ibkr.call("login", ctx=ctx, manual=False)
+            assert gw.calls("/iserver/auth/ssodh/init") == []
 
     run(main())

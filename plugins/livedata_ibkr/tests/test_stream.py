@@ -7,7 +7,7 @@ import orjson
 import pytest
 import redis
 
-from livedata_core.errors import AuthError, StreamError
+from livedata_core.errors import AuthError, LoginRequired, StreamError
 from livedata_core.models import Order, Quote
 from livedata_core.publisher import AsyncPublisher
 from livedata_core.streaming import HEARTBEAT
@@ -147,9 +147,9 @@ def test_auth_loss_on_the_websocket_raises_autherror_and_reauth_recovers(ibkr, m
         async with FakeGateway() as gw:
             ctx = make_ctx(gw)
             stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
-            await gw.lose_auth(competing=True)
+            await gw.lose_auth()
             await gw.wait_for(lambda: reader.task.done())
-            assert isinstance(reader.error, AuthError) and "competing" in str(reader.error)
+            assert isinstance(reader.error, AuthError) and "not authenticated" in str(reader.error)
             await reader.stop()
             with pytest.raises(AuthError):
                 await ibkr.call("stream", ctx=ctx)  # nothing more until re-authenticated
@@ -158,6 +158,24 @@ def test_auth_loss_on_the_websocket_raises_autherror_and_reauth_recovers(ibkr, m
             await gw.push_quote(265598, {"31": "170.00"})
             await gw.wait_for(lambda: reader.of(Quote))
             await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_competing_session_on_the_websocket_ends_in_login_required_not_a_takeover(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+            await gw.lose_auth(competing=True)  # the user logged in to TWS
+            await gw.wait_for(lambda: reader.task.done())
+            assert isinstance(reader.error, AuthError) and "competing" in str(reader.error)
+            await reader.stop()
+            with pytest.raises(LoginRequired, match="another IBKR session"):
+                await ibkr.call("authenticate", ctx=ctx)  # what the runner does after AuthError
+            assert gw.calls("/iserver/auth/ssodh/init") == []
+            assert gw.competing, "the user's TWS session keeps the brokerage session"
             await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
