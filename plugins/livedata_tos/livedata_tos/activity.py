@@ -2,11 +2,15 @@
 
 Every message becomes an order event, even one we cannot read completely: it is then published with what is
 known, ``status="unknown"``, the message type in ``broker_status``, and counted in the stream's skip counters.
-The same message delivered twice (Schwab repeats ``seq`` after a reconnect) is published once.
+A message without a readable order id gets ``order_id="unknown-<digest>"``, a short hash of the message, so
+two different unreadable messages are two different order events (the runner publishes each order state once).
+The same message delivered twice (Schwab repeats ``seq`` after a reconnect) is published once: a repeat is a
+message whose whole content (``seq``, account, type and data) equals one of the last ``remember`` messages.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from typing import Any
 
@@ -17,7 +21,7 @@ from livedata_core.errors import InvalidIdentifier
 from livedata_core.models import Order
 from livedata_core.streaming import StreamStats
 
-__all__ = ["ActivityParser", "EVENTS", "decode_number"]
+__all__ = ["ActivityParser", "EVENTS", "decode_number", "message_digest"]
 
 # message type -> (event name, the order status it implies or None when the message alone does not say)
 EVENTS: dict[str, tuple[str, str | None]] = {
@@ -112,9 +116,38 @@ def _collect(node: Any, found: dict[str, Any], depth: int = 0) -> None:
             _collect(v, found, depth + 1)
 
 
+def message_digest(item: Any) -> str:
+    """A short stable hash of one ACCT_ACTIVITY item: its whole content except ``key`` (the subscription key
+    we chose, which may change between sessions). Identical messages have identical digests."""
+    if isinstance(item, dict):
+        item = {k: v for k, v in item.items() if k != "key"}
+    try:
+        blob = orjson.dumps(item, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # JSONEncodeError: not JSON-able (never from the wire; from a caller's own dicts)
+        try:
+            blob = repr(item).encode("utf-8", "backslashreplace")
+        except Exception:
+            blob = type(item).__name__.encode()
+    return hashlib.blake2b(blob, digest_size=8).hexdigest()
+
+
 def _text(value: Any) -> str | None:
     if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
         return str(value)
+    return None
+
+
+def _account(*candidates: Any) -> str | None:
+    """The first candidate that is a valid account identifier (field 1, then the data's AccountNumber)."""
+    for value in candidates:
+        text = _text(value)
+        if text is None:
+            continue
+        try:
+            validate_identifier(text)
+        except InvalidIdentifier:
+            continue
+        return text
     return None
 
 
@@ -126,11 +159,11 @@ class ActivityParser:
 
     def __init__(self, broker: str, remember: int = 10_000) -> None:
         self.broker = broker
-        self._seen: set[tuple[Any, ...]] = set()
-        self._order: deque[tuple[Any, ...]] = deque()
+        self._seen: set[str] = set()
+        self._order: deque[str] = deque()
         self._remember = remember
 
-    def _is_repeat(self, key: tuple[Any, ...]) -> bool:
+    def _is_repeat(self, key: str) -> bool:
         if key in self._seen:
             return True
         self._seen.add(key)
@@ -164,9 +197,14 @@ class ActivityParser:
         if not isinstance(item, dict):
             # Still an account event we were sent: publish it as unknown rather than lose it.
             stats.skip("account activity item is not an object (published as unknown)", item)
-            return Order(broker=self.broker, account_id="unknown", order_id="unknown", status="unknown",
-                         timestamp=ts, received_at=received_at, extra={"raw": str(item)[:500]})  # fmt: skip
+            return Order(broker=self.broker, account_id="unknown", order_id=f"unknown-{message_digest(item)}",
+                         status="unknown", timestamp=ts, received_at=received_at,
+                         extra={"raw": str(item)[:500]})  # fmt: skip
         seq = item.get("seq")
+        digest = message_digest(item)
+        if seq is not None and self._is_repeat(digest):
+            stats.skip("account activity repeated (same message after reconnect)", (seq, item.get("2")))
+            return None
         mtype = _text(item.get("2"))
         raw = item.get("3")
         complete = True
@@ -184,18 +222,13 @@ class ActivityParser:
         if data is not None:
             _collect(data, found)
 
-        account = _text(item.get("1")) or _text(found.get("AccountNumber"))
-        if account is not None:
-            try:
-                validate_identifier(account)
-            except InvalidIdentifier:
-                account = None
+        account = _account(item.get("1"), found.get("AccountNumber"))
         if account is None:
             account = "unknown"
             complete = False
         order_id = _text(found.get("SchwabOrderID"))
         if order_id is None:
-            order_id = "unknown"
+            order_id = f"unknown-{digest}"
             if mtype != "OrderEntryRequest":
                 complete = False
 
@@ -212,15 +245,10 @@ class ActivityParser:
         if status is None:
             status = "unknown"
 
-        key = (seq, mtype, order_id, account)
-        if seq is not None and self._is_repeat(key):
-            stats.skip("account activity repeated (same seq after reconnect)", key)
-            return None
-
         side = found.get("BuySellCode")
         order_type = found.get("OrderTypeCode") or found.get("OrderType")
         extra: dict[str, Any] = {}
-        if seq is not None:
+        if type(seq) is int or type(seq) is str:
             extra["seq"] = seq
         if isinstance(word, str):
             extra["schwab_status"] = word
