@@ -87,6 +87,8 @@ class SchwabClient:
         self._hash_lock = asyncio.Lock()
         self.requests = 0
         self._refresh_failed_at: float | None = None  # monotonic time a 401-forced refresh did not help
+        self._account_cache: dict[str, tuple[float, dict]] = {}  # account number: (monotonic time asked, answer)
+        self._account_locks: dict[str, asyncio.Lock] = {}
 
     def __repr__(self) -> str:
         return f"SchwabClient(api={self.settings.api_base_url!r})"
@@ -242,6 +244,21 @@ class SchwabClient:
         if not isinstance(data, dict):
             raise BrokerError("Schwab /accounts/{hash} answered with something other than an object")
         return data
+
+    async def account_snapshot(self, account_number: str) -> dict:
+        """``GET /accounts/{hash}?fields=positions`` (balances and positions), shared by the positions and the
+        balances poll: an answer asked for less than ``account_cache_seconds`` ago is reused, and concurrent
+        callers wait for one request. Failures are not cached."""
+        lock = self._account_locks.setdefault(account_number, asyncio.Lock())
+        async with lock:
+            max_age = self.settings.account_cache_seconds
+            cached = self._account_cache.get(account_number)
+            if cached is not None and max_age > 0 and time.monotonic() - cached[0] < max_age:
+                return cached[1]
+            asked = time.monotonic()
+            data = await self.account(account_number, positions=True)
+            self._account_cache[account_number] = (asked, data)
+            return data
 
     async def orders(self, account_number: str, from_ms: int, to_ms: int) -> list[Any]:
         """Raw ``GET /accounts/{hash}/orders`` for orders entered between two times."""

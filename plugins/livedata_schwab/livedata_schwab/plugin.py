@@ -105,10 +105,14 @@ async def fetch_accounts(ctx: BrokerContext) -> list[Account]:
     return accounts
 
 
+# Positions and balances come from the same GET /accounts/{hash}?fields=positions, shared for
+# account_cache_seconds (SchwabClient.account_snapshot): a positions and a balances poll cost one request.
+
+
 @hookimpl
 async def fetch_positions(ctx: BrokerContext, account_id: str) -> list[Position]:
     session = _session(ctx)
-    data = await session.client.account(account_id, positions=True)
+    data = await session.client.account_snapshot(account_id)
     positions = parse_positions(data, account_id, session.skips)
     _track_skips(ctx, session)
     return positions
@@ -117,7 +121,7 @@ async def fetch_positions(ctx: BrokerContext, account_id: str) -> list[Position]
 @hookimpl
 async def fetch_balances(ctx: BrokerContext, account_id: str) -> list[Balance]:
     session = _session(ctx)
-    data = await session.client.account(account_id)
+    data = await session.client.account_snapshot(account_id)
     balances = parse_balances(data, account_id, session.skips)
     _track_skips(ctx, session)
     return balances

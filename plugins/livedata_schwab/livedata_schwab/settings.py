@@ -106,6 +106,9 @@ class SchwabSettings:
     """Seconds ``livedata auth schwab`` waits for the browser to come back to the callback URL."""
     open_browser: bool = True
     """Open the login page in a browser (otherwise only print its URL)."""
+    account_cache_seconds: float = attrs.field(default=2.0, validator=_not_negative)
+    """The positions and the balances poll share one ``GET /accounts/{hash}?fields=positions``: an answer
+    younger than this is reused, so a positions and a balances poll cost one request. ``0`` asks every time."""
     orders_lookback_days: float = attrs.field(default=60.0, validator=_not_negative)
     """Orders entered up to this many days ago are asked for on every poll, so status changes of older
     working orders (GTC) are seen too."""
