@@ -99,6 +99,9 @@ class IbkrStream(BrokerStream):
             raise StreamError(f"IBKR websocket {url} not reachable ({type(exc).__name__}: {exc})") from None
         try:
             await asyncio.wait_for(self._await_authenticated(token), self.settings.ws_auth_timeout)
+            if self.settings.stream_orders:
+                await self._orders_preflight()
+                await self._send("sor+{}")
         except asyncio.TimeoutError:
             await self.close()
             raise StreamError(
@@ -107,8 +110,6 @@ class IbkrStream(BrokerStream):
         except BaseException:
             await self.close()
             raise
-        if self.settings.stream_orders:
-            await self._send("sor+{}")
         self._keepalive = asyncio.create_task(self._keep_alive(), name="ibkr-ws-keepalive")
 
     # Frames right after connect:
@@ -139,6 +140,19 @@ class IbkrStream(BrokerStream):
                     raise AuthError("IBKR websocket reports the session is not authenticated")
                 continue
             self._early.append(frame)
+
+    async def _orders_preflight(self) -> None:
+        """``GET /iserver/account/orders`` once before ``sor+{}``: IBKR requires it, and without it the gateway
+        may send no order updates. Paced by the client (one per 5 s). A refusal other than lost
+        authentication is logged and counted, and ``sor`` is still sent (the REST orders poll covers it)."""
+        try:
+            await self.session.client.get("/iserver/account/orders")
+        except AuthError:
+            raise
+        except LivedataError as exc:
+            self.stats.skip("ibkr: orders pre-flight failed", str(exc))
+            return
+        self.session.orders_ready = True  # the session's order feed is started
 
     async def _keep_alive(self) -> None:
         loop = asyncio.get_running_loop()

@@ -65,6 +65,8 @@ class _Client:
     ws: ServerConnection
     smd: dict[int, float] = attrs.field(factory=dict)  # conid -> expiry (monotonic)
     orders: bool = False
+    orders_preflighted: bool = False  # GET /iserver/account/orders came before sor+{}
+    sor_at: float | None = None  # monotonic time of the sor+{} frame
     sent: list[str] = attrs.field(factory=list)  # text frames received from the client
 
 
@@ -246,11 +248,13 @@ class FakeGateway:
         return sent
 
     async def push_order(self, row: dict[str, Any]) -> int:
-        """Send an ``sor`` frame to every client that asked for order updates."""
+        """Send an ``sor`` frame to every client that asked for order updates, after the required pre-flight
+        (``GET /iserver/account/orders`` before ``sor+{}``; without it this fake sends nothing, as gateways
+        have been seen to do)."""
         text = orjson.dumps({"topic": "sor", "args": [row]}).decode()
         sent = 0
         for client in list(self.clients):
-            if client.orders:
+            if client.orders and (client.orders_preflighted or not self.orders_preflight):
                 with contextlib.suppress(ConnectionClosed):
                     await client.ws.send(text)
                     sent += 1
@@ -332,6 +336,8 @@ class FakeGateway:
             client.smd.pop(int(text.split("+")[1]), None)
         elif text.startswith("sor+"):
             client.orders = True
+            client.sor_at = time.monotonic()
+            client.orders_preflighted = bool(self.calls("/iserver/account/orders", "GET"))
         elif text.startswith("uor+"):
             client.orders = False
         elif text.startswith("ech+"):

@@ -338,3 +338,46 @@ def test_only_an_exact_symbol_and_sec_type_match_is_streamed(ibkr, make_ctx):
             await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
+
+
+def test_connect_calls_the_orders_preflight_once_before_sor(ibkr, make_ctx):
+    # IBKR: "Call GET /iserver/account/orders first" before sor+{}; without it order updates may never come.
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw, pacing_overrides={"GET /iserver/account/orders": 0.3})  # paced like the rest
+            stream, reader = await open_stream(ibkr, ctx, [])
+            await gw.wait_for(lambda: gw.clients and gw.clients[0].orders)
+            client = gw.clients[0]
+            (preflight,) = gw.calls("/iserver/account/orders", "GET")
+            assert preflight.at < client.sor_at and client.orders_preflighted
+            assert await gw.push_order({"acct": "DU1234", "orderId": 1, "conid": 265598, "ticker": "AAPL",
+                                        "status": "Submitted", "remainingQuantity": 1.0, "filledQuantity": 0.0,
+                                        "side": "BUY", "orderType": "Market"}) == 1
+            await gw.wait_for(lambda: reader.of(Order))
+            await reader.stop()
+            # A reconnect pre-flights again, through the pacer (0.3 s apart here).
+            stream = await ibkr.call("stream", ctx=ctx)
+            await stream.connect()
+            first, second = gw.calls("/iserver/account/orders", "GET")
+            assert second.at - first.at >= 0.29
+            await stream.close()
+            # The session's order feed is started: the next REST poll needs one request, not two.
+            await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
+            assert len(gw.calls("/iserver/account/orders")) == 3
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_no_orders_preflight_without_stream_orders(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw, stream_orders=False)
+            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+            await gw.wait_for(lambda: gw.subscribed(265598))
+            assert gw.calls("/iserver/account/orders") == []
+            assert not any(m.startswith("sor+") for m in gw.clients[0].sent)
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
