@@ -119,6 +119,8 @@ class TosStream(BrokerStream):
         self.max_keys_per_command = max_keys_per_command
         self.server_status: str | None = None
         """The LOGIN answer's ``msg`` (``server=...;status=NP``: NP non-pro, PN/PP pro)."""
+        self.account_activity_subscribed = False
+        """Whether the server accepted the ACCT_ACTIVITY subscription of this connection."""
         self.last_command_error: str | None = None
         """The last SUBS/ADD/UNSUBS the server refused, for ``livedata status``."""
         self._status = status if status is not None else {}
@@ -149,7 +151,9 @@ class TosStream(BrokerStream):
 
     async def connect(self) -> None:
         """Open the websocket, LOGIN with a current access token and wait for code 0, then subscribe to
-        account activity.
+        account activity. A refused account-activity subscription (a code that keeps the connection, such as
+        11 or 22) is logged, counted under ``account activity subscribe failed`` and written to the
+        ``last_refused_command`` status line; the stream stays up for quotes.
 
         :raises AuthError: the streamer denied the login (the next login refreshes the token first).
         :raises ConnectionLimit: another streamer is connected for this Schwab login.
@@ -185,12 +189,25 @@ class TosStream(BrokerStream):
             self.log.info("logged in to the Schwab streamer at %s (%s)", host, self.server_status)
             self._status["streamer_login"] = self.server_status
             if self.account_activity:
-                await self._command(
-                    ACCT_ACTIVITY, "SUBS", {"keys": self.info.correl_id, "fields": "0,1,2,3"}
-                )
+                await self._subscribe_account_activity()
         except BaseException:
             await self._shutdown()
             raise
+
+    async def _subscribe_account_activity(self) -> None:
+        # A refusal on a live connection (11 SERVICE_NOT_AVAILABLE, 22 FAILED_COMMAND_SUBS, ...) would be refused
+        # again after a reconnect: report it and keep streaming quotes. Codes that end the connection raise.
+        try:
+            await self._command(ACCT_ACTIVITY, "SUBS", {"keys": self.info.correl_id, "fields": "0,1,2,3"})
+        except BrokerError as exc:
+            if _ends_connection(exc):
+                raise
+            self.account_activity_subscribed = False
+            self._status["account_activity"] = "refused"
+            self._command_failed("account activity subscribe failed", exc, [ACCT_ACTIVITY])
+            return
+        self.account_activity_subscribed = True
+        self._status["account_activity"] = "subscribed"
 
     async def events(self):
         """Yield a list of models per data frame, :data:`HEARTBEAT` for heartbeats, until the connection ends.
