@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -215,3 +217,88 @@ def test_start_fails_clearly_when_redis_is_down():
     with pytest.raises(PublishError, match="cannot connect") as info:
         asyncio.run(go())
     assert "pw@" not in str(info.value)
+
+
+def test_batches_in_flight_when_redis_dies_are_sent_again_in_order(private_redis):
+    """Redis stops answering with several pipelines unanswered, then dies: every order arrives, in order."""
+
+    async def go():
+        pub = AsyncPublisher(private_redis.url, max_batch=10)
+        await pub.start()
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)
+        for i in range(200):
+            pub.publish(_order(i))
+            if i % 7 == 0:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        in_flight = len(pub._in_flight)
+        private_redis.kill()  # SIGKILL while stopped: nothing sent was executed, nothing was answered
+        await asyncio.sleep(0.3)
+        private_redis.start()
+        assert await pub.flush(15)
+        await pub.close()
+        return in_flight
+
+    in_flight = asyncio.run(go())
+    assert in_flight >= 2  # the case under test: several unanswered pipelines
+    r = redis.Redis(port=private_redis.port)
+    ids = [int(json.loads(e[1][b"data"])["order_id"]) for e in r.xrange("live_data:stream:orders:A1")]
+    assert sorted(set(ids)) == list(range(200))
+    assert ids == sorted(ids)
+
+
+def test_redis_saying_not_now_keeps_orders_until_it_can(redis_server):
+    """NOREPLICAS (like LOADING or READONLY) refuses writes; the orders wait and arrive once Redis accepts them."""
+    r = redis.Redis(port=redis_server.port)
+
+    async def go():
+        pub = AsyncPublisher(redis_server.url)
+        await pub.start()
+        r.config_set("min-replicas-to-write", 1)
+        try:
+            for i in range(3):
+                pub.publish(_order(i))
+            assert not await pub.flush(1.0)  # not confirmed while Redis refuses
+            assert r.xlen("live_data:stream:orders:A1") == 0
+        finally:
+            r.config_set("min-replicas-to-write", 0)
+        assert await pub.flush(10)
+        return await pub.close()
+
+    assert asyncio.run(go()) == 0
+    ids = [json.loads(e[1][b"data"])["order_id"] for e in r.xrange("live_data:stream:orders:A1")]
+    assert ids[:3] == ["0", "1", "2"]
+
+
+def test_a_payload_that_cannot_be_encoded_is_refused_and_publishing_goes_on(redis_server, caplog):
+    async def go():
+        pub = AsyncPublisher(redis_server.url)
+        await pub.start()
+        pub.publish(_order(1))
+        with pytest.raises(TypeError):
+            pub.publish(Order(broker="t", account_id="A1", order_id="bad", extra={"raw": b"\x01"}))
+        with pytest.raises(TypeError, match="not a livedata model"):
+            pub.publish({"order_id": "x"})
+        pub.publish(Quote(broker="t", symbol="BAD", extra={"raw": b"\x01"}))  # quotes are encoded in the writer
+        pub.publish(Quote(broker="t", symbol="AAPL", last=1.0))
+        pub.publish(_order(2))
+        assert await pub.flush(5)
+        return await pub.close(), pub.stats
+
+    lost, stats = asyncio.run(go())
+    r = redis.Redis(port=redis_server.port)
+    assert [json.loads(e[1][b"data"])["order_id"] for e in r.xrange("live_data:stream:orders:A1")] == ["1", "2"]
+    assert r.get("live_data:latest:quotes:AAPL") and not r.get("live_data:latest:quotes:BAD")
+    assert lost == 0 and stats.skipped == 1
+    assert "cannot be encoded" in caplog.text
+
+
+def test_publish_after_close_is_logged_not_silent(redis_server, caplog):
+    async def go():
+        pub = AsyncPublisher(redis_server.url)
+        await pub.start()
+        await pub.close()
+        pub.publish(_order(77))
+
+    asyncio.run(go())
+    assert "published after the publisher closed" in caplog.text and '"order_id":"77"' in caplog.text

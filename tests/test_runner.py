@@ -14,7 +14,7 @@ import redis
 from distributions import BURST, make_distribution
 from livedata_core import BrokerInfo, BrokerStream, HEARTBEAT, Order, Quote, hookimpl, plugins
 from livedata_core.control import ControlClient, ControlError, NoRunner
-from livedata_core.errors import AuthError, ConfigError, StreamError
+from livedata_core.errors import AuthError, BrokerError, ConfigError, RateLimited, StreamError
 from livedata_core.runner import Runner, load_config
 from livedata_core.tokens import MemoryTokenStore
 
@@ -427,3 +427,140 @@ def test_orders_from_stream_and_polls_are_published_once_and_buffered_ones_flush
     finally:
         plugins.unregister_plugin(broker)
     assert sorted(published) == [("1", "filled"), ("1", "open"), ("2", "canceled")]
+
+
+class MessyBroker:
+    """A stream whose frames mix good events with things that cannot be published, and other misbehaviour."""
+
+    __name__ = "messy"
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.connects = 0
+
+    @hookimpl
+    def broker_info(self):
+        return BrokerInfo(name="messy", capabilities={"stream"})
+
+    @hookimpl
+    def stream(self, ctx):
+        return MessyStream(self)
+
+
+class MessyStream(BrokerStream):
+    heartbeat_timeout = 0.5
+
+    def __init__(self, broker):
+        super().__init__()
+        self.broker = broker
+        self.symbols = set()
+
+    async def connect(self):
+        self.broker.connects += 1
+        if self.broker.mode == "hang" and self.broker.connects == 1:
+            await asyncio.sleep(3600)
+        if self.broker.mode == "rate" and self.broker.connects == 1:
+            raise RateLimited("slow down", retry_after=1.0)
+
+    async def subscribe(self, symbols):
+        if "REFUSED" in symbols:
+            raise BrokerError("symbol REFUSED is not entitled")
+        self.symbols |= set(symbols)
+
+    async def events(self):
+        yield [
+            Order(broker="messy", account_id="A1", order_id="1", status="open"),
+            Order(broker="messy", account_id="A1 ", order_id="2", status="open"),  # not a valid channel id
+            {"order_id": "3"},  # not a model
+            Order(broker="messy", account_id="A1", order_id="4", status="filled", extra={"raw": b"\x00"}),
+            Order(broker="messy", account_id="A1", order_id="5", status="filled"),
+        ]
+        while True:
+            yield [Quote(broker="messy", symbol=s, last=1.0) for s in sorted(self.symbols)] or HEARTBEAT
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def messy():
+    registered = []
+
+    def make(mode=""):
+        broker = MessyBroker(mode)
+        plugins.register_plugin(broker, "messy")
+        registered.append(broker)
+        return broker
+
+    yield make
+    for broker in registered:
+        plugins.unregister_plugin(broker)
+
+
+def test_items_that_cannot_be_published_are_skipped_without_losing_the_rest_of_the_frame(redis_server, messy, caplog):
+    messy()
+
+    async def go():
+        runner = Runner(_config(redis_server.url, {"messy": {}}), token_store=MemoryTokenStore())
+        task = await start(runner)
+        await asyncio.sleep(0.3)
+        status = runner.status()["brokers"]["messy"]
+        await stop(runner, task)
+        return status
+
+    status = asyncio.run(go())
+    r = redis.Redis(port=redis_server.port)
+    ids = [json.loads(e[1][b"data"])["order_id"] for e in r.xrange("live_data:stream:orders:A1")]
+    assert ids == ["1", "5"]
+    assert status["reconnects"] == 0 and status["state"] == "streaming"
+    assert sum(status["skipped"].values()) == 3
+    assert "A1 " in caplog.text and "'order_id': '3'" in caplog.text  # logged in full, not silently lost
+
+
+def test_a_connect_that_hangs_is_abandoned_and_live_subscribe_is_not_blocked(redis_server, messy, monkeypatch):
+    from livedata_core.runner import broker_runtime
+
+    monkeypatch.setattr(broker_runtime, "CONNECT_TIMEOUT", 0.3)
+    broker = messy("hang")
+
+    async def go():
+        runner = Runner(_config(redis_server.url, {"messy": {}}), token_store=MemoryTokenStore())
+        task = await start(runner)
+        result = await asyncio.wait_for(runner.subscribe("messy", ["AAPL"]), 1.0)  # not stuck behind connect
+        async with Collector(redis_server.port) as seen:
+            await seen.wait_for(lambda: seen.channels("live_data:quotes:AAPL"))
+        await stop(runner, task)
+        return result
+
+    assert asyncio.run(go()) == {"added": ["AAPL"], "already": []}
+    assert broker.connects >= 2
+
+
+def test_rate_limited_stream_waits_as_long_as_the_broker_asked(redis_server, messy):
+    broker = messy("rate")
+
+    async def go():
+        runner = Runner(_config(redis_server.url, {"messy": {}}), token_store=MemoryTokenStore())
+        task = await start(runner)
+        await asyncio.sleep(0.6)  # backoff alone would have reconnected (max 0.2s)
+        early = broker.connects
+        await asyncio.sleep(0.8)
+        await stop(runner, task)
+        return early, broker.connects
+
+    early, later = asyncio.run(go())
+    assert early == 1 and later == 2
+
+
+def test_a_refused_live_subscribe_is_reported_and_rolled_back(redis_server, messy):
+    messy()
+
+    async def go():
+        runner = Runner(_config(redis_server.url, {"messy": {"symbols": ["AAPL"]}}), token_store=MemoryTokenStore())
+        task = await start(runner)
+        await asyncio.sleep(0.1)
+        with pytest.raises(BrokerError, match="not entitled"):
+            await runner.subscribe("messy", ["REFUSED"])
+        symbols = runner.status()["brokers"]["messy"]["symbols"]
+        await stop(runner, task)
+        return symbols
+
+    assert asyncio.run(go()) == ["AAPL"]

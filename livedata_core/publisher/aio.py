@@ -31,7 +31,7 @@ from ..errors import PublishError
 from ..models import Quote, to_dict
 from ..redis_url import mask_url, parse_redis_url, redis_url_from_env
 from .encoding import dumps
-from .resp import command
+from .resp import RespConnection, command
 
 __all__ = ["AsyncPublisher", "PublisherStats"]
 
@@ -39,6 +39,9 @@ log = logging.getLogger("livedata.publisher")
 
 RELIABLE_WARN_EVERY = 10_000
 MAX_IN_FLIGHT = 4
+# Error replies that mean "not now" (loading, failover, memory, replicas): the batch is sent again after a pause.
+# Any other error reply (WRONGTYPE: a foreign key in the way) is permanent: the payload is logged in full.
+TRANSIENT_ERRORS = ("LOADING", "READONLY", "OOM", "NOREPLICAS", "MISCONF", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
 STREAM_TYPES = frozenset({"orders", "transactions"})
 
 
@@ -48,6 +51,7 @@ class PublisherStats:
 
     published: int = 0
     conflated: int = 0
+    skipped: int = 0
     batches: int = 0
     errors: int = 0
     reconnects: int = 0
@@ -77,8 +81,6 @@ class AsyncPublisher:
         stream_maxlen: int = 10_000,
         max_batch: int = 20_000,
     ) -> None:
-        from .resp import RespConnection
-
         self.url = url or redis_url_from_env()[0]
         self._target = parse_redis_url(self.url)
         self.prefix = prefix
@@ -89,7 +91,7 @@ class AsyncPublisher:
         self.stats = PublisherStats()
         self._conn = RespConnection(self._target)
         self._quotes: dict[str, Quote] = {}
-        self._reliable: deque[tuple[str, str, Any]] = deque()
+        self._reliable: deque[_Event] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -97,6 +99,9 @@ class AsyncPublisher:
         self._reader_task: asyncio.Task[None] | None = None
         self._in_flight: deque[_Batch] = deque()
         self._window = asyncio.Event()
+        self._generation = 0
+        self._transient_errors = 0
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"AsyncPublisher({mask_url(self.url)!r})"
@@ -110,15 +115,29 @@ class AsyncPublisher:
         self._task = asyncio.create_task(self._writer(), name="livedata-publisher")
 
     def publish(self, model: Any) -> None:
-        """Queue a model (Quote, Position, Balance, Order or Transaction). Never blocks, never raises for Redis."""
+        """Queue a model (Quote, Position, Balance, Order or Transaction). Never blocks, never raises for Redis.
+
+        Account events are encoded here, so a payload that cannot be published is refused at once:
+
+        :raises InvalidIdentifier: the symbol or account id cannot be a channel name.
+        :raises TypeError: not a model, or a value JSON cannot carry (for example bytes in ``extra``).
+        """
         if type(model) is Quote:
             ch = channel("quotes", model.symbol, self.prefix)
             if ch in self._quotes:
                 self.stats.conflated += 1
             self._quotes[ch] = model
         else:
-            kind = model.TYPE
-            self._reliable.append((kind, channel(kind, model.identifier, self.prefix), model))
+            kind = getattr(model, "TYPE", None)
+            if kind is None or kind == "quotes":
+                raise TypeError(f"cannot publish {type(model).__name__}: not a livedata model")
+            event = _Event(kind, model.identifier, dumps(to_dict(model)), self)
+            if self._closed:
+                log.error("published after the publisher closed, not sent: %s on %s: %s", kind, event.channel.decode(),
+                          event.payload.decode())
+                self.stats.skipped += 1
+                return
+            self._reliable.append(event)
             if len(self._reliable) % RELIABLE_WARN_EVERY == 0:
                 log.warning("%d account events waiting for Redis", len(self._reliable))
         if self._idle.is_set():
@@ -149,7 +168,7 @@ class AsyncPublisher:
         """Write what is queued (up to ``timeout`` seconds), then disconnect.
 
         Returns how many account events (orders, transactions, positions, balances) could not be written;
-        they are logged at error level with their channels so nothing is lost silently.
+        each is logged at error level with its channel and payload, so nothing is lost silently.
         """
         if self._task is not None:
             await self.flush(timeout)
@@ -158,19 +177,21 @@ class AsyncPublisher:
                     task.cancel()
                     try:
                         await task
-                    except asyncio.CancelledError:
-                        pass
+                    except BaseException as exc:  # the task's own failure was logged where it happened
+                        if not isinstance(exc, (asyncio.CancelledError, Exception)):
+                            raise
             self._task = self._reader_task = None
             # What was sent but never answered may not have arrived: count it as not published.
             while self._in_flight:
                 self._reliable.extendleft(reversed(self._in_flight.pop().reliable))
+        self._closed = True
         await self._conn.close()
         self.stats.connected = False
         left = len(self._reliable)
         if left:
             log.error("%d account events were not published because Redis was unreachable at shutdown", left)
-            for kind, ch, model in self._reliable:
-                log.error("unpublished %s on %s: %s", kind, ch, dumps(to_dict(model)).decode())
+            for event in self._reliable:
+                log.error("unpublished %s on %s: %s", event.kind, event.channel.decode(), event.payload.decode())
         return left
 
     # -- writer ------------------------------------------------------------------------------------------------
@@ -179,68 +200,105 @@ class AsyncPublisher:
     # to the previous one (a reader task matches replies to batches in order). Waiting would add a whole
     # round trip to the latency of everything that queued meanwhile. At most MAX_IN_FLIGHT batches are
     # unanswered at once; past that, quotes conflate in the queue instead of piling up in socket buffers.
-    # If the connection breaks, every unanswered batch is queued again, account events first and in order:
-    # across a Redis outage delivery is at least once, never at most once.
+    # If the connection breaks, or Redis answers "not now", every unanswered batch is queued again, account
+    # events first and in order: delivery is at least once, never at most once.
 
     async def _writer(self) -> None:
         delay = 0.05
         while True:
-            if not self._quotes and not self._reliable:
-                if not self._in_flight:
-                    self._idle.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            if not self._conn.connected:
-                try:
-                    await self._connect()
-                    delay = 0.05
-                except PublishError as exc:
-                    self._note_error(exc)
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 5.0)
-                    continue
-            if len(self._in_flight) >= MAX_IN_FLIGHT:
-                self._window.clear()
-                await self._window.wait()
-                continue
-            batch = self._take_batch()
-            self._in_flight.append(batch)
             try:
-                await self._conn.send(batch.data)
-            except PublishError as exc:
-                await self._connection_lost(exc)
+                if not self._quotes and not self._reliable:
+                    if not self._in_flight:
+                        self._idle.set()
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                if not self._conn.connected:
+                    try:
+                        await self._connect()
+                        delay = 0.05
+                    except PublishError as exc:
+                        self._note_error(exc)
+                        await asyncio.sleep(delay * (0.5 + random.random()))
+                        delay = min(delay * 2, 5.0)
+                    continue
+                if len(self._in_flight) >= MAX_IN_FLIGHT:
+                    self._window.clear()
+                    await self._window.wait()
+                    continue
+                batch = self._take_batch()
+                if batch is None:
+                    continue
+                self._in_flight.append(batch)
+                try:
+                    await self._conn.send(batch.data)
+                except PublishError as exc:
+                    await self._connection_lost(exc, self._generation)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not stop publishing for good
+                log.exception("publisher writer failed; continuing")
+                await asyncio.sleep(0.1)
 
     async def _connect(self) -> None:
+        if self._transient_errors:
+            # Redis said "not now" (loading, read-only after a failover...): give it time before resending.
+            await asyncio.sleep(min(5.0, 0.1 * 2 ** min(self._transient_errors, 6)) * (0.5 + random.random() / 2))
         await self._conn.connect()
+        self._generation += 1
         if self.stats.reconnects or not self.stats.connected:
             log.info("connected to Redis at %s", mask_url(self.url))
         self.stats.connected = True
-        self._reader_task = asyncio.create_task(self._read_replies(), name="livedata-publisher-replies")
+        self._reader_task = asyncio.create_task(self._read_replies(self._generation), name="livedata-publisher-replies")
 
-    async def _read_replies(self) -> None:
+    async def _read_replies(self, generation: int) -> None:
         try:
             while True:
                 for reply in await self._conn.replies():
+                    if not self._in_flight:
+                        raise PublishError("Redis sent a reply nobody asked for")
                     batch = self._in_flight[0]
                     if isinstance(reply, hiredis.ReplyError):
-                        self.stats.errors += 1
-                        self.stats.last_error = str(reply)
-                        log.error("Redis refused a command: %s", reply)
-                    batch.unanswered -= 1
-                    if batch.unanswered == 0:
+                        if self._error_reply(batch, reply):
+                            raise PublishError(f"Redis answered {reply}; sending again")
+                    batch.answered += 1
+                    if batch.answered == len(batch.owners):
                         self._in_flight.popleft()
+                        self._transient_errors = 0
                         self.stats.published += batch.messages
                         self.stats.batches += 1
                         self.stats.last_publish_at = time.time()
                         self._window.set()
                         if not self._in_flight and not self._quotes and not self._reliable:
                             self._idle.set()
-        except PublishError as exc:
-            await self._connection_lost(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, PublishError):
+                log.exception("publisher reply reader failed")
+                exc = PublishError(f"reply reader failed: {exc}")
+            await self._connection_lost(exc, generation)
 
-    async def _connection_lost(self, exc: PublishError) -> None:
+    def _error_reply(self, batch: "_Batch", reply: Exception) -> bool:
+        """Count an error reply; ``True`` if it is transient and the batch must be sent again."""
+        self.stats.errors += 1
+        self.stats.last_error = str(reply)
+        if str(reply).split(" ", 1)[0] in TRANSIENT_ERRORS:
+            self._transient_errors += 1
+            return True
+        owner = batch.owners[batch.answered]
+        if isinstance(owner, _Event):
+            log.error("Redis refused %s on %s (%s); payload: %s", owner.kind, owner.channel.decode(), reply,
+                      owner.payload.decode())
+        else:
+            log.error("Redis refused a command: %s", reply)
+        return False
+
+    async def _connection_lost(self, exc: PublishError, generation: int) -> None:
+        if generation != self._generation or not self.stats.connected and not self._in_flight:
+            return  # an older connection's reader: the current one is already being handled
         self._note_error(exc)
+        self._generation += 1
         reader, self._reader_task = self._reader_task, None
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
@@ -262,8 +320,8 @@ class AsyncPublisher:
         self.stats.errors += 1
         self.stats.last_error = str(exc)
 
-    def _take_batch(self) -> "_Batch":
-        reliable: list[tuple[str, str, Any]] = []
+    def _take_batch(self) -> "_Batch | None":
+        reliable: list[_Event] = []
         budget = self.max_batch
         while self._reliable and budget > 0:
             reliable.append(self._reliable.popleft())
@@ -277,42 +335,66 @@ class AsyncPublisher:
                 quotes[ch] = self._quotes.pop(ch)
 
         parts: list[bytes] = []
+        owners: list[Any] = []
         latest_pairs: list[bytes] = []
-        prefix = self.prefix
-        count = 0
-        for ch, quote in quotes.items():
-            payload = dumps(to_dict(quote))
-            chb = ch.encode()
-            parts.append(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(chb), chb, len(payload), payload))
-            if self.latest:
-                key = latest_key("quotes", quote.symbol, prefix).encode()
-                latest_pairs.append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(key), key, len(payload), payload))
-        count += len(quotes)
-        for kind, ch, model in reliable:
-            payload = dumps(to_dict(model))
+        for ch, quote in list(quotes.items()):
+            try:
+                payload = dumps(to_dict(quote))
+            except (TypeError, ValueError) as exc:
+                del quotes[ch]
+                self.stats.skipped += 1
+                log.error("skipped a quote on %s that cannot be encoded: %s", ch, exc)
+                continue
             parts.append(command(b"PUBLISH", ch.encode(), payload))
-            count += 1
+            owners.append(ch)
             if self.latest:
-                key = latest_key(kind, model.identifier, prefix).encode()
-                latest_pairs.append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(key), key, len(payload), payload))
-            if self.streams and kind in STREAM_TYPES:
-                skey = stream_key(kind, model.identifier, prefix).encode()
-                parts.append(command(b"XADD", skey, b"MAXLEN", b"~", self._maxlen, b"*", b"data", payload))
-                count += 1
+                key = latest_key("quotes", quote.symbol, self.prefix).encode()
+                latest_pairs.append(_bulk(key) + _bulk(payload))
+        for event in reliable:
+            parts.append(command(b"PUBLISH", event.channel, event.payload))
+            owners.append(event)
+            if event.latest_key is not None:
+                latest_pairs.append(_bulk(event.latest_key) + _bulk(event.payload))
+            if event.stream_key is not None:
+                parts.append(command(b"XADD", event.stream_key, b"MAXLEN", b"~", self._maxlen, b"*", b"data", event.payload))
+                owners.append(event)
         if latest_pairs:
             parts.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(latest_pairs)) + b"".join(latest_pairs))
-            count += 1
-        return _Batch(b"".join(parts), count, len(quotes) + len(reliable), quotes, reliable)
+            owners.append(None)
+        if not owners:
+            return None
+        return _Batch(b"".join(parts), owners, len(quotes) + len(reliable), quotes, reliable)
+
+
+def _bulk(arg: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(arg), arg)
+
+
+class _Event:
+    """An account event, encoded once when it is published, with every key it is written to."""
+
+    __slots__ = ("kind", "channel", "latest_key", "stream_key", "payload")
+
+    def __init__(self, kind: str, identifier: str, payload: bytes, publisher: AsyncPublisher) -> None:
+        prefix = publisher.prefix
+        self.kind = kind
+        self.channel = channel(kind, identifier, prefix).encode()
+        self.latest_key = latest_key(kind, identifier, prefix).encode() if publisher.latest else None
+        self.stream_key = (
+            stream_key(kind, identifier, prefix).encode() if publisher.streams and kind in STREAM_TYPES else None
+        )
+        self.payload = payload
 
 
 class _Batch:
-    """One pipeline sent to Redis and what it carried, until all its replies are in."""
+    """One pipeline sent to Redis, what it carried, and whose each command is, until all replies are in."""
 
-    __slots__ = ("data", "unanswered", "messages", "quotes", "reliable")
+    __slots__ = ("data", "owners", "answered", "messages", "quotes", "reliable")
 
-    def __init__(self, data: bytes, unanswered: int, messages: int, quotes: dict[str, Quote], reliable: list[tuple[str, str, Any]]) -> None:
+    def __init__(self, data: bytes, owners: list[Any], messages: int, quotes: dict[str, Quote], reliable: list[_Event]) -> None:
         self.data = data
-        self.unanswered = unanswered
+        self.owners = owners
+        self.answered = 0
         self.messages = messages
         self.quotes = quotes
         self.reliable = reliable

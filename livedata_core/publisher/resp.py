@@ -74,26 +74,11 @@ class RespConnection:
 
     async def execute(self, data: bytes, count: int) -> list:
         """Send ``data`` (``count`` commands) and return ``count`` replies."""
-        if self._writer is None or self._reader is None:
-            raise PublishError("not connected to Redis")
-        try:
-            self._writer.write(data)
-            await self._writer.drain()
-            replies: list = []
-            parser = self._parser
-            while len(replies) < count:
-                reply = parser.gets()
-                if reply is False:
-                    chunk = await self._reader.read(262144)
-                    if not chunk:
-                        raise ConnectionResetError("Redis closed the connection")
-                    parser.feed(chunk)
-                    continue
-                replies.append(reply)
-            return replies
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            await self.close()
-            raise PublishError(f"lost the connection to Redis at {mask_url(self.target.url)}: {exc}") from None
+        await self.send(data)
+        replies: list = []
+        while len(replies) < count:
+            replies.extend(await self.replies())
+        return replies
 
     async def send(self, data: bytes) -> None:
         """Write pre-encoded commands without waiting for their replies (read them with :meth:`replies`)."""

@@ -20,7 +20,7 @@ from ..errors import (
     AuthError, BrokerError, ConfigError, InvalidIdentifier, LivedataError, LoginRequired, NotSupported, PluginError,
     StreamError,
 )
-from ..models import Order, Quote, Transaction
+from ..models import Balance, Order, Position, Quote, Transaction
 from ..streaming import HEARTBEAT, BrokerStream
 from ..tokens import TokenStore
 from .backoff import Backoff
@@ -31,8 +31,10 @@ from .tasks import reraise_if_cancelling
 
 __all__ = ["BrokerRuntime"]
 
-CLOSE_TIMEOUT = 3.0
+CONNECT_TIMEOUT = 30.0
+CLOSE_TIMEOUT = 2.0
 DRAIN_TIMEOUT = 0.5
+MODEL_TYPES = (Quote, Order, Transaction, Position, Balance)
 SUBSCRIBE_TIMEOUT = 10.0
 
 
@@ -121,12 +123,10 @@ class BrokerRuntime:
             except AuthError as exc:
                 self.auth_failed(generation)
                 self._record_error("authentication failed", exc)
-            except StreamError as exc:
-                self._record_error("stream failed", exc)
-                retry_after = exc.retry_after
-            except LivedataError as exc:
+            except LivedataError as exc:  # StreamError, RateLimited, ConnectionLimit, BrokerError...
                 reraise_if_cancelling()
                 self._record_error("stream failed", exc)
+                retry_after = getattr(exc, "retry_after", None)
             except Exception as exc:  # a plugin bug must not stop the runner or other brokers
                 reraise_if_cancelling()
                 self.log.exception("stream crashed")
@@ -155,12 +155,19 @@ class BrokerRuntime:
         if not isinstance(stream, BrokerStream):
             raise PluginError(f"stream hook of {self.broker.name!r} returned {type(stream).__name__}, not a BrokerStream")
         self._stream_obj = stream
+        connected = False
         try:
-            async with self._sub_lock:
-                await stream.connect()
+            try:
+                await asyncio.wait_for(stream.connect(), CONNECT_TIMEOUT)
+                connected = True
+            except asyncio.TimeoutError:
+                raise StreamError(f"connecting took longer than {CONNECT_TIMEOUT:g}s") from None
+            async with self._sub_lock:  # symbols added live meanwhile are in self.symbols already
                 if self.symbols:
                     try:
-                        await stream.subscribe(sorted(self.symbols))
+                        await asyncio.wait_for(stream.subscribe(sorted(self.symbols)), SUBSCRIBE_TIMEOUT)
+                    except asyncio.TimeoutError:
+                        raise StreamError(f"subscribing took longer than {SUBSCRIBE_TIMEOUT:g}s") from None
                     except (AuthError, StreamError):
                         raise
                     except BrokerError as exc:
@@ -176,8 +183,9 @@ class BrokerRuntime:
             self._stream = None
             with contextlib.suppress(Exception, asyncio.TimeoutError):
                 await asyncio.wait_for(stream.close(), CLOSE_TIMEOUT)
-            with contextlib.suppress(Exception, asyncio.TimeoutError):
-                await asyncio.wait_for(self._drain(stream), DRAIN_TIMEOUT)
+            if connected:
+                with contextlib.suppress(Exception, asyncio.TimeoutError):
+                    await asyncio.wait_for(self._drain(stream), DRAIN_TIMEOUT)
             self._merge_skips(stream)
 
     async def _drain(self, stream: BrokerStream) -> None:
@@ -187,9 +195,7 @@ class BrokerRuntime:
             for model in item if type(item) is list else (item,):
                 if model is HEARTBEAT or type(model) is Quote:
                     continue
-                if self._is_new(model):
-                    self.publisher.publish(model)
-                    self.status.messages += 1
+                self.publish(model)
 
     def _merge_skips(self, stream: BrokerStream) -> None:
         stats = getattr(stream, "stats", None)
@@ -220,11 +226,14 @@ class BrokerRuntime:
 
     async def _read(self, stream: BrokerStream, backoff: Backoff) -> None:
         loop_time = asyncio.get_running_loop().time
-        publish = self.publisher.publish
+        publish_quote = self.publisher.publish
+        publish = self.publish
         status = self.status
         wanted = self.symbols
         async for item in stream.events():
             self._last_activity = loop_time()
+            if backoff.attempt:
+                backoff.reset()  # anything at all, heartbeats included, means the connection works
             if item is HEARTBEAT:
                 status.last_heartbeat_at = time.time()
                 continue
@@ -233,25 +242,45 @@ class BrokerRuntime:
             for model in items:
                 if type(model) is Quote:
                     # Quotes still in flight after an unsubscribe are not published.
-                    if model.symbol not in wanted:
-                        continue
-                elif not self._is_new(model):
-                    continue
-                publish(model)
-                n += 1
+                    if model.symbol in wanted:
+                        try:
+                            publish_quote(model)
+                        except Exception as exc:  # a bad symbol from the broker: skip it, keep the frame
+                            self.skip("quote refused", model.symbol, exc)
+                            continue
+                        n += 1
+                elif publish(model):
+                    n += 1
             if n:
                 status.messages += n
                 status.last_message_at = time.time()
-                if backoff.attempt:
-                    backoff.reset()
         raise StreamError("the broker closed the stream")
 
-    def _is_new(self, model: Any) -> bool:
-        """Orders and transactions once per state, whichever way (stream or poll) they came."""
-        if type(model) is Order:
-            return self.order_events.is_new(model)
-        if type(model) is Transaction:
-            return self.transaction_events.is_new(model)
+    def skip(self, reason: str, what: Any, exc: BaseException | None = None) -> None:
+        """Count an item that cannot be published and log it (in full: it may be an order)."""
+        self.status.skipped[reason] = self.status.skipped.get(reason, 0) + 1
+        detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+        self.log.error("%s (not published): %r%s", reason, what, detail)
+
+    def publish(self, model: Any) -> bool:
+        """Publish an account event once per state, whether it came from the stream or a poll.
+
+        Never raises: an item that cannot be published (not a model, a bad account id, a value JSON cannot
+        carry) is counted and logged in full, and the rest of its frame or poll goes on.
+        """
+        if type(model) not in MODEL_TYPES:
+            self.skip("not a livedata model", model)
+            return False
+        dedupe = self.order_events if type(model) is Order else self.transaction_events if type(model) is Transaction else None
+        if dedupe is not None and dedupe.seen(model):
+            return False
+        try:
+            self.publisher.publish(model)
+        except Exception as exc:
+            self.skip(f"{model.TYPE} refused", model, exc)
+            return False
+        if dedupe is not None:
+            dedupe.add(model)  # only once it is queued: a refused event is not marked seen
         return True
 
     # -- live control --------------------------------------------------------------------------------------
@@ -276,7 +305,11 @@ class BrokerRuntime:
                 try:
                     await asyncio.wait_for(self._stream.subscribe(new), SUBSCRIBE_TIMEOUT)
                 except Exception as exc:
-                    self._record_error("subscribe failed (kept for the next connect)", exc)
+                    # Refused (or no answer): roll back so status and the answer tell the truth.
+                    self.symbols.difference_update(new)
+                    self.status.symbols = sorted(self.symbols)
+                    self._record_error(f"subscribe {', '.join(new)} failed", exc)
+                    raise BrokerError(f"{self.broker.name} did not subscribe {', '.join(new)}: {exc or type(exc).__name__}") from None
         return {"added": new, "already": [s for s in wanted if s not in new]}
 
     async def unsubscribe(self, symbols: Iterable[str]) -> dict[str, list[str]]:
@@ -299,7 +332,7 @@ class BrokerRuntime:
         """The status of this broker as a JSON-able dict."""
         if self._stream_obj is not None:
             self._merge_skips(self._stream_obj)
-        self.status.extra = {k: v for k, v in self.ctx.status.items()}
+        self.status.extra.update(self.ctx.status)
         return self.status.as_dict()
 
     def stop(self) -> None:

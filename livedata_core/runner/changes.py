@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from ..models import Balance, Order, Position, Transaction, to_dict
+from ..models import Balance, Order, Position, Transaction, now_ms, to_dict
 
 __all__ = ["BalanceChanges", "OrderEvents", "PositionChanges", "SeenSet", "TransactionEvents", "differ_for"]
 
@@ -27,6 +27,9 @@ class SeenSet:
     def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
         self._items: OrderedDict[Any, None] = OrderedDict()
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._items
 
     def add(self, key: Any) -> bool:
         """Add ``key``; ``True`` if it was new."""
@@ -52,7 +55,7 @@ class PositionChanges:
             for symbol in self._last.keys() - current.keys():
                 old = self._models[symbol]
                 changed.append(
-                    attrs.evolve(old, quantity=0.0, market_value=0.0, unrealized_pnl=None, timestamp=None, received_at=_now())
+                    attrs.evolve(old, quantity=0.0, market_value=0.0, unrealized_pnl=None, timestamp=None, received_at=now_ms())
                 )
         self._last = current
         self._models = {p.symbol: p for p in positions}
@@ -76,8 +79,8 @@ class BalanceChanges:
 
 
 class OrderEvents:
-    """Each order state exactly once: account, id, status, the broker's status word, the event, filled
-    quantity, quantity and prices. Two events of one order that differ in any of these are both published.
+    """Each order state exactly once: account, id, status, the broker's status word, filled quantity,
+    quantity and prices. Two events of one order that differ in any of these are both published.
 
     One instance per broker is shared by its stream and its polls, so an order state that arrives both ways
     is published once.
@@ -86,14 +89,19 @@ class OrderEvents:
     def __init__(self) -> None:
         self._seen = SeenSet()
 
-    def is_new(self, o: Order) -> bool:
-        return self._seen.add(
-            (o.account_id, o.order_id, o.status, o.broker_status, o.event, o.filled_quantity, o.quantity, o.price,
-             o.stop_price)
-        )
+    @staticmethod
+    def key(o: Order) -> tuple[Any, ...]:
+        return (o.account_id, o.order_id, o.status, o.broker_status, o.filled_quantity, o.quantity, o.price, o.stop_price)
+
+    def seen(self, o: Order) -> bool:
+        return self.key(o) in self._seen
+
+    def add(self, o: Order) -> None:
+        self._seen.add(self.key(o))
 
     def __call__(self, orders: list[Order]) -> list[Order]:
-        return [o for o in orders if self.is_new(o)]
+        """The orders not seen before; marking them seen is the caller's job once they are published."""
+        return [o for o in orders if not self.seen(o)]
 
 
 class TransactionEvents:
@@ -102,17 +110,19 @@ class TransactionEvents:
     def __init__(self) -> None:
         self._seen = SeenSet()
 
-    def is_new(self, t: Transaction) -> bool:
-        return self._seen.add((t.account_id, t.transaction_id))
+    @staticmethod
+    def key(t: Transaction) -> tuple[Any, ...]:
+        return (t.account_id, t.transaction_id)
+
+    def seen(self, t: Transaction) -> bool:
+        return self.key(t) in self._seen
+
+    def add(self, t: Transaction) -> None:
+        self._seen.add(self.key(t))
 
     def __call__(self, transactions: list[Transaction]) -> list[Transaction]:
-        return [t for t in transactions if self.is_new(t)]
-
-
-def _now() -> int:
-    from ..models import now_ms
-
-    return now_ms()
+        """The transactions not seen before; marking them seen is the caller's job once they are published."""
+        return [t for t in transactions if not self.seen(t)]
 
 
 MODEL_OF = {"positions": Position, "balances": Balance, "orders": Order, "transactions": Transaction}

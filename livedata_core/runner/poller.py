@@ -86,10 +86,11 @@ class AccountPoller:
     async def _poll_loop(self, account: str, kind: str) -> None:
         interval = getattr(self.rt.config.poll, kind)
         hook = f"fetch_{kind}"
-        differ = {"orders": self.rt.order_events, "transactions": self.rt.transaction_events}.get(kind) or differ_for(kind)
+        # Orders and transactions are deduplicated by the runtime (shared with the stream); positions and
+        # balances are published when they changed since this account's previous poll.
+        differ = differ_for(kind) if kind in ("positions", "balances") else list
         model_cls = MODEL_OF[kind]
         backoff = Backoff(self.rt.backoff_config.initial, self.rt.backoff_config.max)
-        key = f"{kind}"
         last_ok = self.started_ms
         while not self.rt.stopping.is_set():
             delay = interval
@@ -100,17 +101,18 @@ class AccountPoller:
                 poll_started = now_ms()
                 since = last_ok - LOOKBACK_MS
                 items = await self.rt.broker.call(hook, ctx=self.rt.ctx, account_id=account, since=since)
-                good = [m for m in items or () if isinstance(m, model_cls)]
-                if len(good) != len(items or ()):
-                    self.rt.status.skipped[f"{kind}: not a {model_cls.__name__}"] = (
-                        self.rt.status.skipped.get(f"{kind}: not a {model_cls.__name__}", 0) + len(items) - len(good)
-                    )
+                good = []
+                for model in items or ():
+                    if type(model) is model_cls:
+                        good.append(model)
+                    else:
+                        self.rt.skip(f"{hook} returned a {type(model).__name__}, not a {model_cls.__name__}", model)
                 for model in differ(good):
-                    self.rt.publisher.publish(model)
-                    self.rt.status.messages += 1
-                    self.rt.status.last_message_at = time.time()
+                    if self.rt.publish(model):
+                        self.rt.status.messages += 1
+                        self.rt.status.last_message_at = time.time()
                 last_ok = poll_started
-                self.rt.status.polls[key] = self.rt.status.polls.get(key, 0) + 1
+                self.rt.status.polls[kind] = self.rt.status.polls.get(kind, 0) + 1
                 if not self.rt.broker.has("stream"):
                     self.rt.status.state = "polling"
                 backoff.reset()
