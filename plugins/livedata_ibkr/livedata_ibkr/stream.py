@@ -35,21 +35,23 @@ _QUIET_TOPICS = frozenset({"act", "tic", "ech", "blt", "ntf", "spl", "str"})
 
 
 class QuietWebsocketLogger(logging.LoggerAdapter):
-    """The logger handed to ``websockets``: held at INFO whatever the logging configuration says.
+    """The logger handed to ``websockets``: held at WARNING whatever the logging configuration says.
 
     At DEBUG, ``websockets`` logs every handshake header (``Cookie: api={"session": ...}``) and every frame
-    (the ``{"session": ...}`` frame), i.e. the tickle session that authorizes the websocket. Its INFO and
-    higher records (connection closed, errors) carry no headers or frame contents and pass through.
+    (the ``{"session": ...}`` frame), i.e. the tickle session that authorizes the websocket. Its INFO records
+    ("connection closed") are routine noise, as under the CLI's default quieting of ``websockets``; its
+    warnings and errors carry no headers or frame contents and pass through.
     """
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger: logging.Logger, level: int = logging.WARNING) -> None:
         super().__init__(logger, {})
+        self.floor = max(level, logging.INFO)
 
     def isEnabledFor(self, level: int) -> bool:
-        return level >= logging.INFO and self.logger.isEnabledFor(level)
+        return level >= self.floor and self.logger.isEnabledFor(level)
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if level >= logging.INFO:
+        if level >= self.floor:
             super().log(level, msg, *args, **kwargs)
 
 

@@ -23,16 +23,19 @@ class _Everything(logging.Handler):
 
 @pytest.fixture
 def all_logs_at_debug():
-    root = logging.getLogger()
+    # Root at DEBUG, and the loggers involved turned up explicitly too (as `-vvv` or a logging config could).
+    loggers = [logging.getLogger(name) for name in ("", "websockets", "livedata.broker.ibkr.websocket")]
+    old_levels = [lg.level for lg in loggers]
     handler = _Everything()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
+    loggers[0].addHandler(handler)
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
     try:
         yield handler
     finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
+        loggers[0].removeHandler(handler)
+        for lg, level in zip(loggers, old_levels):
+            lg.setLevel(level)
 
 
 @pytest.mark.parametrize("cookie_auth", [True, False], ids=["cookie", "session-frame"])
