@@ -32,13 +32,29 @@ def _print_err(message: str) -> None:
     print(f"livedata: {message}", file=sys.stderr)
 
 
-def _redis_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis-url", metavar="URL", help="Redis URL (default: $LIVEDATA_REDIS_URL or redis://localhost:6379/0)")
-    parser.add_argument("--prefix", metavar="PREFIX", help="deployment prefix of the channels (default: $LIVEDATA_PREFIX or none)")
+def _redis_args(parser: argparse.ArgumentParser, config: bool = True) -> None:
+    parser.add_argument("--redis-url", metavar="URL", help="Redis URL (default: $LIVEDATA_REDIS_URL, the config file's "
+                        "[redis] url, or redis://localhost:6379/0)")
+    parser.add_argument("--prefix", metavar="PREFIX", help="deployment prefix of the channels (default: $LIVEDATA_PREFIX, "
+                        "the config file's [redis] prefix, or none)")
+    if config:
+        parser.add_argument("--config", "-c", metavar="FILE", help="TOML configuration (default: ./livedata.toml if present)")
 
 
 def _url_and_prefix(args: argparse.Namespace) -> tuple[str | None, str]:
-    return args.redis_url or os.environ.get("LIVEDATA_REDIS_URL"), args.prefix if args.prefix is not None else os.environ.get("LIVEDATA_PREFIX", "")
+    """Redis URL and prefix: flags, then environment, then the config file, then the defaults."""
+    url = args.redis_url or os.environ.get("LIVEDATA_REDIS_URL")
+    prefix = args.prefix if args.prefix is not None else os.environ.get("LIVEDATA_PREFIX")
+    config_path = getattr(args, "config", None)
+    if (url is None or prefix is None) and (config_path or os.path.exists("livedata.toml")):
+        from .runner import load_config_file
+
+        redis_config = load_config_file(config_path).redis
+        if url is None and redis_config.explicit:
+            url = redis_config.url
+        if prefix is None:
+            prefix = redis_config.prefix
+    return url, prefix or ""
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -112,6 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         (name, bc), = config.brokers.items()
         config = attrs.evolve(config, brokers={name: attrs.evolve(bc, symbols=symbols)})
 
+    runner = Runner(config)  # checks brokers, symbols and settings before anything is started
     embedded = None
     if not _redis_reachable(config.redis.url):
         if config.redis.explicit or args.no_embedded:
@@ -120,13 +137,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         embedded = _start_embedded_redis()
         config = attrs.evolve(config, redis=attrs.evolve(config.redis, url=embedded.url))
+        runner = Runner(config)
         print(
             f"livedata: no Redis at redis://localhost:6379/0, so an embedded redis-server ({embedded.binary}) is running "
             f"for this run at {embedded.url}\n"
             f"livedata: subscribe from another terminal:  LIVEDATA_REDIS_URL={embedded.url} livedata tail 'quotes:*'",
             file=sys.stderr,
         )
-    runner = Runner(config)
     try:
         asyncio.run(_run(runner, quiet=args.quiet))
     finally:
@@ -312,7 +329,6 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def _broker_context(args: argparse.Namespace) -> tuple[Any, Any]:
     from .plugins import get_broker
     from .runner import load_config_file
-    from .tokens import MemoryTokenStore
 
     broker = get_broker(args.broker)
     settings: dict[str, Any] = {}
@@ -320,10 +336,9 @@ def _broker_context(args: argparse.Namespace) -> tuple[Any, Any]:
         config = load_config_file(args.config)
         if args.broker in config.brokers:
             settings = config.brokers[args.broker].settings
-    from . import tokens as token_module
+    from .tokens import resolve_token_store
 
-    resolve = getattr(token_module, "resolve_token_store", None)
-    store = resolve(args.broker) if resolve else MemoryTokenStore()
+    store = resolve_token_store(args.broker)
     return broker, broker.make_context(settings, store)
 
 
@@ -398,10 +413,8 @@ async def _publish_all(args: argparse.Namespace, items: list[Any]) -> None:
 
 
 def cmd_plugin_new(args: argparse.Namespace) -> int:
-    try:
-        from .scaffold import create_plugin
-    except ImportError:
-        raise ConfigError("plugin scaffolding is not available in this version") from None
+    from .scaffold import create_plugin
+
     path = create_plugin(args.name, args.directory)
     print(f"created {path}\nnext: pip install -e {path} && livedata plugins")
     return EXIT_OK
@@ -420,7 +433,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the configured brokers into Redis (default: the demo broker)",
                        description="Run brokers into Redis until Ctrl-C or SIGTERM. With no configuration, runs the "
                        "built-in demo broker. If no Redis is reachable at the default URL, starts an embedded one.")
-    p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration (default: ./livedata.toml if present)")
     p.add_argument("--broker", "-b", action="append", metavar="NAME", help="run only this broker (repeatable)")
     p.add_argument("--symbols", "-s", metavar="A,B,...", help="symbols to stream (with exactly one broker)")
     p.add_argument("--no-embedded", action="store_true", help="never start an embedded Redis; fail if none is reachable")
@@ -471,7 +483,6 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--no-publish", action="store_true", help="only print; do not publish to Redis")
             p.add_argument("--days", type=float, default=1.0, help="orders/transactions: how many days back (default 1)")
         p.add_argument("--json", action="store_true", help="print JSON")
-        p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration with the broker's settings")
         _redis_args(p)
         p.set_defaults(func=cmd_fetch, kind=kind)
         if kind == "accounts":
@@ -483,6 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
     pn.add_argument("name", metavar="NAME", help="broker name, e.g. 'acme'")
     pn.add_argument("--directory", "-d", default=".", help="where to create livedata-NAME/ (default: here)")
     pn.set_defaults(func=cmd_plugin_new)
+    # -v and --log-json work after the command too (`livedata run -v`).
+    for command_parser in [*sub.choices.values(), pn]:
+        command_parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                                    help="more log output (-vv for debug)")
+        command_parser.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS,
+                                    help="log one JSON object per line (also LIVEDATA_LOG_FORMAT=json)")
     return parser
 
 
@@ -493,14 +510,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _setup(args)
+    import redis
+
+    from .logs import mask_secrets
+
     try:
         return args.func(args)
     except ConfigError as exc:
-        _print_err(f"configuration error: {exc}")
+        _print_err(mask_secrets(f"configuration error: {exc}"))
         return EXIT_USAGE
     except LivedataError as exc:
-        _print_err(str(exc))
+        _print_err(mask_secrets(str(exc)))
         return EXIT_ERROR
+    except redis.RedisError as exc:
+        _print_err(mask_secrets(f"Redis: {exc}"))
+        return EXIT_ERROR
+    except ValueError as exc:  # a bad pattern or URL given on the command line
+        _print_err(mask_secrets(str(exc)))
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
 

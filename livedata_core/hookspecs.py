@@ -149,7 +149,8 @@ def fetch_orders(ctx: BrokerContext, account_id: str, since: int) -> list[Order]
     """Return the orders of one account entered or changed since a time. Capability: ``fetch_orders``.
 
     Called on the configured interval. The runner publishes each new order state exactly once (keyed by
-    order id, status and filled quantity), so returning an order again is harmless.
+    account, order id, status, ``broker_status``, filled quantity, quantity and prices), so returning
+    an order again is harmless, also when the broker's stream reported it already.
 
     :param since: milliseconds since the epoch: a day before the previous successful poll (or before the
         runner started). The broker may return more than asked, never less.

@@ -17,6 +17,8 @@ _SECRET_PATTERNS = [
     re.compile(r"(?i)((?:client_secret|app_secret|password|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+"),
     re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+(@)"),
     re.compile(r"([?&]code=)[^&\s\"']+"),  # OAuth authorization codes in callback URLs
+    re.compile(r"(?i)((?:set-)?cookie[\"']?\s*[:=]\s*[\"']?)[^\n\"']+"),
+    re.compile(r"(?i)([\"']session[\"']\s*:\s*[\"'])[^\"']+"),
 ]
 
 
@@ -43,7 +45,7 @@ class _Formatter(logging.Formatter):
         base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
         if record.exc_info:
             base += "\n" + self.formatException(record.exc_info)
-        return base
+        return mask_secrets(base)  # tracebacks too: exception text can quote a URL or a header
 
 
 class _JsonFormatter(logging.Formatter):
@@ -56,7 +58,7 @@ class _JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data)
+        return mask_secrets(json.dumps(data))
 
 
 def setup_logging(verbosity: int = 0, json_lines: bool | None = None) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import unquote, urlsplit, urlunsplit
+import re
+from urllib.parse import unquote, urlsplit
 
 import attrs
 
@@ -23,19 +24,22 @@ def redis_url_from_env() -> tuple[str, bool]:
     return DEFAULT_REDIS_URL, False
 
 
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)@")
+
+
 def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, safe for logs and messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable redis url>"
-    if parts.password is None:
+    """``url`` with its password replaced by ``***``, safe for logs and messages.
+
+    Works on the raw text up to the last ``@``, so a password with ``/``, ``#`` or ``?`` that was not
+    percent-encoded (and so confuses URL parsers) is hidden too.
+    """
+    match = _USERINFO.match(url)
+    if match is None:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    userinfo = match.group(2)
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else userinfo
+    hidden = f"{user}:***" if ":" in userinfo else "***"
+    return match.group(1) + hidden + "@" + url[match.end():]
 
 
 @attrs.frozen(repr=False)

@@ -157,3 +157,27 @@ def test_logs_mask_secrets_and_can_be_json(capsys):
     assert record["level"] == "info" and record["logger"] == "livedata.test"
     assert "abc123secret" not in line and "eyJhbGciOi" not in line and ":pw@" not in line
     setup_logging(0)
+
+
+def test_tracebacks_are_masked_too(capsys):
+    import logging
+
+    from livedata_core.logs import setup_logging
+
+    setup_logging(0)
+    try:
+        raise RuntimeError("GET https://api/cb?code=AUTHCODE123 failed, Authorization: Bearer eyJSECRETSECRET")
+    except RuntimeError:
+        logging.getLogger("livedata.test").exception("stream crashed")
+    err = capsys.readouterr().err
+    assert "stream crashed" in err and "RuntimeError" in err
+    assert "AUTHCODE123" not in err and "eyJSECRETSECRET" not in err
+
+
+@pytest.mark.parametrize("url", ["redis://:ab/cd+ef==@redis.invalid:6379/0", "redis://u:pa#ss@127.0.0.1:1/0"])
+def test_passwords_that_confuse_url_parsers_are_still_hidden(url, tmp_path):
+    for args in (["run"], ["status"], ["tail", "quotes:*", "-n", "1"]):
+        out = run(*args, env={"LIVEDATA_REDIS_URL": url}, cwd=tmp_path, timeout=30)
+        assert out.returncode != 0
+        assert "cd+ef" not in out.stderr + out.stdout and "pa#ss" not in out.stderr + out.stdout, args
+        assert "Traceback" not in out.stderr, args

@@ -564,3 +564,22 @@ def test_a_refused_live_subscribe_is_reported_and_rolled_back(redis_server, mess
         return symbols
 
     assert asyncio.run(go()) == ["AAPL"]
+
+
+def test_refused_commands_are_answered_not_left_to_time_out(redis_server):
+    async def go():
+        runner = Runner(demo_config(redis_server.url), token_store=MemoryTokenStore())
+        task = await start(runner)
+        runner.runtimes["demo"].ctx.status["odd"] = {1, 2}  # a plugin's status line JSON has no type for
+        client = ControlClient(redis_server.url, timeout=3)
+        try:
+            with pytest.raises(ControlError, match="at most 1000 symbols"):
+                await asyncio.to_thread(client.subscribe, "demo", [f"S{i}" for i in range(1001)])
+            status = await asyncio.to_thread(client.status)
+        finally:
+            client.close()
+            await stop(runner, task)
+        return status
+
+    status = asyncio.run(go())
+    assert status["brokers"]["demo"]["extra"]["odd"] in ("{1, 2}", "{2, 1}")

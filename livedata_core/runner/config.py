@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from ..channels import validate_prefix
+from ..channels import validate_identifier, validate_prefix
 from ..errors import ConfigError, InvalidIdentifier
 from ..redis_url import DEFAULT_REDIS_URL, parse_redis_url
 
@@ -154,6 +154,8 @@ def _redis(data: dict[str, Any], env: dict[str, str]) -> RedisConfig:
         raise ConfigError(f"redis.url must be a string, was {type(url).__name__}")
     parse_redis_url(url)
     prefix = env.get("LIVEDATA_PREFIX", data.get("prefix", ""))
+    if not isinstance(prefix, str):
+        raise ConfigError(f"redis.prefix must be a string, was {prefix!r}")
     try:
         validate_prefix(prefix)
     except InvalidIdentifier as exc:
@@ -180,6 +182,11 @@ def _broker(name: str, data: Any) -> BrokerConfig | None:
     accounts = data.pop("accounts", None)
     if accounts is not None:
         accounts = _strings(accounts, f"{where}.accounts")
+        for account in accounts:
+            try:
+                validate_identifier(account)
+            except InvalidIdentifier as exc:
+                raise ConfigError(f"{where}.accounts: {exc}") from None
     poll_data = _table(data.pop("poll", {}), f"[{where}.poll]")
     _unknown(poll_data, set(POLL_KINDS), f"[{where}.poll]")
     poll = PollIntervals(**{k: _number(v, f"{where}.poll.{k}") for k, v in poll_data.items()})

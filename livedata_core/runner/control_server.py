@@ -12,12 +12,18 @@ import orjson
 import redis.asyncio as aioredis
 
 from ..channels import control_channel, status_key
-from ..control import validate_command
+from ..control import reply_prefix, validate_command
 from ..errors import LivedataError
+from ..logs import mask_secrets
 from .backoff import Backoff
 from .tasks import reraise_if_cancelling
 
 __all__ = ["ControlServer"]
+
+
+def _dumps(data: Any) -> bytes:
+    # Plugins put what they like in ctx.status; anything JSON has no type for is shown as text.
+    return orjson.dumps(data, default=str)
 
 log = logging.getLogger("livedata.runner.control")
 
@@ -91,31 +97,43 @@ class ControlServer:
         request_id = None
         try:
             data = orjson.loads(raw)
-            request_id = data.get("id") if isinstance(data, dict) else None
+            if isinstance(data, dict):
+                request_id = data.get("id")
+                candidate = data.get("reply_to")
+                # Known before the rest is checked, so that a refused command is answered, not left to time out.
+                if isinstance(candidate, str) and candidate.startswith(reply_prefix(self.prefix)):
+                    reply_to = candidate
             command = validate_command(data, self.prefix)
-            reply_to = command.get("reply_to")
             result = await self.handler(command)
             reply = {"id": request_id, "ok": True, "result": result}
         except (orjson.JSONDecodeError, ValueError, LivedataError) as exc:
             log.warning("refused control command: %s", exc)
-            reply = {"id": request_id, "ok": False, "error": str(exc)}
+            reply = {"id": request_id, "ok": False, "error": mask_secrets(str(exc))}
         except Exception as exc:  # never let a command kill the listener
             log.exception("control command failed")
-            reply = {"id": request_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            reply = {"id": request_id, "ok": False, "error": mask_secrets(f"{type(exc).__name__}: {exc}")}
         if reply_to:
-            with contextlib.suppress(Exception):
-                await self.redis.publish(reply_to, orjson.dumps(reply))
+            try:
+                await self.redis.publish(reply_to, _dumps(reply))
+            except Exception as exc:
+                reraise_if_cancelling()
+                log.warning("could not answer a control command: %s", exc)
 
     async def _store_status(self, status: dict[str, Any]) -> None:
         ttl = max(5, int(self.status_interval * 5))
-        await self.redis.set(status_key(self.prefix), orjson.dumps(status), ex=ttl)
+        await self.redis.set(status_key(self.prefix), _dumps(status), ex=ttl)
 
     async def _write_status(self) -> None:
+        failing = False
         while True:
             try:
                 await self._store_status(self.status())
-            except Exception:
+                failing = False
+            except Exception as exc:
                 reraise_if_cancelling()
+                if not failing:  # once per outage, not every second
+                    log.warning("could not store the status: %s", exc)
+                failing = True
             await asyncio.sleep(self.status_interval)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 
 from ..errors import AuthError, LoginRequired, RateLimited
@@ -29,6 +30,7 @@ class AccountPoller:
         self.rt = runtime
         self.log = logging.getLogger(f"livedata.runner.{runtime.broker.name}.poll")
         self.started_ms = now_ms()
+        self.started = time.monotonic()
         self.accounts: list[str] = []
 
     def kinds(self) -> list[str]:
@@ -83,6 +85,13 @@ class AccountPoller:
                 self.rt.status.state = "login_required"
         return delay
 
+    def _until_next_tick(self, interval: float, at_least: float) -> float:
+        # Polls run on ticks counted from the start (not "interval after the last poll"), so the loops of one
+        # account stay together even after errors: brokers can answer positions and balances with one request.
+        now = time.monotonic()
+        elapsed = now + at_least - self.started
+        return self.started + math.ceil(elapsed / interval - 1e-9) * interval - now
+
     async def _poll_loop(self, account: str, kind: str) -> None:
         interval = getattr(self.rt.config.poll, kind)
         hook = f"fetch_{kind}"
@@ -122,4 +131,4 @@ class AccountPoller:
                 reraise_if_cancelling()
                 delay = self._handle_error(f"{hook}({account})", exc, generation, backoff)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.rt.stopping.wait(), delay)
+                await asyncio.wait_for(self.rt.stopping.wait(), self._until_next_tick(interval, delay))

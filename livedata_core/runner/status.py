@@ -27,7 +27,9 @@ class BrokerStatus:
     extra: dict[str, Any] = attrs.field(factory=dict)
 
     def error(self, message: str) -> None:
-        self.last_error = message
+        from ..logs import mask_secrets
+
+        self.last_error = mask_secrets(message)  # shown by `livedata status` and stored in Redis
         self.last_error_at = time.time()
 
     def as_dict(self) -> dict[str, Any]:
