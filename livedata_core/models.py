@@ -38,10 +38,6 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _now_ms_factory() -> int:
-    return time.time_ns() // 1_000_000
-
-
 _frozen = attrs.frozen(slots=True, kw_only=True)
 
 
@@ -69,7 +65,7 @@ class Quote:
     close: float | None = None
     mark: float | None = None
     timestamp: int | None = None
-    received_at: int = attrs.field(factory=_now_ms_factory)
+    received_at: int = attrs.field(factory=now_ms)
     extra: dict[str, Any] | None = None
 
     @property
@@ -96,7 +92,7 @@ class Position:
     unrealized_pnl: float | None = None
     asset_type: str | None = None
     timestamp: int | None = None
-    received_at: int = attrs.field(factory=_now_ms_factory)
+    received_at: int = attrs.field(factory=now_ms)
     extra: dict[str, Any] | None = None
 
     @property
@@ -123,7 +119,7 @@ class Balance:
     equity: float | None = None
     maintenance_requirement: float | None = None
     timestamp: int | None = None
-    received_at: int = attrs.field(factory=_now_ms_factory)
+    received_at: int = attrs.field(factory=now_ms)
     extra: dict[str, Any] | None = None
 
     @property
@@ -175,7 +171,7 @@ class Order:
     time_in_force: str | None = None
     entered_at: int | None = None
     timestamp: int | None = None
-    received_at: int = attrs.field(factory=_now_ms_factory)
+    received_at: int = attrs.field(factory=now_ms)
     extra: dict[str, Any] | None = None
 
     @property
@@ -203,7 +199,7 @@ class Transaction:
     description: str | None = None
     order_id: str | None = None
     timestamp: int | None = None
-    received_at: int = attrs.field(factory=_now_ms_factory)
+    received_at: int = attrs.field(factory=now_ms)
     extra: dict[str, Any] | None = None
 
     @property
