@@ -63,7 +63,14 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "shell"):
         print(__doc__, file=sys.stderr)
         return 2
-    ensure_environment()
+    try:
+        ensure_environment()
+    except KeyboardInterrupt:
+        print("dev.py: interrupted while installing; run it again to finish", file=sys.stderr)
+        return 130
+    except subprocess.CalledProcessError as exc:
+        print(f"dev.py: installing into .venv failed (exit {exc.returncode}); see pip's output above", file=sys.stderr)
+        return 1
     command, rest = argv[0], argv[1:]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     if command == "demo":
