@@ -177,11 +177,18 @@ async def _run(runner: Any, quiet: bool) -> None:
     task.result()
 
 
+def _price(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
 def _summary(status: dict[str, Any]) -> str:
     pub = status["publisher"]
     parts = [f"published {pub['published']}" + ("" if pub["connected"] else " (Redis unreachable, queueing)")]
     for name, b in status["brokers"].items():
         item = f"{name}: {b['state']}, {b['messages']} msgs"
+        q = b.get("last_quote")
+        if q:
+            item += f", {q['symbol']} {_price(q['bid'])}/{_price(q['ask'])} last {_price(q['last'])}"
         if b["last_error"] and b["state"] != "streaming":
             item += f", last error: {b['last_error']}"
         parts.append(item)
@@ -275,6 +282,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  connected since  {_ago(b['connected_since'], now)}")
         print(f"  symbols          {', '.join(b['symbols']) or '-'}")
         print(f"  messages         {b['messages']} (last {_ago(b['last_message_at'], now)})")
+        q = b.get("last_quote")
+        if q:
+            print(f"  last quote       {q['symbol']} bid {_price(q['bid'])} ask {_price(q['ask'])} last {_price(q['last'])}")
         print(f"  last heartbeat   {_ago(b['last_heartbeat_at'], now)}")
         print(f"  reconnects       {b['reconnects']}")
         print(f"  last error       {b['last_error'] or '-'}" + (f" ({_ago(b['last_error_at'], now)})" if b['last_error'] else ""))

@@ -78,6 +78,7 @@ def test_tail_status_subscribe_against_a_running_runner(runner_process, redis_se
     assert out.returncode == 0
     assert "[demo] streaming" in out.stdout
     assert re.search(r"symbols\s+MSFT, NVDA", out.stdout)
+    assert re.search(r"last quote\s+(MSFT|NVDA) bid \d", out.stdout)
     status = json.loads(run("status", "--json", env=env).stdout)
     assert status["brokers"]["demo"]["messages"] > 0
 

@@ -78,6 +78,7 @@ class BrokerRuntime:
         self._stream_obj: BrokerStream | None = None
         self._last_activity = 0.0
         self.stopping = asyncio.Event()
+        self.last_quote: Quote | None = None
         self.order_events = OrderEvents()
         self.transaction_events = TransactionEvents()
 
@@ -249,6 +250,7 @@ class BrokerRuntime:
                             self.skip("quote refused", model.symbol, exc)
                             continue
                         n += 1
+                        self.last_quote = model
                 elif publish(model):
                     n += 1
             if n:
@@ -333,7 +335,10 @@ class BrokerRuntime:
         if self._stream_obj is not None:
             self._merge_skips(self._stream_obj)
         self.status.extra.update(self.ctx.status)
-        return self.status.as_dict()
+        data = self.status.as_dict()
+        q = self.last_quote
+        data["last_quote"] = None if q is None else {"symbol": q.symbol, "bid": q.bid, "ask": q.ask, "last": q.last}
+        return data
 
     def stop(self) -> None:
         self.stopping.set()
