@@ -11,6 +11,7 @@ message whose whole content (``seq``, account, type and data) equals one of the 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import deque
 from typing import Any
 
@@ -73,33 +74,43 @@ _WANTED = frozenset(
     }
 )  # fmt: skip
 _MAX_DEPTH = 12
+_MAX_SCALE = 64
 
 
 def decode_number(value: Any) -> float | None:
     """Decode Schwab's ``{"lo": "220470000", "signScale": 12}`` numbers (220.47), or plain numbers.
 
     The value is ``int(lo) / 10 ** (signScale // 2)``, negative when ``signScale`` is odd; a missing ``lo``
-    is 0; no ``signScale`` means an integer.
+    is 0; no ``signScale`` means an integer. Anything that is not a finite float (a ``signScale`` outside
+    0..64, a ``lo`` too large for a float, text that is no number) is ``None``.
     """
-    if type(value) is float or type(value) is int:
-        return float(value)
-    if isinstance(value, dict):
-        try:
-            lo = int(value.get("lo", 0))
+    try:
+        if type(value) is float or type(value) is int:
+            number = float(value)
+        elif isinstance(value, dict):
+            lo = value.get("lo", 0)
+            if type(lo) is not str and type(lo) is not int and type(lo) is not float:
+                return None
+            lo = int(lo)
             scale = value.get("signScale")
             if scale is None:
-                return float(lo)
-            scale = int(scale)
-            number = lo / 10 ** (scale // 2)
-            return -number if scale % 2 else number
-        except (TypeError, ValueError):
+                number = float(lo)
+            else:
+                if type(scale) is not int and type(scale) is not str:
+                    return None
+                scale = int(scale)
+                if not 0 <= scale <= _MAX_SCALE:
+                    return None
+                number = lo / 10 ** (scale // 2)
+                if scale % 2:
+                    number = -number
+        elif isinstance(value, str):
+            number = float(value)
+        else:
             return None
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _collect(node: Any, found: dict[str, Any], depth: int = 0) -> None:
@@ -132,8 +143,13 @@ def message_digest(item: Any) -> str:
 
 
 def _text(value: Any) -> str | None:
-    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
-        return str(value)
+    if type(value) is str:
+        return value or None
+    if type(value) is int:
+        try:
+            return str(value)
+        except ValueError:  # more digits than Python converts
+            return None
     return None
 
 
@@ -188,18 +204,35 @@ class ActivityParser:
         ts = envelope_ts if type(envelope_ts) is int and envelope_ts > 0 else None
         out: list[Order] = []
         for item in content:
-            order = self._one(item, ts, received_at, stats)
+            try:
+                order = self._one(item, ts, received_at, stats)
+            except Exception as exc:  # never lose the event, nor the other items of the frame
+                stats.skip("account activity item could not be parsed (published as unknown)",
+                           f"{type(exc).__name__}: {exc}")  # fmt: skip
+                order = self._unreadable(item, ts, received_at)
             if order is not None:
                 out.append(order)
         return out
+
+    def _unreadable(self, item: Any, ts: int | None, received_at: int) -> Order:
+        """The order event for an item we could not read at all: ``unknown`` with the raw message."""
+        account = mtype = None
+        if isinstance(item, dict):
+            account = _account(item.get("1"))
+            mtype = _text(item.get("2"))
+        try:
+            raw = repr(item)[:2000]
+        except Exception:
+            raw = type(item).__name__
+        return Order(broker=self.broker, account_id=account or "unknown", order_id=f"unknown-{message_digest(item)}",
+                     status="unknown", broker_status=mtype, timestamp=ts, received_at=received_at,
+                     extra={"raw": raw})  # fmt: skip
 
     def _one(self, item: Any, ts: int | None, received_at: int, stats: StreamStats) -> Order | None:
         if not isinstance(item, dict):
             # Still an account event we were sent: publish it as unknown rather than lose it.
             stats.skip("account activity item is not an object (published as unknown)", item)
-            return Order(broker=self.broker, account_id="unknown", order_id=f"unknown-{message_digest(item)}",
-                         status="unknown", timestamp=ts, received_at=received_at,
-                         extra={"raw": str(item)[:500]})  # fmt: skip
+            return self._unreadable(item, ts, received_at)
         seq = item.get("seq")
         digest = message_digest(item)
         if seq is not None and self._is_repeat(digest):

@@ -114,10 +114,12 @@ def error_for_code(
     CLOSE_CONNECTION is :class:`ConnectionLimit`; the other connection-ending codes are :class:`StreamError`;
     a failed command on a live connection is a :class:`BrokerError`.
     """
+    if type(code) is not int:
+        code = None  # a malformed code (a list, text) is an unknown failure, never a crash
     if code in SUCCESS_CODES:
         return None
     text = str(msg)[:200] if msg is not None else ""
-    name = CODE_NAMES.get(code, "UNKNOWN_CODE") if isinstance(code, int) else "UNKNOWN_CODE"
+    name = CODE_NAMES.get(code, "UNKNOWN_CODE") if code is not None else "UNKNOWN_CODE"
     what = f"{service} {command}"
     if code == 3:
         return AuthError(f"the Schwab streamer denied the login ({text or 'no reason given'})")

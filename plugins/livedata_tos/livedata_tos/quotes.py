@@ -22,6 +22,7 @@ QUOTE_TIME, TRADE_TIME = 12, 13
 ACTIVE_SYMBOL = 14  # futures only: the contract a bare root such as /ES streams (string)
 N_SLOTS = 15
 N_FLOAT = 12
+_MAX_INT = 2**63  # the wire's integers are 64-bit; anything larger is a bad value (and may not fit a float)
 
 # Streamer field number -> slot (Schwab Streamer Guide field tables).
 FIELDS: dict[str, dict[str, int]] = {
@@ -98,9 +99,7 @@ class QuoteBook:
             return []
         fallback_ts = envelope_ts if type(envelope_ts) is int and envelope_ts > 0 else None
         futures = service == FUTURES
-        states = self._state
         wanted = self._wanted
-        broker = self.broker
         out: list[Quote] = []
         get = fields.get
         for item in content:
@@ -108,64 +107,75 @@ class QuoteBook:
                 self.stats.skip("level-one item is not an object", item)
                 continue
             symbol = item.get("key")
+            if type(symbol) is not str:
+                self.stats.skip("level-one item without a string key", symbol)
+                continue
             if symbol not in wanted:
                 self.stats.skip("level-one data for a symbol not subscribed", symbol)
                 continue
-            state = states.get(symbol)
-            if state is None:
-                state = states[symbol] = [None] * N_SLOTS
-            for k, v in item.items():
-                slot = get(k)
-                if slot is None:
-                    if k not in META_KEYS:
-                        self._other_key(service, symbol, k, v)
-                    continue
-                tv = type(v)
-                if slot < N_FLOAT:
-                    if tv is float:
-                        state[slot] = v
-                        continue
-                    if tv is int:  # bool is not int here: type() is exact
-                        state[slot] = float(v)
-                        continue
-                elif slot != ACTIVE_SYMBOL:
-                    if tv is int and v > 0:
-                        state[slot] = v
-                        continue
-                elif tv is str:
+            try:
+                quote = self._merge(service, get, futures, symbol, item, fallback_ts, received_at)
+            except Exception as exc:  # one bad item must not cost the others in the frame
+                self.stats.skip("level-one item could not be parsed", f"{symbol}: {type(exc).__name__}: {exc}")
+                continue
+            out.append(quote)
+        return out
+
+    def _merge(self, service: str, get: Any, futures: bool, symbol: str, item: dict[str, Any],
+               fallback_ts: int | None, received_at: int) -> Quote:  # fmt: skip
+        """Merge one item's fields into the symbol's state and return the complete quote."""
+        state = self._state.get(symbol)
+        if state is None:
+            state = self._state[symbol] = [None] * N_SLOTS
+        for k, v in item.items():
+            slot = get(k)
+            if slot is None:
+                if k not in META_KEYS:
+                    self._other_key(service, symbol, k, v)
+                continue
+            tv = type(v)
+            if slot < N_FLOAT:
+                if tv is float:
                     state[slot] = v
                     continue
-                self.stats.skip(f"{service} bad value", (symbol, k, v))
-            qt = state[QUOTE_TIME]
-            tt = state[TRADE_TIME]
-            if qt is None:
-                ts = tt if tt is not None else fallback_ts
-            else:
-                ts = qt if tt is None or qt >= tt else tt
-            extra = None
-            if self._delayed.get(symbol):
-                extra = {"delayed": True}
-            if futures and state[ACTIVE_SYMBOL] is not None and state[ACTIVE_SYMBOL] != symbol:
-                extra = dict(extra or (), active_symbol=state[ACTIVE_SYMBOL])
-            out.append(
-                Quote(
-                    broker=broker,
-                    symbol=symbol,
-                    bid=state[BID],
-                    ask=state[ASK],
-                    last=state[LAST],
-                    volume=state[VOLUME],
-                    bid_size=state[BID_SIZE],
-                    ask_size=state[ASK_SIZE],
-                    last_size=state[LAST_SIZE],
-                    open=state[OPEN],
-                    high=state[HIGH],
-                    low=state[LOW],
-                    close=state[CLOSE],
-                    mark=state[MARK],
-                    timestamp=ts,
-                    received_at=received_at,
-                    extra=extra,
-                )
-            )
-        return out
+                if tv is int and -_MAX_INT < v < _MAX_INT:  # bool is not int here: type() is exact
+                    state[slot] = float(v)
+                    continue
+            elif slot != ACTIVE_SYMBOL:
+                if tv is int and 0 < v < _MAX_INT:
+                    state[slot] = v
+                    continue
+            elif tv is str:
+                state[slot] = v
+                continue
+            self.stats.skip(f"{service} bad value", (symbol, k, v))
+        qt = state[QUOTE_TIME]
+        tt = state[TRADE_TIME]
+        if qt is None:
+            ts = tt if tt is not None else fallback_ts
+        else:
+            ts = qt if tt is None or qt >= tt else tt
+        extra = None
+        if self._delayed.get(symbol):
+            extra = {"delayed": True}
+        if futures and state[ACTIVE_SYMBOL] is not None and state[ACTIVE_SYMBOL] != symbol:
+            extra = dict(extra or (), active_symbol=state[ACTIVE_SYMBOL])
+        return Quote(
+            broker=self.broker,
+            symbol=symbol,
+            bid=state[BID],
+            ask=state[ASK],
+            last=state[LAST],
+            volume=state[VOLUME],
+            bid_size=state[BID_SIZE],
+            ask_size=state[ASK_SIZE],
+            last_size=state[LAST_SIZE],
+            open=state[OPEN],
+            high=state[HIGH],
+            low=state[LOW],
+            close=state[CLOSE],
+            mark=state[MARK],
+            timestamp=ts,
+            received_at=received_at,
+            extra=extra,
+        )

@@ -327,7 +327,7 @@ class TosStream(BrokerStream):
             finally:
                 self._pending = None
         content = answer.get("content")
-        code = content.get("code") if isinstance(content, dict) else None
+        code = _code(answer)
         msg = content.get("msg") if isinstance(content, dict) else None
         error = error_for_code(code, msg, service, command, connection_limit_retry=self.connection_limit_retry)
         if error is not None:
@@ -395,14 +395,18 @@ class TosStream(BrokerStream):
         out: list[Any] = []
         heartbeat = False
         for kind, value in message.items():
-            if kind == "data":
-                self._on_data(value, received_at, out)
-            elif kind == "response":
-                self._on_responses(value)
-            elif kind == "notify":
-                heartbeat = self._on_notify(value) or heartbeat
-            else:
-                self.stats.skip("unknown message type", kind)
+            # Each part of a frame on its own: a bad notify must not cost the data next to it.
+            try:
+                if kind == "data":
+                    self._on_data(value, received_at, out)
+                elif kind == "response":
+                    self._on_responses(value)
+                elif kind == "notify":
+                    heartbeat = self._on_notify(value) or heartbeat
+                else:
+                    self.stats.skip("unknown message type", kind)
+            except Exception as exc:  # a parser bug: count it, keep the rest of the frame
+                self.stats.skip(f"{kind} could not be parsed", f"{type(exc).__name__}: {exc}")
         return out, heartbeat
 
     def _on_data(self, entries: Any, received_at: int, out: list[Any]) -> None:
@@ -414,12 +418,19 @@ class TosStream(BrokerStream):
                 self.stats.skip("data entry is not an object", entry)
                 continue
             service = entry.get("service")
-            if service in FIELDS:
-                out.extend(self._book.apply(service, entry.get("content"), entry.get("timestamp"), received_at))
-            elif service == ACCT_ACTIVITY:
-                out.extend(self._activity.apply(entry.get("content"), entry.get("timestamp"), received_at, self.stats))
-            else:
+            if type(service) is not str:
                 self.stats.skip("unknown service", service)
+                continue
+            # The parsers isolate errors per item; this catches the rest so other entries still count.
+            try:
+                if service in FIELDS:
+                    out.extend(self._book.apply(service, entry.get("content"), entry.get("timestamp"), received_at))
+                elif service == ACCT_ACTIVITY:
+                    out.extend(self._activity.apply(entry.get("content"), entry.get("timestamp"), received_at, self.stats))
+                else:
+                    self.stats.skip("unknown service", service)
+            except Exception as exc:
+                self.stats.skip(f"{service} data could not be parsed", f"{type(exc).__name__}: {exc}")
 
     # {"response":[{"service":"ADMIN","command":"LOGIN","requestid":"1","SchwabClientCorrelId":"5be0...",
     #   "timestamp":1669828276886,"content":{"code":0,"msg":"server=s0166bdv-1;status=PN"}}]}
@@ -430,8 +441,7 @@ class TosStream(BrokerStream):
             if type(answer) is not dict:
                 self.stats.skip("response is not an object", answer)
                 continue
-            content = answer.get("content")
-            code = content.get("code") if isinstance(content, dict) else None
+            code = _code(answer)
             pending = self._pending
             rid = answer.get("requestid")
             if pending is not None and not pending[3].done() and (
@@ -457,7 +467,7 @@ class TosStream(BrokerStream):
             elif "heartbeat" in notice:
                 heartbeat = True
             elif isinstance(notice.get("content"), dict):
-                code = notice["content"].get("code")
+                code = _code(notice)
                 if code in SEVERING_CODES:
                     self._fail(self._error(notice))
                 else:
@@ -469,7 +479,7 @@ class TosStream(BrokerStream):
     def _error(self, answer: dict) -> Exception:
         content = answer.get("content") or {}
         error = error_for_code(
-            content.get("code"),
+            _code(answer),
             content.get("msg"),
             str(answer.get("service", "ADMIN")),
             str(answer.get("command", "")),
@@ -494,6 +504,13 @@ class TosStream(BrokerStream):
             if (symbol in self._subscribed[service]) == subscribed:
                 groups.setdefault(service, []).append(symbol)
         return groups
+
+
+def _code(answer: dict) -> int | None:
+    """``content.code`` of a response or notice when it is an integer (anything else is no code)."""
+    content = answer.get("content")
+    code = content.get("code") if isinstance(content, dict) else None
+    return code if type(code) is int else None
 
 
 def _ends_connection(exc: Exception) -> bool:

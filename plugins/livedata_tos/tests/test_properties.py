@@ -3,12 +3,15 @@ and no input makes a parser raise or lose an account event."""
 
 from __future__ import annotations
 
+import json
+import math
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from livedata_core.models import ORDER_STATUSES
 from livedata_core.streaming import StreamStats
-from livedata_tos.activity import ActivityParser
+from livedata_tos.activity import ActivityParser, decode_number
 from livedata_tos.quotes import QuoteBook
 from livedata_tos.symbols import EQUITIES
 
@@ -54,3 +57,72 @@ def test_activity_parser_never_raises_and_publishes_every_item(content):
     orders = ActivityParser("tos").apply(content, 0, 1, StreamStats())
     assert len(orders) == len(content)
     assert all(o.status in ORDER_STATUSES for o in orders)
+
+
+# --- hostile values: unhashable keys and seqs, numbers too large for a float, absurd scales --------------------
+
+huge_ints = st.integers(min_value=2**63, max_value=10**400) | st.integers(max_value=-(2**63), min_value=-(10**400))
+hostile = st.one_of(
+    json_values,
+    huge_ints,
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.floats(),  # inf and nan too
+)
+lo_values = st.one_of(st.text(alphabet="0123456789", min_size=1, max_size=400), huge_ints, st.integers(), hostile)
+scale_values = st.one_of(st.integers(-10**12, 10**12), st.text(alphabet="0123456789-", max_size=15), hostile)
+encoded = st.fixed_dictionaries({"lo": lo_values}, optional={"signScale": scale_values})
+level_one_items = st.dictionaries(
+    st.sampled_from(["key", "1", "2", "3", "4", "8", "10", "17", "33", "34", "35", "delayed", "99"]), hostile, max_size=6
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(encoded, hostile))
+def test_decode_number_never_raises_and_is_finite_or_none(value):
+    result = decode_number(value)
+    assert result is None or (type(result) is float and math.isfinite(result))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(level_one_items, max_size=5), st.integers(0, 5))
+def test_hostile_level_one_items_never_cost_the_valid_item_of_the_frame(items, at):
+    book = QuoteBook("tos", StreamStats())
+    book.want(["X", "OK"])
+    content = list(items)
+    content.insert(min(at, len(content)), {"key": "OK", "1": 1.5, "2": 1.6})
+    quotes = book.apply(EQUITIES, content, 1, 1)
+    ok = [q for q in quotes if q.symbol == "OK"]
+    assert ok and ok[-1].bid == 1.5 and ok[-1].ask == 1.6
+
+
+activity_items = st.fixed_dictionaries(
+    {},
+    optional={
+        "seq": hostile,
+        "key": hostile,
+        "1": st.one_of(st.just("12345678"), hostile),
+        "2": st.one_of(st.sampled_from(["OrderCreated", "OrderFillCompleted", "ExecutionCreated"]), hostile),
+        "3": st.one_of(
+            st.builds(lambda q, p, l: json.dumps({"SchwabOrderID": "9", "Quantity": q, "LimitPrice": p,
+                                                  "LeavesQuantity": l}), encoded, encoded, encoded),  # fmt: skip
+            st.builds(lambda q: {"SchwabOrderID": "9", "CumulativeQuantity": q}, encoded),
+            hostile,
+        ),
+    },
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(activity_items, max_size=5), st.integers(0, 5))
+def test_hostile_activity_items_are_each_published_and_never_cost_the_valid_order(items, at):
+    valid = {"seq": "valid", "1": "12345678", "2": "OrderAccepted", "3": json.dumps({"SchwabOrderID": "1", "Status": "WORKING"})}
+    content = list(items)
+    content.insert(min(at, len(content)), valid)
+    stats = StreamStats()
+    orders = ActivityParser("tos").apply(content, 0, 1, stats)
+    # Items without seq are never repeats; items with a seq are dropped only as exact repeats of an earlier one.
+    assert len(orders) >= 1
+    assert [(o.order_id, o.status, o.account_id) for o in orders if o.order_id == "1"] == [("1", "open", "12345678")]
+    assert all(o.status in ORDER_STATUSES for o in orders)
+    assert all(o.order_id != "unknown" and o.account_id for o in orders)
