@@ -21,14 +21,16 @@ from livedata_core.channels import validate_identifier
 from livedata_core.errors import InvalidIdentifier
 from livedata_core.models import Order
 from livedata_core.streaming import StreamStats
+from livedata_schwab.parsers import order_status as schwab_order_status
 
-__all__ = ["ActivityParser", "EVENTS", "decode_number", "message_digest"]
+__all__ = ["ActivityParser", "EVENTS", "SCHWAB_STATUSES", "decode_number", "message_digest", "status_for_word"]
 
-# message type -> (event name, the order status it implies or None when the message alone does not say)
+# message type -> (event name, the Schwab order status it implies, or None when the message alone does not say).
+# The implied word goes through the same mapping as a "Status" word in the data (see status_for_word).
 EVENTS: dict[str, tuple[str, str | None]] = {
-    "OrderEntryRequest": ("entry_requested", "pending"),
-    "OrderCreated": ("created", "pending"),
-    "OrderAccepted": ("accepted", "open"),
+    "OrderEntryRequest": ("entry_requested", "NEW"),
+    "OrderCreated": ("created", "NEW"),
+    "OrderAccepted": ("accepted", "ACCEPTED"),  # accepted by Schwab, not yet working: pending, as in REST
     "OrderMonitorCreated": ("monitor_created", None),
     "OrderMonitorUpdated": ("monitor_updated", None),
     "OrderMonitorCompleted": ("monitor_completed", None),
@@ -37,33 +39,48 @@ EVENTS: dict[str, tuple[str, str | None]] = {
     "ExecutionRequestCompleted": ("execution_request_completed", None),
     "ExecutionCreated": ("execution_created", None),
     "OrderFillCompleted": ("fill", None),  # filled or partially filled: decided by LeavesQuantity
-    "CancelAccepted": ("cancel_accepted", "pending_cancel"),
-    "OrderUROutCompleted": ("canceled", "canceled"),  # "UR out": the cancel is confirmed
+    "CancelAccepted": ("cancel_accepted", "PENDING_CANCEL"),
+    "OrderUROutCompleted": ("canceled", "CANCELED"),  # "UR out": the cancel is confirmed
 }
 
-# Schwab's order status words (event "Status" and the REST enum), lower-cased -> ORDER_STATUSES.
-STATUS_WORDS = {
-    "open": "open",
-    "working": "open",
-    "accepted": "open",
-    "queued": "pending",
-    "new": "pending",
-    "pending_activation": "pending",
-    "awaiting_parent_order": "pending",
-    "awaiting_condition": "pending",
-    "awaiting_stop_condition": "pending",
-    "awaiting_manual_review": "pending",
-    "awaiting_release_time": "pending",
-    "pending_acknowledgement": "pending",
-    "filled": "filled",
-    "canceled": "canceled",
-    "cancelled": "canceled",
-    "pending_cancel": "pending_cancel",
-    "rejected": "rejected",
-    "expired": "expired",
-    "replaced": "replaced",
-    "pending_replace": "pending",
-}
+# Schwab's order status enum (Trader API ``Order.status``). The stream's "Status" words are mapped with the
+# Schwab REST plugin's own mapping (livedata_schwab.parsers.order_status), so both brokers publish the same
+# status for the same Schwab word on orders:<account>.
+SCHWAB_STATUSES = (
+    "AWAITING_PARENT_ORDER", "AWAITING_CONDITION", "AWAITING_STOP_CONDITION", "AWAITING_MANUAL_REVIEW",
+    "ACCEPTED", "AWAITING_UR_OUT", "PENDING_ACTIVATION", "QUEUED", "WORKING", "REJECTED", "PENDING_CANCEL",
+    "CANCELED", "PENDING_REPLACE", "REPLACED", "FILLED", "EXPIRED", "NEW", "AWAITING_RELEASE_TIME",
+    "PENDING_ACKNOWLEDGEMENT", "PENDING_RECALL", "UNKNOWN",
+)  # fmt: skip
+# Words seen only on the streamer (Schwabdev's OrderAccepted capture has "Status": "Open"), and a spelling.
+STREAM_STATUSES = {"OPEN": "open", "CANCELLED": "canceled"}
+
+
+def _squash(word: str) -> str:
+    """``Pending Replace``, ``PendingReplace`` and ``PENDING_REPLACE`` alike: upper-case letters only."""
+    return "".join(c for c in word.upper() if "A" <= c <= "Z")
+
+
+_SCHWAB_BY_SQUASHED = {_squash(w): w for w in SCHWAB_STATUSES}
+
+
+def status_for_word(word: Any, filled_quantity: float | None = None) -> str | None:
+    """The :data:`~livedata_core.models.ORDER_STATUSES` value of a Schwab status word, ``None`` if unknown.
+
+    Schwab's enum words (in any case, with spaces or CamelCase) map exactly as the Schwab REST plugin maps
+    them, ``open`` with a filled quantity becoming ``partially_filled``; ``Open`` (stream only) is ``open``.
+    """
+    if type(word) is not str:
+        return None
+    key = _squash(word)
+    schwab = _SCHWAB_BY_SQUASHED.get(key)
+    if schwab is not None:
+        return schwab_order_status(schwab, filled_quantity)
+    status = STREAM_STATUSES.get(key)
+    if status == "open" and filled_quantity:
+        return "partially_filled"
+    return status
+
 
 # Keys looked up anywhere in the message data (first occurrence wins); the nesting differs per event type.
 _WANTED = frozenset(
@@ -265,16 +282,18 @@ class ActivityParser:
             if mtype != "OrderEntryRequest":
                 complete = False
 
-        event, status = EVENTS.get(mtype or "", (None, None))
+        event, implied = EVENTS.get(mtype or "", (None, None))
         if mtype not in EVENTS:
             complete = False
         filled = decode_number(found.get("CumulativeQuantity"))
         remaining = decode_number(found.get("LeavesQuantity")) if "LeavesQuantity" in found else None
         word = found.get("Status")
-        if isinstance(word, str) and word.lower().replace(" ", "_") in STATUS_WORDS:
-            status = STATUS_WORDS[word.lower().replace(" ", "_")]
-        elif mtype == "OrderFillCompleted" and remaining is not None:
-            status = "filled" if remaining == 0 else "partially_filled"
+        status = status_for_word(word, filled)
+        if status is None:
+            if mtype == "OrderFillCompleted" and remaining is not None:
+                status = "filled" if remaining == 0 else "partially_filled"
+            elif implied is not None:
+                status = status_for_word(implied, filled)
         if status is None:
             status = "unknown"
 

@@ -219,3 +219,51 @@ def test_streamer_info_from_user_preference():
     assert "c" * 64 not in repr(info)
     with pytest.raises(BrokerError):
         StreamerInfo.from_preference({"accounts": []})
+
+
+# --- order status: the same mapping as the Schwab REST plugin ---------------------------------------------
+
+from livedata_schwab import parsers as schwab_parsers  # noqa: E402
+from livedata_tos.activity import SCHWAB_STATUSES, status_for_word  # noqa: E402
+
+
+def _variants(word: str) -> list[str]:
+    camel = "".join(part.capitalize() for part in word.split("_"))
+    return [word, word.lower(), word.replace("_", " ").title(), camel]
+
+
+@pytest.mark.parametrize("word", SCHWAB_STATUSES)
+@pytest.mark.parametrize("filled", [None, 0.0, 2.0])
+def test_status_words_map_exactly_as_the_schwab_rest_plugin(word, filled):
+    expected = schwab_parsers.order_status(word, filled)
+    assert [status_for_word(v, filled) for v in _variants(word)] == [expected] * 4
+
+
+def test_tos_knows_every_word_the_schwab_rest_mapping_knows():
+    known = set(getattr(schwab_parsers, "_PENDING", ())) | set(getattr(schwab_parsers, "_STATUS", ()))
+    assert known, "livedata_schwab.parsers no longer has _PENDING/_STATUS: update this test"
+    assert known <= set(SCHWAB_STATUSES)
+
+
+@pytest.mark.parametrize(
+    "word, expected",
+    [("ACCEPTED", "pending"), ("PENDING_REPLACE", "open"), ("AWAITING_UR_OUT", "pending_cancel"),
+     ("PENDING_RECALL", "pending"), ("UNKNOWN", "unknown"), ("Open", "open"), ("Working", "open")],  # fmt: skip
+)
+def test_stream_status_words_agree_with_rest_for_the_words_that_used_to_differ(word, expected):
+    (o,) = ActivityParser("tos").apply(
+        [activity_item(1, "12345678", "OrderMonitorUpdated", {"SchwabOrderID": "5", "Status": word})], 0, 1, StreamStats())
+    assert (o.status, o.extra["schwab_status"]) == (expected, word)
+
+
+def test_implied_statuses_follow_the_schwab_mapping():
+    stats = StreamStats()
+    orders = ActivityParser("tos").apply(
+        [activity_item(i, "1", t, {"SchwabOrderID": "5"}) for i, t in enumerate(
+            ["OrderEntryRequest", "OrderCreated", "OrderAccepted", "CancelAccepted", "OrderUROutCompleted"])],
+        0, 1, stats)  # fmt: skip
+    assert [o.status for o in orders] == ["pending", "pending", "pending", "pending_cancel", "canceled"]
+    (working,) = ActivityParser("tos").apply(
+        [activity_item(1, "1", "OrderMonitorUpdated", {"SchwabOrderID": "5", "Status": "WORKING",
+                                                       "CumulativeQuantity": number(2)})], 0, 1, stats)  # fmt: skip
+    assert working.status == "partially_filled"  # as REST: working with a filled quantity
