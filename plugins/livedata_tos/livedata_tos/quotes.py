@@ -160,21 +160,29 @@ class QuoteBook:
             extra = {"delayed": True}
         if futures and state[ACTIVE_SYMBOL] is not None and state[ACTIVE_SYMBOL] != symbol:
             extra = dict(extra or (), active_symbol=state[ACTIVE_SYMBOL])
+        # Schwab sends 0 for prices it does not have (before the open: open/high/low 0), and a 0 bid or ask
+        # with size 0 when there is no bid or ask: those are published as null, never as a price of 0.
+        bid = state[BID]
+        if bid == 0 and state[BID_SIZE] == 0:
+            bid = None
+        ask = state[ASK]
+        if ask == 0 and state[ASK_SIZE] == 0:
+            ask = None
         return Quote(
             broker=self.broker,
             symbol=symbol,
-            bid=state[BID],
-            ask=state[ASK],
+            bid=bid,
+            ask=ask,
             last=state[LAST],
             volume=state[VOLUME],
             bid_size=state[BID_SIZE],
             ask_size=state[ASK_SIZE],
             last_size=state[LAST_SIZE],
-            open=state[OPEN],
-            high=state[HIGH],
-            low=state[LOW],
-            close=state[CLOSE],
-            mark=state[MARK],
+            open=state[OPEN] or None,
+            high=state[HIGH] or None,
+            low=state[LOW] or None,
+            close=state[CLOSE] or None,
+            mark=state[MARK] or None,
             timestamp=ts,
             received_at=received_at,
             extra=extra,

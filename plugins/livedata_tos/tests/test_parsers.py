@@ -44,7 +44,7 @@ def test_recorded_msft_maps_every_requested_field_and_skips_nothing_it_asked_for
     item = {k: v for k, v in MSFT.items() if not k.isdigit() or k in wanted}
     (q,) = b.apply(EQUITIES, [item], 1715777956144, 5)
     assert (q.bid, q.ask, q.last, q.bid_size, q.ask_size, q.volume, q.last_size) == (417.01, 417.08, 417.09, 1, 0, 162750, 10)
-    assert (q.open, q.high, q.low, q.close, q.mark) == (0, 0, 0, 415.81, 417.01)
+    assert (q.open, q.high, q.low, q.close, q.mark) == (None, None, None, 415.81, 417.01)  # pre-market 0s
     assert q.timestamp == 1715777955574  # the later of quote time (34) and trade time (35)
     assert q.extra == {"delayed": True}
     assert q.received_at == 5
@@ -67,6 +67,20 @@ def test_recorded_futures_item():
     b.apply(FUTURES, [{"key": "/ES", "34": "/ESU24"}], 1, 1)
     (q,) = b.apply(FUTURES, [{"key": "/ES", "1": 5537.0}], 1, 1)
     assert q.extra == {"active_symbol": "/ESU24"} and q.bid == 5537.0 and q.ask == 5537
+
+
+def test_zero_prices_are_published_as_null():
+    b, stats = book("X", "/ES")
+    (q,) = b.apply(EQUITIES, [{"key": "X", "1": 0, "2": 0, "4": 0, "5": 3, "10": 0, "11": 0, "12": 0, "17": 0, "33": 0}], 1, 1)
+    assert (q.bid, q.ask, q.bid_size, q.ask_size) == (None, 0.0, 0.0, 3.0)  # ask 0 with size 3 is a quote
+    assert (q.open, q.high, q.low, q.close, q.mark) == (None,) * 5
+    (q,) = b.apply(EQUITIES, [{"key": "X", "1": 10.5, "10": 11.0}], 1, 1)
+    assert (q.bid, q.high, q.low) == (10.5, 11.0, None)
+    (q,) = b.apply(EQUITIES, [{"key": "X", "1": 0.0}], 1, 1)
+    assert q.bid is None and q.bid_size == 0.0
+    (f,) = b.apply(FUTURES, [{"key": "/ES", "1": 0, "4": 0, "12": 0, "13": 0, "14": 0, "18": 0, "24": 0}], 1, 1)
+    assert (f.bid, f.high, f.low, f.close, f.open, f.mark) == (None,) * 6
+    assert not stats.skipped
 
 
 def test_deltas_merge_into_complete_quotes():

@@ -388,6 +388,7 @@ def test_recorded_reference_frames_replayed_over_the_socket():
                 {"service": "LEVELONE_FUTURES", "timestamp": 1719002950099, "command": "SUBS", "content": [ES]}]}))  # fmt: skip
             msft, es = await next_event(events)
             assert (msft.symbol, msft.bid, es.symbol, es.mark) == ("MSFT", 417.01, "/ES", 5536.75)
+            assert (msft.open, msft.high, msft.low, msft.close) == (None, None, None, 415.81)  # pre-market 0s
             await fake.send('{"notify":[{"heartbeat":"1668715930582"}]}')
             assert await next_event(events) is HEARTBEAT
             # Schwabdev's real ACCT_ACTIVITY capture, ids masked as in the reference.
