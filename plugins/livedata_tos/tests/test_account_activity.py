@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 import redis.asyncio as aioredis
 
 from livedata_core.runner import Runner, load_config
@@ -181,3 +182,18 @@ async def read(pubsub, n: int, timeout: float = 3.0, grace: float = 0.3) -> list
             if len(out) == n:
                 deadline = min(deadline, loop.time() + grace)
     return out
+
+
+
+@pytest.mark.xfail(reason="core: the runner's order-state key (account, order id, status, broker_status, quantities, "
+                   "prices) has no per-event id, so two events of one type that differ only in data the key does "
+                   "not hold (execution id, time) are published once", strict=False)  # fmt: skip
+def test_two_same_type_events_that_differ_only_in_execution_details_are_both_published():
+    orders = ActivityParser("tos").apply([
+        activity_item(1, ACCOUNT, "ExecutionCreated", {"SchwabOrderID": OID, "ExecutionID": "E1",
+                                                       "DateTimeString": "2025-03-20 13:43:45.620"}),
+        activity_item(2, ACCOUNT, "ExecutionCreated", {"SchwabOrderID": OID, "ExecutionID": "E2",
+                                                       "DateTimeString": "2025-03-20 13:43:46.100"})],
+        0, 1, StreamStats())  # fmt: skip
+    assert len(orders) == 2
+    assert len(core_dedupe(orders)) == 2
