@@ -148,7 +148,9 @@ class Order:
     """One order event. Published on ``orders:{account_id}``, every new event exactly once, never dropped.
 
     ``status`` is one of :data:`ORDER_STATUSES`; ``broker_status`` keeps the broker's own word for it.
-    ``event`` says what happened when the broker reports events (``created``, ``filled``, ...).
+    ``event`` says what happened when the broker reports events (``created``, ``filled``, ...), and
+    ``event_id`` identifies one such report when the broker streams them (two executions of one order with
+    the same status are two events).
     """
 
     TYPE: ClassVar[str] = "orders"
@@ -162,6 +164,7 @@ class Order:
     status: str = "unknown"
     broker_status: str | None = None
     event: str | None = None
+    event_id: str | None = None
     quantity: float | None = None
     filled_quantity: float | None = None
     remaining_quantity: float | None = None

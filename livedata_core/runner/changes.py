@@ -79,8 +79,8 @@ class BalanceChanges:
 
 
 class OrderEvents:
-    """Each order state exactly once: account, id, status, the broker's status word, filled quantity,
-    quantity and prices. Two events of one order that differ in any of these are both published.
+    """Each order state exactly once: account, id, status, the broker's status word, the event id, filled
+    quantity, quantity and prices. Two events of one order that differ in any of these are both published.
 
     One instance per broker is shared by its stream and its polls, so an order state that arrives both ways
     is published once.
@@ -91,7 +91,8 @@ class OrderEvents:
 
     @staticmethod
     def key(o: Order) -> tuple[Any, ...]:
-        return (o.account_id, o.order_id, o.status, o.broker_status, o.filled_quantity, o.quantity, o.price, o.stop_price)
+        return (o.account_id, o.order_id, o.status, o.broker_status, o.event_id, o.filled_quantity, o.quantity, o.price,
+                o.stop_price)
 
     def seen(self, o: Order) -> bool:
         return self.key(o) in self._seen

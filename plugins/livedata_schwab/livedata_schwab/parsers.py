@@ -18,6 +18,7 @@ from livedata_core.models import Account, Balance, Order, Position, Transaction,
 
 __all__ = [
     "Skips",
+    "order_status",
     "parse_account_hashes",
     "parse_accounts",
     "parse_balances",

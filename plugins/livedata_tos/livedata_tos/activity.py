@@ -320,6 +320,7 @@ class ActivityParser:
             status=status,
             broker_status=mtype,
             event=event,
+            event_id=digest,
             quantity=decode_number(found.get("Quantity")),
             filled_quantity=filled,
             remaining_quantity=remaining,

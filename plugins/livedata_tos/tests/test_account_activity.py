@@ -185,9 +185,6 @@ async def read(pubsub, n: int, timeout: float = 3.0, grace: float = 0.3) -> list
 
 
 
-@pytest.mark.xfail(reason="core: the runner's order-state key (account, order id, status, broker_status, quantities, "
-                   "prices) has no per-event id, so two events of one type that differ only in data the key does "
-                   "not hold (execution id, time) are published once", strict=False)  # fmt: skip
 def test_two_same_type_events_that_differ_only_in_execution_details_are_both_published():
     orders = ActivityParser("tos").apply([
         activity_item(1, ACCOUNT, "ExecutionCreated", {"SchwabOrderID": OID, "ExecutionID": "E1",
