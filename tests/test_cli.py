@@ -157,7 +157,6 @@ def test_logs_mask_secrets_and_can_be_json(capsys):
     record = json.loads(line)
     assert record["level"] == "info" and record["logger"] == "livedata.test"
     assert "abc123secret" not in line and "eyJhbGciOi" not in line and ":pw@" not in line
-    setup_logging(0)
 
 
 def test_tracebacks_are_masked_too(capsys):

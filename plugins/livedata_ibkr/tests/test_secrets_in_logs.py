@@ -24,7 +24,7 @@ class _Everything(logging.Handler):
 @pytest.fixture
 def all_logs_at_debug():
     # Root at DEBUG, and the loggers involved turned up explicitly too (as `-vvv` or a logging config could).
-    loggers = [logging.getLogger(name) for name in ("", "websockets", "livedata.broker.ibkr.websocket")]
+    loggers = [logging.getLogger(name) for name in ("", "websockets", "httpcore", "httpx", "livedata.broker.ibkr.websocket")]
     old_levels = [lg.level for lg in loggers]
     handler = _Everything()
     loggers[0].addHandler(handler)
