@@ -468,6 +468,9 @@ class MessyStream(BrokerStream):
         self.symbols |= set(symbols)
 
     async def events(self):
+        if self.broker.mode == "cancel" and self.broker.connects == 1:
+            yield HEARTBEAT
+            raise asyncio.CancelledError  # as a library does when it cancels its own read on a dropped socket
         yield [
             Order(broker="messy", account_id="A1", order_id="1", status="open"),
             Order(broker="messy", account_id="A1 ", order_id="2", status="open"),  # not a valid channel id
@@ -583,3 +586,33 @@ def test_refused_commands_are_answered_not_left_to_time_out(redis_server):
 
     status = asyncio.run(go())
     assert status["brokers"]["demo"]["extra"]["odd"] in ("{1, 2}", "{2, 1}")
+
+
+def test_a_stream_cancelled_inside_the_plugin_is_reconnected_not_abandoned(redis_server, messy):
+    broker = messy("cancel")
+
+    async def go():
+        runner = Runner(_config(redis_server.url, {"messy": {}}), token_store=MemoryTokenStore())
+        task = await start(runner)
+        await asyncio.sleep(0.6)
+        status = runner.status()["brokers"]["messy"]
+        await stop(runner, task)
+        return status
+
+    status = asyncio.run(go())
+    assert broker.connects >= 2
+    assert "cancelled inside the plugin" in status["last_error"] and status["state"] == "streaming"
+
+
+def test_polls_run_on_every_tick(redis_server):
+    async def go():
+        config = demo_config(redis_server.url, symbols=[])
+        runner = Runner(config, token_store=MemoryTokenStore())
+        task = await start(runner)
+        await asyncio.sleep(1.05)
+        polls = runner.status()["brokers"]["demo"]["polls"]
+        await stop(runner, task)
+        return polls
+
+    polls = asyncio.run(go())
+    assert polls["positions"] >= 9  # every 0.1 s over about a second, not every other tick

@@ -42,6 +42,9 @@ MAX_IN_FLIGHT = 4
 # Error replies that mean "not now" (loading, failover, memory, replicas): the batch is sent again after a pause.
 # Any other error reply (WRONGTYPE: a foreign key in the way) is permanent: the payload is logged in full.
 TRANSIENT_ERRORS = ("LOADING", "READONLY", "OOM", "NOREPLICAS", "MISCONF", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
+# Error replies about the connection itself (credentials, a full server): reconnect with backoff, send all again.
+CONNECTION_ERRORS = ("NOAUTH", "NOPERM", "WRONGPASS")
+REPLY_TIMEOUT = 10.0
 STREAM_TYPES = frozenset({"orders", "transactions"})
 
 
@@ -101,6 +104,9 @@ class AsyncPublisher:
         self._window = asyncio.Event()
         self._generation = 0
         self._transient_errors = 0
+        self._reconnect_delay = 0.05
+        self._retry: _Batch | None = None
+        self._retry_at = 0.0
         self._closed = False
 
     def __repr__(self) -> str:
@@ -152,10 +158,14 @@ class AsyncPublisher:
     @property
     def pending(self) -> int:
         """How many payloads are queued or sent but not yet confirmed by Redis."""
-        return len(self._quotes) + len(self._reliable) + sum(b.messages for b in self._in_flight)
+        retry = self._retry.messages if self._retry is not None else 0
+        return len(self._quotes) + len(self._reliable) + retry + sum(b.messages for b in self._in_flight)
 
     async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued so far is written. Returns ``False`` if ``timeout`` ran out first."""
+        """Wait until nothing is queued or unconfirmed (Redis has answered everything).
+
+        Returns ``False`` if ``timeout`` ran out first, for example because Redis is down or quotes keep arriving.
+        """
         if self._task is None:
             raise RuntimeError("publisher not started")
         try:
@@ -177,13 +187,20 @@ class AsyncPublisher:
                     task.cancel()
                     try:
                         await task
-                    except BaseException as exc:  # the task's own failure was logged where it happened
-                        if not isinstance(exc, (asyncio.CancelledError, Exception)):
-                            raise
+                    except asyncio.CancelledError:
+                        current = asyncio.current_task()
+                        if current is not None and current.cancelling():
+                            raise  # close() itself is being cancelled
+                    except Exception:  # the task's own failure was logged where it happened
+                        pass
             self._task = self._reader_task = None
             # What was sent but never answered may not have arrived: count it as not published.
             while self._in_flight:
-                self._reliable.extendleft(reversed(self._in_flight.pop().reliable))
+                batch = self._in_flight.pop()
+                self._reliable.extendleft(reversed(batch.reliable or batch.retry))
+            if self._retry is not None:
+                self._reliable.extendleft(reversed(self._retry.retry))
+                self._retry = None
         self._closed = True
         await self._conn.close()
         self.stats.connected = False
@@ -200,14 +217,20 @@ class AsyncPublisher:
     # to the previous one (a reader task matches replies to batches in order). Waiting would add a whole
     # round trip to the latency of everything that queued meanwhile. At most MAX_IN_FLIGHT batches are
     # unanswered at once; past that, quotes conflate in the queue instead of piling up in socket buffers.
-    # If the connection breaks, or Redis answers "not now", every unanswered batch is queued again, account
-    # events first and in order: delivery is at least once, never at most once.
+    #
+    # Account events are more careful: at most one batch carrying them is unanswered at a time, so that when
+    # Redis answers "not now" to one of its commands (LOADING, READONLY, OOM, NOREPLICAS...) only the failed
+    # commands are sent again, after a pause, before any later account event: order is kept and subscribers
+    # do not get the events that did go through a second time. If the connection breaks, every unanswered
+    # batch is queued again whole: delivery is at least once, never at most once.
 
     async def _writer(self) -> None:
-        delay = 0.05
         while True:
             try:
-                if not self._quotes and not self._reliable:
+                if self._conn.connected and (self._reader_task is None or self._reader_task.done()):
+                    await self._connection_lost(PublishError("the reply reader stopped"), self._generation)
+                    continue
+                if not self._has_work():
                     if not self._in_flight:
                         self._idle.set()
                     self._wakeup.clear()
@@ -216,35 +239,67 @@ class AsyncPublisher:
                 if not self._conn.connected:
                     try:
                         await self._connect()
-                        delay = 0.05
                     except PublishError as exc:
                         self._note_error(exc)
-                        await asyncio.sleep(delay * (0.5 + random.random()))
-                        delay = min(delay * 2, 5.0)
+                        await asyncio.sleep(self._next_reconnect_delay())
                     continue
-                if len(self._in_flight) >= MAX_IN_FLIGHT:
+                if self._retry is not None:
+                    batch = await self._take_retry()
+                    if batch is None:
+                        continue
+                elif len(self._in_flight) >= MAX_IN_FLIGHT or (self._reliable and self._events_in_flight()):
                     self._window.clear()
                     await self._window.wait()
                     continue
-                batch = self._take_batch()
-                if batch is None:
-                    continue
+                else:
+                    batch = self._take_batch()
+                    if batch is None:
+                        continue
+                batch.generation = self._generation
+                batch.sent_at = time.monotonic()
                 self._in_flight.append(batch)
                 try:
                     await self._conn.send(batch.data)
                 except PublishError as exc:
-                    await self._connection_lost(exc, self._generation)
+                    await self._connection_lost(exc, batch.generation)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not stop publishing for good
                 log.exception("publisher writer failed; continuing")
                 await asyncio.sleep(0.1)
 
+    def _has_work(self) -> bool:
+        return bool(self._quotes or self._reliable or self._retry is not None)
+
+    def _events_in_flight(self) -> bool:
+        return any(batch.reliable or batch.retry for batch in self._in_flight)
+
+    def _next_reconnect_delay(self) -> float:
+        delay = self._reconnect_delay * (0.5 + random.random() / 2)
+        self._reconnect_delay = min(self._reconnect_delay * 2, 5.0)
+        return delay
+
+    async def _take_retry(self) -> "_Batch | None":
+        # Failed commands go first, after their pause, and only once no other account batch is unanswered.
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+            return None
+        if self._events_in_flight():
+            self._window.clear()
+            await self._window.wait()
+            return None
+        batch, self._retry = self._retry, None
+        return batch
+
     async def _connect(self) -> None:
-        if self._transient_errors:
-            # Redis said "not now" (loading, read-only after a failover...): give it time before resending.
-            await asyncio.sleep(min(5.0, 0.1 * 2 ** min(self._transient_errors, 6)) * (0.5 + random.random() / 2))
-        await self._conn.connect()
+        try:
+            await self._conn.connect()
+        except PublishError:
+            raise
+        except Exception as exc:  # whatever else a broken peer causes, as a connection failure
+            await self._conn.close()
+            raise PublishError(f"cannot connect to Redis at {mask_url(self.url)}: {type(exc).__name__}: {exc}") from None
         self._generation += 1
         if self.stats.reconnects or not self.stats.connected:
             log.info("connected to Redis at %s", mask_url(self.url))
@@ -254,23 +309,23 @@ class AsyncPublisher:
     async def _read_replies(self, generation: int) -> None:
         try:
             while True:
-                for reply in await self._conn.replies():
+                try:
+                    async with asyncio.timeout(REPLY_TIMEOUT):  # no extra task per read, unlike wait_for
+                        replies = await self._conn.replies()
+                except TimeoutError:
+                    if self._in_flight and time.monotonic() - self._in_flight[0].sent_at > REPLY_TIMEOUT:
+                        raise PublishError(f"Redis did not answer within {REPLY_TIMEOUT:g}s") from None
+                    continue
+                for reply in replies:
                     if not self._in_flight:
                         raise PublishError("Redis sent a reply nobody asked for")
                     batch = self._in_flight[0]
                     if isinstance(reply, hiredis.ReplyError):
-                        if self._error_reply(batch, reply):
-                            raise PublishError(f"Redis answered {reply}; sending again")
+                        self._error_reply(batch, reply)
                     batch.answered += 1
                     if batch.answered == len(batch.owners):
                         self._in_flight.popleft()
-                        self._transient_errors = 0
-                        self.stats.published += batch.messages
-                        self.stats.batches += 1
-                        self.stats.last_publish_at = time.time()
-                        self._window.set()
-                        if not self._in_flight and not self._quotes and not self._reliable:
-                            self._idle.set()
+                        self._batch_done(batch)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -279,38 +334,66 @@ class AsyncPublisher:
                 exc = PublishError(f"reply reader failed: {exc}")
             await self._connection_lost(exc, generation)
 
-    def _error_reply(self, batch: "_Batch", reply: Exception) -> bool:
-        """Count an error reply; ``True`` if it is transient and the batch must be sent again."""
-        self.stats.errors += 1
-        self.stats.last_error = str(reply)
-        if str(reply).split(" ", 1)[0] in TRANSIENT_ERRORS:
+    def _batch_done(self, batch: "_Batch") -> None:
+        failed_events = {id(owner) for _, owner in batch.failed if isinstance(owner, _Event)}
+        self.stats.published += batch.messages - len(failed_events)
+        self.stats.batches += 1
+        self.stats.last_publish_at = time.time()
+        self._reconnect_delay = 0.05  # the connection really works
+        if batch.failed:
             self._transient_errors += 1
-            return True
+            pause = min(5.0, 0.05 * 2 ** min(self._transient_errors, 7)) * (0.5 + random.random() / 2)
+            self._retry_at = time.monotonic() + pause
+            commands = [c for c, _ in batch.failed]
+            owners = [o for _, o in batch.failed]
+            events = list({id(o): o for o in owners if isinstance(o, _Event)}.values())
+            self._retry = _Batch(b"".join(commands), owners, len(events), {}, [], commands=commands, retry=events)
+            self._wakeup.set()
+        else:
+            self._transient_errors = 0
+        self._window.set()
+        if not self._in_flight and not self._has_work():
+            self._idle.set()
+
+    def _error_reply(self, batch: "_Batch", reply: Exception) -> None:
+        """Count an error reply; a transient one marks its command to be sent again."""
+        text = str(reply)
+        self.stats.errors += 1
+        self.stats.last_error = text
+        code = text.split(" ", 1)[0]
         owner = batch.owners[batch.answered]
+        if code in CONNECTION_ERRORS or "max number of clients" in text:
+            raise PublishError(f"Redis refused the connection: {text}")
+        if code in TRANSIENT_ERRORS:
+            batch.failed.append((batch.commands[batch.answered], owner))
+            return
         if isinstance(owner, _Event):
-            log.error("Redis refused %s on %s (%s); payload: %s", owner.kind, owner.channel.decode(), reply,
+            log.error("Redis refused %s on %s (%s); payload: %s", owner.kind, owner.channel.decode(), text,
                       owner.payload.decode())
         else:
-            log.error("Redis refused a command: %s", reply)
-        return False
+            log.error("Redis refused a command: %s", text)
 
     async def _connection_lost(self, exc: PublishError, generation: int) -> None:
-        if generation != self._generation or not self.stats.connected and not self._in_flight:
-            return  # an older connection's reader: the current one is already being handled
+        if generation != self._generation:
+            return  # an older connection's reader or writer: the current one is already being handled
         self._note_error(exc)
         self._generation += 1
+        # Queue every unanswered batch again, synchronously (before any await lets a reconnect start): newest
+        # first, so that account events end up in their order. A retry batch goes back as its whole events.
+        while self._in_flight:
+            batch = self._in_flight.pop()
+            self._reliable.extendleft(reversed(batch.reliable or batch.retry))
+            for ch, quote in batch.quotes.items():
+                self._quotes.setdefault(ch, quote)
+        if self._retry is not None:
+            self._reliable.extendleft(reversed(self._retry.retry))
+            self._retry = None
         reader, self._reader_task = self._reader_task, None
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
-        await self._conn.close()
-        # Queue every unanswered batch again: newest first, so that account events end up in their order.
-        while self._in_flight:
-            batch = self._in_flight.pop()
-            self._reliable.extendleft(reversed(batch.reliable))
-            for ch, quote in batch.quotes.items():
-                self._quotes.setdefault(ch, quote)
         self._window.set()
         self._wakeup.set()
+        await self._conn.close()
 
     def _note_error(self, exc: Exception) -> None:
         if self.stats.connected:
@@ -334,7 +417,7 @@ class AsyncPublisher:
             for ch in list(self._quotes)[:budget]:
                 quotes[ch] = self._quotes.pop(ch)
 
-        parts: list[bytes] = []
+        commands: list[bytes] = []
         owners: list[Any] = []
         latest_pairs: list[bytes] = []
         for ch, quote in list(quotes.items()):
@@ -345,25 +428,25 @@ class AsyncPublisher:
                 self.stats.skipped += 1
                 log.error("skipped a quote on %s that cannot be encoded: %s", ch, exc)
                 continue
-            parts.append(command(b"PUBLISH", ch.encode(), payload))
+            commands.append(command(b"PUBLISH", ch.encode(), payload))
             owners.append(ch)
             if self.latest:
                 key = latest_key("quotes", quote.symbol, self.prefix).encode()
                 latest_pairs.append(_bulk(key) + _bulk(payload))
         for event in reliable:
-            parts.append(command(b"PUBLISH", event.channel, event.payload))
+            commands.append(command(b"PUBLISH", event.channel, event.payload))
             owners.append(event)
             if event.latest_key is not None:
                 latest_pairs.append(_bulk(event.latest_key) + _bulk(event.payload))
             if event.stream_key is not None:
-                parts.append(command(b"XADD", event.stream_key, b"MAXLEN", b"~", self._maxlen, b"*", b"data", event.payload))
+                commands.append(command(b"XADD", event.stream_key, b"MAXLEN", b"~", self._maxlen, b"*", b"data", event.payload))
                 owners.append(event)
         if latest_pairs:
-            parts.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(latest_pairs)) + b"".join(latest_pairs))
+            commands.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(latest_pairs)) + b"".join(latest_pairs))
             owners.append(None)
         if not owners:
             return None
-        return _Batch(b"".join(parts), owners, len(quotes) + len(reliable), quotes, reliable)
+        return _Batch(b"".join(commands), owners, len(quotes) + len(reliable), quotes, reliable, commands=commands)
 
 
 def _bulk(arg: bytes) -> bytes:
@@ -389,12 +472,28 @@ class _Event:
 class _Batch:
     """One pipeline sent to Redis, what it carried, and whose each command is, until all replies are in."""
 
-    __slots__ = ("data", "owners", "answered", "messages", "quotes", "reliable")
+    __slots__ = ("data", "commands", "owners", "answered", "messages", "quotes", "reliable", "retry", "failed",
+                 "generation", "sent_at")
 
-    def __init__(self, data: bytes, owners: list[Any], messages: int, quotes: dict[str, Quote], reliable: list[_Event]) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        owners: list[Any],
+        messages: int,
+        quotes: dict[str, Quote],
+        reliable: list[_Event],
+        *,
+        commands: list[bytes] | None = None,
+        retry: list[_Event] | None = None,
+    ) -> None:
         self.data = data
+        self.commands = commands if commands is not None else []
         self.owners = owners
         self.answered = 0
         self.messages = messages
         self.quotes = quotes
         self.reliable = reliable
+        self.retry = retry or []  # a batch of failed commands: the events they belong to
+        self.failed: list[tuple[bytes, Any]] = []
+        self.generation = 0
+        self.sent_at = 0.0

@@ -66,9 +66,19 @@ class RespConnection:
         if t.db:
             hello.append(command(b"SELECT", str(t.db).encode()))
         hello.append(command(b"CLIENT", b"SETNAME", b"livedata-publisher"))
-        replies = await self.execute(b"".join(hello), len(hello))
-        for reply in replies[:-1]:  # SETNAME may be refused by proxies; AUTH and SELECT may not
-            if isinstance(reply, hiredis.ReplyError):
+        # PING last: a server that wants a password we lack (NOAUTH), is full (max clients) or is not Redis
+        # at all fails here, not later on every published event.
+        hello.append(command(b"PING"))
+        try:
+            replies = await asyncio.wait_for(self.execute(b"".join(hello), len(hello)), self.connect_timeout)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise PublishError(f"Redis at {mask_url(t.url)} accepted the connection but did not answer") from None
+        except PublishError:
+            await self.close()
+            raise
+        for index, reply in enumerate(replies):
+            if isinstance(reply, hiredis.ReplyError) and index != len(replies) - 2:  # SETNAME may be refused by proxies
                 await self.close()
                 raise PublishError(f"Redis at {mask_url(t.url)} refused the connection: {reply}")
 
@@ -109,7 +119,7 @@ class RespConnection:
                 if not chunk:
                     raise ConnectionResetError("Redis closed the connection")
                 parser.feed(chunk)
-        except OSError as exc:
+        except (OSError, hiredis.ProtocolError) as exc:  # ProtocolError: something that is not Redis answered
             await self.close()
             raise PublishError(f"lost the connection to Redis at {mask_url(self.target.url)}: {exc}") from None
         return out

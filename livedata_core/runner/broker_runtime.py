@@ -115,7 +115,9 @@ class BrokerRuntime:
                 generation = self.auth_generation
                 await self._connect_and_pump(backoff)
             except asyncio.CancelledError:
-                raise
+                reraise_if_cancelling()
+                # Not us being stopped: the plugin (or a library under it) cancelled something of its own.
+                self._record_error("stream failed", StreamError("the stream was cancelled inside the plugin"))
             except LoginRequired as exc:
                 self.auth_failed(generation)
                 self._record_error("login required", exc)
@@ -215,6 +217,8 @@ class BrokerRuntime:
             while True:
                 done, _ = await asyncio.wait({reader}, timeout=check)
                 if done:
+                    if reader.cancelled():  # only the plugin can have done that: we had not
+                        raise StreamError("the stream's events() was cancelled inside the plugin")
                     reader.result()  # raises what the reader raised
                     return
                 if timeout and loop.time() - self._last_activity > timeout:

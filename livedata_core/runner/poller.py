@@ -85,12 +85,13 @@ class AccountPoller:
                 self.rt.status.state = "login_required"
         return delay
 
-    def _until_next_tick(self, interval: float, at_least: float) -> float:
+    def _until_next_tick(self, interval: float, at_least: float = 0.0) -> float:
         # Polls run on ticks counted from the start (not "interval after the last poll"), so the loops of one
         # account stay together even after errors: brokers can answer positions and balances with one request.
+        # The next tick is the first one strictly after now + at_least (a backoff after an error).
         now = time.monotonic()
-        elapsed = now + at_least - self.started
-        return self.started + math.ceil(elapsed / interval - 1e-9) * interval - now
+        ticks = math.floor((now + at_least - self.started) / interval) + 1
+        return self.started + ticks * interval - now
 
     async def _poll_loop(self, account: str, kind: str) -> None:
         interval = getattr(self.rt.config.poll, kind)
@@ -102,7 +103,7 @@ class AccountPoller:
         backoff = Backoff(self.rt.backoff_config.initial, self.rt.backoff_config.max)
         last_ok = self.started_ms
         while not self.rt.stopping.is_set():
-            delay = interval
+            delay = 0.0
             generation = self.rt.auth_generation
             try:
                 await self.rt.ensure_authenticated()
