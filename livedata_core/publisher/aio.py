@@ -428,11 +428,13 @@ class AsyncPublisher:
                 self.stats.skipped += 1
                 log.error("skipped a quote on %s that cannot be encoded: %s", ch, exc)
                 continue
-            commands.append(command(b"PUBLISH", ch.encode(), payload))
+            # Formatted inline: this runs for every quote, and the generic command() costs several times more.
+            chb = ch.encode()
+            commands.append(_PUBLISH % (len(chb), chb, len(payload), payload))
             owners.append(ch)
             if self.latest:
                 key = latest_key("quotes", quote.symbol, self.prefix).encode()
-                latest_pairs.append(_bulk(key) + _bulk(payload))
+                latest_pairs.append(_PAIR % (len(key), key, len(payload), payload))
         for event in reliable:
             commands.append(command(b"PUBLISH", event.channel, event.payload))
             owners.append(event)
@@ -447,6 +449,10 @@ class AsyncPublisher:
         if not owners:
             return None
         return _Batch(b"".join(commands), owners, len(quotes) + len(reliable), quotes, reliable, commands=commands)
+
+
+_PUBLISH = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+_PAIR = b"$%d\r\n%b\r\n$%d\r\n%b\r\n"
 
 
 def _bulk(arg: bytes) -> bytes:

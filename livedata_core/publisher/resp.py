@@ -18,13 +18,9 @@ from ..redis_url import RedisTarget, mask_url
 __all__ = ["RespConnection", "command"]
 
 
-def _bulk(arg: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(arg), arg)
-
-
 def command(*args: bytes) -> bytes:
     """One command in RESP form."""
-    return b"*%d\r\n" % len(args) + b"".join(_bulk(a) for a in args)
+    return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args])
 
 
 class RespConnection:
