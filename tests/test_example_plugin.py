@@ -53,3 +53,40 @@ def test_loaded_in_process_through_the_entry_point():
     assert broker.distribution == "livedata-example"
     assert sorted(broker.info.capabilities) == CAPABILITIES
     assert broker.normalize_symbol(" brk.b ") == "BRK.B"
+
+
+def test_livedata_run_drives_it_with_the_tutorials_configuration(redis_server, tmp_path):
+    """Step 7 of docs/plugins/tutorial.md, as a user does it: livedata.toml, `livedata run`, quotes on Redis."""
+    import signal
+    import time
+
+    import redis
+
+    from livedata_core.testing import ServerThread
+    from livedata_example.exchange import Exchange
+
+    _require_installed()
+    with ServerThread(Exchange(api_key="k-123")) as exchange:
+        (tmp_path / "livedata.toml").write_text(
+            f'status_interval = 0.2\n[brokers.example]\nurl = "{exchange.url}"\napi_key = "k-123"\n'
+            'symbols = ["AAPL", "MSFT"]\npoll = { positions = 5, balances = 10 }\n'
+        )
+        env = {**os.environ, "LIVEDATA_REDIS_URL": redis_server.url}
+        proc = subprocess.Popen([sys.executable, "-m", "livedata_core", "run", "-q"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            r = redis.Redis(port=redis_server.port)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not (
+                r.get("live_data:latest:quotes:AAPL") and r.get("live_data:latest:balances:ACC-1")
+            ):
+                time.sleep(0.05)
+            quote = json.loads(r.get("live_data:latest:quotes:AAPL") or b"{}")
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert quote.get("broker") == "example" and quote.get("symbol") == "AAPL", err
+    assert proc.returncode == 0, err
+    assert "k-123" not in err
