@@ -3,6 +3,7 @@ of account data through the hooks and publish it to the test's Redis."""
 
 from __future__ import annotations
 
+import ssl
 import asyncio
 import io
 import json
@@ -26,7 +27,7 @@ def play_browser(ca_file: str):
 
     def on_listening(url: str) -> None:
         async def go() -> None:
-            async with httpx.AsyncClient(verify=ca_file) as schwab:
+            async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=ca_file)) as schwab:
                 answer = await schwab.get(url)
             assert answer.status_code == 302
             # The callback's certificate is self-signed: the user accepts the browser's warning.
@@ -120,7 +121,7 @@ def test_manual_login_reads_the_pasted_redirect(fake_schwab, settings_for):
 
     async def paste(prompt, out):
         url = [line.strip() for line in out.getvalue().splitlines() if "/authorize?" in line][0]
-        async with httpx.AsyncClient(verify=fake_schwab.ca_file) as schwab:
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=fake_schwab.ca_file)) as schwab:
             answer = await schwab.get(url)
         return answer.headers["Location"] + "\n"
 
@@ -137,7 +138,7 @@ def test_expired_code_says_what_to_do(fake_schwab, settings_for):
 
     async def paste(prompt, out):
         url = [line.strip() for line in out.getvalue().splitlines() if "/authorize?" in line][0]
-        async with httpx.AsyncClient(verify=fake_schwab.ca_file) as schwab:
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=fake_schwab.ca_file)) as schwab:
             answer = await schwab.get(url)
         fake_schwab.valid_code = "a-newer-code"  # the pasted code has expired meanwhile
         return answer.headers["Location"]
@@ -165,7 +166,7 @@ def test_wrong_app_secret_names_the_env_vars(fake_schwab, settings_for, monkeypa
 
     async def paste(prompt, out):
         url = [line.strip() for line in out.getvalue().splitlines() if "/authorize?" in line][0]
-        async with httpx.AsyncClient(verify=fake_schwab.ca_file) as schwab:
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=fake_schwab.ca_file)) as schwab:
             return (await schwab.get(url)).headers["Location"]
 
     with pytest.raises(AuthError, match="LIVEDATA_SCHWAB_APP_SECRET.*Ready For Use"):
