@@ -23,7 +23,6 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import statistics
 import sys
 import threading
 import time

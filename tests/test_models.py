@@ -1,5 +1,7 @@
 import json
 
+import attrs
+
 import pytest
 
 from livedata_core.models import Balance, Order, Quote, from_dict, to_dict
@@ -27,5 +29,5 @@ def test_wrong_types_name_the_field():
 
 def test_models_are_frozen():
     quote = Quote(broker="demo", symbol="AAPL")
-    with pytest.raises(Exception):
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
         quote.bid = 3.0  # type: ignore[misc]

@@ -3,10 +3,8 @@
 import asyncio
 
 import orjson
-import pytest
 import redis
 
-from livedata_core.models import Balance, Order, Position
 from livedata_core.publisher import AsyncPublisher
 from livedata_ibkr.pacing import Pacer, endpoint_key
 from livedata_ibkr.testing import FakeGateway

@@ -1,7 +1,6 @@
 """Session checks, brokerage-session recovery and the keep-alive, against the fake gateway over HTTPS."""
 
 import asyncio
-import ssl
 
 import pytest
 

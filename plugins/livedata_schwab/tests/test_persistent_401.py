@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 
-import pytest
 import redis
 
 from livedata_core.errors import AuthError

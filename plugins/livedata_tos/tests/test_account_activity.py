@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
 import redis.asyncio as aioredis
 
 from livedata_core.runner import Runner, load_config
