@@ -32,6 +32,7 @@ from ..models import Quote, to_dict
 from ..redis_url import mask_url, parse_redis_url, redis_url_from_env
 from .encoding import dumps
 from .resp import RespConnection, command
+from ..aio_tools import within
 
 __all__ = ["AsyncPublisher", "PublisherStats"]
 
@@ -169,7 +170,7 @@ class AsyncPublisher:
         if self._task is None:
             raise RuntimeError("publisher not started")
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await within(self._idle.wait(), timeout)
             return True
         except asyncio.TimeoutError:
             return False

@@ -14,6 +14,7 @@ import hiredis
 
 from ..errors import PublishError
 from ..redis_url import RedisTarget, mask_url
+from ..aio_tools import within
 
 __all__ = ["RespConnection", "command"]
 
@@ -49,7 +50,7 @@ class RespConnection:
             else:
                 ctx = ssl.create_default_context() if t.tls else None
                 coro = asyncio.open_connection(t.host, t.port, ssl=ctx)
-            self._reader, self._writer = await asyncio.wait_for(coro, self.connect_timeout)
+            self._reader, self._writer = await within(coro, self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise PublishError(f"cannot connect to Redis at {mask_url(t.url)}: {exc or type(exc).__name__}") from None
         self._parser = hiredis.Reader()
@@ -66,7 +67,7 @@ class RespConnection:
         # at all fails here, not later on every published event.
         hello.append(command(b"PING"))
         try:
-            replies = await asyncio.wait_for(self.execute(b"".join(hello), len(hello)), self.connect_timeout)
+            replies = await within(self.execute(b"".join(hello), len(hello)), self.connect_timeout)
         except asyncio.TimeoutError:
             await self.close()
             raise PublishError(f"Redis at {mask_url(t.url)} accepted the connection but did not answer") from None
@@ -125,6 +126,6 @@ class RespConnection:
         if writer is not None:
             writer.close()
             try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                await within(writer.wait_closed(), 1.0)
             except (OSError, asyncio.TimeoutError):
                 pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import time
@@ -17,6 +18,7 @@ from .broker_runtime import CLOSE_TIMEOUT, DRAIN_TIMEOUT, BrokerRuntime
 from .config import RunnerConfig
 from .control_server import ControlServer
 from .poller import AccountPoller
+from ..aio_tools import within
 
 __all__ = ["Runner"]
 
@@ -105,12 +107,14 @@ class Runner:
         wait = max(deadline * 0.6, CLOSE_TIMEOUT + DRAIN_TIMEOUT + 0.5)
         _, stuck = await asyncio.wait(tasks, timeout=wait)
         for task in stuck:
-            log.warning("task %s did not stop within %.1fs; whatever it publishes later is logged, not sent",
-                        task.get_name(), wait)
+            where = io.StringIO()
+            task.print_stack(limit=8, file=where)
+            log.warning("task %s did not stop within %.1fs; whatever it publishes later is logged, not sent. %s",
+                        task.get_name(), wait, where.getvalue())
         for name, rt in self.runtimes.items():
             if rt.broker.has_hook("shutdown"):
                 try:
-                    await asyncio.wait_for(rt.broker.call("shutdown", ctx=rt.ctx), 2.0)
+                    await within(rt.broker.call("shutdown", ctx=rt.ctx), 2.0)
                 except Exception as exc:
                     log.warning("shutdown of %s failed: %s", name, exc)
         lost = await self.publisher.close(timeout=max(deadline - wait, 1.0))

@@ -27,7 +27,7 @@ from .backoff import Backoff
 from .config import BackoffConfig, BrokerConfig
 from .changes import OrderEvents, TransactionEvents
 from .status import BrokerStatus
-from .tasks import reraise_if_cancelling
+from ..aio_tools import reraise_if_cancelling, within
 
 __all__ = ["BrokerRuntime"]
 
@@ -142,7 +142,7 @@ class BrokerRuntime:
             self.status.connected_since = None
             self.log.info("reconnecting in %.1fs", delay)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), delay)
+                await within(self.stopping.wait(), delay)
             self.status.reconnects += 1
         self.status.state = "stopped"
 
@@ -161,14 +161,14 @@ class BrokerRuntime:
         connected = False
         try:
             try:
-                await asyncio.wait_for(stream.connect(), CONNECT_TIMEOUT)
+                await within(stream.connect(), CONNECT_TIMEOUT)
                 connected = True
             except asyncio.TimeoutError:
                 raise StreamError(f"connecting took longer than {CONNECT_TIMEOUT:g}s") from None
             async with self._sub_lock:  # symbols added live meanwhile are in self.symbols already
                 if self.symbols:
                     try:
-                        await asyncio.wait_for(stream.subscribe(sorted(self.symbols)), SUBSCRIBE_TIMEOUT)
+                        await within(stream.subscribe(sorted(self.symbols)), SUBSCRIBE_TIMEOUT)
                     except asyncio.TimeoutError:
                         raise StreamError(f"subscribing took longer than {SUBSCRIBE_TIMEOUT:g}s") from None
                     except (AuthError, StreamError):
@@ -185,10 +185,10 @@ class BrokerRuntime:
         finally:
             self._stream = None
             with contextlib.suppress(Exception, asyncio.TimeoutError):
-                await asyncio.wait_for(stream.close(), CLOSE_TIMEOUT)
+                await within(stream.close(), CLOSE_TIMEOUT)
             if connected:
                 with contextlib.suppress(Exception, asyncio.TimeoutError):
-                    await asyncio.wait_for(self._drain(stream), DRAIN_TIMEOUT)
+                    await within(self._drain(stream), DRAIN_TIMEOUT)
             self._merge_skips(stream)
 
     async def _drain(self, stream: BrokerStream) -> None:
@@ -309,7 +309,7 @@ class BrokerRuntime:
             self.status.symbols = sorted(self.symbols)
             if new and self._stream is not None:
                 try:
-                    await asyncio.wait_for(self._stream.subscribe(new), SUBSCRIBE_TIMEOUT)
+                    await within(self._stream.subscribe(new), SUBSCRIBE_TIMEOUT)
                 except Exception as exc:
                     # Refused (or no answer): roll back so status and the answer tell the truth.
                     self.symbols.difference_update(new)
@@ -329,7 +329,7 @@ class BrokerRuntime:
             self.status.symbols = sorted(self.symbols)
             if gone and self._stream is not None:
                 try:
-                    await asyncio.wait_for(self._stream.unsubscribe(gone), SUBSCRIBE_TIMEOUT)
+                    await within(self._stream.unsubscribe(gone), SUBSCRIBE_TIMEOUT)
                 except Exception as exc:
                     self._record_error("unsubscribe failed", exc)
         return {"removed": gone, "not_subscribed": [s for s in wanted if s not in gone]}

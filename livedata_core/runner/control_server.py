@@ -16,7 +16,7 @@ from ..control import reply_prefix, validate_command
 from ..errors import LivedataError
 from ..logs import mask_secrets
 from .backoff import Backoff
-from .tasks import reraise_if_cancelling
+from ..aio_tools import reraise_if_cancelling, within
 
 __all__ = ["ControlServer"]
 
@@ -61,7 +61,7 @@ class ControlServer:
             task.cancel()
         if final_status is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._store_status(final_status), 1.0)
+                await within(self._store_status(final_status), 1.0)
         with contextlib.suppress(Exception):
             await self.redis.aclose()
 

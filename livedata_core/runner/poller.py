@@ -14,7 +14,7 @@ from .backoff import Backoff
 from .broker_runtime import BrokerRuntime
 from .changes import MODEL_OF, differ_for
 from .config import POLL_KINDS
-from .tasks import reraise_if_cancelling
+from ..aio_tools import reraise_if_cancelling, within
 
 __all__ = ["AccountPoller"]
 
@@ -132,4 +132,4 @@ class AccountPoller:
                 reraise_if_cancelling()
                 delay = self._handle_error(f"{hook}({account})", exc, generation, backoff)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.rt.stopping.wait(), self._until_next_tick(interval, delay))
+                await within(self.rt.stopping.wait(), self._until_next_tick(interval, delay))
