@@ -30,6 +30,9 @@ stream, and subscribes again. A :class:`~livedata_core.errors.AuthError` makes i
 ``list`` of those for a frame that carries many, or :data:`HEARTBEAT` when the broker sent a heartbeat and
 nothing else. Anything yielded resets the watchdog. A malformed frame is the plugin's to log and count
 (:meth:`StreamStats.skip`); it must not end the stream.
+
+Timeouts inside a plugin: prefer ``asyncio.timeout()`` (or :func:`livedata_core.aio_tools.within`) to
+``asyncio.wait_for``, which on Python 3.11 can drop a cancellation and keep a stopped stream running.
 """
 
 from __future__ import annotations
