@@ -1,8 +1,9 @@
 """The asyncio publisher used by the runner: batched, pipelined, bounded, and never loses account events.
 
 ``publish(model)`` is a plain (non-async) call that only queues. A writer task wakes as soon as the event
-loop is idle, takes everything queued, and sends it to Redis as one pipeline; while that pipeline is in
-flight, new data queues up for the next one. So batches grow exactly as large as Redis is slow, with no timer.
+loop is idle, takes everything queued, and sends it to Redis as one pipeline, without waiting for the replies
+to earlier pipelines (up to a small window); past the window, new data queues up for the next one. So batches
+grow exactly as large as Redis is slow, with no timer.
 
 * Quotes are **conflated**: the queue holds at most one quote per channel, the latest. Memory is bounded by
   the number of symbols however far ahead of Redis the brokers run.
