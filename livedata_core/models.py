@@ -11,7 +11,6 @@ keys it does not know, so a consumer on an older version keeps working when a fi
 
 from __future__ import annotations
 
-import operator
 import time
 from typing import Any, ClassVar
 
@@ -28,6 +27,7 @@ __all__ = [
     "Quote",
     "Transaction",
     "from_dict",
+    "make_quote",
     "now_ms",
     "to_dict",
 ]
@@ -230,17 +230,40 @@ converter = cattrs.Converter(forbid_extra_keys=False)
 
 
 def _make_fast_to_dict(cls: type):
-    # attrs.asdict and cattrs.unstructure are generic and several times slower; this runs per quote.
-    names = tuple(f.name for f in attrs.fields(cls))
-    values = operator.attrgetter(*names)
-
-    def fast(obj: Any) -> dict[str, Any]:
-        return dict(zip(names, values(obj)))
-
-    return fast
+    # Runs for every published quote. attrs.asdict and cattrs.unstructure are generic and several times slower,
+    # and dict(zip(names, attrgetter(...))) still costs twice a dict display, so a display is generated once per
+    # class from its attrs fields, the way attrs generates __init__.
+    names = [f.name for f in attrs.fields(cls)]
+    source = f"def to_dict_{cls.__name__}(obj):\n    return {{" + ", ".join(f"{n!r}: obj.{n}" for n in names) + "}\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<livedata to_dict {cls.__name__}>", "exec"), namespace)
+    return namespace[f"to_dict_{cls.__name__}"]
 
 
 _TO_DICT = {cls: _make_fast_to_dict(cls) for cls in (Quote, Position, Balance, Order, Transaction, Account)}
+
+
+def _make_positional_factory(cls: type):
+    # Keyword arguments are most of what constructing a 17-field model costs (about 1.2 us a quote, of which
+    # 0.5 us is matching keywords and 0.2 us is frozen attrs' object.__setattr__). Parsers that build a quote
+    # per streamed item use this instead: positional, and setting the slots through their descriptors.
+    names = [f.name for f in attrs.fields(cls)]
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    namespace.update({f"set_{n}": cls.__dict__[n].__set__ for n in names})
+    body = "".join(f"    set_{n}(obj, {n})\n" for n in names)
+    source = f"def make_{cls.__name__}({', '.join(names)}, /):\n    obj = new(cls)\n{body}    return obj\n"
+    exec(compile(source, f"<livedata make {cls.__name__}>", "exec"), namespace)
+    return namespace[f"make_{cls.__name__}"]
+
+
+make_quote = _make_positional_factory(Quote)
+make_quote.__doc__ = """Build a :class:`Quote` from every field, positionally, in field order (fast path for parsers).
+
+``make_quote(broker, symbol, bid, ask, last, volume, bid_size, ask_size, last_size, open, high, low, close,
+mark, timestamp, received_at, extra)`` gives the same frozen object as ``Quote(broker=..., ...)`` in half the
+time. Every argument is required and nothing is checked or defaulted, so use it only where a quote is built
+per streamed item and the field order is spelled out next to the call.
+"""
 
 
 def to_dict(model: Any) -> dict[str, Any]:

@@ -48,6 +48,7 @@ TRANSIENT_ERRORS = ("LOADING", "READONLY", "OOM", "NOREPLICAS", "MISCONF", "BUSY
 CONNECTION_ERRORS = ("NOAUTH", "NOPERM", "WRONGPASS")
 REPLY_TIMEOUT = 10.0
 STREAM_TYPES = frozenset({"orders", "transactions"})
+MAX_CACHED_HEADS = 100_000
 
 
 @attrs.define
@@ -96,6 +97,7 @@ class AsyncPublisher:
         self.stats = PublisherStats()
         self._conn = RespConnection(self._target)
         self._quotes: dict[str, Quote] = {}
+        self._quote_heads: dict[str, tuple[bytes, bytes]] = {}
         self._reliable: deque[_Event] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -422,6 +424,10 @@ class AsyncPublisher:
         commands: list[bytes] = []
         owners: list[Any] = []
         latest_pairs: list[bytes] = []
+        # Formatted inline from cached heads: this runs for every quote, and the generic command() costs
+        # several times more.
+        heads = self._quote_heads
+        latest = self.latest
         for ch, quote in list(quotes.items()):
             try:
                 payload = dumps(to_dict(quote))
@@ -430,13 +436,14 @@ class AsyncPublisher:
                 self.stats.skipped += 1
                 log.error("skipped a quote on %s that cannot be encoded: %s", ch, exc)
                 continue
-            # Formatted inline: this runs for every quote, and the generic command() costs several times more.
-            chb = ch.encode()
-            commands.append(_PUBLISH % (len(chb), chb, len(payload), payload))
+            head = heads.get(ch)
+            if head is None:
+                head = self._quote_head(ch, quote.symbol)
+            size = b"$%d\r\n" % len(payload)
+            commands.append(b"%b%b%b\r\n" % (head[0], size, payload))
             owners.append(ch)
-            if self.latest:
-                key = latest_key("quotes", quote.symbol, self.prefix).encode()
-                latest_pairs.append(_PAIR % (len(key), key, len(payload), payload))
+            if latest:
+                latest_pairs.append(b"%b%b%b\r\n" % (head[1], size, payload))
         for event in reliable:
             commands.append(command(b"PUBLISH", event.channel, event.payload))
             owners.append(event)
@@ -453,8 +460,16 @@ class AsyncPublisher:
         return _Batch(b"".join(commands), owners, len(quotes) + len(reliable), quotes, reliable, commands=commands)
 
 
-_PUBLISH = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
-_PAIR = b"$%d\r\n%b\r\n$%d\r\n%b\r\n"
+    def _quote_head(self, ch: str, symbol: str) -> tuple[bytes, bytes]:
+        """The RESP bytes before a quote's payload: ``PUBLISH <channel>`` and the MSET key of its latest copy."""
+        if len(self._quote_heads) >= MAX_CACHED_HEADS:
+            self._quote_heads.clear()  # symbols come and go over weeks; the cache must not grow without end
+        chb = ch.encode()
+        key = latest_key("quotes", symbol, self.prefix).encode()
+        head = (b"*3\r\n$7\r\nPUBLISH\r\n" + _bulk(chb), _bulk(key))
+        self._quote_heads[ch] = head
+        return head
+
 
 
 def _bulk(arg: bytes) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from livedata_core.models import Quote
+from livedata_core.models import Quote, make_quote
 from livedata_core.streaming import StreamStats
 
 from .symbols import EQUITIES, FUTURES
@@ -168,22 +168,23 @@ class QuoteBook:
         ask = state[ASK]
         if ask == 0 and state[ASK_SIZE] == 0:
             ask = None
-        return Quote(
-            broker=self.broker,
-            symbol=symbol,
-            bid=bid,
-            ask=ask,
-            last=state[LAST],
-            volume=state[VOLUME],
-            bid_size=state[BID_SIZE],
-            ask_size=state[ASK_SIZE],
-            last_size=state[LAST_SIZE],
-            open=state[OPEN] or None,
-            high=state[HIGH] or None,
-            low=state[LOW] or None,
-            close=state[CLOSE] or None,
-            mark=state[MARK] or None,
-            timestamp=ts,
-            received_at=received_at,
-            extra=extra,
+        # make_quote takes every Quote field positionally, in this order (it is the per-item hot path).
+        return make_quote(
+            self.broker,  # broker
+            symbol,  # symbol
+            bid,
+            ask,
+            state[LAST],  # last
+            state[VOLUME],  # volume
+            state[BID_SIZE],  # bid_size
+            state[ASK_SIZE],  # ask_size
+            state[LAST_SIZE],  # last_size
+            state[OPEN] or None,  # open
+            state[HIGH] or None,  # high
+            state[LOW] or None,  # low
+            state[CLOSE] or None,  # close
+            state[MARK] or None,  # mark
+            ts,  # timestamp
+            received_at,
+            extra,
         )
