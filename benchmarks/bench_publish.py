@@ -194,7 +194,7 @@ def throttle(server: RedisServer, stop: threading.Event) -> None:
 
 
 async def memory_core(url: str, port: int, seconds: float) -> tuple[float, float, int, int]:
-    pub = AsyncPublisher(url)
+    pub = AsyncPublisher(url, stream_maxlen=10_000_000)  # the stream counts deliveries: no trimming
     await pub.start()
     quotes = make_quotes(len(SYMBOLS))
     base = rss_mb()
