@@ -15,9 +15,11 @@ from functools import lru_cache
 from .errors import InvalidIdentifier
 
 __all__ = [
+    "BOOK_TYPES",
     "CHANNEL_TYPES",
     "MAX_IDENTIFIER_LENGTH",
     "ROOT",
+    "book_key",
     "channel",
     "control_channel",
     "latest_key",
@@ -31,6 +33,7 @@ __all__ = [
 
 ROOT = "live_data"
 CHANNEL_TYPES = ("quotes", "positions", "balances", "orders", "transactions")
+BOOK_TYPES = ("positions", "balances")
 MAX_IDENTIFIER_LENGTH = 64
 
 _BAD_CHARS = re.compile(r"[*?\[\]\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -123,6 +126,15 @@ def stream_key(kind: str, identifier: str, prefix: str = "") -> str:
     """The capped Redis Stream that keeps orders and transactions: ``live_data:stream:<type>:<id>``."""
     _check_type(kind)
     return f"{_root(prefix)}:stream:{kind}:{validate_identifier(identifier)}"
+
+
+@lru_cache(maxsize=65536)
+def book_key(kind: str, identifier: str, prefix: str = "") -> str:
+    """The hash that holds an account's whole current book: ``live_data:book:positions:<account>`` (one field
+    per symbol) or ``live_data:book:balances:<account>`` (one field per currency)."""
+    if kind not in BOOK_TYPES:
+        raise ValueError(f"no book for {kind!r}; books exist for {' and '.join(BOOK_TYPES)}")
+    return f"{_root(prefix)}:book:{kind}:{validate_identifier(identifier)}"
 
 
 def control_channel(prefix: str = "") -> str:

@@ -9,6 +9,7 @@ typed models, short channel specs and the latest value::
         print(message.kind, message.identifier, message.data)   # data is a Quote, an Order, ...
 
     quote = latest("quotes", "AAPL")                               # the last published Quote, or None
+    positions = book("positions", "12345678")                      # {symbol: Position} held now
 
 Specs are ``<type>:<identifier>`` (``quotes:AAPL``) or patterns with ``*`` (``quotes:*``); the
 ``live_data:`` root and the deployment prefix are added for you.
@@ -25,11 +26,11 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
-from .channels import latest_key, parse_channel, pattern
+from .channels import book_key, latest_key, parse_channel, pattern
 from .models import MODEL_FOR_TYPE, from_dict
 from .redis_url import redis_url_from_env
 
-__all__ = ["Message", "asubscribe", "latest", "subscribe"]
+__all__ = ["Message", "asubscribe", "book", "latest", "subscribe"]
 
 log = logging.getLogger("livedata.subscriber")
 
@@ -128,3 +129,23 @@ def latest(kind: str, identifier: str, *, url: str | None = None, prefix: str = 
         return None
     data = orjson.loads(raw)
     return from_dict(MODEL_FOR_TYPE[kind], data) if models else data
+
+
+def book(kind: str, account_id: str, *, url: str | None = None, prefix: str = "", models: bool = True) -> dict[str, Any]:
+    """An account's whole current book: ``{symbol: Position}`` for ``positions`` (closed positions are gone) or
+    ``{currency: Balance}`` for ``balances``; empty when nothing was published (or ``latest`` is off).
+
+    To follow a book live without missing a change, subscribe to the channel first, then read the book, then
+    apply the messages that arrive.
+    """
+    key = book_key(kind, account_id, prefix)
+    client = redis.Redis.from_url(url or redis_url_from_env()[0])
+    try:
+        raw = client.hgetall(key)
+    finally:
+        client.close()
+    out: dict[str, Any] = {}
+    for field, payload in sorted(raw.items()):
+        data = orjson.loads(payload)
+        out[field.decode()] = from_dict(MODEL_FOR_TYPE[kind], data) if models else data
+    return out

@@ -13,7 +13,7 @@ import redis
 
 from livedata_core import live_data_redis
 from livedata_core.errors import PublishError
-from livedata_core.models import Order, Quote, Transaction
+from livedata_core.models import Balance, Order, Position, Quote, Transaction
 from livedata_core.publisher import AsyncPublisher
 from livedata_core.redis_url import mask_url, parse_redis_url
 
@@ -78,9 +78,52 @@ def test_latest_value_and_order_stream(redis_server, sync_publisher):
     assert r.xlen("live_data:stream:transactions:12345") == 1
 
 
+def test_the_book_holds_every_open_position_and_a_balance_per_currency(redis_server, sync_publisher):
+    from livedata_core.subscriber import book
+
+    sync_publisher.publish_position("B1", {"symbol": "AAPL", "quantity": 3})
+    sync_publisher.publish_position("B1", {"symbol": "MSFT", "quantity": -5})
+    sync_publisher.publish_position("B1", {"symbol": "AAPL", "quantity": 4})
+    sync_publisher.publish_balance("B1", {"currency": "USD", "cash": 10})
+    sync_publisher.publish_balance("B1", {"currency": "EUR", "cash": 7})
+    r = redis.Redis(port=redis_server.port)
+    # A plain redis-py consumer reads the whole book with one HGETALL; the latest key has only the last one.
+    raw = {k.decode(): json.loads(v)["quantity"] for k, v in r.hgetall("live_data:book:positions:B1").items()}
+    assert raw == {"AAPL": 4.0, "MSFT": -5.0}
+    assert json.loads(r.get("live_data:latest:positions:B1"))["symbol"] == "AAPL"
+    assert sorted(book("balances", "B1", url=redis_server.url)) == ["EUR", "USD"]
+
+    sync_publisher.publish_position("B1", {"symbol": "AAPL", "quantity": 0})  # closed: leaves the book
+    held = book("positions", "B1", url=redis_server.url)
+    assert list(held) == ["MSFT"] and isinstance(held["MSFT"], Position) and held["MSFT"].quantity == -5.0
+    assert book("positions", "NOBODY", url=redis_server.url) == {}
+    with pytest.raises(ValueError, match="no book for 'orders'"):
+        book("orders", "B1", url=redis_server.url)
+
+
+def test_async_publisher_keeps_the_book_like_the_sync_one(redis_server):
+    from livedata_core.subscriber import book
+
+    async def go():
+        pub = AsyncPublisher(redis_server.url, prefix="ab")
+        await pub.start()
+        pub.publish(Position(broker="t", account_id="B2", symbol="/ESZ24", quantity=2))
+        pub.publish(Position(broker="t", account_id="B2", symbol="SPY", quantity=100))
+        pub.publish(Balance(broker="t", account_id="B2", currency="USD", cash=5.0))
+        pub.publish(Position(broker="t", account_id="B2", symbol="SPY", quantity=0))
+        assert await pub.flush(5)
+        await pub.close()
+
+    asyncio.run(go())
+    held = book("positions", "B2", url=redis_server.url, prefix="ab", models=False)
+    assert list(held) == ["/ESZ24"] and held["/ESZ24"]["quantity"] == 2.0
+    assert book("balances", "B2", url=redis_server.url, prefix="ab")["USD"].cash == 5.0
+
+
 def test_latest_and_streams_can_be_turned_off(redis_server, sync_publisher):
     sync_publisher.configure(redis_server.url, prefix="p2", latest=False, streams=False)
     sync_publisher.publish_order("1", {"order_id": "1"})
+    sync_publisher.publish_position("1", {"symbol": "AAPL", "quantity": 1})
     r = redis.Redis(port=redis_server.port)
     assert r.keys("*") == []
 

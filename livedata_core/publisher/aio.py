@@ -10,9 +10,10 @@ grow exactly as large as Redis is slow, with no timer.
 * Positions, balances, orders and transactions go to an ordered queue that is **never dropped**. When Redis
   is down they wait, and go out in order once it is back.
 
-Every publish also sets ``live_data:latest:<type>:<id>`` (one GET gives a late consumer the current state)
-and orders and transactions are appended to a capped stream ``live_data:stream:<type>:<id>``; both can be
-turned off.
+Every publish also sets ``live_data:latest:<type>:<id>`` (one GET gives a late consumer the last payload),
+positions and balances also update their account's book hash ``live_data:book:<type>:<account>`` (one
+HGETALL gives the whole current book), and orders and transactions are appended to a capped stream
+``live_data:stream:<type>:<id>``; latest keys with books, and streams, can each be turned off.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from typing import Any
 import attrs
 import hiredis
 
-from ..channels import channel, latest_key, stream_key
+from ..channels import book_key, channel, latest_key, stream_key
 from ..errors import PublishError
 from ..models import Quote, to_dict
 from ..redis_url import mask_url, parse_redis_url, redis_url_from_env
-from .encoding import dumps
+from .encoding import book_entry, dumps
 from .resp import RespConnection, command
 from ..aio_tools import within
 
@@ -71,7 +72,8 @@ class AsyncPublisher:
 
     :param url: Redis URL; default ``LIVEDATA_REDIS_URL`` or ``redis://localhost:6379/0``.
     :param prefix: deployment prefix for every channel and key.
-    :param latest: also keep the last payload per channel under ``live_data:latest:...``.
+    :param latest: also keep the last payload per channel under ``live_data:latest:...`` and each account's
+        positions and balances in the hashes ``live_data:book:...``.
     :param streams: also append orders and transactions to ``live_data:stream:...``.
     :param stream_maxlen: approximate cap on each stream's length.
     :param max_batch: the most commands in one pipeline.
@@ -141,7 +143,7 @@ class AsyncPublisher:
             kind = getattr(model, "TYPE", None)
             if kind is None or kind == "quotes":
                 raise TypeError(f"cannot publish {type(model).__name__}: not a livedata model")
-            event = _Event(kind, model.identifier, dumps(to_dict(model)), self)
+            event = _Event(kind, model.identifier, dumps(to_dict(model)), self, book_entry(model))
             if self._closed:
                 log.error("published after the publisher closed, not sent: %s on %s: %s", kind, event.channel.decode(),
                           event.payload.decode())
@@ -452,6 +454,10 @@ class AsyncPublisher:
             if event.stream_key is not None:
                 commands.append(command(b"XADD", event.stream_key, b"MAXLEN", b"~", self._maxlen, b"*", b"data", event.payload))
                 owners.append(event)
+            if event.book is not None:
+                key, field, closed = event.book
+                commands.append(command(b"HDEL", key, field) if closed else command(b"HSET", key, field, event.payload))
+                owners.append(event)
         if latest_pairs:
             commands.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(latest_pairs)) + b"".join(latest_pairs))
             owners.append(None)
@@ -479,15 +485,22 @@ def _bulk(arg: bytes) -> bytes:
 class _Event:
     """An account event, encoded once when it is published, with every key it is written to."""
 
-    __slots__ = ("kind", "channel", "latest_key", "stream_key", "payload")
+    __slots__ = ("kind", "channel", "latest_key", "stream_key", "book", "payload")
 
-    def __init__(self, kind: str, identifier: str, payload: bytes, publisher: AsyncPublisher) -> None:
+    def __init__(
+        self, kind: str, identifier: str, payload: bytes, publisher: AsyncPublisher, book: tuple[str, bool] | None
+    ) -> None:
         prefix = publisher.prefix
         self.kind = kind
         self.channel = channel(kind, identifier, prefix).encode()
         self.latest_key = latest_key(kind, identifier, prefix).encode() if publisher.latest else None
         self.stream_key = (
             stream_key(kind, identifier, prefix).encode() if publisher.streams and kind in STREAM_TYPES else None
+        )
+        self.book = (
+            (book_key(kind, identifier, prefix).encode(), book[0].encode(), book[1])
+            if book is not None and publisher.latest
+            else None
         )
         self.payload = payload
 

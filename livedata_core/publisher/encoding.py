@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
-from ..models import MODEL_FOR_TYPE, from_dict
+from ..models import MODEL_FOR_TYPE, Balance, Position, from_dict
 
-__all__ = ["dumps", "payload_for"]
+__all__ = ["book_entry", "dumps", "payload_for"]
 
 
 def _default(value: Any) -> Any:
@@ -54,3 +54,16 @@ def payload_for(kind: str, identifier: str, data: Any, id_field: str) -> Any:
     return from_dict(cls, merged)
 
 
+
+
+def book_entry(model: Any) -> tuple[str, bool] | None:
+    """Where a model sits in its account's book hash: ``(field, closed)``, or ``None`` for models without a book.
+
+    A position's field is its symbol and a balance's its currency; a position published with quantity 0 (it was
+    closed) is removed from the book.
+    """
+    if type(model) is Position:
+        return model.symbol, model.quantity == 0
+    if type(model) is Balance:
+        return model.currency, False
+    return None

@@ -4,8 +4,9 @@
     live_data_redis.publish_quote("AAPL", {"bid": 1, "ask": 2, "last": 1.5, "volume": 10})
 
 Each ``publish_*`` takes a dict or a model, checks it against the model (a wrong type raises ``ValueError``
-naming the field), publishes the JSON on its channel, keeps it as the channel's latest value, and for orders
-and transactions appends it to the channel's capped stream. It returns how many subscribers received it.
+naming the field), publishes the JSON on its channel, keeps it as the channel's latest value (positions and
+balances also in their account's book hash), and for orders and transactions appends it to the channel's
+capped stream. It returns how many subscribers received it.
 
 Redis comes from ``LIVEDATA_REDIS_URL`` (default ``redis://localhost:6379/0``) unless :func:`configure` says
 otherwise. Connection failures raise :class:`~livedata_core.errors.PublishError` with the URL's password masked.
@@ -18,11 +19,11 @@ from typing import Any
 
 import redis
 
-from ..channels import channel, latest_key, stream_key, validate_prefix
+from ..channels import book_key, channel, latest_key, stream_key, validate_prefix
 from ..errors import PublishError
 from ..models import to_dict
 from ..redis_url import mask_url, parse_redis_url, redis_url_from_env
-from .encoding import dumps, payload_for
+from .encoding import book_entry, dumps, payload_for
 
 __all__ = [
     "configure",
@@ -77,6 +78,13 @@ def _publish(kind: str, identifier: str, data: Any, id_field: str) -> int:
     pipe.publish(channel(kind, identifier, prefix), payload)
     if _settings["latest"]:
         pipe.set(latest_key(kind, identifier, prefix), payload)
+        book = book_entry(model)
+        if book is not None:
+            field, closed = book
+            if closed:
+                pipe.hdel(book_key(kind, identifier, prefix), field)
+            else:
+                pipe.hset(book_key(kind, identifier, prefix), field, payload)
     if _settings["streams"] and kind in ("orders", "transactions"):
         pipe.xadd(stream_key(kind, identifier, prefix), {"data": payload}, maxlen=_settings["stream_maxlen"], approximate=True)
     try:

@@ -5,7 +5,7 @@ Example ``livedata.toml``::
     [redis]
     url = "redis://localhost:6379/0"   # or LIVEDATA_REDIS_URL; a password in it is never printed
     prefix = ""                        # several deployments on one Redis: "prod" -> prod:live_data:...
-    latest = true                      # keep live_data:latest:<type>:<id>
+    latest = true                      # keep live_data:latest:<type>:<id> and live_data:book:<type>:<account>
     streams = true                     # append orders and transactions to live_data:stream:<type>:<id>
     stream_maxlen = 10000
 
