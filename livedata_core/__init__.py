@@ -25,9 +25,10 @@ from .errors import (
     PublishError,
     RateLimited,
     StreamError,
+    SymbolsRefused,
 )
 from .hookspecs import hookimpl
-from .models import Account, Balance, Order, Position, Quote, Transaction, from_dict, now_ms, to_dict
+from .models import Account, Balance, Order, Position, Quote, Transaction, from_dict, make_quote, now_ms, to_dict
 from .streaming import HEARTBEAT, BrokerStream
 
 if TYPE_CHECKING:
@@ -58,10 +59,12 @@ __all__ = [
     "Quote",
     "RateLimited",
     "StreamError",
+    "SymbolsRefused",
     "Transaction",
     "from_dict",
     "hookimpl",
     "live_data_redis",
+    "make_quote",
     "now_ms",
     "to_dict",
 ]

@@ -32,6 +32,17 @@ class BrokerError(LivedataError):
     """The broker answered with an error that is not about authentication or rate limits."""
 
 
+class SymbolsRefused(BrokerError):
+    """The broker refused to subscribe some symbols (a symbol limit, an unknown symbol); the connection is fine.
+
+    ``symbols`` lists the refused ones; the others of the same call were subscribed.
+    """
+
+    def __init__(self, message: str, symbols: list[str]) -> None:
+        super().__init__(message)
+        self.symbols = list(symbols)
+
+
 class AuthError(BrokerError):
     """The broker rejected the credentials or token; the runner re-authenticates before trying again."""
 

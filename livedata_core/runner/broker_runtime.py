@@ -18,7 +18,7 @@ from typing import Any
 from ..broker import Broker
 from ..errors import (
     AuthError, BrokerError, ConfigError, InvalidIdentifier, LivedataError, LoginRequired, NotSupported, PluginError,
-    StreamError,
+    StreamError, SymbolsRefused,
 )
 from ..models import Balance, Order, Position, Quote, Transaction
 from ..streaming import HEARTBEAT, BrokerStream
@@ -299,7 +299,11 @@ class BrokerRuntime:
         return list(dict.fromkeys(out))
 
     async def subscribe(self, symbols: Iterable[str]) -> dict[str, list[str]]:
-        """Add symbols to the stream, now if connected, else at the next connect."""
+        """Add symbols to the stream, now if connected, else at the next connect.
+
+        Symbols the broker refuses are taken back out and named in the ``BrokerError`` raised; the others stay.
+        When the connection fails during the call, the symbols stay wanted and are subscribed at the reconnect.
+        """
         if not self.broker.has("stream"):
             raise NotSupported(f"broker {self.broker.name!r} does not stream quotes")
         wanted = self.normalize(symbols)
@@ -310,12 +314,19 @@ class BrokerRuntime:
             if new and self._stream is not None:
                 try:
                     await within(self._stream.subscribe(new), SUBSCRIBE_TIMEOUT)
+                except (StreamError, AuthError) as exc:
+                    # The connection broke, not the request: the reconnect subscribes everything in self.symbols.
+                    self._record_error(f"subscribe {', '.join(new)} deferred to the reconnect", exc)
                 except Exception as exc:
-                    # Refused (or no answer): roll back so status and the answer tell the truth.
-                    self.symbols.difference_update(new)
+                    # Refused (or no answer): roll back what was refused so status and the answer tell the truth.
+                    refused = set(exc.symbols) if isinstance(exc, SymbolsRefused) else set(new)
+                    self.symbols.difference_update(refused)
                     self.status.symbols = sorted(self.symbols)
-                    self._record_error(f"subscribe {', '.join(new)} failed", exc)
-                    raise BrokerError(f"{self.broker.name} did not subscribe {', '.join(new)}: {exc or type(exc).__name__}") from None
+                    self._record_error(f"subscribe {', '.join(sorted(refused))} failed", exc)
+                    raise BrokerError(
+                        f"{self.broker.name} did not subscribe {', '.join(s for s in new if s in refused)}: "
+                        f"{exc or type(exc).__name__}"
+                    ) from None
         return {"added": new, "already": [s for s in wanted if s not in new]}
 
     async def unsubscribe(self, symbols: Iterable[str]) -> dict[str, list[str]]:

@@ -8,7 +8,6 @@ forces a token refresh. ``stream`` returns a new :class:`~livedata_tos.stream.To
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -19,7 +18,7 @@ from . import symbols
 from .activity import ActivityParser
 from .protocol import StreamerInfo
 from .settings import TosSettings
-from .stream import StreamerTokens, TosStream
+from .stream import StreamerTokens, TosStream, url_host
 
 __all__ = ["TosSession"]
 
@@ -71,7 +70,7 @@ async def authenticate(ctx: BrokerContext) -> None:
         await session.client.access_token()  # LoginRequired here when nobody ran `livedata auth schwab`
     session.info = StreamerInfo.from_preference(await session.client.user_preference())
     url = ctx.settings.streamer_url or session.info.url
-    ctx.status["streamer"] = urlsplit(url).netloc or url
+    ctx.status["streamer"] = url_host(url)
 
 
 @hookimpl

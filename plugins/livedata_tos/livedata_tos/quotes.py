@@ -50,7 +50,9 @@ class QuoteBook:
     """Per-symbol state of the level-one services, merged from deltas.
 
     Only symbols marked with :meth:`want` produce quotes: data that arrives for a symbol after it was
-    unsubscribed is counted and dropped.
+    unsubscribed is counted and dropped. A :meth:`mute` symbol (an UNSUBS in flight) is still merged, so its
+    state stays complete if the server refuses the UNSUBS, but yields nothing. Until a symbol has a price (bid,
+    ask, last, mark or close) it yields nothing either: a quote without any is of no use to anyone.
     """
 
     def __init__(self, broker: str, stats: StreamStats) -> None:
@@ -59,15 +61,27 @@ class QuoteBook:
         self._state: dict[str, list[Any]] = {}
         self._delayed: dict[str, bool] = {}
         self._wanted: set[str] = set()
+        self._muted: set[str] = set()
 
     def want(self, symbols: Iterable[str]) -> None:
         """Start producing quotes for ``symbols``."""
-        self._wanted.update(symbols)
+        for s in symbols:
+            self._wanted.add(s)
+            self._muted.discard(s)
+
+    def mute(self, symbols: Iterable[str]) -> None:
+        """Keep merging ``symbols`` but yield no quotes for them (until :meth:`unmute` or :meth:`forget`)."""
+        self._muted.update(symbols)
+
+    def unmute(self, symbols: Iterable[str]) -> None:
+        """Yield quotes for muted ``symbols`` again."""
+        self._muted.difference_update(symbols)
 
     def forget(self, symbols: Iterable[str]) -> None:
         """Stop producing quotes for ``symbols`` and drop their state (a new subscription starts afresh)."""
         for s in symbols:
             self._wanted.discard(s)
+            self._muted.discard(s)
             self._state.pop(s, None)
             self._delayed.pop(s, None)
 
@@ -100,6 +114,7 @@ class QuoteBook:
         fallback_ts = envelope_ts if type(envelope_ts) is int and envelope_ts > 0 else None
         futures = service == FUTURES
         wanted = self._wanted
+        muted = self._muted
         out: list[Quote] = []
         get = fields.get
         for item in content:
@@ -118,12 +133,14 @@ class QuoteBook:
             except Exception as exc:  # one bad item must not cost the others in the frame
                 self.stats.skip("level-one item could not be parsed", f"{symbol}: {type(exc).__name__}: {exc}")
                 continue
-            out.append(quote)
+            if quote is not None and not (muted and symbol in muted):
+                out.append(quote)
         return out
 
     def _merge(self, service: str, get: Any, futures: bool, symbol: str, item: dict[str, Any],
-               fallback_ts: int | None, received_at: int) -> Quote:  # fmt: skip
-        """Merge one item's fields into the symbol's state and return the complete quote."""
+               fallback_ts: int | None, received_at: int) -> Quote | None:  # fmt: skip
+        """Merge one item's fields into the symbol's state and return the complete quote (``None`` while the
+        symbol has no price at all)."""
         state = self._state.get(symbol)
         if state is None:
             state = self._state[symbol] = [None] * N_SLOTS
@@ -149,6 +166,8 @@ class QuoteBook:
                 state[slot] = v
                 continue
             self.stats.skip(f"{service} bad value", (symbol, k, v))
+        if state[BID] is None and state[ASK] is None and state[LAST] is None and state[MARK] is None and state[CLOSE] is None:
+            return None
         qt = state[QUOTE_TIME]
         tt = state[TRADE_TIME]
         if qt is None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import attrs
 from livedata_schwab.settings import SchwabSettings
 
+from livedata_core.redis_url import mask_url
+
 __all__ = ["TosSettings"]
 
 
@@ -19,7 +21,7 @@ def _positive(instance: object, attribute: attrs.Attribute, value: float) -> Non
 
 def _ws_url(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
     if value is not None and not value.startswith(("ws://", "wss://")):
-        raise ValueError(f"streamer_url must start with ws:// or wss://, was {value!r}")
+        raise ValueError(f"streamer_url must start with ws:// or wss://, was {mask_url(value)!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -28,7 +30,7 @@ class TosSettings:
 
     schwab: SchwabSettings = attrs.field(factory=SchwabSettings)
     """The Schwab app whose login the streamer uses (tokens under the key ``schwab``)."""
-    streamer_url: str | None = attrs.field(default=None, validator=_ws_url)
+    streamer_url: str | None = attrs.field(default=None, validator=_ws_url, repr=lambda v: repr(v and mask_url(v)))
     """Connect here instead of ``streamerInfo.streamerSocketUrl`` (tests, proxies)."""
     account_activity: bool = True
     """Subscribe to ACCT_ACTIVITY and publish order events on ``orders:{account}``."""

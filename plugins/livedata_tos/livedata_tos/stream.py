@@ -9,7 +9,9 @@ class ends ``events()`` when the server closes politely and raises otherwise.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +20,8 @@ import orjson
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidURI
 
-from livedata_core.errors import AuthError, BrokerError, StreamError
+from livedata_core.aio_tools import within
+from livedata_core.errors import AuthError, BrokerError, LoginRequired, StreamError, SymbolsRefused
 from livedata_core.models import now_ms
 from livedata_core.streaming import HEARTBEAT, BrokerStream, StreamStats
 
@@ -30,6 +33,8 @@ from .symbols import service_for
 __all__ = ["StreamerTokens", "TosStream"]
 
 ACCT_ACTIVITY = "ACCT_ACTIVITY"
+LOGOUT_TIMEOUT = 0.8
+READ_REST_TIMEOUT = 0.5
 _END = object()
 
 # websockets logs every frame at DEBUG, abridged but not redacted: the LOGIN frame carries the access token.
@@ -44,23 +49,38 @@ class StreamerTokens:
     :param current: async callable returning a valid access token (refreshed when near expiry).
     :param refresh: async callable forcing a refresh and returning the new token.
 
-    After the streamer denied a login (:meth:`rejected`), the next login forces a refresh first, so a token the
-    server already refused is never sent twice.
+    After the streamer refused a token (:meth:`rejected`: a denied login, or code 3 on a live connection), the
+    next login forces a refresh first, so a token the server already refused is never sent twice. When the token
+    refreshed after a denial is denied as well, :attr:`denied_after_refresh` says so: refreshing again will not
+    help, a person has to look.
     """
 
     def __init__(self, current: Callable[[], Awaitable[str]], refresh: Callable[[], Awaitable[str]]) -> None:
         self._current = current
         self._refresh = refresh
         self.stale = False
+        self._refreshed_after_denial = False
+
+    @property
+    def denied_after_refresh(self) -> bool:
+        """The last token refused was itself the one refreshed because of an earlier refusal."""
+        return self.stale and self._refreshed_after_denial
 
     def rejected(self) -> None:
         """The streamer refused the last token: refresh before the next login."""
         self.stale = True
 
+    def accepted(self) -> None:
+        """The streamer accepted a login: a later refusal starts the count afresh."""
+        self._refreshed_after_denial = False
+
     async def refresh(self) -> str:
         """Force a refresh now."""
+        after_denial = self.stale
         token = await self._refresh()
         self.stale = False
+        if after_denial:
+            self._refreshed_after_denial = True
         return token
 
     async def for_login(self) -> str:
@@ -128,7 +148,10 @@ class TosStream(BrokerStream):
         self._book = QuoteBook(broker, self.stats)
         self._activity = activity or ActivityParser(broker)
         self._subscribed: dict[str, set[str]] = {name: set() for name in FIELDS}
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue_frames)
+        # Unbounded, with the bound applied by the reader after it queued a frame: a reader cancelled while it
+        # waits for room has already handed its frame over, so no account event is lost at shutdown.
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queue_frames = queue_frames
         self._lock = asyncio.Lock()
         self._pending: tuple[str, str, str, asyncio.Future[dict]] | None = None
         self._requestid = 0
@@ -139,8 +162,7 @@ class TosStream(BrokerStream):
         self._closing = False
 
     def __repr__(self) -> str:
-        host = urlsplit(self.url).netloc
-        return f"TosStream({host!r}, logged_in={self._logged_in})"
+        return f"TosStream({url_host(self.url)!r}, logged_in={self._logged_in})"
 
     @property
     def subscribed(self) -> dict[str, frozenset[str]]:
@@ -159,7 +181,7 @@ class TosStream(BrokerStream):
         :raises ConnectionLimit: another streamer is connected for this Schwab login.
         :raises StreamError: the streamer could not be reached or did not answer in time.
         """
-        host = urlsplit(self.url).netloc or self.url
+        host = url_host(self.url)
         try:
             self._ws = await ws_connect(
                 self.url,
@@ -181,9 +203,15 @@ class TosStream(BrokerStream):
             }
             try:
                 answer = await self._command("ADMIN", "LOGIN", parameters, timeout=self.login_timeout)
-            except AuthError:
-                self._tokens.rejected()
+            except AuthError as exc:
+                if self._tokens.denied_after_refresh:
+                    raise LoginRequired(
+                        f"{exc}, also with an access token refreshed after the first denial. Check that the Schwab "
+                        "app is approved for streaming (Trader API - Individual, Market Data Production), or log "
+                        "in again with `livedata auth schwab`"
+                    ) from None
                 raise
+            self._tokens.accepted()
             self._logged_in = True
             self.server_status = str(answer.get("content", {}).get("msg", "")) or None
             self.log.info("logged in to the Schwab streamer at %s (%s)", host, self.server_status)
@@ -228,10 +256,13 @@ class TosStream(BrokerStream):
     async def subscribe(self, symbols: Sequence[str]) -> None:
         """ADD level-one subscriptions: ``/...`` symbols to LEVELONE_FUTURES, the rest to LEVELONE_EQUITIES.
 
-        A command the server refuses on a live connection (code 19, symbol limit; 24, failed ADD) is logged,
-        counted under ``subscribe failed`` and leaves those symbols unsubscribed; a code that ends the
-        connection raises.
+        :raises SymbolsRefused: the server refused some of them on a live connection (code 19, symbol limit;
+            24, failed ADD), naming them; every other chunk was still sent and those symbols are subscribed.
+        :raises StreamError, AuthError: a code that ends the connection.
         """
+        refused: list[str] = []
+        errors: list[str] = []
+        self._book.unmute(symbols)  # still subscribed after a refused UNSUBS: their quotes resume
         for service, new in self._group(symbols, subscribed=False).items():
             fields = request_fields(service)
             for chunk in _chunks(new, self.max_keys_per_command):
@@ -243,19 +274,27 @@ class TosStream(BrokerStream):
                     if _ends_connection(exc):
                         raise
                     self._command_failed("subscribe failed", exc, chunk)
+                    refused.extend(chunk)
+                    errors.append(str(exc))
                     continue
                 except BaseException:
                     self._book.forget(chunk)
                     raise
                 self._subscribed[service].update(chunk)
                 self.log.debug("subscribed %s: %s", service, ",".join(chunk))
+        if refused:
+            raise SymbolsRefused(f"the Schwab streamer refused {', '.join(refused)}: {'; '.join(errors)}", refused)
 
     async def unsubscribe(self, symbols: Sequence[str]) -> None:
-        """UNSUBS level-one symbols; data still in flight for them is dropped."""
+        """UNSUBS level-one symbols. Their quotes stop at once; their state is dropped once the server agrees.
+
+        A refusal on a live connection is logged and counted (``unsubscribe failed``); the symbols then stay
+        subscribed, their deltas still merged but not yielded, so a later :meth:`subscribe` of them resumes
+        with complete quotes.
+        """
         for service, old in self._group(symbols, subscribed=True).items():
             for chunk in _chunks(old, self.max_keys_per_command):
-                self._book.forget(chunk)
-                self._subscribed[service].difference_update(chunk)
+                self._book.mute(chunk)
                 try:
                     await self._command(service, "UNSUBS", {"keys": ",".join(chunk)})
                 except BrokerError as exc:
@@ -263,6 +302,8 @@ class TosStream(BrokerStream):
                         raise
                     self._command_failed("unsubscribe failed", exc, chunk)
                     continue
+                self._book.forget(chunk)
+                self._subscribed[service].difference_update(chunk)
                 self.log.debug("unsubscribed %s: %s", service, ",".join(chunk))
 
     async def view(self, service: str, fields: Iterable[int | str]) -> None:
@@ -276,27 +317,35 @@ class TosStream(BrokerStream):
         if self._closing:
             return
         self._closing = True
+        # Bounded so that the whole close (LOGOUT, closing handshake, reader) fits the runner's 2 s for it.
         try:
             if self._logged_in and self._failure is None and self._ws is not None:
-                await asyncio.wait_for(self._command("ADMIN", "LOGOUT", {}), timeout=min(2.0, self.command_timeout))
+                await within(self._command("ADMIN", "LOGOUT", {}), min(LOGOUT_TIMEOUT, self.command_timeout))
         except Exception as exc:  # the server may already be gone; closing must not fail
             self.log.debug("LOGOUT not acknowledged: %s", type(exc).__name__)
-        await self._shutdown()
+        finally:
+            await self._shutdown()
 
     async def _shutdown(self) -> None:
+        # Also runs when close() is being cancelled: the socket must not outlive the stream object (Schwab allows
+        # one streamer connection per login, and the next connect would be refused with code 12).
         self._closing = True
         ws, self._ws = self._ws, None
         if ws is not None:
             try:
-                await asyncio.wait_for(ws.close(), timeout=2.0)
-            except Exception:
-                pass
-        if self._reader is not None:
+                await within(ws.close(), 0.5)
+            except BaseException:
+                ws.transport.abort()  # no closing handshake in time (or cancelled): drop the TCP connection
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+        reader, self._reader = self._reader, None
+        if reader is not None and not reader.done():
             try:
-                await asyncio.wait_for(asyncio.shield(self._reader), timeout=1.0)
-            except (Exception, asyncio.CancelledError):
-                self._reader.cancel()
-            self._reader = None
+                await within(asyncio.shield(reader), 0.5)
+            except BaseException:
+                reader.cancel()
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
 
     # -- commands ------------------------------------------------------------------------------------------
 
@@ -315,8 +364,8 @@ class TosStream(BrokerStream):
             self._pending = (rid, service, command, future)
             try:
                 await ws.send(orjson.dumps(request(self.info, rid, service, command, parameters)).decode())
-                answer = await asyncio.wait_for(future, timeout)
-            except asyncio.TimeoutError:
+                answer = await within(future, timeout)
+            except TimeoutError:
                 raise StreamError(
                     f"the Schwab streamer did not answer {service} {command} within {timeout:g} s"
                 ) from None
@@ -331,6 +380,8 @@ class TosStream(BrokerStream):
         msg = content.get("msg") if isinstance(content, dict) else None
         error = error_for_code(code, msg, service, command, connection_limit_retry=self.connection_limit_retry)
         if error is not None:
+            if isinstance(error, AuthError):
+                self._tokens.rejected()
             raise error
         return answer
 
@@ -338,21 +389,14 @@ class TosStream(BrokerStream):
 
     async def _read_loop(self) -> None:
         ws = self._ws
-        queue = self._queue
         try:
             async for raw in ws:
-                received_at = now_ms()
-                try:
-                    out, heartbeat = self._on_frame(raw, received_at)
-                except Exception as exc:  # a parser bug must not end the stream; count it
-                    self.stats.skip("frame could not be parsed", f"{type(exc).__name__}: {exc}")
-                    continue
-                if out:
-                    await queue.put(out)
-                elif heartbeat:
-                    await queue.put(HEARTBEAT)
+                self._handle(raw)
                 if self._failure is not None:
+                    await self._read_rest(ws)
                     break
+                if self._queue.qsize() >= self._queue_frames:
+                    await self._wait_for_room()
         except ConnectionClosedOK:
             if not self._closing and self._failure is None:
                 self.log.info("the Schwab streamer closed the connection")
@@ -370,16 +414,39 @@ class TosStream(BrokerStream):
                 pending[3].set_exception(
                     self._failure or StreamError(f"the Schwab streamer closed the connection during {pending[1]} {pending[2]}")
                 )
-            self._put_end()
-
-    def _put_end(self) -> None:
-        try:
             self._queue.put_nowait(_END)
-        except asyncio.QueueFull:
-            # The consumer is far behind; it will see the end after draining (events() re-checks).
-            asyncio.get_running_loop().create_task(self._queue.put(_END))
+
+    def _handle(self, raw: str | bytes) -> None:
+        """Parse one frame and queue what it carries."""
+        try:
+            out, heartbeat = self._on_frame(raw, now_ms())
+        except Exception as exc:  # a parser bug must not end the stream; count it
+            self.stats.skip("frame could not be parsed", f"{type(exc).__name__}: {exc}")
+            return
+        if out:
+            self._queue.put_nowait(out)
+        elif heartbeat:
+            self._queue.put_nowait(HEARTBEAT)
+
+    async def _read_rest(self, ws: Any) -> None:
+        # A code that ends the connection may be followed by frames the server had already sent (account
+        # activity among them): read what arrives before the server closes, briefly.
+        try:
+            async with asyncio.timeout(READ_REST_TIMEOUT):
+                async for raw in ws:
+                    self._handle(raw)
+        except (TimeoutError, ConnectionClosed):
+            pass
+
+    async def _wait_for_room(self) -> None:
+        # The consumer is far behind (it should never be: publish() does not block). Stop reading, so the
+        # server's socket buffer fills rather than our memory, until it catches up.
+        while self._queue.qsize() >= self._queue_frames // 2:
+            await asyncio.sleep(0.01)
 
     def _fail(self, error: Exception) -> None:
+        if isinstance(error, AuthError):
+            self._tokens.rejected()  # code 3 on a live connection: the token expired or was revoked
         if self._failure is None:
             self._failure = error
 
@@ -387,8 +454,10 @@ class TosStream(BrokerStream):
         try:
             message = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            self.stats.skip("malformed frame (not JSON)", raw[:200])
-            return [], False
+            message = _lenient_loads(raw)  # what orjson refuses (1e400, a lone surrogate) may sit beside orders
+            if message is None:
+                self.stats.skip("malformed frame (not JSON)", raw[:200])
+                return [], False
         if type(message) is not dict:
             self.stats.skip("malformed frame (not an object)", message)
             return [], False
@@ -504,6 +573,31 @@ class TosStream(BrokerStream):
             if (symbol in self._subscribed[service]) == subscribed:
                 groups.setdefault(service, []).append(symbol)
         return groups
+
+
+def url_host(url: str) -> str:
+    """``host:port`` of a URL, for logs, errors and status: never the user or password a proxy URL may carry."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or "?"
+    return f"{host}:{port}" if port else host
+
+
+def _lenient_loads(raw: str | bytes) -> Any:
+    """Parse JSON that orjson refuses but the standard library reads: numbers out of float range and
+    non-finite constants become ``None`` (so the parsers count them as bad values); ``None`` if not JSON at all."""
+    try:
+        return json.loads(raw, parse_float=_finite_or_none, parse_constant=lambda _: None)
+    except ValueError:
+        return None
+
+
+def _finite_or_none(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 def _code(answer: dict) -> int | None:

@@ -9,7 +9,7 @@ import logging
 import pytest
 import redis
 
-from livedata_core.errors import AuthError, ConnectionLimit, StreamError
+from livedata_core.errors import AuthError, ConnectionLimit, StreamError, SymbolsRefused
 from livedata_core.models import Order
 from livedata_core.publisher import AsyncPublisher
 from livedata_core.streaming import HEARTBEAT
@@ -286,7 +286,9 @@ def test_refused_subscribe_is_logged_and_counted_and_the_stream_keeps_working(ca
             stream = make_stream(fake)
             await stream.connect()
             fake.command_codes[("LEVELONE_EQUITIES", "ADD")] = (19, "symbol limit reached")
-            await stream.subscribe(["AAPL", "/ES"])
+            with pytest.raises(SymbolsRefused, match="refused AAPL") as refused:
+                await stream.subscribe(["AAPL", "/ES"])
+            assert refused.value.symbols == ["AAPL"]  # /ES, in the other chunk, was still sent
             assert stream.subscribed["LEVELONE_EQUITIES"] == frozenset()
             assert stream.subscribed["LEVELONE_FUTURES"] == {"/ES"}
             assert stream.stats.skipped["subscribe failed"] == 1
