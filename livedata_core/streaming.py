@@ -94,7 +94,11 @@ class BrokerStream(abc.ABC):
         """Yield models, lists of models and :data:`HEARTBEAT` until the connection ends."""
 
     async def subscribe(self, symbols: Sequence[str]) -> None:
-        """Start streaming ``symbols``. The default refuses, for brokers that stream no quotes."""
+        """Start streaming ``symbols``. The default refuses, for brokers that stream no quotes.
+
+        Raise :class:`~livedata_core.errors.SymbolsRefused` naming the symbols the broker refused while the
+        connection stays usable (the rest of the call still subscribed); ``StreamError`` when the connection broke.
+        """
         if symbols:
             raise NotImplementedError(f"{type(self).__name__} does not stream quotes")
 
