@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
+import json
 import logging
 import re
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -78,22 +82,167 @@ class BrokerContext:
 
 _strict = cattrs.Converter(forbid_extra_keys=True)
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SEQUENCES = (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.MutableSequence,
+              collections.abc.Set, collections.abc.MutableSet, collections.abc.Iterable, collections.abc.Collection)
+_MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+
+
+def _runner_keys() -> frozenset[str]:
+    from .runner.config import RUNNER_KEYS  # not at import time: the runner imports this module
+
+    return RUNNER_KEYS
+
+
+def _child(key: str, name: Any) -> str:
+    name = str(name)
+    return f"{key}.{name}" if _BARE_KEY.fullmatch(name) else f"{key}.{json.dumps(name)}"
+
+
+def _expected(tp: Any) -> str:
+    """What a value of type ``tp`` looks like in TOML, for error messages."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "a whole number"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_expected(a) for a in typing.get_args(tp) if a is not type(None))
+    if tp in _SEQUENCES or origin in _SEQUENCES:
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if len(set(args)) == 1 and args[0] in (bool, int, float, str):
+            return {bool: "a list of true/false", int: "a list of whole numbers", float: "a list of numbers",
+                    str: "a list of strings"}[args[0]]
+        return "a list"
+    if tp in _MAPPINGS or origin in _MAPPINGS or attrs.has(tp):
+        return "a table"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _wrong(tp: Any, value: Any, key: str) -> ConfigError:
+    return ConfigError(f"{key} must be {_expected(tp)}, was {value!r}")
+
+
+def _check_value(tp: Any, value: Any, key: str) -> None:
+    """Refuse ``value`` unless it already is a ``tp``: no coercion of "false" to True or 1.5 to 1.
+
+    Types this does not know (enums, dates, ...) are left to cattrs.
+    """
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any or tp is object or isinstance(tp, (str, typing.ForwardRef, typing.TypeVar)):
+        return
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _wrong(tp, value, key)
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _wrong(tp, value, key)
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN
+            raise _wrong(tp, value, key)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise _wrong(tp, value, key)
+    elif origin is typing.Literal:
+        if not any(type(value) is type(a) and value == a for a in args):
+            raise _wrong(tp, value, key)
+    elif origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1:
+            _check_value(arms[0], value, key)
+            return
+        for arm in arms:
+            try:
+                _check_value(arm, value, key)
+                return
+            except ConfigError:
+                pass
+        raise _wrong(tp, value, key)
+    elif tp in _SEQUENCES or origin in _SEQUENCES:
+        if not isinstance(value, (list, tuple)):
+            raise _wrong(tp, value, key)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key} must be a list of {len(args)} items, was {value!r}")
+            items = list(zip(args, value))
+        else:
+            items = [(args[0], v) for v in value] if args else []
+        for i, (item_tp, item) in enumerate(items):
+            _check_value(item_tp, item, f"{key}[{i}]")
+    elif tp in _MAPPINGS or origin in _MAPPINGS:
+        if not isinstance(value, dict):
+            raise _wrong(tp, value, key)
+        if len(args) == 2:
+            for k, v in value.items():
+                _check_value(args[0], k, f"{key} key {k!r}")
+                _check_value(args[1], v, _child(key, k))
+    elif attrs.has(origin or tp) and not isinstance(value, (origin or tp)):
+        if not isinstance(value, dict):
+            raise _wrong(tp, value, key)
+        _check_table(origin or tp, value, key, f"[{key}]")
+
+
+def _check_table(cls: type, data: dict[str, Any], key: str, where: str, extra: frozenset[str] = frozenset()) -> None:
+    try:
+        attrs.resolve_types(cls)
+    except Exception:  # noqa: BLE001 - an annotation that cannot be resolved is left to cattrs
+        pass
+    fields = {a.name: a for a in attrs.fields(cls) if a.init}
+    unknown = sorted(set(data) - set(fields) - extra)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s): {', '.join(unknown)}; allowed: {', '.join(sorted({*fields, *extra}))}"
+        )
+    for name, value in data.items():
+        if name in fields and fields[name].type is not None:
+            _check_value(fields[name].type, value, _child(key, name))
+
 
 def structure_settings(cls: type | None, data: dict[str, Any], where: str) -> Any:
     """Build a broker's settings object from a config table, or raise ``ConfigError`` naming the key.
 
+    Values must already have the field's type, as TOML gives them: a ``bool`` field takes only ``true`` /
+    ``false``, an ``int`` field only a whole number, a ``float`` field a whole or decimal number, a ``str``
+    field only a string; nothing is converted (``"false"`` is not false). Unknown keys are refused with the
+    list of allowed ones (the settings class's fields and the runner's own keys).
+
+    If the structured settings object has a ``check_config()`` method it is called next: checks that apply
+    to the broker's own table only (not to the class built directly or embedded in another broker's settings),
+    such as credentials that may come from the environment.
+
     :param where: how the user finds the table, for example ``[brokers.schwab]``.
     """
+    runner_keys = _runner_keys()
+    key = where.strip("[]")
     if cls is None:
-        if data:
-            raise ConfigError(f"{where}: unknown keys {sorted(data)}; this broker takes no settings")
+        own = sorted(set(data) - runner_keys)
+        if own:
+            raise ConfigError(
+                f"{where}: unknown key(s): {', '.join(own)}; allowed: {', '.join(sorted(runner_keys))} "
+                "(this broker takes no settings of its own)"
+            )
         return None
+    if attrs.has(cls):
+        _check_table(cls, data, key, where, extra=runner_keys)
     try:
-        return _strict.structure(data, cls)
+        settings = _strict.structure(data, cls)
     except cattrs.BaseValidationError as exc:
         raise ConfigError(f"{where}: " + "; ".join(describe_validation_error(exc))) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    check = getattr(settings, "check_config", None)
+    if callable(check):
+        check()
+    return settings
 
 
 @attrs.define(eq=False)

@@ -57,6 +57,30 @@ def _url_and_prefix(args: argparse.Namespace) -> tuple[str | None, str]:
     return url, prefix or ""
 
 
+def _config_path(args: argparse.Namespace) -> str | None:
+    """The configuration file a command reads: --config, else ./livedata.toml if it exists."""
+    path = getattr(args, "config", None)
+    if path is None and os.path.exists("livedata.toml"):
+        path = "livedata.toml"
+    return path
+
+
+def _check_broker_settings(config: Any, path: str | None) -> None:
+    """Check each broker table of the file against its plugin, so that an error names the file like the
+    runner's own errors do (``livedata.toml: brokers.ibkr.compete must be true or false, was 'false'``)."""
+    if path is None:
+        return
+    from .broker import structure_settings
+    from .plugins import get_broker
+
+    for name, broker_config in config.brokers.items():
+        try:
+            broker = get_broker(name)
+            structure_settings(broker.info.settings_cls, broker_config.settings, f"[brokers.{name}]")
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+
 def _setup(args: argparse.Namespace) -> None:
     from .logs import setup_logging
 
@@ -115,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.prefix is not None:
         env["LIVEDATA_PREFIX"] = args.prefix
     config = load_config_file(args.config, env=env)
+    _check_broker_settings(config, _config_path(args))
     if args.broker:
         missing = [b for b in args.broker if b not in config.brokers]
         brokers = {b: config.brokers.get(b) or BrokerConfig(name=b) for b in args.broker}
@@ -342,14 +367,19 @@ def _broker_context(args: argparse.Namespace) -> tuple[Any, Any]:
 
     broker = get_broker(args.broker)
     settings: dict[str, Any] = {}
+    path = None
     if args.config or os.path.exists("livedata.toml"):
         config = load_config_file(args.config)
         if args.broker in config.brokers:
             settings = config.brokers[args.broker].settings
+            path = _config_path(args)
     from .tokens import resolve_token_store
 
     store = resolve_token_store(args.broker)
-    return broker, broker.make_context(settings, store)
+    try:
+        return broker, broker.make_context(settings, store)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
 
 
 def cmd_auth(args: argparse.Namespace) -> int:

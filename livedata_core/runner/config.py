@@ -120,7 +120,7 @@ def _table(data: Any, where: str) -> dict[str, Any]:
 def _unknown(data: dict[str, Any], allowed: set[str] | frozenset[str], where: str) -> None:
     extra = sorted(set(data) - set(allowed))
     if extra:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}")
+        raise ConfigError(f"{where}: unknown key(s): {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}")
 
 
 def _number(value: Any, where: str, *, minimum: float = 0.0) -> float:
