@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from distributions import BURST, make_distribution
-from livedata_core import BrokerInfo, BrokerStream, HEARTBEAT, Order, Quote, hookimpl, plugins
+from livedata_core import BrokerInfo, BrokerStream, HEARTBEAT, Order, Position, Quote, hookimpl, plugins
 from livedata_core.control import ControlClient, ControlError, NoRunner
 from livedata_core.errors import AuthError, BrokerError, ConfigError, RateLimited, StreamError
 from livedata_core.runner import Runner, load_config
@@ -427,6 +427,48 @@ def test_orders_from_stream_and_polls_are_published_once_and_buffered_ones_flush
     finally:
         plugins.unregister_plugin(broker)
     assert sorted(published) == [("1", "filled"), ("1", "open"), ("2", "canceled")]
+
+
+class HoldingsBroker:
+    """Reports one position, AAPL, on every poll."""
+
+    __name__ = "holdings"
+    aapl = {"broker": "holdings", "account_id": "H1", "symbol": "AAPL", "quantity": 10.0, "market_value": 1900.0}
+
+    @hookimpl
+    def broker_info(self):
+        return BrokerInfo(name="holdings", capabilities={"fetch_positions"})
+
+    @hookimpl
+    def fetch_positions(self, ctx, account_id):
+        return [Position(**self.aapl)]
+
+
+def test_a_restart_publishes_positions_closed_meanwhile_and_not_unchanged_ones_again(redis_server):
+    from livedata_core.subscriber import book
+
+    r = redis.Redis(port=redis_server.port)
+    # What an earlier run left in the book: AAPL as the broker still reports it, TSLA since sold.
+    tsla = dict(HoldingsBroker.aapl, symbol="TSLA", quantity=5.0, market_value=1200.0)
+    r.hset("live_data:book:positions:H1", mapping={"AAPL": json.dumps(HoldingsBroker.aapl), "TSLA": json.dumps(tsla)})
+    broker = HoldingsBroker()
+    plugins.register_plugin(broker, "holdings")
+    try:
+        async def go():
+            config = _config(redis_server.url, {"holdings": {"accounts": ["H1"], "poll": {"positions": 0.05}}})
+            runner = Runner(config, token_store=MemoryTokenStore())
+            async with Collector(redis_server.port) as seen:
+                task = await start(runner)
+                await seen.wait_for(lambda: seen.channels("live_data:positions:H1"))
+                await asyncio.sleep(0.3)  # more polls: nothing changes, nothing more is published
+                await stop(runner, task)
+            return [d for c, d in seen.messages if c == "live_data:positions:H1"]
+
+        published = asyncio.run(go())
+    finally:
+        plugins.unregister_plugin(broker)
+    assert [(p["symbol"], p["quantity"]) for p in published] == [("TSLA", 0.0)]
+    assert list(book("positions", "H1", url=redis_server.url)) == ["AAPL"]
 
 
 class MessyBroker:

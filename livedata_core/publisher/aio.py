@@ -27,6 +27,7 @@ from typing import Any
 
 import attrs
 import hiredis
+import orjson
 
 from ..channels import book_key, channel, latest_key, stream_key
 from ..errors import PublishError
@@ -160,6 +161,25 @@ class AsyncPublisher:
         """Queue several models at once."""
         for m in models:
             self.publish(m)
+
+    async def read_book(self, kind: str, identifier: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The book hash of an account as published so far (``{symbol or currency: payload dict}``); empty when
+        ``latest`` is off. Uses a short-lived connection of its own.
+
+        :raises PublishError: Redis did not answer.
+        """
+        if not self.latest:
+            return {}
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            raw = await within(client.hgetall(book_key(kind, identifier, self.prefix)), timeout)
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            raise PublishError(f"cannot read {kind} book of {identifier} from Redis at {mask_url(self.url)}: {exc}") from None
+        finally:
+            await client.aclose()
+        return {field.decode(): orjson.loads(payload) for field, payload in raw.items()}
 
     @property
     def pending(self) -> int:

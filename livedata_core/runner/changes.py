@@ -42,11 +42,25 @@ class SeenSet:
 
 
 class PositionChanges:
-    """Positions that changed since the last poll, plus each closed position once with quantity 0."""
+    """Positions that changed since the last poll, plus each closed position once with quantity 0.
+
+    :meth:`seed` with the positions an earlier run left in the account's book makes the first poll report only
+    what changed since then, and positions closed meanwhile as closed.
+    """
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[Any, ...]] | None = None
         self._models: dict[str, Position] = {}
+
+    @property
+    def seeded(self) -> bool:
+        """Whether a previous state is known (seeded, or a poll happened)."""
+        return self._last is not None
+
+    def seed(self, positions: list[Position]) -> None:
+        """Start from ``positions`` as if they were the previous poll's result."""
+        self._last = {p.symbol: _content(p) for p in positions}
+        self._models = {p.symbol: p for p in positions}
 
     def __call__(self, positions: list[Position]) -> list[Position]:
         current = {p.symbol: _content(p) for p in positions}

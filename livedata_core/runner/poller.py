@@ -9,10 +9,10 @@ import math
 import time
 
 from ..errors import AuthError, LoginRequired, RateLimited
-from ..models import Account, now_ms
+from ..models import Account, Position, from_dict, now_ms
 from .backoff import Backoff
 from .broker_runtime import BrokerRuntime
-from .changes import MODEL_OF, differ_for
+from .changes import MODEL_OF, PositionChanges, differ_for
 from .config import POLL_KINDS
 from ..aio_tools import reraise_if_cancelling, within
 
@@ -93,6 +93,27 @@ class AccountPoller:
         ticks = math.floor((now + at_least - self.started) / interval) + 1
         return self.started + ticks * interval - now
 
+    async def _seed_from_book(self, differ: PositionChanges, account: str) -> None:
+        # The account's book in Redis is what consumers believe is held, possibly left by an earlier run. Diffing
+        # the first poll against it publishes a position closed while the runner was down as closed (quantity 0,
+        # which also takes it out of the book) and does not publish unchanged positions again.
+        read_book = getattr(self.rt.publisher, "read_book", None)
+        if read_book is None:
+            return
+        try:
+            stored = await read_book("positions", account)
+        except Exception as exc:
+            reraise_if_cancelling()
+            self.rt.log.warning("could not read the positions book of %s (every position is published): %s", account, exc)
+            return
+        previous = []
+        for symbol, data in stored.items():
+            try:
+                previous.append(from_dict(Position, data))
+            except (ValueError, TypeError) as exc:
+                self.rt.log.warning("ignoring %s in the positions book of %s: %s", symbol, account, exc)
+        differ.seed(previous)
+
     async def _poll_loop(self, account: str, kind: str) -> None:
         interval = getattr(self.rt.config.poll, kind)
         hook = f"fetch_{kind}"
@@ -111,6 +132,8 @@ class AccountPoller:
                 poll_started = now_ms()
                 since = last_ok - LOOKBACK_MS
                 items = await self.rt.broker.call(hook, ctx=self.rt.ctx, account_id=account, since=since)
+                if kind == "positions" and not differ.seeded:
+                    await self._seed_from_book(differ, account)
                 good = []
                 for model in items or ():
                     if type(model) is model_cls:
