@@ -1,8 +1,9 @@
 """Settings of the Schwab broker: the ``[brokers.schwab]`` table, every field defaulted.
 
 The app key and secret come from ``LIVEDATA_SCHWAB_APP_KEY`` / ``LIVEDATA_SCHWAB_APP_SECRET`` unless given in
-the table; they are masked in ``repr`` and only checked when a request needs them, so ``SchwabSettings()``
-always constructs.
+the table; they are masked in ``repr``. ``SchwabSettings()`` always constructs; livedata calls
+:meth:`SchwabSettings.check_config` when it loads the ``[brokers.schwab]`` table, so a missing key or secret
+stops ``livedata run`` before anything starts.
 """
 
 from __future__ import annotations
@@ -114,6 +115,13 @@ class SchwabSettings:
     working orders (GTC) are seen too."""
     transaction_types: list[str] = attrs.field(factory=lambda: list(TRANSACTION_TYPES), validator=_known_types)
 
+    def check_config(self) -> None:
+        """Called by livedata once the ``[brokers.schwab]`` table is loaded: the app key and secret must be known.
+
+        :raises ConfigError: one is missing; the message names the environment variables and the table keys.
+        """
+        self.credentials()
+
     def credentials(self) -> tuple[str, str]:
         """The app key and secret, from the settings or the environment.
 
@@ -121,11 +129,13 @@ class SchwabSettings:
         """
         key = self.app_key or os.environ.get(APP_KEY_ENV, "").strip()
         secret = self.app_secret or os.environ.get(APP_SECRET_ENV, "").strip()
-        missing = [name for name, value in ((APP_KEY_ENV, key), (APP_SECRET_ENV, secret)) if not value]
+        missing = [(env, setting) for env, setting, value in ((APP_KEY_ENV, "app_key", key),
+                                                              (APP_SECRET_ENV, "app_secret", secret)) if not value]
         if missing:
+            what = "key and secret are" if len(missing) == 2 else f"{missing[0][1].split('_')[1]} is"
             raise ConfigError(
-                f"Schwab app {'key and secret are' if len(missing) == 2 else 'credential is'} missing: set "
-                f"{' and '.join(missing)} to the values shown for your app at developer.schwab.com "
-                "(or app_key / app_secret in [brokers.schwab])"
+                f"Schwab app {what} missing: set {' and '.join(env for env, _ in missing)} to the "
+                f"values shown for your app at developer.schwab.com, or {' and '.join(s for _, s in missing)} in "
+                "[brokers.schwab]"
             )
         return key, secret
