@@ -90,18 +90,40 @@ def _setup(args: argparse.Namespace) -> None:
 # -- run -----------------------------------------------------------------------------------------------------
 
 
-def _redis_reachable(url: str) -> bool:
+def _redis_problem(url: str) -> tuple[bool, str] | None:
+    """``None`` if Redis answers PING at ``url``; else ``(unreachable, message)``: ``unreachable`` is ``False``
+    when something answered but refused (password, database number). The message names the cause; the URL in
+    it is masked."""
     import redis
 
+    from .redis_url import mask_url, parse_redis_url
+
+    shown = mask_url(url)
     client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
     try:
-        return bool(client.ping())
-    except redis.AuthenticationError:
-        return True  # something answers; the publisher will report the credentials problem plainly
-    except redis.RedisError:
-        return False
+        client.ping()
+        return None
+    except redis.AuthenticationError as exc:
+        hint = "" if parse_redis_url(url).password else " (the URL has no password)"
+        return False, f"Redis at {shown} refused the login: {str(exc).rstrip('.')}{hint}"
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        hint = ""
+        if url.startswith("rediss://"):
+            hint = " (rediss:// needs a Redis that speaks TLS on that port; use redis:// for a plain one)"
+        return True, f"Redis is not reachable at {shown}: {str(exc).rstrip('.')}{hint}"
+    except redis.RedisError as exc:
+        return False, f"Redis at {shown} refused the connection: {str(exc).rstrip('.')}"
     finally:
         client.close()
+
+
+def _check_redis(url: str | None) -> None:
+    """Raise ``PublishError`` saying why, unless Redis answers at ``url`` (``None``: the environment's)."""
+    from .redis_url import redis_url_from_env
+
+    problem = _redis_problem(url or redis_url_from_env()[0])
+    if problem is not None:
+        raise PublishError(problem[1])
 
 
 def _start_embedded_redis() -> Any:
@@ -130,7 +152,6 @@ def _start_embedded_redis() -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     import attrs
 
-    from .redis_url import mask_url
     from .runner import Runner, load_config_file
     from .runner.config import BrokerConfig
 
@@ -156,11 +177,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     runner = Runner(config)  # checks brokers, symbols and settings before anything is started
     embedded = None
-    if not _redis_reachable(config.redis.url):
-        if config.redis.explicit or args.no_embedded:
-            raise PublishError(
-                f"Redis is not reachable at {mask_url(config.redis.url)}. Start it, or fix LIVEDATA_REDIS_URL / --redis-url."
-            )
+    problem = _redis_problem(config.redis.url)
+    if problem is not None:
+        unreachable, message = problem
+        if not unreachable or config.redis.explicit or args.no_embedded:
+            raise PublishError(f"{message}. {'Start it, or fix' if unreachable else 'Fix'} LIVEDATA_REDIS_URL / --redis-url.")
         embedded = _start_embedded_redis()
         config = attrs.evolve(config, redis=attrs.evolve(config.redis, url=embedded.url))
         runner = Runner(config)
@@ -263,7 +284,13 @@ def _control(args: argparse.Namespace) -> Any:
     from .control import ControlClient
 
     url, prefix = _url_and_prefix(args)
-    return ControlClient(url, prefix, timeout=args.timeout)
+    client = ControlClient(url, prefix, timeout=args.timeout)
+    try:
+        _check_redis(client.url)
+    except PublishError:
+        client.close()
+        raise
+    return client
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
@@ -344,6 +371,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from .subscriber import subscribe
 
     url, prefix = _url_and_prefix(args)
+    _check_redis(url)
     count = 0
     try:
         for message in subscribe(*args.patterns, url=url, prefix=prefix, models=False):
