@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from distributions import BURST, make_distribution
-from livedata_core import BrokerInfo, BrokerStream, HEARTBEAT, Order, Position, Quote, hookimpl, plugins
+from livedata_core import BrokerInfo, BrokerStream, HEARTBEAT, Order, Position, Quote, Transaction, hookimpl, plugins
 from livedata_core.control import ControlClient, ControlError, NoRunner
 from livedata_core.errors import AuthError, BrokerError, ConfigError, RateLimited, StreamError
 from livedata_core.runner import Runner, load_config
@@ -469,6 +469,52 @@ def test_a_restart_publishes_positions_closed_meanwhile_and_not_unchanged_ones_a
         plugins.unregister_plugin(broker)
     assert [(p["symbol"], p["quantity"]) for p in published] == [("TSLA", 0.0)]
     assert list(book("positions", "H1", url=redis_server.url)) == ["AAPL"]
+
+
+class LedgerBroker:
+    """Reports the same two order states and one transaction on every poll."""
+
+    __name__ = "ledger"
+    filled = {"broker": "ledger", "account_id": "L1", "order_id": "7", "status": "filled", "filled_quantity": 1.0}
+    trade = {"broker": "ledger", "account_id": "L1", "transaction_id": "t7", "type": "trade", "amount": -190.0}
+
+    @hookimpl
+    def broker_info(self):
+        return BrokerInfo(name="ledger", capabilities={"fetch_orders", "fetch_transactions"})
+
+    @hookimpl
+    def fetch_orders(self, ctx, account_id, since):
+        return [Order(**dict(self.filled, status="open", filled_quantity=0.0)), Order(**self.filled)]
+
+    @hookimpl
+    def fetch_transactions(self, ctx, account_id, since):
+        return [Transaction(**self.trade)]
+
+
+def test_a_restart_does_not_publish_order_states_and_transactions_an_earlier_run_published(redis_server):
+    r = redis.Redis(port=redis_server.port)
+    # An earlier run published the fill and the transaction (not the order's open state).
+    r.xadd("live_data:stream:orders:L1", {"data": json.dumps(dict(LedgerBroker.filled, received_at=1))})
+    r.xadd("live_data:stream:transactions:L1", {"data": json.dumps(dict(LedgerBroker.trade, received_at=1))})
+    broker = LedgerBroker()
+    plugins.register_plugin(broker, "ledger")
+    try:
+        async def go():
+            poll = {"orders": 0.05, "transactions": 0.05}
+            runner = Runner(_config(redis_server.url, {"ledger": {"accounts": ["L1"], "poll": poll}}),
+                            token_store=MemoryTokenStore())  # fmt: skip
+            async with Collector(redis_server.port) as seen:
+                task = await start(runner)
+                await seen.wait_for(lambda: seen.channels("live_data:orders:L1"))
+                await asyncio.sleep(0.3)
+                await stop(runner, task)
+            return seen.messages
+
+        messages = asyncio.run(go())
+    finally:
+        plugins.unregister_plugin(broker)
+    assert [(d["order_id"], d["status"]) for c, d in messages if c == "live_data:orders:L1"] == [("7", "open")]
+    assert not [c for c, _ in messages if c == "live_data:transactions:L1"]
 
 
 class MessyBroker:

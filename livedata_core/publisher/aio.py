@@ -181,6 +181,33 @@ class AsyncPublisher:
             await client.aclose()
         return {field.decode(): orjson.loads(payload) for field, payload in raw.items()}
 
+    async def read_stream(self, kind: str, identifier: str, count: int | None = None, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The newest payloads (at most ``count``, default the stream's cap) of an account's orders or
+        transactions stream, newest first; empty when ``streams`` is off. Uses a short-lived connection.
+
+        :raises PublishError: Redis did not answer.
+        """
+        if not self.streams:
+            return []
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            entries = await within(
+                client.xrevrange(stream_key(kind, identifier, self.prefix), count=count or int(self._maxlen)), timeout
+            )
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            raise PublishError(f"cannot read {kind} stream of {identifier} from Redis at {mask_url(self.url)}: {exc}") from None
+        finally:
+            await client.aclose()
+        out = []
+        for _, fields in entries:
+            try:
+                out.append(orjson.loads(fields[b"data"]))
+            except (KeyError, orjson.JSONDecodeError):
+                continue  # an entry someone else wrote
+        return out
+
     @property
     def pending(self) -> int:
         """How many payloads are queued or sent but not yet confirmed by Redis."""

@@ -114,6 +114,27 @@ class AccountPoller:
                 self.rt.log.warning("ignoring %s in the positions book of %s: %s", symbol, account, exc)
         differ.seed(previous)
 
+    async def _seed_from_stream(self, kind: str, account: str) -> None:
+        # Order states and transactions an earlier run published are in the account's capped stream: marking
+        # them seen keeps a restart from publishing them a second time.
+        read_stream = getattr(self.rt.publisher, "read_stream", None)
+        if read_stream is None:
+            return
+        try:
+            stored = await read_stream(kind, account)
+        except Exception as exc:
+            reraise_if_cancelling()
+            self.rt.log.warning("could not read the %s stream of %s (states published before a restart may be "
+                                "published again): %s", kind, account, exc)  # fmt: skip
+            return
+        events = self.rt.order_events if kind == "orders" else self.rt.transaction_events
+        model_cls = MODEL_OF[kind]
+        for data in stored:
+            try:
+                events.add(from_dict(model_cls, data))
+            except (ValueError, TypeError):
+                continue  # not ours to judge: it was published; it just will not count as seen
+
     async def _poll_loop(self, account: str, kind: str) -> None:
         interval = getattr(self.rt.config.poll, kind)
         hook = f"fetch_{kind}"
@@ -123,6 +144,7 @@ class AccountPoller:
         model_cls = MODEL_OF[kind]
         backoff = Backoff(self.rt.backoff_config.initial, self.rt.backoff_config.max)
         last_ok = self.started_ms
+        seeded_events = False
         while not self.rt.stopping.is_set():
             delay = 0.0
             generation = self.rt.auth_generation
@@ -134,6 +156,9 @@ class AccountPoller:
                 items = await self.rt.broker.call(hook, ctx=self.rt.ctx, account_id=account, since=since)
                 if kind == "positions" and not differ.seeded:
                     await self._seed_from_book(differ, account)
+                elif kind in ("orders", "transactions") and not seeded_events:
+                    await self._seed_from_stream(kind, account)
+                    seeded_events = True
                 good = []
                 for model in items or ():
                     if type(model) is model_cls:
