@@ -367,14 +367,21 @@ def _format_message(kind: str, identifier: str, data: dict[str, Any]) -> str:
     return f"{stamp}  {kind}:{identifier:<12} {data.get('broker', '?'):<8} {fields}"
 
 
+def _tail_spec(spec: str) -> str:
+    """``quotes`` (a type without an identifier) means ``quotes:*``; anything else is taken as given."""
+    body = spec.removeprefix("live_data:")
+    return spec if ":" in body else f"{spec}:*"
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     from .subscriber import subscribe
 
     url, prefix = _url_and_prefix(args)
+    specs = [_tail_spec(spec) for spec in args.patterns]
     _check_redis(url)
     count = 0
     try:
-        for message in subscribe(*args.patterns, url=url, prefix=prefix, models=False):
+        for message in subscribe(*specs, url=url, prefix=prefix, models=False):
             if args.json:
                 print(json.dumps({"channel": message.channel, "data": message.data}), flush=True)
             else:
@@ -531,8 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tail", help="print what is being published, live",
                        description="Print payloads as they are published. PATTERN is <type>:<id>, e.g. 'quotes:*', "
-                       "'quotes:AAPL', 'orders:*'.")
-    p.add_argument("patterns", metavar="PATTERN", nargs="+")
+                       "'quotes:AAPL', 'orders:*'; a type alone ('quotes') means <type>:* (every identifier).")
+    p.add_argument("patterns", metavar="PATTERN", nargs="+",
+                   help="<type>:<id> with * and ? wildcards, or a type alone for all its channels")
     p.add_argument("--json", action="store_true", help="print each payload as a JSON line")
     p.add_argument("--count", "-n", type=int, default=0, help="stop after N messages")
     _redis_args(p)

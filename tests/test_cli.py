@@ -62,6 +62,8 @@ def test_tail_status_subscribe_against_a_running_runner(runner_process, redis_se
     assert out.returncode == 0
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 5 and all(re.search(r"quotes:(AAPL|MSFT)\s+demo\s+bid=", l) for l in lines)
+    out = run("tail", "quotes", "-n", "2", env=env, timeout=30)  # a type alone means quotes:*
+    assert out.returncode == 0 and len(out.stdout.strip().splitlines()) == 2, out.stderr
 
     out = run("subscribe", "demo", "nvda", env=env)
     assert out.returncode == 0 and "subscribed NVDA" in out.stdout
