@@ -129,7 +129,8 @@ def fetch_accounts(ctx: BrokerContext) -> list[Account]:
 def fetch_positions(ctx: BrokerContext, account_id: str) -> list[Position]:
     """Return every open position of one account. Capability: ``fetch_positions``.
 
-    Called on the configured interval; the runner publishes only positions that changed since the last call,
+    Called on the configured interval; the runner publishes only positions that changed since the last call
+    (the first call is compared with the account's book in Redis),
     and a position that disappeared once with quantity 0.
 
     :param account_id: the account number as the user knows it (never a broker-internal hash).
@@ -149,8 +150,9 @@ def fetch_orders(ctx: BrokerContext, account_id: str, since: int) -> list[Order]
     """Return the orders of one account entered or changed since a time. Capability: ``fetch_orders``.
 
     Called on the configured interval. The runner publishes each new order state exactly once (keyed by
-    account, order id, status, ``broker_status``, filled quantity, quantity and prices), so returning
-    an order again is harmless, also when the broker's stream reported it already.
+    account, order id, status, ``broker_status``, event id, filled quantity, quantity and prices), so
+    returning an order again is harmless, also when the broker's stream reported it already or an earlier
+    run published it.
 
     :param since: milliseconds since the epoch: a day before the previous successful poll (or before the
         runner started). The broker may return more than asked, never less.

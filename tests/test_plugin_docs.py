@@ -57,11 +57,37 @@ def test_every_hookspec_has_a_section_headed_by_its_exact_signature():
     assert not stale, f"docs/plugins/hooks.md documents hooks that do not exist (or changed): {stale}"
 
 
+_ROLE = re.compile(r":(?:class|func|meth|data|attr|exc|mod|obj):`(~?)([\w.]+)`")
+_FIELD = re.compile(r"^:(param|returns?|raises)\s*([\w.]*):\s*", re.M)
+
+
+def markdown(doc: str) -> str:
+    """A docstring as hooks.md shows it: Sphinx roles and field lists turned into Markdown."""
+    text = _ROLE.sub(lambda m: f"`{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}`", doc)
+    text = re.sub(r"``([^`]+)``", r"`\1`", text)
+
+    def field(m: re.Match) -> str:
+        kind, name = m.group(1), m.group(2)
+        if kind == "param":
+            return f"- `{name}`: "
+        return "- Returns " if kind.startswith("return") else f"- Raises `{name}`: "
+
+    text = _FIELD.sub(field, text)
+    return re.sub(r"\n {2,}(?=\S)", "\n  ", text)  # continuation lines of a field item
+
+
+def test_markdown_rendering_of_docstrings():
+    doc = "Use :class:`~livedata_core.broker.BrokerInfo` and ``ctx``.\n\n:param ctx: the context,\n    more.\n:return: a thing.\n:raises AuthError: refused."
+    assert markdown(doc) == ("Use `BrokerInfo` and `ctx`.\n\n- `ctx`: the context,\n  more.\n- Returns a thing.\n"
+                             "- Raises `AuthError`: refused.")  # fmt: skip
+
+
 @pytest.mark.parametrize("hook", sorted(_hookspecs()))
 def test_hook_section_has_the_docstring_and_an_example(hook):
     signature, doc = _hookspecs()[hook]
     body = _sections((DOCS / "hooks.md").read_text())[signature]
-    for paragraph in doc.split("\n\n"):
+    assert not re.search(r":(class|func|meth|param|return|raises)[: ]", body), f"Sphinx markup in the {signature} section"
+    for paragraph in markdown(doc).split("\n\n"):
         assert paragraph in body, f"the {signature} section lacks this part of the hookspec docstring:\n{paragraph}"
     assert "```python\n" in body and f"def {hook}(" in body, f"the {signature} section needs a python example"
 
