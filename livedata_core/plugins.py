@@ -8,8 +8,8 @@ the other plugins keep working.
 Environment:
 
 ``LIVEDATA_LOAD_PLUGINS``
-    Comma-separated distribution names: load only these installed plugins (the built-in ones always load).
-    Set to an empty string to load no installed plugin at all.
+    Comma-separated distribution names (``livedata-ibkr``, not the broker or plugin name ``ibkr``): load only
+    these installed plugins (the built-in ones always load). Set to an empty string to load no installed plugin.
 ``LIVEDATA_DISABLED_PLUGINS``
     Comma-separated entry-point or distribution names never to load.
 """
@@ -197,11 +197,13 @@ def _load() -> None:
     disabled = {_norm(n) for n in _split_env("LIVEDATA_DISABLED_PLUGINS") or []}
     wanted = {_norm(n) for n in only} if only is not None else None
     seen_dists: set[str] = set()
+    dist_of_plugin: dict[str, str] = {}  # entry-point name -> distribution, to help with LIVEDATA_LOAD_PLUGINS=ibkr
     for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         dist = ep.dist.name if ep.dist is not None else None
         version = ep.dist.version if ep.dist is not None else None
         if dist is not None:
             seen_dists.add(_norm(dist))
+            dist_of_plugin.setdefault(_norm(ep.name), dist)
         if wanted is not None and (dist is None or _norm(dist) not in wanted):
             continue
         if _norm(ep.name) in disabled or (dist and _norm(dist) in disabled):
@@ -218,8 +220,15 @@ def _load() -> None:
         _add(plugin, ep.name, dist, version, builtin=False)
     if wanted:
         for name in sorted(wanted - seen_dists):
-            _state.errors.append(LoadError(name, name, "not installed (named in LIVEDATA_LOAD_PLUGINS)"))
-            log.warning("plugin %s named in LIVEDATA_LOAD_PLUGINS is not installed", name)
+            dist = dist_of_plugin.get(name)
+            if dist is not None:
+                error = (f"not loaded: LIVEDATA_LOAD_PLUGINS takes distribution names, and `{name}` is the plugin "
+                         f"of distribution `{_norm(dist)}` (set LIVEDATA_LOAD_PLUGINS={_norm(dist)})")
+            else:
+                error = ("not installed (named in LIVEDATA_LOAD_PLUGINS, which takes distribution names; installed: "
+                         f"{', '.join(sorted(seen_dists)) or 'none'})")
+            _state.errors.append(LoadError(name, dist or name, error))
+            log.warning("plugin %s named in LIVEDATA_LOAD_PLUGINS: %s", name, error)
 
 
 def _version(dist: str) -> str | None:

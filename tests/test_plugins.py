@@ -69,6 +69,16 @@ def test_environment_limits_which_plugins_load(site):
     assert "livedata-acme" not in {p["distribution"] for p in data["plugins"]}
 
 
+def test_a_plugin_name_in_load_plugins_points_to_its_distribution(site):
+    data = _plugins_json(site, LIVEDATA_LOAD_PLUGINS="acme")  # the entry-point name, not the distribution
+    assert {p["distribution"] for p in data["plugins"]} == {"livedata-core"}
+    (error,) = [e for e in data["errors"] if e["name"] == "acme"]
+    assert "not installed" not in error["error"]
+    assert "takes distribution names" in error["error"]
+    assert "`acme` is the plugin of distribution `livedata-acme`" in error["error"]
+    assert error["distribution"] == "livedata-acme"
+
+
 class TwoBrokers:
     """Two plugins implementing the same hook: each call must reach only its own broker."""
 
