@@ -25,7 +25,16 @@ Redis: LIVEDATA_REDIS_URL (default redis://localhost:6379/0) or --redis-url.
 """
 
 
+VERBOSE_HELP = ("more log output: -v what the runner does, -vv debug, -vvv also the transport libraries' debug "
+                "(httpx, websockets, ...: raw frames, which may hold tokens)")
+
 # -- helpers -------------------------------------------------------------------------------------------------
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    """A command that needs a sub-command: print its help, exit status 2."""
+    parser.print_help()
+    return EXIT_USAGE
 
 
 def _print_err(message: str) -> None:
@@ -502,7 +511,7 @@ def cmd_plugin_new(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livedata", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"livedata {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line (also LIVEDATA_LOG_FORMAT=json)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -512,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", "-b", action="append", metavar="NAME", help="run only this broker (repeatable)")
     p.add_argument("--symbols", "-s", metavar="A,B,...", help="symbols to stream (with exactly one broker)")
     p.add_argument("--no-embedded", action="store_true", help="never start an embedded Redis; fail if none is reachable")
-    p.add_argument("--quiet", "-q", action="store_true", help="no periodic summary lines")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no startup 'running ...' line and no periodic summary lines (warnings and errors still show)")
     _redis_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -530,7 +540,11 @@ def build_parser() -> argparse.ArgumentParser:
         _redis_args(p)
         p.set_defaults(func=cmd_subscribe if name == "subscribe" else cmd_unsubscribe)
 
-    p = sub.add_parser("status", help="show what a running runner is doing")
+    p = sub.add_parser("status", help="show what a running runner is doing",
+                       description="Show what a running `livedata run` is doing: per broker its state, symbols, "
+                       "messages, last quote, reconnects, last error and polls, and the publisher's counters. Asks "
+                       "the runner through Redis (same URL and prefix; works from any host); if it does not answer, "
+                       "shows the status it last stored, marked STALE.")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the runner (default 5)")
     _redis_args(p)
@@ -553,19 +567,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_auth)
 
     for kind in ("accounts", "positions", "balances", "orders", "transactions"):
-        p = sub.add_parser(kind, help=f"fetch and print {kind} from a broker" + ("" if kind == "accounts" else ", and publish them"))
+        p = sub.add_parser(kind, help=f"fetch and print {kind} from a broker" + ("" if kind == "accounts" else ", and publish them"),
+                           description=f"Fetch {kind} from BROKER once and print them"
+                           + ("." if kind == "accounts" else "; publish them to Redis unless --no-publish."))
         p.add_argument("broker", metavar="BROKER")
         if kind != "accounts":
             p.add_argument("account", metavar="ACCOUNT", nargs="?", help="account number (default: every account)")
             p.add_argument("--no-publish", action="store_true", help="only print; do not publish to Redis")
-            p.add_argument("--days", type=float, default=1.0, help="orders/transactions: how many days back (default 1)")
+            if kind in ("orders", "transactions"):
+                p.add_argument("--days", type=float, default=1.0, help=f"{kind} from how many days back (default 1)")
+            else:
+                p.set_defaults(days=1.0)
         p.add_argument("--json", action="store_true", help="print JSON")
         _redis_args(p)
         p.set_defaults(func=cmd_fetch, kind=kind)
         if kind == "accounts":
             p.set_defaults(account=None, no_publish=True, days=1.0)
 
-    p = sub.add_parser("plugin", help="tools for plugin authors")
+    p = sub.add_parser("plugin", help="tools for plugin authors", description="Tools for plugin authors.")
+    p.set_defaults(func=lambda args, plugin_parser=p: _usage(plugin_parser))
     psub = p.add_subparsers(dest="plugin_command", metavar="ACTION")
     pn = psub.add_parser("new", help="write a new broker plugin skeleton whose tests pass as generated")
     pn.add_argument("name", metavar="NAME", help="broker name, e.g. 'acme'")
@@ -574,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     # -v and --log-json work after the command too (`livedata run -v`).
     for command_parser in [*sub.choices.values(), pn]:
         command_parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                                    help="more log output (-vv for debug)")
+                                    help=VERBOSE_HELP)
         command_parser.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS,
                                     help="log one JSON object per line (also LIVEDATA_LOG_FORMAT=json)")
     return parser

@@ -8,7 +8,10 @@ import os
 import re
 import sys
 
-__all__ = ["SecretFilter", "setup_logging"]
+__all__ = ["TRANSPORT_LOGGERS", "SecretFilter", "setup_logging"]
+
+TRANSPORT_LOGGERS = ("httpx", "httpcore", "websockets", "asyncio", "hpack", "urllib3")
+"""Loggers of the libraries under the plugins; below ``-vvv`` they only pass warnings and errors."""
 
 # Defence in depth: plugins must never log secrets, but if one slips into a message it is masked here.
 _SECRET_PATTERNS = [
@@ -62,7 +65,9 @@ class _JsonFormatter(logging.Formatter):
 
 
 def setup_logging(verbosity: int = 0, json_lines: bool | None = None) -> None:
-    """Warnings only by default; ``-v`` adds what the runner does, ``-vv`` everything (debug).
+    """Warnings only by default; ``-v`` adds what the runner does, ``-vv`` debug output. The transport
+    libraries (:data:`TRANSPORT_LOGGERS`), which log raw frames and headers at debug level, stay at WARNING
+    unless ``-vvv``.
 
     ``json_lines`` (default: ``LIVEDATA_LOG_FORMAT=json``) writes one JSON object per line for log collectors.
     """
@@ -76,5 +81,5 @@ def setup_logging(verbosity: int = 0, json_lines: bool | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     if verbosity < 3:
-        for noisy in ("httpx", "httpcore", "websockets", "asyncio"):
+        for noisy in TRANSPORT_LOGGERS:
             logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -183,3 +183,47 @@ def test_passwords_that_confuse_url_parsers_are_still_hidden(url, tmp_path):
         assert out.returncode != 0
         assert "cd+ef" not in out.stderr + out.stdout and "pa#ss" not in out.stderr + out.stdout, args
         assert "Traceback" not in out.stderr, args
+
+
+def _subparser(name):
+    from livedata_core.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return action.choices[name]
+
+
+def test_help_texts_say_what_applies():
+    assert "Show what a running `livedata run` is doing" in _subparser("status").format_help()
+    for kind in ("positions", "balances", "accounts"):
+        assert "--days" not in _subparser(kind).format_help(), kind
+    for kind in ("orders", "transactions"):
+        assert f"{kind} from how many days back" in _subparser(kind).format_help()
+    assert "-vvv" in _subparser("run").format_help()
+    assert "running ..." in _subparser("run").format_help()
+
+
+def test_plugin_without_an_action_prints_the_plugin_help():
+    out = run("plugin")
+    assert out.returncode == 2
+    assert "usage: livedata plugin" in out.stdout and "new" in out.stdout
+    assert "run the configured brokers" not in out.stdout  # not the top-level help
+
+
+def test_transport_loggers_stay_at_warning_below_vvv():
+    import logging
+
+    from livedata_core.logs import TRANSPORT_LOGGERS, setup_logging
+
+    assert {"hpack", "urllib3", "httpx", "websockets"} <= set(TRANSPORT_LOGGERS)
+    saved = {name: logging.getLogger(name).level for name in TRANSPORT_LOGGERS}
+    try:
+        setup_logging(2)
+        assert all(logging.getLogger(n).level == logging.WARNING for n in TRANSPORT_LOGGERS)
+        for name in TRANSPORT_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        setup_logging(3)
+        assert all(logging.getLogger(n).getEffectiveLevel() == logging.DEBUG for n in TRANSPORT_LOGGERS)
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
