@@ -74,15 +74,17 @@ def _config_path(args: argparse.Namespace) -> str | None:
     return path
 
 
-def _check_broker_settings(config: Any, path: str | None) -> None:
-    """Check each broker table of the file against its plugin, so that an error names the file like the
-    runner's own errors do (``livedata.toml: brokers.ibkr.compete must be true or false, was 'false'``)."""
+def _check_broker_settings(config: Any, path: str | None, from_file: set[str]) -> None:
+    """Check the broker tables of the file that will run against their plugins, so that an error names the file
+    like the runner's own errors do (``livedata.toml: brokers.ibkr.compete must be true or false, was 'false'``)."""
     if path is None:
         return
     from .broker import structure_settings
     from .plugins import get_broker
 
     for name, broker_config in config.brokers.items():
+        if name not in from_file:
+            continue
         try:
             broker = get_broker(name)
             structure_settings(broker.info.settings_cls, broker_config.settings, f"[brokers.{name}]")
@@ -170,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.prefix is not None:
         env["LIVEDATA_PREFIX"] = args.prefix
     config = load_config_file(args.config, env=env)
-    _check_broker_settings(config, _config_path(args))
+    from_file = set(config.brokers)
     if args.broker:
         missing = [b for b in args.broker if b not in config.brokers]
         brokers = {b: config.brokers.get(b) or BrokerConfig(name=b) for b in args.broker}
@@ -184,6 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         (name, bc), = config.brokers.items()
         config = attrs.evolve(config, brokers={name: attrs.evolve(bc, symbols=symbols)})
 
+    _check_broker_settings(config, _config_path(args), from_file)
     runner = Runner(config)  # checks brokers, symbols and settings before anything is started
     embedded = None
     problem = _redis_problem(config.redis.url)
