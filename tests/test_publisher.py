@@ -337,6 +337,38 @@ def test_redis_saying_not_now_keeps_orders_until_it_can(redis_server):
     assert stats.published == 4 and stats.reconnects == 0
 
 
+def test_flush_returns_once_what_was_published_before_it_is_confirmed_while_quotes_keep_coming(redis_server):
+    r = redis.Redis(port=redis_server.port)
+
+    async def go():
+        pub = AsyncPublisher(redis_server.url, prefix="fl")
+        await pub.start()
+        stop = asyncio.Event()
+
+        async def quotes_forever():
+            i = 0
+            while not stop.is_set():
+                pub.publish(Quote(broker="t", symbol=f"S{i % 50}", last=float(i)))
+                i += 1
+                await asyncio.sleep(0)
+
+        flow = asyncio.create_task(quotes_forever())
+        await asyncio.sleep(0.05)
+        pub.publish(_order(1))
+        started = asyncio.get_running_loop().time()
+        flushed = await pub.flush(3)
+        took = asyncio.get_running_loop().time() - started
+        in_redis = r.xlen("fl:live_data:stream:orders:A1")
+        stop.set()
+        await flow
+        await pub.close()
+        return flushed, took, in_redis
+
+    flushed, took, in_redis = asyncio.run(go())
+    assert flushed and took < 1.0  # it used to wait for a moment with nothing queued: here, its timeout
+    assert in_redis == 1
+
+
 def test_a_payload_that_cannot_be_encoded_is_refused_and_publishing_goes_on(redis_server, caplog):
     async def go():
         pub = AsyncPublisher(redis_server.url)

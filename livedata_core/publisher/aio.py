@@ -103,8 +103,12 @@ class AsyncPublisher:
         self._quote_heads: dict[str, tuple[bytes, bytes]] = {}
         self._reliable: deque[_Event] = deque()
         self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # flush() marks: every publish() gets the next number; a batch that emptied the queues covers every number
+        # up to then, and once Redis has answered it (its retries included) that number is confirmed.
+        self._published_seq = 0
+        self._covered_seq = 0
+        self._confirmed_seq = 0
+        self._confirmed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._in_flight: deque[_Batch] = deque()
@@ -153,8 +157,7 @@ class AsyncPublisher:
             self._reliable.append(event)
             if len(self._reliable) % RELIABLE_WARN_EVERY == 0:
                 log.warning("%d account events waiting for Redis", len(self._reliable))
-        if self._idle.is_set():
-            self._idle.clear()
+        self._published_seq += 1
         self._wakeup.set()
 
     def publish_many(self, models: list[Any]) -> None:
@@ -215,16 +218,21 @@ class AsyncPublisher:
         return len(self._quotes) + len(self._reliable) + retry + sum(b.messages for b in self._in_flight)
 
     async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until nothing is queued or unconfirmed (Redis has answered everything).
+        """Wait until Redis has confirmed everything published before this call (a quote replaced by a newer one
+        of its symbol counts as confirmed with it). Quotes published meanwhile do not hold it up.
 
-        Returns ``False`` if ``timeout`` ran out first, for example because Redis is down or quotes keep arriving.
+        Returns ``False`` if ``timeout`` ran out first, for example because Redis is down.
         """
         if self._task is None:
             raise RuntimeError("publisher not started")
+        target = self._published_seq
         try:
-            await within(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                while self._confirmed_seq < target:
+                    self._confirmed.clear()
+                    await self._confirmed.wait()
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def close(self, timeout: float = 5.0) -> int:
@@ -284,8 +292,6 @@ class AsyncPublisher:
                     await self._connection_lost(PublishError("the reply reader stopped"), self._generation)
                     continue
                 if not self._has_work():
-                    if not self._in_flight:
-                        self._idle.set()
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
@@ -401,12 +407,21 @@ class AsyncPublisher:
             owners = [o for _, o in batch.failed]
             events = list({id(o): o for o in owners if isinstance(o, _Event)}.values())
             self._retry = _Batch(b"".join(commands), owners, len(events), {}, [], commands=commands, retry=events)
+            self._retry.covers = batch.covers
+            self._retry.is_retry = True
             self._wakeup.set()
         else:
             self._transient_errors = 0
+            self._confirm(batch.covers)
         self._window.set()
-        if not self._in_flight and not self._has_work():
-            self._idle.set()
+
+    def _confirm(self, covers: int) -> None:
+        # Batches are answered in order, but a retry of failed commands is answered after later batches: nothing
+        # is confirmed past a retry until the retry itself is answered.
+        self._covered_seq = max(self._covered_seq, covers)
+        if self._retry is None and not any(b.is_retry for b in self._in_flight) and self._covered_seq > self._confirmed_seq:
+            self._confirmed_seq = self._covered_seq
+            self._confirmed.set()
 
     def _error_reply(self, batch: "_Batch", reply: Exception) -> None:
         """Count an error reply; a transient one marks its command to be sent again."""
@@ -508,9 +523,14 @@ class AsyncPublisher:
         if latest_pairs:
             commands.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(latest_pairs)) + b"".join(latest_pairs))
             owners.append(None)
+        # Covers every publish so far only if it took everything queued (max_batch may leave some for the next).
+        covers = 0 if self._quotes or self._reliable else self._published_seq
         if not owners:
+            self._confirm(covers)  # everything taken was refused as unencodable: nothing left to wait for
             return None
-        return _Batch(b"".join(commands), owners, len(quotes) + len(reliable), quotes, reliable, commands=commands)
+        batch = _Batch(b"".join(commands), owners, len(quotes) + len(reliable), quotes, reliable, commands=commands)
+        batch.covers = covers
+        return batch
 
 
     def _quote_head(self, ch: str, symbol: str) -> tuple[bytes, bytes]:
@@ -556,7 +576,7 @@ class _Batch:
     """One pipeline sent to Redis, what it carried, and whose each command is, until all replies are in."""
 
     __slots__ = ("data", "commands", "owners", "answered", "messages", "quotes", "reliable", "retry", "failed",
-                 "generation", "sent_at")
+                 "generation", "sent_at", "covers", "is_retry")
 
     def __init__(
         self,
@@ -580,3 +600,5 @@ class _Batch:
         self.failed: list[tuple[bytes, Any]] = []
         self.generation = 0
         self.sent_at = 0.0
+        self.covers = 0  # the publish number this batch confirms once answered (0: none)
+        self.is_retry = False
