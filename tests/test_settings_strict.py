@@ -76,7 +76,7 @@ def test_right_types_still_load():
         ibkr = runner({"ibkr": {"compete": False, "pacing_overrides": {"GET /x": 2}, "login_wait": 1}})
         assert ibkr.runtimes["ibkr"].ctx.settings.pacing_overrides == {"GET /x": 2.0}
     if "tos" in get_brokers():
-        tos = runner({"tos": {"account_activity": False, "schwab": {"app_key": "k", "transaction_types": ["TRADE"]}}})
+        tos = runner({"tos": {"account_activity": False, "schwab": {"app_key": "k", "app_secret": "s", "transaction_types": ["TRADE"]}}})
         assert tos.runtimes["tos"].ctx.settings.schwab.transaction_types == ["TRADE"]
 
 

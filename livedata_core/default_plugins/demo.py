@@ -5,7 +5,8 @@
 ``quotes_per_second``  total quote updates per second across all symbols (default 20; 0 = as fast as possible)
 ``batch``              quotes per yielded batch when running as fast as possible (default 500)
 ``accounts``           handled by the runner: the demo reports one account, ``DEMO-1``
-``order_every``        seconds between new demo orders (default 3; 0 = none)
+``order_every``        at least this many seconds between new demo orders (default 3; 0 = none); orders are
+                       placed, accepted and filled on the orders poll, so they move at its pace
 ``seed``               random seed, for repeatable runs
 ``heartbeat_timeout``  seconds of silence before the runner reconnects (default 10)
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import attrs
 from livedata_schwab.settings import SchwabSettings
 
+from livedata_core.errors import ConfigError
 from livedata_core.redis_url import mask_url
 
 __all__ = ["TosSettings"]
@@ -46,3 +47,14 @@ class TosSettings:
     """Seconds to wait before trying again when another streamer holds the one connection Schwab allows."""
     max_keys_per_command: int = attrs.field(default=300, validator=_positive)
     """Symbols per ADD/UNSUBS request."""
+
+    def check_config(self) -> None:
+        """Called by livedata once the ``[brokers.tos]`` table is loaded: the Schwab app key and secret the
+        streamer's login refreshes with must be known (``[brokers.tos.schwab]`` or the environment).
+
+        :raises ConfigError: one is missing; the message names the environment variables and the table keys.
+        """
+        try:
+            self.schwab.check_config()
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("[brokers.schwab]", "[brokers.tos.schwab]")) from None

@@ -174,6 +174,14 @@ def saved_login(store: MemoryTokenStore | None = None, *, access_token: str = AC
     return store
 
 
+@pytest.fixture(autouse=True)
+def schwab_app_credentials(monkeypatch):
+    """The Schwab app key and secret in the environment, as a user has them (tests that need them absent
+    delete them)."""
+    monkeypatch.setenv("LIVEDATA_SCHWAB_APP_KEY", "env-app-key")
+    monkeypatch.setenv("LIVEDATA_SCHWAB_APP_SECRET", "env-app-SECRET")
+
+
 @pytest.fixture
 def tos_fakes(monkeypatch, tmp_path) -> Iterator[tuple[ServerThread, FakeSchwabRest]]:
     """``(streamer, rest)``: a quoting fake streamer in its own thread and the fake Schwab REST server."""

@@ -57,6 +57,14 @@ def test_entry_point_declares_the_broker():
     assert broker.make_context({}).settings.heartbeat_timeout == 60.0
 
 
+def test_missing_schwab_app_credentials_stop_the_runner_before_it_starts(monkeypatch):
+    monkeypatch.delenv("LIVEDATA_SCHWAB_APP_KEY")
+    monkeypatch.delenv("LIVEDATA_SCHWAB_APP_SECRET")
+    with pytest.raises(ConfigError, match=r"LIVEDATA_SCHWAB_APP_KEY and LIVEDATA_SCHWAB_APP_SECRET.*\[brokers\.tos\.schwab\]"):
+        Runner(load_config({"brokers": {"tos": {"symbols": ["AAPL"]}}}), token_store=MemoryTokenStore())
+    Runner(load_config({"brokers": {"tos": {"schwab": {"app_key": "k", "app_secret": "s"}}}}), token_store=MemoryTokenStore())
+
+
 def test_runner_streams_resubscribes_after_a_drop_and_reauthenticates_after_login_denied(redis_server, monkeypatch):
     tokens = FakeTokens(GOOD, FRESH)
 
