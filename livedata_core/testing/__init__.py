@@ -23,7 +23,8 @@ Fixtures:
     A factory: ``frame_server(frames, on_message=..., ...)`` starts a :class:`FrameServer` in its own thread
     (a :class:`ServerThread`) and stops it after the test.
 
-Helpers: :class:`FrameServer`, :class:`ServerThread`, :class:`PublishedCollector`, :func:`registered_plugin`.
+Helpers: :class:`FrameServer`, :class:`ServerThread`, :class:`PublishedCollector`, :func:`registered_plugin`,
+:func:`running` (a runner for the length of an ``async with`` block).
 The conformance suite is :class:`livedata_core.testing.conformance.ConformanceSuite`.
 """
 
@@ -34,10 +35,11 @@ import pytest
 from ..redis_server import RedisServer
 from .published import PublishedCollector
 from .registry import registered_plugin
+from .running import running
 from .threads import ServerThread
 from .websocket import FrameServer
 
-__all__ = ["FrameServer", "PublishedCollector", "ServerThread", "registered_plugin"]
+__all__ = ["FrameServer", "PublishedCollector", "ServerThread", "registered_plugin", "running"]
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,11 @@ account activity and notices, force response codes, and drop connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -27,7 +28,8 @@ from websockets.exceptions import ConnectionClosed
 
 from .protocol import StreamerInfo
 
-__all__ = ["FakeSchwabClient", "FakeStreamer", "FakeTokens", "activity_item", "data_frame", "heartbeat_frame", "notify_frame", "response_frame"]
+__all__ = ["FakeSchwabClient", "FakeStreamer", "FakeTokens", "activity_item", "data_frame", "heartbeat_frame", "notify_frame",
+           "open_stream", "response_frame"]
 
 CUSTOMER_ID = "f" * 64
 # The server's frame logging would print LOGIN frames (with tokens) at DEBUG; keep it quiet like the client's.
@@ -324,3 +326,26 @@ class FakeSchwabClient:
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+@contextlib.asynccontextmanager
+async def open_stream(fake: FakeStreamer, symbols: Iterable[str] = (), tokens: FakeTokens | None = None,
+                      **options: Any) -> AsyncIterator[Any]:  # fmt: skip
+    """A :class:`~livedata_tos.stream.TosStream` logged in to ``fake`` and subscribed to ``symbols`` (short
+    login and command timeouts unless given), closed (LOGOUT) when the block ends::
+
+        async with FakeStreamer() as fake, open_stream(fake, ["AAPL"]) as stream:
+            events = stream.events()
+    """
+    from .stream import TosStream
+
+    options.setdefault("login_timeout", 2.0)
+    options.setdefault("command_timeout", 2.0)
+    stream = TosStream(fake.info(), (tokens or FakeTokens()).source(), **options)
+    await stream.connect()
+    try:
+        if symbols:
+            await stream.subscribe(list(symbols))
+        yield stream
+    finally:
+        await stream.close()

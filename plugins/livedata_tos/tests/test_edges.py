@@ -11,17 +11,12 @@ import pytest
 from livedata_core.aio_tools import within
 from livedata_core.errors import AuthError, BrokerError, StreamError
 from livedata_core.runner import Runner, load_config
+from livedata_core.testing import running
 from livedata_core.tokens import MemoryTokenStore
 from livedata_tos import plugin
 from livedata_tos.settings import TosSettings
 from livedata_tos.stream import TosStream
-from livedata_tos.testing import FakeSchwabClient, FakeStreamer, FakeTokens, activity_item, notify_frame
-
-
-def make_stream(fake: FakeStreamer, tokens: FakeTokens | None = None, **kw) -> TosStream:
-    kw.setdefault("command_timeout", 2.0)
-    kw.setdefault("login_timeout", 2.0)
-    return TosStream(fake.info(), (tokens or FakeTokens()).source(), **kw)
+from livedata_tos.testing import FakeSchwabClient, FakeStreamer, FakeTokens, activity_item, notify_frame, open_stream
 
 
 def run(coro):
@@ -66,16 +61,13 @@ def test_a_login_denied_even_after_a_refresh_asks_for_a_person_instead_of_refres
     async def main():
         tokens = FakeTokens("A", "B")
         async with FakeStreamer(valid_tokens=["never"]) as fake:
-            runner = runner_for(redis_server.url, fake, tokens, monkeypatch)
-            task = asyncio.create_task(runner.run())
-            for _ in range(100):
-                await asyncio.sleep(0.02)
-                if runner.status()["brokers"]["tos"]["state"] == "login_required":
-                    break
-            status = runner.status()["brokers"]["tos"]
-            await asyncio.sleep(0.3)  # and it stays there: no more logins, no more refreshes
-            runner.stop()
-            await asyncio.wait_for(task, 10)
+            async with running(runner_for(redis_server.url, fake, tokens, monkeypatch)) as runner:
+                for _ in range(100):
+                    await asyncio.sleep(0.02)
+                    if runner.status()["brokers"]["tos"]["state"] == "login_required":
+                        break
+                status = runner.status()["brokers"]["tos"]
+                await asyncio.sleep(0.3)  # and it stays there: no more logins, no more refreshes
         assert status["state"] == "login_required"
         assert "livedata auth schwab" in status["last_error"]
         assert fake.login_tokens == ["A", "B"] and tokens.refreshes == 1
@@ -89,15 +81,12 @@ def test_a_login_denied_even_after_a_refresh_asks_for_a_person_instead_of_refres
 def test_a_refused_live_subscribe_names_the_refused_symbols_and_status_tells_the_truth(redis_server, monkeypatch):
     async def main():
         async with FakeStreamer() as fake:
-            runner = runner_for(redis_server.url, fake, FakeTokens(), monkeypatch)
-            task = asyncio.create_task(runner.run())
-            await fake.wait_for(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL"})
-            fake.command_codes[("LEVELONE_EQUITIES", "ADD")] = (19, "REACHED_SYMBOL_LIMIT")
-            with pytest.raises(BrokerError, match="did not subscribe MSFT"):
-                await runner.subscribe("tos", ["MSFT", "/ES"])
-            symbols = runner.status()["brokers"]["tos"]["symbols"]
-            runner.stop()
-            await asyncio.wait_for(task, 10)
+            async with running(runner_for(redis_server.url, fake, FakeTokens(), monkeypatch)) as runner:
+                await fake.wait_for(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL"})
+                fake.command_codes[("LEVELONE_EQUITIES", "ADD")] = (19, "REACHED_SYMBOL_LIMIT")
+                with pytest.raises(BrokerError, match="did not subscribe MSFT"):
+                    await runner.subscribe("tos", ["MSFT", "/ES"])
+                symbols = runner.status()["brokers"]["tos"]["symbols"]
         assert symbols == ["/ES", "AAPL"]  # /ES went to the futures service, which took it
         assert fake.subscriptions["LEVELONE_FUTURES"] == {"/ES"}
 
@@ -107,16 +96,13 @@ def test_a_refused_live_subscribe_names_the_refused_symbols_and_status_tells_the
 def test_a_subscribe_while_the_connection_drops_is_done_at_the_reconnect(redis_server, monkeypatch):
     async def main():
         async with FakeStreamer() as fake:
-            runner = runner_for(redis_server.url, fake, FakeTokens(), monkeypatch)
-            task = asyncio.create_task(runner.run())
-            await fake.wait_for(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL"})
-            await fake.drop()
-            answer = await runner.subscribe("tos", ["MSFT"])
-            await fake.wait_for(lambda: fake.connected_total >= 2
-                                and fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL", "MSFT"})  # fmt: skip
-            symbols = runner.status()["brokers"]["tos"]["symbols"]
-            runner.stop()
-            await asyncio.wait_for(task, 10)
+            async with running(runner_for(redis_server.url, fake, FakeTokens(), monkeypatch)) as runner:
+                await fake.wait_for(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL"})
+                await fake.drop()
+                answer = await runner.subscribe("tos", ["MSFT"])
+                await fake.wait_for(lambda: fake.connected_total >= 2
+                                    and fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL", "MSFT"})  # fmt: skip
+                symbols = runner.status()["brokers"]["tos"]["symbols"]
         assert answer["added"] == ["MSFT"] and symbols == ["AAPL", "MSFT"]
 
     run(main())
@@ -124,10 +110,7 @@ def test_a_subscribe_while_the_connection_drops_is_done_at_the_reconnect(redis_s
 
 def test_a_refused_unsubscribe_keeps_the_state_so_a_later_subscribe_gives_complete_quotes():
     async def main():
-        async with FakeStreamer() as fake:
-            stream = make_stream(fake, account_activity=False)
-            await stream.connect()
-            await stream.subscribe(["AAPL"])
+        async with FakeStreamer() as fake, open_stream(fake, ["AAPL"], account_activity=False) as stream:
             events = stream.events()
             await fake.send_data("LEVELONE_EQUITIES", [{"key": "AAPL", "1": 190.0, "2": 190.1, "3": 190.05}])
             (first,) = await within(events.__anext__(), 2)
@@ -139,7 +122,6 @@ def test_a_refused_unsubscribe_keeps_the_state_so_a_later_subscribe_gives_comple
             await stream.subscribe(["AAPL"])
             await fake.send_data("LEVELONE_EQUITIES", [{"key": "AAPL", "2": 190.2}])
             (after,) = await within(events.__anext__(), 2)
-            await stream.close()
         assert stream.stats.skipped["unsubscribe failed"] == 1
         assert (first.bid, first.ask, first.last) == (190.0, 190.1, 190.05)
         assert (after.bid, after.ask, after.last) == (190.01, 190.2, 190.05)
@@ -152,9 +134,7 @@ def test_a_refused_unsubscribe_keeps_the_state_so_a_later_subscribe_gives_comple
 
 def test_a_subscribe_cancelled_as_an_answer_arrives_stops_there():
     async def main():
-        async with FakeStreamer() as fake:
-            stream = make_stream(fake, account_activity=False, max_keys_per_command=1)
-            await stream.connect()
+        async with FakeStreamer() as fake, open_stream(fake, account_activity=False, max_keys_per_command=1) as stream:
             on_responses = stream._on_responses
             task: asyncio.Task | None = None
 
@@ -168,7 +148,6 @@ def test_a_subscribe_cancelled_as_an_answer_arrives_stops_there():
             with pytest.raises(asyncio.CancelledError):
                 await task
             adds = [p["keys"] for _, command, p in fake.commands() if command == "ADD"]
-            await stream.close()
         assert adds == ["A"]
 
     run(main())
@@ -185,9 +164,7 @@ def test_closing_against_a_hung_server_drops_the_connection_within_the_runners_b
             return await super()._answer(ws, req, logged_in)
 
     async def main():
-        async with Hung() as fake:
-            stream = make_stream(fake, account_activity=False)
-            await stream.connect()
+        async with Hung() as fake, open_stream(fake, account_activity=False) as stream:
             fake.hung = True
             started = asyncio.get_running_loop().time()
             with contextlib.suppress(TimeoutError):
@@ -205,10 +182,7 @@ def test_closing_against_a_hung_server_drops_the_connection_within_the_runners_b
 
 def test_a_frame_orjson_refuses_still_delivers_the_orders_in_it():
     async def main():
-        async with FakeStreamer() as fake:
-            stream = make_stream(fake)
-            await stream.connect()
-            await stream.subscribe(["AAPL"])
+        async with FakeStreamer() as fake, open_stream(fake, ["AAPL"]) as stream:
             events = stream.events()
             order = activity_item(1, "12345678", "OrderAccepted", {"SchwabOrderID": "42", "Status": "Open"})
             # Valid JSON for the standard library; orjson refuses the number out of float range.
@@ -217,8 +191,7 @@ def test_a_frame_orjson_refuses_still_delivers_the_orders_in_it():
                    '"1":1e400,"3":190.5}]}]}') % json.dumps(order)  # fmt: skip
             await fake.send(raw)
             items = await within(events.__anext__(), 2)
-            await stream.close()
-            return items, stream.stats.skipped
+        return items, stream.stats.skipped
 
     items, skipped = run(main())
     (order, quote) = items
@@ -229,15 +202,11 @@ def test_a_frame_orjson_refuses_still_delivers_the_orders_in_it():
 
 def test_a_quote_is_published_only_once_the_symbol_has_a_price():
     async def main():
-        async with FakeStreamer() as fake:
-            stream = make_stream(fake, account_activity=False)
-            await stream.connect()
-            await stream.subscribe(["AAPL"])
+        async with FakeStreamer() as fake, open_stream(fake, ["AAPL"], account_activity=False) as stream:
             events = stream.events()
             await fake.send_data("LEVELONE_EQUITIES", [{"key": "AAPL", "delayed": False, "8": 100}])
             await fake.send_data("LEVELONE_EQUITIES", [{"key": "AAPL", "3": 190.5}])
             (quote,) = await within(events.__anext__(), 2)
-            await stream.close()
         assert (quote.last, quote.volume) == (190.5, 100.0)
 
     run(main())
