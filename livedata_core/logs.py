@@ -22,6 +22,8 @@ _SECRET_PATTERNS = [
     re.compile(r"([?&]code=)[^&\s\"']+"),  # OAuth authorization codes in callback URLs
     re.compile(r"(?i)((?:set-)?cookie[\"']?\s*[:=]\s*[\"']?)[^\n\"']+"),
     re.compile(r"(?i)([\"']session[\"']\s*:\s*[\"'])[^\"']+"),
+    # Headers as httpcore logs them at -vvv: (b'Set-Cookie', b'x-sess-uuid=...'), (b'Authorization', b'Basic ...')
+    re.compile(r"(?i)(b?[\"'](?:set-cookie|cookie|authorization|proxy-authorization|x-api-key)[\"'],\s*b?[\"'])[^\"']+"),
 ]
 
 

@@ -176,6 +176,22 @@ def test_tracebacks_are_masked_too(capsys):
     assert "AUTHCODE123" not in err and "eyJSECRETSECRET" not in err
 
 
+def test_headers_in_transport_debug_logs_are_masked(capsys):
+    import logging
+
+    from livedata_core.logs import setup_logging
+
+    setup_logging(3)  # -vvv: httpcore logs raw headers
+    logging.getLogger("httpcore.http11").debug(
+        "receive_response_headers.complete return_value=(b'HTTP/1.1', 200, b'OK', [(b'Set-Cookie', "
+        "b'x-sess-uuid=SESSIONSECRET; Path=/'), (b'Content-Type', b'application/json')]) request=[(b'Authorization', "
+        "b'Basic QVBQU0VDUkVU'), (b'Cookie', b'SBID=COOKIESECRET')]"
+    )
+    err = capsys.readouterr().err
+    assert "receive_response_headers" in err and "Content-Type" in err
+    assert "SESSIONSECRET" not in err and "QVBQU0VDUkVU" not in err and "COOKIESECRET" not in err
+
+
 @pytest.mark.parametrize("url", ["redis://:ab/cd+ef==@redis.invalid:6379/0", "redis://u:pa#ss@127.0.0.1:1/0"])
 def test_passwords_that_confuse_url_parsers_are_still_hidden(url, tmp_path):
     for args in (["run"], ["status"], ["tail", "quotes:*", "-n", "1"]):
