@@ -148,8 +148,8 @@ async def fetch_balances(ctx: BrokerContext, account_id: str) -> list[Balance]:
 
 @hookimpl
 async def fetch_orders(ctx: BrokerContext, account_id: str, since: int) -> list[Order]:
-    """Today's live orders of one account (the gateway keeps no older ones), less the order states the
-    websocket already delivered."""
+    """Today's live orders of one account (the gateway keeps no older ones), each in its current state; the
+    runner publishes only the states it has not published yet (from this poll or the websocket)."""
     session = _session(ctx)
     rows = await _live_orders(session, account_id)
     out = []
@@ -165,8 +165,7 @@ async def fetch_orders(ctx: BrokerContext, account_id: str, since: int) -> list[
         except _BAD_ROW as exc:
             ctx.log.warning("skipped an IBKR order row: %s", exc)
             continue
-        if session.orders.first_time(order):
-            out.append(order)
+        out.append(order)
     return out
 
 

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from livedata_core.errors import AuthError, LivedataError, LoginRequired
-from livedata_core.models import Order
 
 from .client import IbkrClient
 from .settings import IbkrSettings
@@ -28,29 +27,16 @@ LOGIN_POLL = 0.25
 
 
 class OrderBook:
-    """The last known raw state of each order, so partial ``sor`` updates merge onto the full order, and the
-    order states already handed to the runner.
+    """The last known raw state of each order, so partial ``sor`` updates merge onto the full order.
 
-    Orders reach the runner two ways, the websocket (published as they come) and the REST poll (published
-    when new to the poll). :meth:`first_time` lets each path pass on only states the other has not, so one
-    order state is published once.
+    Both paths (the websocket's ``sor`` updates and the REST poll) merge onto the same rows and hand every
+    state they see to the runner, which publishes each order state once (its key includes ``broker_status``,
+    so PreSubmitted -> Submitted, a stop order being triggered, is a new state even though both are ``open``).
     """
 
     def __init__(self, limit: int = 10_000) -> None:
         self.limit = limit
         self._rows: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._reported: OrderedDict[tuple[Any, ...], None] = OrderedDict()
-
-    def first_time(self, order: Order) -> bool:
-        """Whether this state of ``order`` (id, status, filled, quantity, prices) is new; remembers it."""
-        key = (order.account_id, order.order_id, order.status, order.filled_quantity, order.quantity,
-               order.price, order.stop_price)
-        if key in self._reported:
-            return False
-        self._reported[key] = None
-        if len(self._reported) > self.limit * 4:
-            self._reported.popitem(last=False)
-        return True
 
     def merge(self, row: dict[str, Any]) -> dict[str, Any]:
         key = str(row.get("orderId"))

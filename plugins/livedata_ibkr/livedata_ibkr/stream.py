@@ -327,9 +327,7 @@ class IbkrStream(BrokerStream):
                 continue
             merged = self.session.orders.merge(row)
             try:
-                order = parse_order(merged)
-                if self.session.orders.first_time(order):
-                    out.append(order)
+                out.append(parse_order(merged))
             except (BadValue, TypeError, ValueError) as exc:
                 # Logged and counted; the REST orders poll reports the order again.
                 self.stats.skip("ibkr sor: unusable order update", f"{exc}: {row!r}")

@@ -4,6 +4,7 @@ import asyncio
 
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing.published import PublishedCollector
+from livedata_core.testing.running import running
 from livedata_core.tokens import MemoryTokenStore
 from livedata_ibkr.testing import FakeGateway
 
@@ -63,6 +64,45 @@ def test_runner_streams_polls_and_recovers_from_auth_loss_and_drops(redis_server
                 await asyncio.wait_for(task, 10)
             orders = [o for o in collector.orders if o.order_id == "55"]
             assert len(orders) == 1, "the websocket and REST views of one order state are published once"
+
+    with PublishedCollector(redis_server.url) as collector:
+        asyncio.run(main(collector))
+
+
+def _runner_config(redis_url, gw, fast_settings, **table):
+    return load_config({"redis": {"url": redis_url},
+                        "brokers": {"ibkr": {**gw.settings(**fast_settings), **table}},
+                        "backoff": {"initial": 0.05, "max": 0.2, "login_retry": 0.2},
+                        "shutdown_timeout": 2.0}, env={})
+
+
+def test_a_triggered_stop_order_is_published_from_the_websocket_and_from_the_poll(redis_server, fast_settings):
+    # PreSubmitted -> Submitted (a stop order being triggered) are both status "open"; the gateway's word in
+    # broker_status is what changes, and subscribers must see it.
+    stop = {"acct": "DU1234", "orderId": 71, "ticker": "AAPL", "status": "PreSubmitted", "remainingQuantity": 5.0,
+            "filledQuantity": 0.0, "side": "SELL", "orderType": "Stop", "auxPrice": "150.00"}
+    polled = {**stop, "orderId": 72}
+
+    async def main(collector):
+        async with FakeGateway(hb_interval=0.2) as gw:
+            gw.orders = [polled]
+            config = _runner_config(redis_server.url, gw, fast_settings, symbols=[],
+                                    poll={"positions": 0, "balances": 0, "orders": 0.1, "transactions": 0})
+            async with running(Runner(config, token_store=MemoryTokenStore())):
+                await gw.wait_for(lambda: any(c.orders for c in gw.clients))
+                await gw.push_order(stop)
+                await collector.wait_for_async("orders", "DU1234", where=lambda o: o.order_id == "71")
+                await gw.push_order({"acct": "DU1234", "orderId": 71, "status": "Submitted"})
+                await collector.wait_for_async(
+                    "orders", "DU1234", where=lambda o: o.order_id == "71" and o.broker_status == "Submitted")
+
+                await collector.wait_for_async("orders", "DU1234", where=lambda o: o.order_id == "72")
+                gw.orders = [{**polled, "status": "Submitted"}]
+                await collector.wait_for_async(
+                    "orders", "DU1234", where=lambda o: o.order_id == "72" and o.broker_status == "Submitted")
+            for order_id in ("71", "72"):
+                states = [(o.status, o.broker_status) for o in collector.orders if o.order_id == order_id]
+                assert states == [("open", "PreSubmitted"), ("open", "Submitted")], order_id
 
     with PublishedCollector(redis_server.url) as collector:
         asyncio.run(main(collector))
