@@ -5,6 +5,10 @@ One :class:`IbkrStream` is one connection. :meth:`connect` opens the socket with
 and starts a keep-alive task that sends ``ech+hb`` and re-sends every ``smd`` before the gateway expires it
 (10 minutes). Reconnecting and resubscribing are the runner's job: a dropped socket raises
 :class:`StreamError`, lost authentication raises :class:`AuthError`.
+
+:meth:`close` is bounded (well inside the runner's 2 s for it) and leaves no socket open, also when it is
+cancelled: a gateway that does not finish the closing handshake in time gets its TCP connection aborted.
+After :meth:`close`, :meth:`events` hands over what was received but not yet read (order updates above all).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
 
+from livedata_core.aio_tools import within
 from livedata_core.errors import AuthError, LivedataError, StreamError
 from livedata_core.streaming import HEARTBEAT, BrokerStream, StreamStats
 
@@ -32,6 +38,12 @@ from .values import BadValue
 __all__ = ["IbkrStream", "QuietWebsocketLogger"]
 
 _QUIET_TOPICS = frozenset({"act", "tic", "ech", "blt", "ntf", "spl", "str"})
+
+#: Seconds for the websocket closing handshake before the TCP connection is aborted (the runner gives a
+#: stream's whole close() 2 s).
+CLOSE_WAIT = 1.0
+#: Seconds to wait for the keep-alive task to stop when closing.
+KEEPALIVE_STOP_WAIT = 0.5
 
 
 class QuietWebsocketLogger(logging.LoggerAdapter):
@@ -71,6 +83,8 @@ class IbkrStream(BrokerStream):
         self._ws: ClientConnection | None = None
         self._early: list[dict[str, Any]] = []
         self._keepalive: asyncio.Task[None] | None = None
+        self._closed = False  # close() was called: events() only hands over what is left
+        self._closed_ws: ClientConnection | None = None  # the connection close() closed, for that hand-over
 
     # -- connection ----------------------------------------------------------------------------------------
 
@@ -87,6 +101,7 @@ class IbkrStream(BrokerStream):
                 ssl=self.session.client.ssl if url.startswith("wss") else None,
                 additional_headers=headers,
                 open_timeout=self.settings.connect_timeout,
+                close_timeout=CLOSE_WAIT,  # then websockets aborts the TCP connection itself
                 ping_interval=None,  # the gateway's own heartbeats (system hb every 10 s) are watched instead
                 proxy=None,
                 max_size=4 * 1024 * 1024,
@@ -100,11 +115,11 @@ class IbkrStream(BrokerStream):
         except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
             raise StreamError(f"IBKR websocket {url} not reachable ({type(exc).__name__}: {exc})") from None
         try:
-            await asyncio.wait_for(self._await_authenticated(token), self.settings.ws_auth_timeout)
+            await within(self._await_authenticated(token), self.settings.ws_auth_timeout)
             if self.settings.stream_orders:
                 await self._orders_preflight()
                 await self._send("sor+{}")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.close()
             raise StreamError(
                 f"IBKR websocket sent no authenticated status within {self.settings.ws_auth_timeout:g}s"
@@ -192,14 +207,22 @@ class IbkrStream(BrokerStream):
             raise StreamError(f"IBKR websocket closed while sending ({code})") from None
 
     async def close(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._keepalive
-            self._keepalive = None
-        if self._ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.close(), 2.0)
+        """Stop the keep-alive and close the websocket. Never raises (but a cancellation); bounded by
+        :data:`KEEPALIVE_STOP_WAIT` + :data:`CLOSE_WAIT`; the socket is closed even when this is cancelled."""
+        self._closed = True
+        try:
+            keepalive, self._keepalive = self._keepalive, None
+            if keepalive is not None and not keepalive.done():
+                keepalive.cancel()
+                await asyncio.wait({keepalive}, timeout=KEEPALIVE_STOP_WAIT)  # propagates our own cancellation
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            self._closed_ws = ws
+            await _close_ws(ws)
 
     # -- subscriptions -------------------------------------------------------------------------------------
 
@@ -240,31 +263,51 @@ class IbkrStream(BrokerStream):
     # -- reading -------------------------------------------------------------------------------------------
 
     async def events(self) -> AsyncIterator[Any]:
-        ws = self._ws
+        """Yield quotes, orders and heartbeats until the socket closes.
+
+        A frame that was read is always handled and yielded; only then does lost authentication (seen by the
+        tickle) raise :class:`AuthError`. Called again after :meth:`close`, it yields what the closed socket
+        still holds and ends, without checking the session: those order updates are published, not lost.
+        """
+        draining = self._closed
+        ws = self._closed_ws if draining else self._ws
         if ws is None:
+            if draining:
+                return
             raise StreamError("IBKR stream used before connect()")
         early, self._early = self._early, []
         for frame in early:
-            item = self._handle(frame)
+            item = self._handle_or_skip(frame) if draining else self._handle(frame)
             if item is not None:
                 yield item
-        try:
-            async for raw in ws:
+        while True:
+            if not draining:
                 self.session.check()
-                if isinstance(raw, str) and raw.startswith("ech"):
-                    yield HEARTBEAT  # the echo of our ech+hb
-                    continue
-                frame = self._decode(raw)
-                if frame is None:
-                    continue
-                item = self._handle(frame)
-                if item is not None:
-                    yield item
-        except ConnectionClosedOK:
-            return
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else "no close frame"
-            raise StreamError(f"IBKR websocket dropped ({code})") from None
+            try:
+                raw = await ws.recv()
+            except ConnectionClosed as exc:
+                if draining:
+                    return
+                if isinstance(exc, ConnectionClosedOK):
+                    return
+                code = exc.rcvd.code if exc.rcvd else "no close frame"
+                raise StreamError(f"IBKR websocket dropped ({code})") from None
+            if isinstance(raw, str) and raw.startswith("ech"):
+                yield HEARTBEAT  # the echo of our ech+hb
+                continue
+            frame = self._decode(raw)
+            if frame is None:
+                continue
+            item = self._handle_or_skip(frame) if draining else self._handle(frame)
+            if item is not None:
+                yield item
+
+    def _handle_or_skip(self, frame: dict[str, Any]) -> Any:
+        # After close(): a status frame saying the session is lost changes nothing any more.
+        try:
+            return self._handle(frame)
+        except LivedataError:
+            return None
 
     def _decode(self, raw: str | bytes) -> dict[str, Any] | None:
         try:
@@ -337,3 +380,15 @@ class IbkrStream(BrokerStream):
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 200 else text[:200] + "..."
+
+
+async def _close_ws(ws: ClientConnection) -> None:
+    """The closing handshake, at most :data:`CLOSE_WAIT` seconds; then (or when cancelled) abort the TCP
+    connection, so no socket outlives the stream."""
+    try:
+        await within(ws.close(), CLOSE_WAIT)
+    except Exception:  # TimeoutError, or the connection broke meanwhile
+        pass
+    finally:
+        if ws.state is not State.CLOSED:
+            ws.transport.abort()

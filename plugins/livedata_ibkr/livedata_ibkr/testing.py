@@ -20,7 +20,8 @@ State a test can change: :attr:`logged_in` (browser login; ``False`` gives 401 e
 ``secdef/search`` finds: the exact symbol, else every symbol starting with the query, as the real fuzzy
 search does), :attr:`search_results` (exact search replies per symbol),
 :attr:`smd_ttl` (seconds before a market-data subscription silently stops), :attr:`hb_interval`,
-:meth:`rate_limit` (answer the next requests to a path with 429).
+:meth:`rate_limit` (answer the next requests to a path with 429), :meth:`hang_websockets` (stop reading the
+websockets, as a hung gateway: not even a close frame is answered).
 """
 
 from __future__ import annotations
@@ -184,6 +185,7 @@ class FakeGateway:
             self._quote_task = asyncio.create_task(self._auto_quotes())
 
     async def stop(self) -> None:
+        self.resume_websockets()
         for task in (self._hb_task, self._quote_task):
             if task:
                 task.cancel()
@@ -272,6 +274,18 @@ class FakeGateway:
         self.competing = competing
         await self.send_raw(orjson.dumps(
             {"topic": "sts", "args": {"authenticated": False, "competing": competing, "fail": ""}}).decode())
+
+    def hang_websockets(self) -> None:
+        """Stop reading every websocket, as a hung gateway would: nothing is answered, not even the closing
+        handshake, so only the client can end the TCP connection. :meth:`resume_websockets` (and :meth:`stop`)
+        read again."""
+        for client in self.clients:
+            client.ws.transport.pause_reading()
+
+    def resume_websockets(self) -> None:
+        for client in self.clients:
+            with contextlib.suppress(Exception):
+                client.ws.transport.resume_reading()
 
     async def drop(self) -> None:
         """Same as :meth:`drop_websockets` (the conformance suite's name)."""

@@ -106,3 +106,21 @@ def test_a_triggered_stop_order_is_published_from_the_websocket_and_from_the_pol
 
     with PublishedCollector(redis_server.url) as collector:
         asyncio.run(main(collector))
+
+
+def test_an_order_update_arriving_as_the_session_drops_is_published(redis_server, fast_settings):
+    async def main(collector):
+        async with FakeGateway(hb_interval=0.2) as gw:
+            config = _runner_config(redis_server.url, gw, fast_settings, symbols=[],
+                                    poll={"positions": 0, "balances": 0, "orders": 0, "transactions": 0})
+            async with running(Runner(config, token_store=MemoryTokenStore())) as runner:
+                await gw.wait_for(lambda: any(c.orders for c in gw.clients))
+                runner.runtimes["ibkr"].ctx.session.mark_lost("tickle reports the session is not authenticated")
+                await gw.push_order({"acct": "DU1234", "orderId": 61, "ticker": "AAPL", "status": "Filled",
+                                     "remainingQuantity": 0.0, "filledQuantity": 5.0, "side": "BUY",
+                                     "orderType": "Market", "avgPrice": "10.5"})
+                await collector.wait_for_async("orders", "DU1234", where=lambda o: o.order_id == "61")
+
+    with PublishedCollector(redis_server.url) as collector:
+        asyncio.run(main(collector))
+

@@ -381,3 +381,117 @@ def test_no_orders_preflight_without_stream_orders(ibkr, make_ctx):
             await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
+
+
+def _order(order_id, status="Submitted"):
+    return {"acct": "DU1234", "orderId": order_id, "conid": 265598, "ticker": "AAPL", "status": status,
+            "remainingQuantity": 1.0, "filledQuantity": 0.0, "side": "BUY", "orderType": "Market"}
+
+
+def test_an_order_update_read_after_the_session_is_lost_is_yielded_before_the_auth_error(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, [])
+            await gw.wait_for(lambda: gw.clients and gw.clients[0].orders)
+            ctx.session.mark_lost("tickle reports the brokerage session is not authenticated")
+            await gw.push_order(_order(81))
+            await gw.wait_for(lambda: reader.task.done())
+            assert [o.order_id for o in reader.of(Order)] == ["81"]
+            assert isinstance(reader.error, AuthError)
+            await reader.stop()
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_order_updates_left_unread_are_handed_over_after_close_also_with_a_lost_session(ibkr, make_ctx):
+    # What the runner does after events() raised: close(), then read events() once more for what is left.
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, [])
+            await gw.wait_for(lambda: gw.clients and gw.clients[0].orders)
+            await reader.stop()
+            await stream.close()
+            stream = await ibkr.call("stream", ctx=ctx)
+            await stream.connect()
+            await gw.wait_for(lambda: len(gw.clients) == 1 and gw.clients[0].orders)
+            await gw.push_order(_order(91))
+            await gw.push_order(_order(92, "Filled"))
+            await asyncio.sleep(0.2)  # received, not read
+            ctx.session.mark_lost("tickle reports the brokerage session is not authenticated")
+            await stream.close()
+            left = []
+            async with asyncio.timeout(0.5):  # the runner's DRAIN_TIMEOUT
+                async for item in stream.events():
+                    left.extend(item if isinstance(item, list) else [item])
+            assert [(o.order_id, o.broker_status) for o in left if isinstance(o, Order)] == [
+                ("91", "Submitted"), ("92", "Filled")]
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_close_aborts_the_socket_of_a_gateway_that_does_not_answer_the_close(ibkr, make_ctx):
+    async def main():
+        loop = asyncio.get_running_loop()
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+            await gw.wait_for(lambda: gw.subscribed(265598))
+            sock = stream._ws.transport.get_extra_info("socket")
+            gw.hang_websockets()
+            started = loop.time()
+            await reader.stop()  # cancels the reader, then close()
+            assert loop.time() - started < 1.9, "inside the runner's 2 s for close()"
+            await gw.wait_for(lambda: sock.fileno() == -1, timeout=0.2)  # the TCP connection is gone
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_a_cancelled_close_still_closes_the_socket(ibkr, make_ctx):
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+            await gw.wait_for(lambda: gw.subscribed(265598))
+            sock = stream._ws.transport.get_extra_info("socket")
+            reader.task.cancel()
+            gw.hang_websockets()
+            closing = asyncio.create_task(stream.close())
+            await asyncio.sleep(0.2)  # waiting for the closing handshake
+            closing.cancel()  # e.g. the runner's time for close() is up, or the runner is stopped
+            with pytest.raises(asyncio.CancelledError):
+                await closing
+            await gw.wait_for(lambda: sock.fileno() == -1, timeout=0.2)
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
+
+
+def test_a_cancellation_arriving_as_the_websocket_login_completes_stops_connect(ibkr, make_ctx):
+    # asyncio.wait_for (Python 3.11) would return the login's result and drop the cancellation: connect()
+    # would carry on, subscribe to orders and start a keep-alive for a stream nobody reads.
+    async def main():
+        async with FakeGateway() as gw:
+            ctx = make_ctx(gw)
+            await ibkr.call("authenticate", ctx=ctx)
+            stream = await ibkr.call("stream", ctx=ctx)
+            login = stream._await_authenticated
+
+            async def login_then_cancelled(token):
+                await login(token)
+                connecting.cancel()  # arrives just as the login finishes
+
+            stream._await_authenticated = login_then_cancelled
+            connecting = asyncio.create_task(stream.connect())
+            with pytest.raises(asyncio.CancelledError):
+                await connecting
+            await asyncio.sleep(0.1)
+            assert gw.clients == [] and gw.ws_connections == 1, "the socket is closed"
+            assert gw.calls("/iserver/account/orders") == [] and stream._keepalive is None
+            await ibkr.call("shutdown", ctx=ctx)
+
+    run(main())
