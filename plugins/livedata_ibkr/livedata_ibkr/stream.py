@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidH
 from websockets.protocol import State
 
 from livedata_core.aio_tools import within
-from livedata_core.errors import AuthError, LivedataError, StreamError
+from livedata_core.errors import AuthError, LivedataError, StreamError, SymbolsRefused
 from livedata_core.streaming import HEARTBEAT, BrokerStream, StreamStats
 
 from .parsers import BROKER, parse_order
@@ -85,6 +85,7 @@ class IbkrStream(BrokerStream):
         self._keepalive: asyncio.Task[None] | None = None
         self._closed = False  # close() was called: events() only hands over what is left
         self._closed_ws: ClientConnection | None = None  # the connection close() closed, for that hand-over
+        self._failure: StreamError | None = None  # why events() must end although the socket is fine
 
     # -- connection ----------------------------------------------------------------------------------------
 
@@ -227,19 +228,36 @@ class IbkrStream(BrokerStream):
     # -- subscriptions -------------------------------------------------------------------------------------
 
     async def subscribe(self, symbols: Sequence[str]) -> None:
+        """Send ``smd`` for each symbol's conid (once per conid), looking plain symbols up first.
+
+        :raises SymbolsRefused: the gateway's search has no exact match for some symbols (named); every other
+            symbol of the call was subscribed.
+        :raises StreamError: a lookup failed for a reason that may pass (the gateway did not answer, HTTP 429,
+            an HTTP error); the stream then ends with the same error, so the runner reconnects and subscribes
+            every wanted symbol again. Symbols whose conid is known were still subscribed.
+        :raises AuthError: the session is lost.
+        """
+        refused: list[str] = []
+        deferred: list[str] = []
+        failure: LivedataError | None = None
         for symbol in symbols:
             instrument = parse(symbol)
             conid = instrument.conid
             if conid is None and instrument.ticker is not None:
+                if failure is not None and instrument.ticker not in self.session.conids:
+                    deferred.append(symbol)  # the gateway just failed a lookup: no more of them now
+                    continue
                 try:
                     conid = await self.session.resolve(instrument.ticker)
                 except AuthError:
                     raise
                 except LivedataError as exc:
-                    self.stats.skip("ibkr: symbol lookup failed", f"{symbol}: {exc}")
+                    failure = exc
+                    deferred.append(symbol)
                     continue
             if conid is None:
                 self.stats.skip("ibkr: unknown symbol", symbol)
+                refused.append(symbol)
                 continue
             self.conid_of[symbol] = conid
             streaming = self.book.symbols_of.setdefault(conid, set())
@@ -247,6 +265,24 @@ class IbkrStream(BrokerStream):
             streaming.add(symbol)
             if first:
                 await self._send(smd_message(conid))
+        if failure is not None:
+            not_found = f"; not found: {', '.join(refused)}" if refused else ""
+            error = StreamError(
+                f"IBKR symbol lookup failed for {', '.join(deferred)} ({failure}){not_found}; reconnecting to "
+                "subscribe again", retry_after=getattr(failure, "retry_after", None))
+            await self._fail(error)
+            raise error
+        if refused:
+            sec_type = self.settings.default_sec_type.strip().upper()
+            raise SymbolsRefused(
+                f"IBKR has no {sec_type} symbol exactly matching {', '.join(refused)} (use SYMBOL@CONID)", refused)
+
+    async def _fail(self, error: StreamError) -> None:
+        """End :meth:`events` with ``error``: the runner then reconnects and subscribes everything again."""
+        self._failure = error
+        ws = self._ws
+        if ws is not None:
+            await _close_ws(ws)  # wakes the reader, which raises the failure
 
     async def unsubscribe(self, symbols: Sequence[str]) -> None:
         for symbol in symbols:
@@ -282,12 +318,16 @@ class IbkrStream(BrokerStream):
                 yield item
         while True:
             if not draining:
+                if self._failure is not None:
+                    raise self._failure
                 self.session.check()
             try:
                 raw = await ws.recv()
             except ConnectionClosed as exc:
                 if draining:
                     return
+                if self._failure is not None:
+                    raise self._failure from None
                 if isinstance(exc, ConnectionClosedOK):
                     return
                 code = exc.rcvd.code if exc.rcvd else "no close frame"

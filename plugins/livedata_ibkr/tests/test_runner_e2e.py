@@ -2,6 +2,9 @@
 
 import asyncio
 
+import pytest
+
+from livedata_core.errors import BrokerError
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing.published import PublishedCollector
 from livedata_core.testing.running import running
@@ -124,3 +127,36 @@ def test_an_order_update_arriving_as_the_session_drops_is_published(redis_server
     with PublishedCollector(redis_server.url) as collector:
         asyncio.run(main(collector))
 
+
+def test_symbol_lookups_refused_or_failed_at_connect_and_live(redis_server, fast_settings):
+    async def main(collector):
+        async with FakeGateway(hb_interval=0.2) as gw:
+            gw.rate_limit("/iserver/secdef/search", times=3)  # the first lookup fails after its 2 retries
+            config = _runner_config(redis_server.url, gw, fast_settings, symbols=["AAPL", "NOPE"],
+                                    poll={"positions": 0, "balances": 0, "orders": 0, "transactions": 0})
+            async with running(Runner(config, token_store=MemoryTokenStore())) as runner:
+                runtime = runner.runtimes["ibkr"]
+                # At connect: the failed lookup reconnects, and AAPL streams; NOPE is reported as refused.
+                await gw.wait_for(lambda: gw.subscribed(265598), timeout=5)
+                await gw.push_quote(265598, {"31": "10.25"})
+                await collector.wait_for_async("quotes", "AAPL", where=lambda q: q.last == 10.25)
+                assert gw.ws_connections == 2
+                assert "NOPE" in (runtime.status.last_error or "")
+
+                # Live: an unknown symbol is refused by name, the others of the call stream.
+                with pytest.raises(BrokerError, match="did not subscribe NOPE2"):
+                    await runner.subscribe("ibkr", ["IBM", "NOPE2"])
+                assert "NOPE2" not in runtime.symbols and "IBM" in runtime.symbols
+                await gw.wait_for(lambda: gw.subscribed(8314))
+
+                # Live: a lookup the gateway fails (HTTP 429 three times) is not dropped: SPY streams after
+                # the reconnect that follows.
+                gw.rate_limit("/iserver/secdef/search", times=3)
+                assert await runner.subscribe("ibkr", ["SPY"]) == {"added": ["SPY"], "already": []}
+                await gw.wait_for(lambda: gw.subscribed(756733), timeout=5)
+                await gw.push_quote(756733, {"31": "500.5"})
+                await collector.wait_for_async("quotes", "SPY", where=lambda q: q.last == 500.5)
+                assert gw.ws_connections == 3
+
+    with PublishedCollector(redis_server.url) as collector:
+        asyncio.run(main(collector))

@@ -7,7 +7,7 @@ import orjson
 import pytest
 import redis
 
-from livedata_core.errors import AuthError, LoginRequired, StreamError
+from livedata_core.errors import AuthError, LoginRequired, StreamError, SymbolsRefused
 from livedata_core.models import Order, Quote
 from livedata_core.publisher import AsyncPublisher
 from livedata_core.streaming import HEARTBEAT
@@ -241,13 +241,20 @@ def test_malformed_frames_are_counted_and_the_stream_goes_on(ibkr, make_ctx):
     run(main())
 
 
-def test_unknown_symbol_is_counted_not_fatal(ibkr, make_ctx):
+def test_unknown_symbol_is_refused_by_name_and_the_others_stream(ibkr, make_ctx):
     async def main():
         async with FakeGateway() as gw:
             ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, ["NOPE", "AAPL"])
+            stream, reader = await open_stream(ibkr, ctx, [])
+            with pytest.raises(SymbolsRefused, match="NOPE") as refused:
+                await stream.subscribe(["NOPE", "AAPL"])
+            assert refused.value.symbols == ["NOPE"]
             assert stream.stats.skipped["ibkr: unknown symbol"] == 1
             assert stream.conid_of == {"AAPL": 265598}
+            await gw.wait_for(lambda: gw.subscribed(265598))
+            await gw.push_quote(265598, {"31": "1.50"})
+            await gw.wait_for(lambda: reader.of(Quote))
+            assert reader.error is None, "a refused symbol does not end the stream"
             await reader.stop()
             await ibkr.call("shutdown", ctx=ctx)
 
@@ -327,7 +334,10 @@ def test_only_an_exact_symbol_and_sec_type_match_is_streamed(ibkr, make_ctx):
             gw.search_results["OPTONLY"] = [_row("OPTONLY", 111, "OPT", "WAR")]  # the symbol, but no STK section
             gw.search_results["BRK B"] = [_row("BRK A", 222, "STK"), _row("brk b", 333, "STK", "OPT")]
             ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, ["AAP", "OPTONLY", "BRK B", "IBM"])
+            stream, reader = await open_stream(ibkr, ctx, [])
+            with pytest.raises(SymbolsRefused) as refused:
+                await stream.subscribe(["AAP", "OPTONLY", "BRK B", "IBM"])
+            assert refused.value.symbols == ["AAP", "OPTONLY"]
             assert [r["symbol"] for r in await ctx.session.client.get("/iserver/secdef/search", symbol="AAP")] == ["AAPL"]
             assert stream.conid_of == {"BRK B": 333, "IBM": 8314}
             assert stream.stats.skipped["ibkr: unknown symbol"] == 2
