@@ -15,7 +15,6 @@ __all__ = ["IbkrSettings", "is_loopback_host", "ssl_context"]
 
 _positive = v.gt(0)
 
-
 @attrs.frozen
 class IbkrSettings:
     """Settings of the Interactive Brokers plugin (Client Portal Web API through the local gateway).
@@ -72,6 +71,15 @@ class IbkrSettings:
             ws = urlsplit(self.ws_url)
             if ws.scheme not in ("ws", "wss") or not ws.hostname:
                 raise ConfigError(f"brokers.ibkr.ws_url must be a ws(s) URL with a host, was {self.ws_url!r}")
+        for key, url, plain in (("base_url", self.base_url, "http"), ("ws_url", self.ws_url, "ws")):
+            parts = urlsplit(url)
+            if url and parts.scheme == plain and not is_loopback_host(parts.hostname or ""):
+                raise ConfigError(
+                    f"brokers.ibkr.{key} {url!r} is unencrypted {plain}:// to {parts.hostname}, which would send the "
+                    f"gateway session across the network in clear text; use {plain}s:// (with ca_bundle for the "
+                    f"gateway's certificate), or {plain}:// only for a gateway on this machine (localhost, "
+                    "127.0.0.1, ::1)"
+                )
         if self.allow_self_signed and not self._all_loopback():
             raise ConfigError(
                 "brokers.ibkr.allow_self_signed is only allowed for a gateway on this machine (localhost, "

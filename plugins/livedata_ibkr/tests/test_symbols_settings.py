@@ -47,3 +47,25 @@ def test_self_signed_refused_for_remote_hosts(ibkr, table):
 def test_unknown_setting_is_named(ibkr):
     with pytest.raises(ConfigError, match="tickle_intervall"):
         ibkr.make_context({"tickle_intervall": 5})
+
+
+@pytest.mark.parametrize(
+    "table, key",
+    [
+        ({"base_url": "http://gateway.example.com:5000/v1/api"}, "base_url"),
+        ({"base_url": "http://10.0.0.5:5000/v1/api", "ca_bundle": "/x.pem"}, "base_url"),
+        ({"ws_url": "ws://gateway.example.com:5000/v1/api/ws"}, "ws_url"),
+        ({"base_url": "https://gateway.example.com/v1/api", "ws_url": "ws://gateway.example.com/v1/api/ws"}, "ws_url"),
+    ],
+)
+def test_plain_http_or_ws_to_another_host_is_refused(ibkr, table, key):
+    # The gateway session (cookie, websocket session) would cross the network unencrypted.
+    with pytest.raises(ConfigError, match=rf"brokers.ibkr.{key} .* unencrypted .* this machine"):
+        ibkr.make_context(table)
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "127.0.0.2"])
+def test_plain_http_to_this_machine_is_allowed(ibkr, host):
+    ctx = ibkr.make_context({"base_url": f"http://{host}:5000/v1/api"})
+    assert ctx.settings.websocket_url == f"ws://{host}:5000/v1/api/ws"
+
