@@ -15,6 +15,18 @@ __all__ = ["IbkrSettings", "is_loopback_host", "ssl_context"]
 
 _positive = v.gt(0)
 
+#: The gateway ends a market-data subscription after 10 minutes; ``renew_interval`` must be shorter.
+SMD_LIFETIME = 600.0
+
+
+def _below_smd_lifetime(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not value < SMD_LIFETIME:
+        raise ValueError(
+            f"{attribute.name} must be below {SMD_LIFETIME:g} seconds (the gateway ends a quote subscription "
+            f"after 10 minutes, and it is renewed only every {attribute.name}), was {value:g}"
+        )
+
+
 @attrs.frozen
 class IbkrSettings:
     """Settings of the Interactive Brokers plugin (Client Portal Web API through the local gateway).
@@ -51,7 +63,7 @@ class IbkrSettings:
     #: Seconds between ``/tickle`` keep-alives (the session times out after ~6 minutes without requests).
     tickle_interval: float = attrs.field(default=60.0, validator=_positive)
     #: Seconds between re-sends of every ``smd`` subscription (the gateway ends them after 10 minutes).
-    renew_interval: float = attrs.field(default=540.0, validator=_positive)
+    renew_interval: float = attrs.field(default=540.0, validator=[_positive, _below_smd_lifetime])
     #: Seconds between ``ech+hb`` frames sent to keep the websocket open.
     echo_interval: float = attrs.field(default=50.0, validator=_positive)
     #: Seconds without any frame (the gateway sends ``system`` heartbeats every 10 s) before reconnecting.

@@ -69,3 +69,9 @@ def test_plain_http_to_this_machine_is_allowed(ibkr, host):
     ctx = ibkr.make_context({"base_url": f"http://{host}:5000/v1/api"})
     assert ctx.settings.websocket_url == f"ws://{host}:5000/v1/api/ws"
 
+
+@pytest.mark.parametrize("value", [600, 600.0, 3600])
+def test_renew_interval_must_be_below_the_ten_minute_subscription_lifetime(ibkr, value):
+    with pytest.raises(ConfigError, match="renew_interval must be below 600 seconds"):
+        ibkr.make_context({"renew_interval": value})
+    assert ibkr.make_context({"renew_interval": 599}).settings.renew_interval == 599.0
