@@ -78,23 +78,23 @@ class IbkrSettings:
     def __attrs_post_init__(self) -> None:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"brokers.ibkr.base_url must be an http(s) URL with a host, was {self.base_url!r}")
+            raise ConfigError(f"base_url must be an http(s) URL with a host, was {self.base_url!r}")
         if self.ws_url:
             ws = urlsplit(self.ws_url)
             if ws.scheme not in ("ws", "wss") or not ws.hostname:
-                raise ConfigError(f"brokers.ibkr.ws_url must be a ws(s) URL with a host, was {self.ws_url!r}")
+                raise ConfigError(f"ws_url must be a ws(s) URL with a host, was {self.ws_url!r}")
         for key, url, plain in (("base_url", self.base_url, "http"), ("ws_url", self.ws_url, "ws")):
             parts = urlsplit(url)
             if url and parts.scheme == plain and not is_loopback_host(parts.hostname or ""):
                 raise ConfigError(
-                    f"brokers.ibkr.{key} {url!r} is unencrypted {plain}:// to {parts.hostname}, which would send the "
+                    f"{key} {url!r} is unencrypted {plain}:// to {parts.hostname}, which would send the "
                     f"gateway session across the network in clear text; use {plain}s:// (with ca_bundle for the "
                     f"gateway's certificate), or {plain}:// only for a gateway on this machine (localhost, "
                     "127.0.0.1, ::1)"
                 )
         if self.allow_self_signed and not self._all_loopback():
             raise ConfigError(
-                "brokers.ibkr.allow_self_signed is only allowed for a gateway on this machine (localhost, "
+                "allow_self_signed is only allowed for a gateway on this machine (localhost, "
                 "127.0.0.1, ::1); for a remote gateway give its certificate with brokers.ibkr.ca_bundle"
             )
         if self.allow_self_signed and self.ca_bundle:

@@ -60,7 +60,7 @@ def test_unknown_setting_is_named(ibkr):
 )
 def test_plain_http_or_ws_to_another_host_is_refused(ibkr, table, key):
     # The gateway session (cookie, websocket session) would cross the network unencrypted.
-    with pytest.raises(ConfigError, match=rf"brokers.ibkr.{key} .* unencrypted .* this machine"):
+    with pytest.raises(ConfigError, match=rf"\[brokers.ibkr\]: {key} .* unencrypted .* this machine"):
         ibkr.make_context(table)
 
 
