@@ -18,7 +18,7 @@ _SECRET_PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(r"(?i)((?:access|refresh|id)_?token[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+"),
     re.compile(r"(?i)((?:client_secret|app_secret|password|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+"),
-    re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+(@)"),
+    re.compile(r"((?:rediss?|unix)://[^:/@\s]*:)\S+(@)"),  # up to the last @: a password may hold an @
     re.compile(r"([?&]code=)[^&\s\"']+"),  # OAuth authorization codes in callback URLs
     re.compile(r"(?i)((?:set-)?cookie[\"']?\s*[:=]\s*[\"']?)[^\n\"']+"),
     re.compile(r"(?i)([\"']session[\"']\s*:\s*[\"'])[^\"']+"),
@@ -59,11 +59,12 @@ class _JsonFormatter(logging.Formatter):
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": mask_secrets(record.getMessage()),
         }
         if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
-        return mask_secrets(json.dumps(data))
+            data["exception"] = mask_secrets(self.formatException(record.exc_info))
+        # Masked before encoding: JSON escapes the quotes the token patterns look for.
+        return json.dumps(data)
 
 
 def setup_logging(verbosity: int = 0, json_lines: bool | None = None) -> None:

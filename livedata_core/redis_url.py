@@ -35,7 +35,8 @@ def mask_url(url: str) -> str:
     """
     match = _USERINFO.match(url)
     if match is None:
-        return url
+        at = url.rfind("@")  # no scheme (a typo such as redis//...): hide everything before the last @
+        return "***" + url[at:] if at >= 0 else url
     userinfo = match.group(2)
     user = userinfo.split(":", 1)[0] if ":" in userinfo else userinfo
     hidden = f"{user}:***" if ":" in userinfo else "***"
@@ -61,28 +62,34 @@ class RedisTarget:
 
 def parse_redis_url(url: str) -> RedisTarget:
     """Parse ``redis://``, ``rediss://`` (TLS) or ``unix://`` URLs; ``ConfigError`` for anything else."""
+    shown = mask_url(url)
+    # Messages show only the masked URL: a parser's own error text can quote part of the password.
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"Redis URL {mask_url(url)!r} is not valid: {exc}") from None
-    if parts.scheme not in ("redis", "rediss", "unix"):
+    except ValueError:
         raise ConfigError(
-            f"Redis URL {mask_url(url)!r} must start with redis://, rediss:// or unix://"
-        )
+            f"Redis URL {shown!r} is not valid: its port is not a number (characters such as / # ? @ in a "
+            "password must be percent-encoded)"
+        ) from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"Redis URL {shown!r} must start with redis://, rediss:// or unix://")
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     if parts.scheme == "unix":
         db = 0
         for item in parts.query.split("&"):
             if item.startswith("db="):
-                db = int(item[3:])
+                try:
+                    db = int(item[3:])
+                except ValueError:
+                    raise ConfigError(f"Redis URL {shown!r}: db={item[3:]!r} is not a number") from None
         return RedisTarget(url, "", 0, db, username, password, False, unix_path=parts.path)
+    if not parts.hostname:
+        raise ConfigError(f"Redis URL {shown!r} has no host")
     path = parts.path.strip("/")
     try:
         db = int(path) if path else 0
     except ValueError:
-        raise ConfigError(f"Redis URL {mask_url(url)!r}: database {path!r} is not a number") from None
-    if not parts.hostname:
-        raise ConfigError(f"Redis URL {mask_url(url)!r} has no host")
+        raise ConfigError(f"Redis URL {shown!r}: database {path!r} is not a number") from None
     return RedisTarget(url, parts.hostname, port or 6379, db, username, password, parts.scheme == "rediss")

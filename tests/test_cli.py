@@ -176,6 +176,36 @@ def test_tracebacks_are_masked_too(capsys):
     assert "AUTHCODE123" not in err and "eyJSECRETSECRET" not in err
 
 
+def test_json_logs_mask_secrets_in_tracebacks(capsys):
+    import logging
+
+    from livedata_core.logs import setup_logging
+
+    setup_logging(0, json_lines=True)
+    try:
+        raise RuntimeError('token refresh failed: {"access_token": "I0.SECRETACCESS@", "refresh_token": "RTSECRET@"}')
+    except RuntimeError:
+        logging.getLogger("livedata.test").exception("refresh crashed")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    record = json.loads(line)
+    assert record["message"] == "refresh crashed" and "RuntimeError" in record["exception"]
+    assert "SECRETACCESS" not in line and "RTSECRET" not in line
+
+
+def test_logged_text_hides_passwords_that_hold_an_at_sign_and_unix_socket_passwords():
+    from livedata_core.logs import mask_secrets
+
+    text = mask_secrets("connect redis://:p@ss@host:1/0 and unix://:pw@/tmp/redis.sock")
+    assert "ss@host" not in text and ":pw@" not in text and "host:1/0" in text
+
+
+def test_the_configuration_repr_shows_broker_setting_names_not_values():
+    from livedata_core.runner import load_config
+
+    config = load_config({"brokers": {"demo": {"seed": 1, "app_secret": "MYAPPSECRET12345"}}})
+    assert "MYAPPSECRET12345" not in repr(config) and "app_secret" in repr(config)
+
+
 def test_headers_in_transport_debug_logs_are_masked(capsys):
     import logging
 

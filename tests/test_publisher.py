@@ -154,6 +154,24 @@ def test_urls_are_masked_everywhere():
     assert "s3cret" not in repr(AsyncPublisher(url))
 
 
+@pytest.mark.parametrize("url", ["redis://:s3cr/et@host:6379/0", "redis//:s3cret@host:6379/0",
+                                 "redis:/:s3cret@host:6379", "rediss://u:s3c@ret@host/x"])  # fmt: skip
+def test_bad_urls_are_refused_without_quoting_the_password(url):
+    from livedata_core.errors import ConfigError
+    from livedata_core.runner import load_config
+
+    with pytest.raises(ConfigError) as error:
+        load_config({"redis": {"url": url}})
+    assert "s3c" not in str(error.value) and "et@" not in str(error.value)
+
+
+def test_a_bad_db_in_a_unix_socket_url_is_a_config_error():
+    from livedata_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="db='x' is not a number"):
+        parse_redis_url("unix:///tmp/redis.sock?db=x")
+
+
 def test_password_protected_redis(private_redis_with_password):
     server = private_redis_with_password
 

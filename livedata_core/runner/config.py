@@ -71,7 +71,8 @@ class BrokerConfig:
     symbols: tuple[str, ...] = ()
     accounts: tuple[str, ...] | None = None
     poll: PollIntervals = PollIntervals()
-    settings: dict[str, Any] = attrs.field(factory=dict)
+    # The raw table may hold secrets (an app secret): its repr names the keys only.
+    settings: dict[str, Any] = attrs.field(factory=dict, repr=lambda s: f"<keys: {', '.join(sorted(s)) or 'none'}>")
 
 
 @attrs.frozen(repr=False)
