@@ -154,8 +154,9 @@ def fetch_orders(ctx: BrokerContext, account_id: str, since: int) -> list[Order]
     returning an order again is harmless, also when the broker's stream reported it already or an earlier
     run published it.
 
-    :param since: milliseconds since the epoch: a day before the previous successful poll (or before the
-        runner started). The broker may return more than asked, never less.
+    :param since: milliseconds since the epoch: a day before the previous successful poll (first poll: before
+        the runner started, or before the last event an earlier run published, at most 30 days back). The
+        broker may return more than asked, never less.
     """
 
 
@@ -165,8 +166,9 @@ def fetch_transactions(ctx: BrokerContext, account_id: str, since: int) -> list[
 
     Called on the configured interval. The runner publishes each transaction id exactly once.
 
-    :param since: milliseconds since the epoch: a day before the previous successful poll (or before the
-        runner started). The broker may return more than asked, never less.
+    :param since: milliseconds since the epoch: a day before the previous successful poll (first poll: before
+        the runner started, or before the last event an earlier run published, at most 30 days back). The
+        broker may return more than asked, never less.
     """
 
 

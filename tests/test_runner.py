@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from distributions import BURST, make_distribution
-from livedata_core import BrokerInfo, BrokerStream, HEARTBEAT, Order, Position, Quote, Transaction, hookimpl, plugins
+from livedata_core import Account, BrokerInfo, BrokerStream, HEARTBEAT, Order, Position, Quote, Transaction, hookimpl, plugins
 from livedata_core.control import ControlClient, ControlError, NoRunner
 from livedata_core.errors import AuthError, BrokerError, ConfigError, RateLimited, StreamError
 from livedata_core.runner import Runner, load_config
@@ -515,6 +515,95 @@ def test_a_restart_does_not_publish_order_states_and_transactions_an_earlier_run
         plugins.unregister_plugin(broker)
     assert [(d["order_id"], d["status"]) for c, d in messages if c == "live_data:orders:L1"] == [("7", "open")]
     assert not [c for c, _ in messages if c == "live_data:transactions:L1"]
+
+
+class LateAccountsBroker:
+    """Lists no account on the first ask (a flaky broker), one afterwards; books a dividend 30 hours ago."""
+
+    __name__ = "late"
+
+    def __init__(self):
+        self.asked = 0
+        self.booked_at = int(time.time() * 1000) - 30 * 3600 * 1000
+        self.since_seen = []
+
+    @hookimpl
+    def broker_info(self):
+        return BrokerInfo(name="late", capabilities={"fetch_accounts", "fetch_transactions"})
+
+    @hookimpl
+    def fetch_accounts(self, ctx):
+        self.asked += 1
+        return [] if self.asked == 1 else [Account(broker="late", account_id="D1")]
+
+    @hookimpl
+    def fetch_transactions(self, ctx, account_id, since):
+        self.since_seen.append(since)
+        dividend = Transaction(broker="late", account_id="D1", transaction_id="div", type="dividend", amount=12.5,
+                               timestamp=self.booked_at)  # fmt: skip
+        return [dividend] if dividend.timestamp >= since else []
+
+
+def test_no_accounts_at_first_is_retried_and_a_restart_catches_up_from_the_last_published_event(redis_server):
+    r = redis.Redis(port=redis_server.port)
+    # The last transaction an earlier run published was received 40 hours ago (the runner was down since).
+    old = {"broker": "late", "account_id": "D1", "transaction_id": "old", "type": "fee", "received_at": int(time.time() * 1000) - 40 * 3600 * 1000}
+    r.xadd("live_data:stream:transactions:D1", {"data": json.dumps(old)})
+    broker = LateAccountsBroker()
+    plugins.register_plugin(broker, "late")
+    try:
+        async def go():
+            runner = Runner(_config(redis_server.url, {"late": {"poll": {"transactions": 0.05}}}), token_store=MemoryTokenStore())
+            async with Collector(redis_server.port) as seen:
+                task = await start(runner)
+                await seen.wait_for(lambda: seen.channels("live_data:transactions:D1"))
+                await stop(runner, task)
+            return seen.messages, runner.status()["brokers"]["late"]
+
+        messages, status = asyncio.run(go())
+    finally:
+        plugins.unregister_plugin(broker)
+    assert broker.asked == 2 and "fetch_accounts returned no accounts" in status["last_error"]
+    assert [d["transaction_id"] for c, d in messages if c == "live_data:transactions:D1"] == ["div"]
+
+
+class StallingBroker:
+    """Asks for an infinite pause on every poll, as a broken Retry-After header might."""
+
+    __name__ = "stalling"
+
+    @hookimpl
+    def broker_info(self):
+        return BrokerInfo(name="stalling", capabilities={"fetch_orders"})
+
+    @hookimpl
+    def fetch_orders(self, ctx, account_id, since):
+        raise RateLimited("slow down", retry_after=float("inf"))
+
+
+def test_an_endless_retry_after_pauses_the_poll_but_never_kills_it(redis_server, caplog):
+    broker = StallingBroker()
+    plugins.register_plugin(broker, "stalling")
+    try:
+        async def go():
+            runner = Runner(_config(redis_server.url, {"stalling": {"accounts": ["S1"], "poll": {"orders": 0.05}}}),
+                            token_store=MemoryTokenStore())  # fmt: skip
+            task = await start(runner)
+            await asyncio.sleep(0.3)
+            alive = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("poll-stalling")]
+            await stop(runner, task)
+            return alive, runner.status()["brokers"]["stalling"]
+
+        alive, status = asyncio.run(go())
+    finally:
+        plugins.unregister_plugin(broker)
+    assert "RateLimited: slow down" in status["last_error"]
+    assert "poll-stalling-orders-S1" in alive and "polling of stalling stopped" not in caplog.text
+
+
+def test_infinite_intervals_are_refused():
+    with pytest.raises(ConfigError, match="must be a number, was inf"):
+        _config("redis://127.0.0.1:1/0", {"demo": {"poll": {"orders": float("inf")}}})
 
 
 class MessyBroker:

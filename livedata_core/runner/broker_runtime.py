@@ -33,6 +33,7 @@ __all__ = ["BrokerRuntime"]
 
 CONNECT_TIMEOUT = 30.0
 CLOSE_TIMEOUT = 2.0
+MAX_RETRY_AFTER = 3600.0
 DRAIN_TIMEOUT = 0.5
 MODEL_TYPES = (Quote, Order, Transaction, Position, Balance)
 SUBSCRIBE_TIMEOUT = 10.0
@@ -136,7 +137,7 @@ class BrokerRuntime:
                 self._record_error("stream crashed", exc, log=False)
             if self.stopping.is_set():
                 break
-            delay = max(backoff.next_delay(), retry_after or 0.0)
+            delay = min(max(backoff.next_delay(), retry_after or 0.0), MAX_RETRY_AFTER)  # inf and hours alike
             if self.status.state != "login_required":
                 self.status.state = "backoff"
             self.status.connected_since = None

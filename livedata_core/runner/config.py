@@ -125,7 +125,7 @@ def _unknown(data: dict[str, Any], allowed: set[str] | frozenset[str], where: st
 
 
 def _number(value: Any, where: str, *, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{where} must be a number, was {value!r}")
     if value < minimum:
         raise ConfigError(f"{where} must be at least {minimum}, was {value!r}")

@@ -8,7 +8,7 @@ import logging
 import math
 import time
 
-from ..errors import AuthError, LoginRequired, RateLimited
+from ..errors import AuthError, BrokerError, LoginRequired, RateLimited
 from ..models import Account, Position, from_dict, now_ms
 from .backoff import Backoff
 from .broker_runtime import BrokerRuntime
@@ -21,6 +21,11 @@ __all__ = ["AccountPoller"]
 # Orders and transactions are asked for from a day before the previous successful poll: a sliding window that
 # tolerates late-booked rows and clock skew without growing for as long as the runner runs.
 LOOKBACK_MS = 24 * 3600 * 1000
+# After a restart, the first window reaches back to the last event an earlier run published (a weekend outage
+# must not hide what was booked meanwhile), but never further than this.
+MAX_CATCH_UP_MS = 30 * 24 * 3600 * 1000
+# The longest pause any broker's "retry after" can impose on a poll loop.
+MAX_DELAY = 3600.0
 
 
 class AccountPoller:
@@ -61,7 +66,12 @@ class AccountPoller:
                 await self.rt.ensure_authenticated()
                 generation = self.rt.auth_generation
                 accounts = await self.rt.broker.call("fetch_accounts", ctx=self.rt.ctx)
-                return [a.account_id for a in accounts if isinstance(a, Account)]
+                found = [a.account_id for a in accounts or () if isinstance(a, Account)]
+                if not found:
+                    # Polling nothing for the whole run would be silent data loss: ask again until there are some.
+                    raise BrokerError("fetch_accounts returned no accounts; asking again (or set `accounts` in "
+                                      f"[brokers.{self.rt.broker.name}])")  # fmt: skip
+                return found
             except Exception as exc:
                 reraise_if_cancelling()
                 delay = self._handle_error("fetch_accounts", exc, generation, backoff)
@@ -79,6 +89,8 @@ class AccountPoller:
         delay = backoff.next_delay()
         if isinstance(exc, RateLimited) and exc.retry_after:
             delay = max(delay, exc.retry_after)
+        if not math.isfinite(delay) or delay > MAX_DELAY:  # a broker's "retry after" of hours (or inf)
+            delay = MAX_DELAY
         if isinstance(exc, LoginRequired):
             delay = max(delay, self.rt.backoff_config.login_retry)
             if not self.rt.broker.has("stream"):
@@ -114,26 +126,30 @@ class AccountPoller:
                 self.rt.log.warning("ignoring %s in the positions book of %s: %s", symbol, account, exc)
         differ.seed(previous)
 
-    async def _seed_from_stream(self, kind: str, account: str) -> None:
+    async def _seed_from_stream(self, kind: str, account: str) -> int | None:
         # Order states and transactions an earlier run published are in the account's capped stream: marking
-        # them seen keeps a restart from publishing them a second time.
+        # them seen keeps a restart from publishing them a second time. Returns when the newest was received.
         read_stream = getattr(self.rt.publisher, "read_stream", None)
         if read_stream is None:
-            return
+            return None
         try:
             stored = await read_stream(kind, account)
         except Exception as exc:
             reraise_if_cancelling()
             self.rt.log.warning("could not read the %s stream of %s (states published before a restart may be "
                                 "published again): %s", kind, account, exc)  # fmt: skip
-            return
+            return None
         events = self.rt.order_events if kind == "orders" else self.rt.transaction_events
         model_cls = MODEL_OF[kind]
+        newest: int | None = None
         for data in stored:
             try:
-                events.add(from_dict(model_cls, data))
+                model = from_dict(model_cls, data)
             except (ValueError, TypeError):
                 continue  # not ours to judge: it was published; it just will not count as seen
+            events.add(model)
+            newest = model.received_at if newest is None else max(newest, model.received_at)
+        return newest
 
     async def _poll_loop(self, account: str, kind: str) -> None:
         interval = getattr(self.rt.config.poll, kind)
@@ -152,13 +168,16 @@ class AccountPoller:
                 await self.rt.ensure_authenticated()
                 generation = self.rt.auth_generation
                 poll_started = now_ms()
-                since = last_ok - LOOKBACK_MS
-                items = await self.rt.broker.call(hook, ctx=self.rt.ctx, account_id=account, since=since)
                 if kind == "positions" and not differ.seeded:
                     await self._seed_from_book(differ, account)
                 elif kind in ("orders", "transactions") and not seeded_events:
-                    await self._seed_from_stream(kind, account)
+                    newest = await self._seed_from_stream(kind, account)
                     seeded_events = True
+                    if newest is not None and newest < last_ok:
+                        # Catch up from the last event an earlier run published, as its next poll would have.
+                        last_ok = max(newest, self.started_ms - MAX_CATCH_UP_MS)
+                since = last_ok - LOOKBACK_MS
+                items = await self.rt.broker.call(hook, ctx=self.rt.ctx, account_id=account, since=since)
                 good = []
                 for model in items or ():
                     if type(model) is model_cls:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import ssl
 import time
 from typing import Any
@@ -22,6 +23,9 @@ from .ratelimit import RateLimiter
 from .settings import SchwabSettings
 from .tokens import TokenManager
 
+MAX_RETRY_AFTER = 600.0
+"""The longest ``Retry-After`` honoured, in seconds: a larger (or unreadable) value must not stall polling for hours."""
+
 __all__ = ["SchwabClient", "iso_ms", "parse_retry_after"]
 
 
@@ -30,14 +34,26 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return min(max(0.0, seconds), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER)
+
+
+def _as_list(data: Any, endpoint: str) -> list[Any]:
+    # An empty body means none; anything else that is not a list is an answer we cannot read, and must not be
+    # taken for "no orders" (that would stop polling an account, or hide its orders, without a word).
+    if data is None or data == "":
+        return []
+    if not isinstance(data, list):
+        raise BrokerError(f"Schwab {endpoint} answered with {type(data).__name__} instead of a list")
+    return data
 
 
 def iso_ms(ms: int) -> str:
@@ -235,7 +251,7 @@ class SchwabClient:
     async def accounts(self, positions: bool = False) -> list[Any]:
         """Raw ``GET /accounts`` (every account, with positions if asked)."""
         data = await self.get("/accounts", {"fields": "positions"} if positions else None)
-        return data if isinstance(data, list) else []
+        return _as_list(data, "/accounts")
 
     async def account(self, account_number: str, positions: bool = False) -> dict:
         """Raw ``GET /accounts/{hash}`` for one account."""
@@ -265,14 +281,14 @@ class SchwabClient:
         hash_value = await self.account_hash(account_number)
         params = {"fromEnteredTime": iso_ms(from_ms), "toEnteredTime": iso_ms(to_ms), "maxResults": 3000}
         data = await self.get(f"/accounts/{hash_value}/orders", params)
-        return data if isinstance(data, list) else []
+        return _as_list(data, "/accounts/{hash}/orders")
 
     async def transactions(self, account_number: str, start_ms: int, end_ms: int, types: list[str]) -> list[Any]:
         """Raw ``GET /accounts/{hash}/transactions`` between two times, of the given types."""
         hash_value = await self.account_hash(account_number)
         params = {"startDate": iso_ms(start_ms), "endDate": iso_ms(end_ms), "types": ",".join(types)}
         data = await self.get(f"/accounts/{hash_value}/transactions", params)
-        return data if isinstance(data, list) else []
+        return _as_list(data, "/accounts/{hash}/transactions")
 
 
 APP_ADVICE = (

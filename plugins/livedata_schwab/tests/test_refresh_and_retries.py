@@ -221,6 +221,25 @@ def test_retry_after_header_forms():
     assert parse_retry_after("2") == 2.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert 0 <= parse_retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 5))) <= 6
+    # A value that would stall polling for hours, or break the scheduler, is capped or ignored.
+    assert parse_retry_after("1e12") == 600.0 and parse_retry_after("inf") is None and parse_retry_after("nan") is None
+    assert parse_retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 86400))) == 600.0
+
+
+def test_an_answer_that_is_not_a_list_is_an_error_not_an_empty_account(fake_schwab, settings_for, saved_tokens):
+    from livedata_core.errors import BrokerError
+
+    fake_schwab.script("/trader/v1/accounts", (200, {}, {"error": "something odd"}))
+
+    async def go():
+        client = SchwabClient(settings_for(), saved_tokens())
+        try:
+            with pytest.raises(BrokerError, match="/accounts answered with dict instead of a list"):
+                await client.accounts()
+        finally:
+            await client.aclose()
+
+    run(go())
 
 
 def test_tokens_never_in_debug_logs_or_reprs(fake_schwab, settings_for, saved_tokens, caplog):
