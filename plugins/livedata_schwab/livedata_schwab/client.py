@@ -205,7 +205,11 @@ class SchwabClient:
                 if status == 429:
                     raise RateLimited(f"Schwab GET {path}: rate limited (429) after {attempt + 1} tries", retry_after)
                 raise BrokerError(f"Schwab GET {path}: HTTP {status} after {attempt + 1} tries ({_message(response)})")
-            raise BrokerError(f"Schwab GET {path}: HTTP {status} ({_message(response)})")
+            message = _message(response)
+            if status in (400, 404) and "/accounts/" in path and "account" in message.lower():
+                # "Invalid account number": the cached hash went stale (Schwab re-issues them); map afresh next time.
+                self._hashes = None
+            raise BrokerError(f"Schwab GET {path}: HTTP {status} ({message})")
 
     def _refresh_blocked_for(self) -> float:
         """Seconds until a 401 may force a token refresh again (0: now), after one that did not help."""

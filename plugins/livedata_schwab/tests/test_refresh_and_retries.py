@@ -276,3 +276,27 @@ def test_a_new_login_is_picked_up_without_restart(fake_schwab, settings_for, sav
             await client.aclose()
 
     assert run(go()) == store.load("schwab")["access_token"]
+
+
+def test_a_stale_account_hash_is_mapped_again_after_schwab_refuses_it(fake_schwab, settings_for, saved_tokens):
+    from livedata_core.errors import BrokerError
+
+    old_hash, new_hash = "A" * 64, "C" * 64  # the fake Schwab's hash of account 12345678 (conftest.py), and a new one
+    fake_schwab.script(f"/trader/v1/accounts/{old_hash}/orders",
+                       (400, {}, {"message": "Invalid account number", "errors": ["stale"]}))  # fmt: skip
+
+    async def go():
+        client = SchwabClient(settings_for(), saved_tokens())
+        try:
+            await client.account_hashes()
+            # Schwab re-issued the hash meanwhile: the old one is refused once.
+            fake_schwab.routes["/trader/v1/accounts/accountNumbers"] = [{"accountNumber": "12345678", "hashValue": new_hash}]
+            fake_schwab.routes[f"/trader/v1/accounts/{new_hash}/orders"] = []
+            with pytest.raises(BrokerError, match="Invalid account number"):
+                await client.orders("12345678", 0, 1)
+            assert await client.orders("12345678", 0, 1) == []
+        finally:
+            await client.aclose()
+
+    run(go())
+    assert fake_schwab.api_requests(f"/accounts/{new_hash}/orders")
