@@ -387,6 +387,100 @@ def test_flush_returns_once_what_was_published_before_it_is_confirmed_while_quot
     assert in_redis == 1
 
 
+def test_flush_waits_for_an_unanswered_order_even_when_a_later_batch_had_nothing_to_send(redis_server):
+    r = redis.Redis(port=redis_server.port)
+
+    async def go():
+        pub = AsyncPublisher(redis_server.url, prefix="fu")
+        await pub.start()
+        r.execute_command("CLIENT", "PAUSE", 700, "ALL")  # Redis takes the order but answers later
+        pub.publish(_order(1))
+        await asyncio.sleep(0.05)
+        pub.publish(Quote(broker="t", symbol="BAD", extra={"raw": b"\x00"}))  # refused when encoded: an empty batch
+        early = await pub.flush(0.3)
+        later = await pub.flush(5)
+        await pub.close()
+        return early, later
+
+    early, later = asyncio.run(go())
+    assert (early, later) == (False, True)
+    assert r.xlen("fu:live_data:stream:orders:A1") == 1
+
+
+def test_flush_returns_under_a_steady_flow_of_more_symbols_than_one_batch_holds(redis_server):
+    async def go():
+        pub = AsyncPublisher(redis_server.url, prefix="fm", max_batch=100)
+        await pub.start()
+        stop = asyncio.Event()
+
+        async def quotes_forever():
+            i = 0
+            while not stop.is_set():
+                for n in range(500):
+                    pub.publish(Quote(broker="t", symbol=f"S{n}", last=float(i)))
+                i += 1
+                await asyncio.sleep(0)
+
+        flow = asyncio.create_task(quotes_forever())
+        await asyncio.sleep(0.05)
+        pub.publish(_order(1))
+        flushed = await pub.flush(3)
+        stop.set()
+        await flow
+        await pub.close()
+        return flushed
+
+    assert asyncio.run(go())
+
+
+def test_a_refused_book_write_is_replayed_before_the_later_write_of_the_same_position(redis_server):
+    """Out of memory, Redis refuses HSET but not HDEL: the retry must not put a closed position back."""
+    from livedata_core.subscriber import book
+
+    r = redis.Redis(port=redis_server.port)
+
+    async def go():
+        pub = AsyncPublisher(redis_server.url, prefix="oom")
+        await pub.start()
+        r.config_set("maxmemory", 1)
+        try:
+            pub.publish(Position(broker="t", account_id="B9", symbol="AAPL", quantity=10))
+            pub.publish(Position(broker="t", account_id="B9", symbol="AAPL", quantity=0))  # closed, same batch
+            assert not await pub.flush(0.5)
+        finally:
+            r.config_set("maxmemory", 0)
+        assert await pub.flush(10)
+        await pub.close()
+
+    asyncio.run(go())
+    assert book("positions", "B9", url=redis_server.url, prefix="oom") == {}
+    assert json.loads(r.get("oom:live_data:latest:positions:B9"))["quantity"] == 0.0
+
+
+def test_batches_failing_one_after_another_keep_every_order(redis_server):
+    r = redis.Redis(port=redis_server.port)
+
+    async def go():
+        pub = AsyncPublisher(redis_server.url, prefix="ro")
+        await pub.start()
+        r.execute_command("REPLICAOF", "127.0.0.1", "1")  # every write is refused with READONLY
+        try:
+            pub.publish(_order(1))
+            for i in range(200):  # quote batches sent while the order's retry waits, failing too
+                pub.publish(Quote(broker="t", symbol=f"Q{i % 20}", last=float(i)))
+                await asyncio.sleep(0.002)
+        finally:
+            r.execute_command("REPLICAOF", "NO", "ONE")
+        flushed = await pub.flush(10)
+        lost = await pub.close()
+        return flushed, lost
+
+    flushed, lost = asyncio.run(go())
+    assert flushed and lost == 0
+    assert r.xlen("ro:live_data:stream:orders:A1") == 1
+    assert json.loads(r.get("ro:live_data:latest:orders:A1"))["order_id"] == "1"
+
+
 def test_a_payload_that_cannot_be_encoded_is_refused_and_publishing_goes_on(redis_server, caplog):
     async def go():
         pub = AsyncPublisher(redis_server.url)

@@ -101,6 +101,7 @@ class AsyncPublisher:
         self._conn = RespConnection(self._target)
         self._quotes: dict[str, Quote] = {}
         self._quote_heads: dict[str, tuple[bytes, bytes]] = {}
+        self._quote_seqs: dict[str, int] = {}
         self._reliable: deque[_Event] = deque()
         self._wakeup = asyncio.Event()
         # flush() marks: every publish() gets the next number; a batch that emptied the queues covers every number
@@ -139,16 +140,20 @@ class AsyncPublisher:
         :raises InvalidIdentifier: the symbol or account id cannot be a channel name.
         :raises TypeError: not a model, or a value JSON cannot carry (for example bytes in ``extra``).
         """
+        seq = self._published_seq + 1
         if type(model) is Quote:
             ch = channel("quotes", model.symbol, self.prefix)
             if ch in self._quotes:
                 self.stats.conflated += 1
+            else:
+                self._quote_seqs[ch] = seq  # the oldest publish this queued quote stands for
             self._quotes[ch] = model
         else:
             kind = getattr(model, "TYPE", None)
             if kind is None or kind == "quotes":
                 raise TypeError(f"cannot publish {type(model).__name__}: not a livedata model")
             event = _Event(kind, model.identifier, dumps(to_dict(model)), self, book_entry(model))
+            event.seq = seq
             if self._closed:
                 log.error("published after the publisher closed, not sent: %s on %s: %s", kind, event.channel.decode(),
                           event.payload.decode())
@@ -157,7 +162,7 @@ class AsyncPublisher:
             self._reliable.append(event)
             if len(self._reliable) % RELIABLE_WARN_EVERY == 0:
                 log.warning("%d account events waiting for Redis", len(self._reliable))
-        self._published_seq += 1
+        self._published_seq = seq
         self._wakeup.set()
 
     def publish_many(self, models: list[Any]) -> None:
@@ -381,6 +386,8 @@ class AsyncPublisher:
                     batch = self._in_flight[0]
                     if isinstance(reply, hiredis.ReplyError):
                         self._error_reply(batch, reply)
+                    elif batch.failed_books:
+                        self._keep_book_order(batch)
                     batch.answered += 1
                     if batch.answered == len(batch.owners):
                         self._in_flight.popleft()
@@ -405,15 +412,31 @@ class AsyncPublisher:
             self._retry_at = time.monotonic() + pause
             commands = [c for c, _ in batch.failed]
             owners = [o for _, o in batch.failed]
+            covers = batch.covers
+            pending = self._retry
+            if pending is not None:
+                # A batch sent before the earlier failure was known failed too: one retry, the earlier first.
+                commands = pending.commands + commands
+                owners = pending.owners + owners
+                covers = max(covers, pending.covers)
             events = list({id(o): o for o in owners if isinstance(o, _Event)}.values())
             self._retry = _Batch(b"".join(commands), owners, len(events), {}, [], commands=commands, retry=events)
-            self._retry.covers = batch.covers
+            self._retry.covers = covers
             self._retry.is_retry = True
             self._wakeup.set()
         else:
             self._transient_errors = 0
             self._confirm(batch.covers)
         self._window.set()
+
+    def _keep_book_order(self, batch: "_Batch") -> None:
+        # A book write of this batch was refused (OOM refuses HSET but not HDEL): a later write of the same field
+        # that went through must be replayed after it, or the retry would leave the older value in the book.
+        owner = batch.owners[batch.answered]
+        if isinstance(owner, _Event) and owner.book is not None and owner.book[:2] in batch.failed_books:
+            command = batch.commands[batch.answered]
+            if command.startswith((_HSET, _HDEL)):
+                batch.failed.append((command, owner))
 
     def _confirm(self, covers: int) -> None:
         # Batches are answered in order, but a retry of failed commands is answered after later batches: nothing
@@ -433,7 +456,10 @@ class AsyncPublisher:
         if code in CONNECTION_ERRORS or "max number of clients" in text:
             raise PublishError(f"Redis refused the connection: {text}")
         if code in TRANSIENT_ERRORS:
-            batch.failed.append((batch.commands[batch.answered], owner))
+            command = batch.commands[batch.answered]
+            batch.failed.append((command, owner))
+            if isinstance(owner, _Event) and owner.book is not None and command.startswith((_HSET, _HDEL)):
+                batch.failed_books.add(owner.book[:2])
             return
         if isinstance(owner, _Event):
             log.error("Redis refused %s on %s (%s); payload: %s", owner.kind, owner.channel.decode(), text,
@@ -452,7 +478,9 @@ class AsyncPublisher:
             batch = self._in_flight.pop()
             self._reliable.extendleft(reversed(batch.reliable or batch.retry))
             for ch, quote in batch.quotes.items():
-                self._quotes.setdefault(ch, quote)
+                if ch not in self._quotes:
+                    self._quotes[ch] = quote
+                    self._quote_seqs[ch] = 0  # its batch was lost: nothing it stood for is confirmed yet
         if self._retry is not None:
             self._reliable.extendleft(reversed(self._retry.retry))
             self._retry = None
@@ -480,10 +508,12 @@ class AsyncPublisher:
         quotes: dict[str, Quote]
         if len(self._quotes) <= budget:
             quotes, self._quotes = self._quotes, {}
+            self._quote_seqs = {}
         else:
             quotes = {}
             for ch in list(self._quotes)[:budget]:
                 quotes[ch] = self._quotes.pop(ch)
+                del self._quote_seqs[ch]
 
         commands: list[bytes] = []
         owners: list[Any] = []
@@ -523,10 +553,19 @@ class AsyncPublisher:
         if latest_pairs:
             commands.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(latest_pairs)) + b"".join(latest_pairs))
             owners.append(None)
-        # Covers every publish so far only if it took everything queued (max_batch may leave some for the next).
-        covers = 0 if self._quotes or self._reliable else self._published_seq
+        # Covers every publish before the oldest one still queued (max_batch may leave some for the next batch).
+        oldest = min(self._quote_seqs.values(), default=self._published_seq + 1) if self._quotes else self._published_seq + 1
+        if self._reliable:
+            oldest = min(oldest, self._reliable[0].seq)
+        covers = oldest - 1
         if not owners:
-            self._confirm(covers)  # everything taken was refused as unencodable: nothing left to wait for
+            # Everything taken was refused as unencodable: it confirms with whatever is still unanswered.
+            if self._retry is not None:
+                self._retry.covers = max(self._retry.covers, covers)
+            elif self._in_flight:
+                self._in_flight[-1].covers = max(self._in_flight[-1].covers, covers)
+            else:
+                self._confirm(covers)
             return None
         batch = _Batch(b"".join(commands), owners, len(quotes) + len(reliable), quotes, reliable, commands=commands)
         batch.covers = covers
@@ -545,6 +584,10 @@ class AsyncPublisher:
 
 
 
+_HSET = b"*4\r\n$4\r\nHSET\r\n"
+_HDEL = b"*3\r\n$4\r\nHDEL\r\n"
+
+
 def _bulk(arg: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(arg), arg)
 
@@ -552,7 +595,7 @@ def _bulk(arg: bytes) -> bytes:
 class _Event:
     """An account event, encoded once when it is published, with every key it is written to."""
 
-    __slots__ = ("kind", "channel", "latest_key", "stream_key", "book", "payload")
+    __slots__ = ("kind", "channel", "latest_key", "stream_key", "book", "payload", "seq")
 
     def __init__(
         self, kind: str, identifier: str, payload: bytes, publisher: AsyncPublisher, book: tuple[str, bool] | None
@@ -570,13 +613,14 @@ class _Event:
             else None
         )
         self.payload = payload
+        self.seq = 0  # the publish number (set by publish())
 
 
 class _Batch:
     """One pipeline sent to Redis, what it carried, and whose each command is, until all replies are in."""
 
     __slots__ = ("data", "commands", "owners", "answered", "messages", "quotes", "reliable", "retry", "failed",
-                 "generation", "sent_at", "covers", "is_retry")
+                 "generation", "sent_at", "covers", "is_retry", "failed_books")
 
     def __init__(
         self,
@@ -602,3 +646,4 @@ class _Batch:
         self.sent_at = 0.0
         self.covers = 0  # the publish number this batch confirms once answered (0: none)
         self.is_retry = False
+        self.failed_books: set[tuple[bytes, bytes]] = set()  # (key, field) of book writes refused in this batch
