@@ -51,7 +51,7 @@ class StreamerTokens:
 
     After the streamer refused a token (:meth:`rejected`: a denied login, or code 3 on a live connection), the
     next login forces a refresh first, so a token the server already refused is never sent twice. When the token
-    refreshed after a denial is denied as well, :attr:`denied_after_refresh` says so: refreshing again will not
+    refreshed after a denial is denied as well, :meth:`denied_after_refresh` says so: refreshing again will not
     help, a person has to look.
     """
 
@@ -59,12 +59,11 @@ class StreamerTokens:
         self._current = current
         self._refresh = refresh
         self.stale = False
-        self._refreshed_after_denial = False
+        self._refreshed_after_denial: str | None = None  # the token a refresh forced by a refusal gave
 
-    @property
-    def denied_after_refresh(self) -> bool:
-        """The last token refused was itself the one refreshed because of an earlier refusal."""
-        return self.stale and self._refreshed_after_denial
+    def denied_after_refresh(self, token: str) -> bool:
+        """Whether ``token``, just refused, is the one refreshed because of an earlier refusal."""
+        return self.stale and token == self._refreshed_after_denial
 
     def rejected(self) -> None:
         """The streamer refused the last token: refresh before the next login."""
@@ -72,7 +71,7 @@ class StreamerTokens:
 
     def accepted(self) -> None:
         """The streamer accepted a login: a later refusal starts the count afresh."""
-        self._refreshed_after_denial = False
+        self._refreshed_after_denial = None
 
     async def refresh(self) -> str:
         """Force a refresh now."""
@@ -80,7 +79,7 @@ class StreamerTokens:
         token = await self._refresh()
         self.stale = False
         if after_denial:
-            self._refreshed_after_denial = True
+            self._refreshed_after_denial = token
         return token
 
     async def for_login(self) -> str:
@@ -204,7 +203,7 @@ class TosStream(BrokerStream):
             try:
                 answer = await self._command("ADMIN", "LOGIN", parameters, timeout=self.login_timeout)
             except AuthError as exc:
-                if self._tokens.denied_after_refresh:
+                if self._tokens.denied_after_refresh(token):
                     raise LoginRequired(
                         f"{exc}, also with an access token refreshed after the first denial. Check that the Schwab "
                         "app is approved for streaming (Trader API - Individual, Market Data Production), or log "
@@ -337,15 +336,22 @@ class TosStream(BrokerStream):
             except BaseException:
                 ws.transport.abort()  # no closing handshake in time (or cancelled): drop the TCP connection
                 if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise
-        reader, self._reader = self._reader, None
+                    self._stop_reader()
+                    raise asyncio.CancelledError from None  # not the TimeoutError: callers suppress those
+        reader = self._reader
         if reader is not None and not reader.done():
             try:
                 await within(asyncio.shield(reader), 0.5)
             except BaseException:
-                reader.cancel()
+                self._stop_reader()
                 if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise
+                    raise asyncio.CancelledError from None
+        self._reader = None
+
+    def _stop_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
 
     # -- commands ------------------------------------------------------------------------------------------
 
@@ -366,9 +372,12 @@ class TosStream(BrokerStream):
                 await ws.send(orjson.dumps(request(self.info, rid, service, command, parameters)).decode())
                 answer = await within(future, timeout)
             except TimeoutError:
-                raise StreamError(
-                    f"the Schwab streamer did not answer {service} {command} within {timeout:g} s"
-                ) from None
+                # A streamer that leaves a command unanswered cannot be trusted with the next one (the answer may
+                # still come, and be taken for another's): end the connection, the runner makes a new one.
+                error = StreamError(f"the Schwab streamer did not answer {service} {command} within {timeout:g} s")
+                self._fail(error)
+                ws.transport.abort()
+                raise error from None
             except ConnectionClosed:
                 raise self._failure or StreamError(
                     f"the Schwab streamer closed the connection during {service} {command}"
@@ -441,7 +450,7 @@ class TosStream(BrokerStream):
     async def _wait_for_room(self) -> None:
         # The consumer is far behind (it should never be: publish() does not block). Stop reading, so the
         # server's socket buffer fills rather than our memory, until it catches up.
-        while self._queue.qsize() >= self._queue_frames // 2:
+        while self._queue.qsize() >= max(1, self._queue_frames // 2):
             await asyncio.sleep(0.01)
 
     def _fail(self, error: Exception) -> None:

@@ -75,6 +75,23 @@ def test_a_login_denied_even_after_a_refresh_asks_for_a_person_instead_of_refres
     run(main())
 
 
+def test_a_token_denied_after_someone_else_rotated_it_is_refreshed_not_taken_for_a_hopeless_login():
+    async def main():
+        tokens = FakeTokens("t1", "t2")
+        source = tokens.source()
+        source.rejected()  # t1 denied
+        assert await source.for_login() == "t2"  # refreshed; say that login got no answer at all
+        tokens.current = "t3"  # another process refreshed meanwhile
+        assert await source.for_login() == "t3"
+        source.rejected()  # t3 denied: not the token refreshed after the first denial
+        assert not source.denied_after_refresh("t3")
+        assert await source.for_login() == "t2" and tokens.refreshes == 2  # refreshed again
+        source.rejected()
+        assert source.denied_after_refresh("t2")
+
+    run(main())
+
+
 # -- refused commands ----------------------------------------------------------------------------------------
 
 
@@ -129,6 +146,44 @@ def test_a_refused_unsubscribe_keeps_the_state_so_a_later_subscribe_gives_comple
     run(main())
 
 
+def test_a_live_subscribe_the_streamer_never_answers_is_done_on_a_new_connection(redis_server, monkeypatch):
+    class Forgetful(FakeStreamer):
+        forgot = False
+
+        async def _answer(self, ws, req, logged_in):
+            keys = (req.get("parameters") or {}).get("keys", "")
+            if req.get("command") == "ADD" and "MSFT" in keys and not self.forgot:
+                self.forgot = True
+                self.requests.append(req)
+                return logged_in  # no answer, the connection stays up
+            return await super()._answer(ws, req, logged_in)
+
+    async def main():
+        async with Forgetful() as fake:
+            async with running(runner_for(redis_server.url, fake, FakeTokens(), monkeypatch)) as runner:
+                await fake.wait_for(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL"})
+                answer = await runner.subscribe("tos", ["MSFT"])
+                await fake.wait_for(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL", "MSFT"}, 8)
+                status = runner.status()["brokers"]["tos"]
+        assert answer["added"] == ["MSFT"] and fake.connected_total == 2
+        assert "did not answer LEVELONE_EQUITIES ADD" in status["last_error"]
+
+    run(main())
+
+
+def test_a_tiny_frame_queue_still_flows():
+    async def main():
+        async with FakeStreamer() as fake, open_stream(fake, ["AAPL"], account_activity=False, queue_frames=1) as stream:
+            events = stream.events()
+            for i in range(3):
+                await fake.send_data("LEVELONE_EQUITIES", [{"key": "AAPL", "3": 100.0 + i}])
+            lasts = [(await within(events.__anext__(), 2))[0].last for _ in range(3)]
+            await stream.subscribe(["MSFT"])  # the reader still answers commands
+        assert lasts == [100.0, 101.0, 102.0]
+
+    run(main())
+
+
 # -- cancellation and closing --------------------------------------------------------------------------------
 
 
@@ -175,6 +230,26 @@ def test_closing_against_a_hung_server_drops_the_connection_within_the_runners_b
         assert fake.commands()[-1][:2] == ("ADMIN", "LOGOUT")
 
     run(main())
+
+
+def test_a_close_cancelled_while_the_server_hangs_raises_cancelled_and_stops_the_reader():
+    async def main():
+        async with FakeStreamer() as fake:
+            stream = TosStream(fake.info(), FakeTokens().source(), account_activity=False, command_timeout=5)
+            await stream.connect()
+            (server_side,) = fake.connections
+            server_side.transport.pause_reading()  # the server hangs: no LOGOUT answer, no closing handshake
+            reader = stream._reader
+            closing = asyncio.create_task(stream.close())
+            await asyncio.sleep(0.3)
+            closing.cancel()  # during LOGOUT: the socket is still shut, and the closing handshake times out
+            with pytest.raises(asyncio.CancelledError):
+                await closing
+            await asyncio.sleep(0)
+            server_side.transport.resume_reading()
+            return reader.done()
+
+    assert run(main())
 
 
 # -- odd input -------------------------------------------------------------------------------------------------
