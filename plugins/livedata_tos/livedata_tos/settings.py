@@ -38,7 +38,7 @@ class TosSettings:
     login_timeout: float = attrs.field(default=10.0, validator=_positive)
     """Seconds to wait for the answer to LOGIN."""
     command_timeout: float = attrs.field(default=10.0, validator=_positive)
-    """Seconds to wait for the answer to SUBS/ADD/UNSUBS/LOGOUT."""
+    """Seconds to wait for the answer to SUBS/ADD/UNSUBS (LOGOUT waits at most 0.8 s); unanswered, the connection is re-made."""
     open_timeout: float = attrs.field(default=10.0, validator=_positive)
     """Seconds to open the websocket."""
     heartbeat_timeout: float = attrs.field(default=60.0, validator=_positive)
