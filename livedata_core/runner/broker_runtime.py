@@ -320,7 +320,7 @@ class BrokerRuntime:
                     self._record_error(f"subscribe {', '.join(new)} deferred to the reconnect", exc)
                 except Exception as exc:
                     # Refused (or no answer): roll back what was refused so status and the answer tell the truth.
-                    refused = set(exc.symbols) if isinstance(exc, SymbolsRefused) else set(new)
+                    refused = set(exc.symbols) & set(new) if isinstance(exc, SymbolsRefused) else set(new)
                     self.symbols.difference_update(refused)
                     self.status.symbols = sorted(self.symbols)
                     self._record_error(f"subscribe {', '.join(sorted(refused))} failed", exc)

@@ -148,7 +148,8 @@ class AccountPoller:
             except (ValueError, TypeError):
                 continue  # not ours to judge: it was published; it just will not count as seen
             events.add(model)
-            newest = model.received_at if newest is None else max(newest, model.received_at)
+            if model.received_at < self.started_ms:  # this run's own (a stream may publish before the first poll)
+                newest = model.received_at if newest is None else max(newest, model.received_at)
         return newest
 
     async def _poll_loop(self, account: str, kind: str) -> None:
