@@ -1,6 +1,7 @@
 """The publishers against a real redis-server: the seed API, latest keys, streams, outages."""
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -355,30 +356,40 @@ def test_redis_saying_not_now_keeps_orders_until_it_can(redis_server):
     assert stats.published == 4 and stats.reconnects == 0
 
 
+@contextlib.asynccontextmanager
+async def quotes_flowing(pub: AsyncPublisher, symbols: int):
+    """Republish a quote for each of ``symbols`` symbols, over and over, for the length of the block."""
+    stop = asyncio.Event()
+
+    async def flow():
+        i = 0
+        while not stop.is_set():
+            for n in range(symbols):
+                pub.publish(Quote(broker="t", symbol=f"S{n}", last=float(i)))
+            i += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(flow())
+    await asyncio.sleep(0.05)
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 def test_flush_returns_once_what_was_published_before_it_is_confirmed_while_quotes_keep_coming(redis_server):
     r = redis.Redis(port=redis_server.port)
 
     async def go():
         pub = AsyncPublisher(redis_server.url, prefix="fl")
         await pub.start()
-        stop = asyncio.Event()
-
-        async def quotes_forever():
-            i = 0
-            while not stop.is_set():
-                pub.publish(Quote(broker="t", symbol=f"S{i % 50}", last=float(i)))
-                i += 1
-                await asyncio.sleep(0)
-
-        flow = asyncio.create_task(quotes_forever())
-        await asyncio.sleep(0.05)
-        pub.publish(_order(1))
-        started = asyncio.get_running_loop().time()
-        flushed = await pub.flush(3)
-        took = asyncio.get_running_loop().time() - started
-        in_redis = r.xlen("fl:live_data:stream:orders:A1")
-        stop.set()
-        await flow
+        async with quotes_flowing(pub, 50):
+            pub.publish(_order(1))
+            started = asyncio.get_running_loop().time()
+            flushed = await pub.flush(3)
+            took = asyncio.get_running_loop().time() - started
+            in_redis = r.xlen("fl:live_data:stream:orders:A1")
         await pub.close()
         return flushed, took, in_redis
 
@@ -411,22 +422,9 @@ def test_flush_returns_under_a_steady_flow_of_more_symbols_than_one_batch_holds(
     async def go():
         pub = AsyncPublisher(redis_server.url, prefix="fm", max_batch=100)
         await pub.start()
-        stop = asyncio.Event()
-
-        async def quotes_forever():
-            i = 0
-            while not stop.is_set():
-                for n in range(500):
-                    pub.publish(Quote(broker="t", symbol=f"S{n}", last=float(i)))
-                i += 1
-                await asyncio.sleep(0)
-
-        flow = asyncio.create_task(quotes_forever())
-        await asyncio.sleep(0.05)
-        pub.publish(_order(1))
-        flushed = await pub.flush(3)
-        stop.set()
-        await flow
+        async with quotes_flowing(pub, 500):
+            pub.publish(_order(1))
+            flushed = await pub.flush(3)
         await pub.close()
         return flushed
 

@@ -23,6 +23,14 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 20))
 
 
+@contextlib.asynccontextmanager
+async def streaming_aapl(redis_url: str, fake: FakeStreamer, monkeypatch):
+    """A runner streaming AAPL from ``fake`` for the length of the block."""
+    async with running(runner_for(redis_url, fake, FakeTokens(), monkeypatch)) as runner:
+        await fake.wait_for(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL"})
+        yield runner
+
+
 def runner_for(redis_url: str, fake: FakeStreamer, tokens: FakeTokens, monkeypatch, symbols=("AAPL",)) -> Runner:
     client = FakeSchwabClient(fake, tokens)
     monkeypatch.setattr(plugin, "make_client", lambda settings, store, log, status=None: client)
@@ -98,8 +106,7 @@ def test_a_token_denied_after_someone_else_rotated_it_is_refreshed_not_taken_for
 def test_a_refused_live_subscribe_names_the_refused_symbols_and_status_tells_the_truth(redis_server, monkeypatch):
     async def main():
         async with FakeStreamer() as fake:
-            async with running(runner_for(redis_server.url, fake, FakeTokens(), monkeypatch)) as runner:
-                await fake.wait_for(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL"})
+            async with streaming_aapl(redis_server.url, fake, monkeypatch) as runner:
                 fake.command_codes[("LEVELONE_EQUITIES", "ADD")] = (19, "REACHED_SYMBOL_LIMIT")
                 with pytest.raises(BrokerError, match="did not subscribe MSFT"):
                     await runner.subscribe("tos", ["MSFT", "/ES"])
@@ -113,8 +120,7 @@ def test_a_refused_live_subscribe_names_the_refused_symbols_and_status_tells_the
 def test_a_subscribe_while_the_connection_drops_is_done_at_the_reconnect(redis_server, monkeypatch):
     async def main():
         async with FakeStreamer() as fake:
-            async with running(runner_for(redis_server.url, fake, FakeTokens(), monkeypatch)) as runner:
-                await fake.wait_for(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL"})
+            async with streaming_aapl(redis_server.url, fake, monkeypatch) as runner:
                 await fake.drop()
                 answer = await runner.subscribe("tos", ["MSFT"])
                 await fake.wait_for(lambda: fake.connected_total >= 2
@@ -160,8 +166,7 @@ def test_a_live_subscribe_the_streamer_never_answers_is_done_on_a_new_connection
 
     async def main():
         async with Forgetful() as fake:
-            async with running(runner_for(redis_server.url, fake, FakeTokens(), monkeypatch)) as runner:
-                await fake.wait_for(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL"})
+            async with streaming_aapl(redis_server.url, fake, monkeypatch) as runner:
                 answer = await runner.subscribe("tos", ["MSFT"])
                 await fake.wait_for(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL", "MSFT"}, 8)
                 status = runner.status()["brokers"]["tos"]
