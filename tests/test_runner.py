@@ -16,6 +16,7 @@ from livedata_core import Account, BrokerInfo, BrokerStream, HEARTBEAT, Order, P
 from livedata_core.control import ControlClient, ControlError, NoRunner
 from livedata_core.errors import AuthError, BrokerError, ConfigError, RateLimited, StreamError
 from livedata_core.runner import Runner, load_config
+from livedata_core.testing import registered_plugin, running
 from livedata_core.tokens import MemoryTokenStore
 
 FAST = {"initial": 0.05, "max": 0.2, "login_retry": 0.5}
@@ -429,6 +430,22 @@ def test_orders_from_stream_and_polls_are_published_once_and_buffered_ones_flush
     assert sorted(published) == [("1", "filled"), ("1", "open"), ("2", "canceled")]
 
 
+def run_broker(redis_server, broker, table, until, settle=0.0):
+    """Register ``broker``, run a runner with ``[brokers.NAME] = table`` while collecting what is published until
+    ``until(seen)`` holds, then ``settle`` seconds more; return ``(messages, status of the broker)``."""
+    name = broker.__name__
+
+    async def go():
+        runner = Runner(_config(redis_server.url, {name: table}), token_store=MemoryTokenStore())
+        async with Collector(redis_server.port) as seen, running(runner):
+            await seen.wait_for(lambda: until(seen))
+            await asyncio.sleep(settle)
+        return seen.messages, runner.status()["brokers"][name]
+
+    with registered_plugin(broker, name):
+        return asyncio.run(go())
+
+
 class HoldingsBroker:
     """Reports one position, AAPL, on every poll."""
 
@@ -451,22 +468,10 @@ def test_a_restart_publishes_positions_closed_meanwhile_and_not_unchanged_ones_a
     # What an earlier run left in the book: AAPL as the broker still reports it, TSLA since sold.
     tsla = dict(HoldingsBroker.aapl, symbol="TSLA", quantity=5.0, market_value=1200.0)
     r.hset("live_data:book:positions:H1", mapping={"AAPL": json.dumps(HoldingsBroker.aapl), "TSLA": json.dumps(tsla)})
-    broker = HoldingsBroker()
-    plugins.register_plugin(broker, "holdings")
-    try:
-        async def go():
-            config = _config(redis_server.url, {"holdings": {"accounts": ["H1"], "poll": {"positions": 0.05}}})
-            runner = Runner(config, token_store=MemoryTokenStore())
-            async with Collector(redis_server.port) as seen:
-                task = await start(runner)
-                await seen.wait_for(lambda: seen.channels("live_data:positions:H1"))
-                await asyncio.sleep(0.3)  # more polls: nothing changes, nothing more is published
-                await stop(runner, task)
-            return [d for c, d in seen.messages if c == "live_data:positions:H1"]
-
-        published = asyncio.run(go())
-    finally:
-        plugins.unregister_plugin(broker)
+    table = {"accounts": ["H1"], "poll": {"positions": 0.05}}
+    # More polls after the first publish: nothing changes, nothing more is published.
+    messages, _ = run_broker(redis_server, HoldingsBroker(), table, lambda seen: seen.channels("live_data:positions:H1"), 0.3)
+    published = [d for c, d in messages if c == "live_data:positions:H1"]
     assert [(p["symbol"], p["quantity"]) for p in published] == [("TSLA", 0.0)]
     assert list(book("positions", "H1", url=redis_server.url)) == ["AAPL"]
 
@@ -496,23 +501,8 @@ def test_a_restart_does_not_publish_order_states_and_transactions_an_earlier_run
     # An earlier run published the fill and the transaction (not the order's open state).
     r.xadd("live_data:stream:orders:L1", {"data": json.dumps(dict(LedgerBroker.filled, received_at=1))})
     r.xadd("live_data:stream:transactions:L1", {"data": json.dumps(dict(LedgerBroker.trade, received_at=1))})
-    broker = LedgerBroker()
-    plugins.register_plugin(broker, "ledger")
-    try:
-        async def go():
-            poll = {"orders": 0.05, "transactions": 0.05}
-            runner = Runner(_config(redis_server.url, {"ledger": {"accounts": ["L1"], "poll": poll}}),
-                            token_store=MemoryTokenStore())  # fmt: skip
-            async with Collector(redis_server.port) as seen:
-                task = await start(runner)
-                await seen.wait_for(lambda: seen.channels("live_data:orders:L1"))
-                await asyncio.sleep(0.3)
-                await stop(runner, task)
-            return seen.messages
-
-        messages = asyncio.run(go())
-    finally:
-        plugins.unregister_plugin(broker)
+    table = {"accounts": ["L1"], "poll": {"orders": 0.05, "transactions": 0.05}}
+    messages, _ = run_broker(redis_server, LedgerBroker(), table, lambda seen: seen.channels("live_data:orders:L1"), 0.3)
     assert [(d["order_id"], d["status"]) for c, d in messages if c == "live_data:orders:L1"] == [("7", "open")]
     assert not [c for c, _ in messages if c == "live_data:transactions:L1"]
 
@@ -550,19 +540,8 @@ def test_no_accounts_at_first_is_retried_and_a_restart_catches_up_from_the_last_
     old = {"broker": "late", "account_id": "D1", "transaction_id": "old", "type": "fee", "received_at": int(time.time() * 1000) - 40 * 3600 * 1000}
     r.xadd("live_data:stream:transactions:D1", {"data": json.dumps(old)})
     broker = LateAccountsBroker()
-    plugins.register_plugin(broker, "late")
-    try:
-        async def go():
-            runner = Runner(_config(redis_server.url, {"late": {"poll": {"transactions": 0.05}}}), token_store=MemoryTokenStore())
-            async with Collector(redis_server.port) as seen:
-                task = await start(runner)
-                await seen.wait_for(lambda: seen.channels("live_data:transactions:D1"))
-                await stop(runner, task)
-            return seen.messages, runner.status()["brokers"]["late"]
-
-        messages, status = asyncio.run(go())
-    finally:
-        plugins.unregister_plugin(broker)
+    table = {"poll": {"transactions": 0.05}}
+    messages, status = run_broker(redis_server, broker, table, lambda seen: seen.channels("live_data:transactions:D1"))
     assert broker.asked == 2 and "fetch_accounts returned no accounts" in status["last_error"]
     assert [d["transaction_id"] for c, d in messages if c == "live_data:transactions:D1"] == ["div"]
 
@@ -582,21 +561,16 @@ class StallingBroker:
 
 
 def test_an_endless_retry_after_pauses_the_poll_but_never_kills_it(redis_server, caplog):
-    broker = StallingBroker()
-    plugins.register_plugin(broker, "stalling")
-    try:
-        async def go():
-            runner = Runner(_config(redis_server.url, {"stalling": {"accounts": ["S1"], "poll": {"orders": 0.05}}}),
-                            token_store=MemoryTokenStore())  # fmt: skip
-            task = await start(runner)
+    async def go():
+        runner = Runner(_config(redis_server.url, {"stalling": {"accounts": ["S1"], "poll": {"orders": 0.05}}}),
+                        token_store=MemoryTokenStore())  # fmt: skip
+        async with running(runner):
             await asyncio.sleep(0.3)
             alive = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("poll-stalling")]
-            await stop(runner, task)
-            return alive, runner.status()["brokers"]["stalling"]
+        return alive, runner.status()["brokers"]["stalling"]
 
+    with registered_plugin(StallingBroker(), "stalling"):
         alive, status = asyncio.run(go())
-    finally:
-        plugins.unregister_plugin(broker)
     assert "RateLimited: slow down" in status["last_error"]
     assert "poll-stalling-orders-S1" in alive and "polling of stalling stopped" not in caplog.text
 
