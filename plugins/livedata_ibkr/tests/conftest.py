@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -39,6 +41,78 @@ def make_ctx(ibkr):
         return ctx
 
     return make
+
+
+@pytest.fixture
+def authenticated(ibkr, make_ctx):
+    """A broker context for a fake gateway (fast settings plus overrides), authenticated; shut down on exit::
+
+        async with FakeGateway() as gw, authenticated(gw, tickle_interval=0.05) as ctx:
+            await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
+
+    Tests of authentication itself call ``authenticate`` explicitly instead.
+    """
+
+    @contextlib.asynccontextmanager
+    async def session(gw, **overrides):
+        ctx = make_ctx(gw, **overrides)
+        await ibkr.call("authenticate", ctx=ctx)
+        try:
+            yield ctx
+        finally:
+            await ibkr.call("shutdown", ctx=ctx)
+
+    return session
+
+
+class Reader:
+    """Read a stream's events in the background and keep what it yields (and the error that ended it)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.items = []
+        self.error = None
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self):
+        try:
+            async for item in self.stream.events():
+                self.items.extend(item if isinstance(item, list) else [item])
+        except Exception as exc:  # kept for the test to assert on
+            self.error = exc
+
+    def of(self, cls):
+        return [i for i in self.items if isinstance(i, cls)]
+
+    async def stop(self):
+        """Cancel the reading and close the stream (again, if the test closed it already)."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.stream.close()
+
+
+@pytest.fixture
+def streaming(ibkr):
+    """A stream of an authenticated context, connected, subscribed to ``symbols`` and read in the background
+    by a :class:`Reader`; the reader is stopped and the stream closed on exit::
+
+        async with authenticated(gw) as ctx, streaming(ctx, ["AAPL"]) as (stream, reader):
+            await gw.wait_for(lambda: reader.of(Quote))
+    """
+
+    @contextlib.asynccontextmanager
+    async def open_stream(ctx, symbols=()):
+        stream = await ibkr.call("stream", ctx=ctx)
+        await stream.connect()
+        await stream.subscribe(list(symbols))
+        reader = Reader(stream)
+        try:
+            yield stream, reader
+        finally:
+            await reader.stop()
+
+    return open_stream
 
 
 # -- the core conformance suite (tests/test_conformance.py) --------------------------------------------------

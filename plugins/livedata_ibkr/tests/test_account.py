@@ -20,49 +20,42 @@ def position_row(i, account="DU1234"):
             "currency": "USD", "ticker": f"S{i:03d}"}
 
 
-def test_accounts_are_listed_from_portfolio_accounts(ibkr, make_ctx):
+def test_accounts_are_listed_from_portfolio_accounts(ibkr, authenticated):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            await ibkr.call("authenticate", ctx=ctx)
+        async with FakeGateway() as gw, authenticated(gw) as ctx:
             accounts = await ibkr.call("fetch_accounts", ctx=ctx)
             assert len(accounts) == 1
             account = accounts[0]
             assert (account.account_id, account.account_type, account.name) == ("DU1234", "DEMO", "DU1234")
             assert account.extra == {"currency": "USD", "tradingType": "PMRGN", "paper": True}
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_positions_are_read_page_by_page(ibkr, make_ctx):
+def test_positions_are_read_page_by_page(ibkr, authenticated):
     async def main():
         async with FakeGateway() as gw:
             gw.positions["DU1234"] = [position_row(i) for i in range(205)]
             gw.positions["DU1234"][7]["position"] = "garbage"  # one bad row is skipped, not fatal
-            ctx = make_ctx(gw)
-            await ibkr.call("authenticate", ctx=ctx)
-            positions = await ibkr.call("fetch_positions", ctx=ctx, account_id="DU1234")
-            assert len(positions) == 204
-            assert [r.path for r in gw.requests if "/positions/" in r.path] == [
-                "/portfolio/DU1234/positions/invalidate", "/portfolio/DU1234/positions/0",
-                "/portfolio/DU1234/positions/1", "/portfolio/DU1234/positions/2",
-            ]
-            assert gw.calls("/portfolio/accounts"), "portfolio pre-flight comes first"
-            p = positions[-1]
-            assert (p.symbol, p.quantity, p.market_value, p.average_price, p.asset_type) == (
-                "S204", 205.0, 2050.0, 9.5, "equity")
-            assert p.extra == {"conid": 1204, "currency": "USD"}
-            await ibkr.call("shutdown", ctx=ctx)
+            async with authenticated(gw) as ctx:
+                positions = await ibkr.call("fetch_positions", ctx=ctx, account_id="DU1234")
+                assert len(positions) == 204
+                assert [r.path for r in gw.requests if "/positions/" in r.path] == [
+                    "/portfolio/DU1234/positions/invalidate", "/portfolio/DU1234/positions/0",
+                    "/portfolio/DU1234/positions/1", "/portfolio/DU1234/positions/2",
+                ]
+                assert gw.calls("/portfolio/accounts"), "portfolio pre-flight comes first"
+                p = positions[-1]
+                assert (p.symbol, p.quantity, p.market_value, p.average_price, p.asset_type) == (
+                    "S204", 205.0, 2050.0, 9.5, "equity")
+                assert p.extra == {"conid": 1204, "currency": "USD"}
 
     run(main())
 
 
-def test_balances_per_currency_with_margin_on_base(ibkr, make_ctx):
+def test_balances_per_currency_with_margin_on_base(ibkr, authenticated):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            await ibkr.call("authenticate", ctx=ctx)
+        async with FakeGateway() as gw, authenticated(gw) as ctx:
             balances = {b.currency: b for b in await ibkr.call("fetch_balances", ctx=ctx, account_id="DU1234")}
             assert set(balances) == {"BASE", "USD"}
             usd, base = balances["USD"], balances["BASE"]
@@ -71,12 +64,11 @@ def test_balances_per_currency_with_margin_on_base(ibkr, make_ctx):
             assert (base.cash, base.account_value, base.buying_power, base.equity, base.maintenance_requirement) == (
                 21471.5, 66915.5, 85886.0, 66915.5, 11361.0)
             assert base.extra["base_currency"] == "USD"
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_orders_preflight_then_normalised(ibkr, make_ctx):
+def test_orders_preflight_then_normalised(ibkr, authenticated):
     async def main():
         async with FakeGateway() as gw:
             gw.orders = [
@@ -90,50 +82,46 @@ def test_orders_preflight_then_normalised(ibkr, make_ctx):
                 {"acct": "U999", "orderId": 4, "status": "Submitted"},  # another account
                 {"acct": "DU1234", "status": "Submitted"},  # no order id: skipped and logged
             ]
-            ctx = make_ctx(gw)
-            await ibkr.call("authenticate", ctx=ctx)
-            orders = await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
-            assert len(gw.calls("/iserver/account/orders")) == 2, "the first (empty) answer is a pre-flight"
-            assert gw.calls("/iserver/account/orders")[0].query == {"accountId": "DU1234"}
-            by_id = {o.order_id: o for o in orders}
-            assert set(by_id) == {"1", "2", "3"}
-            assert (by_id["1"].status, by_id["1"].side, by_id["1"].order_type, by_id["1"].average_fill_price,
-                    by_id["1"].timestamp) == ("filled", "sell", "market", 190.01, 1712596911593)
-            assert (by_id["2"].status, by_id["2"].order_type, by_id["2"].stop_price, by_id["2"].quantity) == (
-                "open", "stop", 150.0, 5.0)
-            assert by_id["3"].status == "canceled" and by_id["3"].broker_status == "Cancelled"
-            await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
-            assert len(gw.calls("/iserver/account/orders")) == 3, "no pre-flight after the first call"
-            await ibkr.call("shutdown", ctx=ctx)
+            async with authenticated(gw) as ctx:
+                orders = await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
+                assert len(gw.calls("/iserver/account/orders")) == 2, "the first (empty) answer is a pre-flight"
+                assert gw.calls("/iserver/account/orders")[0].query == {"accountId": "DU1234"}
+                by_id = {o.order_id: o for o in orders}
+                assert set(by_id) == {"1", "2", "3"}
+                assert (by_id["1"].status, by_id["1"].side, by_id["1"].order_type, by_id["1"].average_fill_price,
+                        by_id["1"].timestamp) == ("filled", "sell", "market", 190.01, 1712596911593)
+                assert (by_id["2"].status, by_id["2"].order_type, by_id["2"].stop_price, by_id["2"].quantity) == (
+                    "open", "stop", 150.0, 5.0)
+                assert by_id["3"].status == "canceled" and by_id["3"].broker_status == "Cancelled"
+                await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
+                assert len(gw.calls("/iserver/account/orders")) == 3, "no pre-flight after the first call"
 
     run(main())
 
 
-def test_account_data_published_to_redis(ibkr, make_ctx, redis_server):
+def test_account_data_published_to_redis(ibkr, authenticated, redis_server):
     async def main():
         async with FakeGateway() as gw:
             gw.orders = [{"acct": "DU1234", "orderId": 7, "ticker": "AAPL", "status": "Submitted",
                           "remainingQuantity": 1.0, "filledQuantity": 0.0, "side": "BUY", "orderType": "Limit",
                           "price": 100}]
-            ctx = make_ctx(gw)
-            await ibkr.call("authenticate", ctx=ctx)
-            publisher = AsyncPublisher(redis_server.url)
-            await publisher.start()
-            for hook in ("fetch_positions", "fetch_balances"):
-                for model in await ibkr.call(hook, ctx=ctx, account_id="DU1234"):
+            async with authenticated(gw) as ctx:
+                publisher = AsyncPublisher(redis_server.url)
+                await publisher.start()
+                for hook in ("fetch_positions", "fetch_balances"):
+                    for model in await ibkr.call(hook, ctx=ctx, account_id="DU1234"):
+                        publisher.publish(model)
+                for model in await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0):
                     publisher.publish(model)
-            for model in await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0):
-                publisher.publish(model)
-            await publisher.flush()
-            await publisher.close()
-            r = redis.Redis.from_url(redis_server.url)
-            assert orjson.loads(r.get("live_data:latest:positions:DU1234"))["symbol"] == "SPY"
-            assert orjson.loads(r.get("live_data:latest:balances:DU1234"))["account_id"] == "DU1234"
-            entries = r.xrange("live_data:stream:orders:DU1234")
-            assert len(entries) == 1
-            order = orjson.loads(entries[0][1][b"data"])
-            assert (order["order_id"], order["status"], order["price"]) == ("7", "open", 100.0)
-            await ibkr.call("shutdown", ctx=ctx)
+                await publisher.flush()
+                await publisher.close()
+                r = redis.Redis.from_url(redis_server.url)
+                assert orjson.loads(r.get("live_data:latest:positions:DU1234"))["symbol"] == "SPY"
+                assert orjson.loads(r.get("live_data:latest:balances:DU1234"))["account_id"] == "DU1234"
+                entries = r.xrange("live_data:stream:orders:DU1234")
+                assert len(entries) == 1
+                order = orjson.loads(entries[0][1][b"data"])
+                assert (order["order_id"], order["status"], order["price"]) == ("7", "open", 100.0)
 
     run(main())
 
@@ -167,18 +155,16 @@ def test_pacer_holds_global_rate_and_per_endpoint_interval():
     run(main())
 
 
-def test_client_paces_orders_endpoint_on_the_wire(ibkr, make_ctx):
+def test_client_paces_orders_endpoint_on_the_wire(ibkr, authenticated):
     async def main():
         async with FakeGateway() as gw:
             gw.orders_preflight = False
             gw.orders = [{"acct": "DU1234", "orderId": 1, "status": "Submitted"}]
-            ctx = make_ctx(gw, pacing_overrides={"GET /iserver/account/orders": 0.15})
-            await ibkr.call("authenticate", ctx=ctx)
-            await asyncio.gather(*(ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
-                                   for _ in range(4)))
-            at = [r.at for r in gw.calls("/iserver/account/orders")]
-            assert len(at) == 4
-            assert all(b - a >= 0.14 for a, b in zip(at, at[1:]))
-            await ibkr.call("shutdown", ctx=ctx)
+            async with authenticated(gw, pacing_overrides={"GET /iserver/account/orders": 0.15}) as ctx:
+                await asyncio.gather(*(ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
+                                       for _ in range(4)))
+                at = [r.at for r in gw.calls("/iserver/account/orders")]
+                assert len(at) == 4
+                assert all(b - a >= 0.14 for a, b in zip(at, at[1:]))
 
     run(main())
