@@ -1,7 +1,6 @@
 """Quotes and order updates over the fake gateway's websocket (WSS), published to the real redis-server."""
 
 import asyncio
-import contextlib
 
 import orjson
 import pytest
@@ -18,45 +17,10 @@ def run(coro):
     return asyncio.run(coro)
 
 
-class Reader:
-    """Read a stream's events in the background and keep what it yields."""
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.items = []
-        self.error = None
-        self.task = asyncio.create_task(self._read())
-
-    async def _read(self):
-        try:
-            async for item in self.stream.events():
-                self.items.extend(item if isinstance(item, list) else [item])
-        except Exception as exc:  # kept for the test to assert on
-            self.error = exc
-
-    def of(self, cls):
-        return [i for i in self.items if isinstance(i, cls)]
-
-    async def stop(self):
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        await self.stream.close()
-
-
-async def open_stream(ibkr, ctx, symbols):
-    await ibkr.call("authenticate", ctx=ctx)
-    stream = await ibkr.call("stream", ctx=ctx)
-    await stream.connect()
-    await stream.subscribe(symbols)
-    return stream, Reader(stream)
-
-
-def test_deltas_merge_into_complete_quotes_published_to_redis(ibkr, make_ctx, redis_server):
+def test_deltas_merge_into_complete_quotes_published_to_redis(authenticated, streaming, redis_server):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, ["AAPL", "IBM@8314"])
+        async with (FakeGateway() as gw, authenticated(gw) as ctx,
+                    streaming(ctx, ["AAPL", "IBM@8314"]) as (stream, reader)):
             client = gw.clients[0]
             await gw.wait_for(lambda: len([m for m in client.sent if m.startswith("smd+")]) == 2)
             smd = [m for m in client.sent if m.startswith("smd+")]
@@ -88,31 +52,25 @@ def test_deltas_merge_into_complete_quotes_published_to_redis(ibkr, make_ctx, re
             ibm = orjson.loads(r.get("live_data:latest:quotes:IBM@8314"))
             assert ibm["last"] == 189.6 and ibm["volume"] == 1234567.0 and ibm["last_size"] == 100.0
             assert ibm["bid"] is None
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_system_heartbeats_and_echo_replies_are_heartbeats(ibkr, make_ctx):
+def test_system_heartbeats_and_echo_replies_are_heartbeats(authenticated, streaming):
     async def main():
-        async with FakeGateway(hb_interval=0.05) as gw:
-            ctx = make_ctx(gw, echo_interval=0.05)
-            stream, reader = await open_stream(ibkr, ctx, [])
+        async with (FakeGateway(hb_interval=0.05) as gw, authenticated(gw, echo_interval=0.05) as ctx,
+                    streaming(ctx) as (stream, reader)):
             await gw.wait_for(lambda: reader.items.count(HEARTBEAT) >= 4)
             await gw.wait_for(lambda: "ech+hb" in gw.clients[0].sent)
             assert stream.heartbeat_timeout == 2.0
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_subscriptions_are_renewed_before_the_gateway_expires_them(ibkr, make_ctx):
+def test_subscriptions_are_renewed_before_the_gateway_expires_them(authenticated, streaming):
     async def main():
-        async with FakeGateway(smd_ttl=0.5) as gw:
-            ctx = make_ctx(gw, renew_interval=0.3)
-            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+        async with (FakeGateway(smd_ttl=0.5) as gw, authenticated(gw, renew_interval=0.3) as ctx,
+                    streaming(ctx, ["AAPL"]) as (stream, reader)):
             await gw.wait_for(lambda: gw.subscribed(265598))
             for i in range(8):  # 1.2 s: more than two lifetimes of a subscription
                 await asyncio.sleep(0.15)
@@ -121,85 +79,68 @@ def test_subscriptions_are_renewed_before_the_gateway_expires_them(ibkr, make_ct
             assert stream.renewals >= 3
             await gw.wait_for(lambda: len(reader.of(Quote)) == 8)
             assert reader.of(Quote)[-1].last == 107.0
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_without_renewal_the_fake_gateway_stops_quotes(ibkr, make_ctx):
+def test_without_renewal_the_fake_gateway_stops_quotes(authenticated, streaming):
     # Guards the test above: the fake really expires subscriptions.
     async def main():
-        async with FakeGateway(smd_ttl=0.2) as gw:
-            ctx = make_ctx(gw, renew_interval=60)
-            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+        async with (FakeGateway(smd_ttl=0.2) as gw, authenticated(gw, renew_interval=60) as ctx,
+                    streaming(ctx, ["AAPL"]) as (stream, reader)):
             await asyncio.sleep(0.3)
             assert await gw.push_quote(265598, {"31": "1.00"}) == 0
             assert gw.dropped_quotes == 1
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_auth_loss_on_the_websocket_raises_autherror_and_reauth_recovers(ibkr, make_ctx):
+def test_auth_loss_on_the_websocket_raises_autherror_and_reauth_recovers(ibkr, authenticated, streaming):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
-            await gw.lose_auth()
-            await gw.wait_for(lambda: reader.task.done())
-            assert isinstance(reader.error, AuthError) and "not authenticated" in str(reader.error)
-            await reader.stop()
+        async with FakeGateway() as gw, authenticated(gw) as ctx:
+            async with streaming(ctx, ["AAPL"]) as (stream, reader):
+                await gw.lose_auth()
+                await gw.wait_for(lambda: reader.task.done())
+                assert isinstance(reader.error, AuthError) and "not authenticated" in str(reader.error)
             with pytest.raises(AuthError):
                 await ibkr.call("stream", ctx=ctx)  # nothing more until re-authenticated
-            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])  # what the runner does next
-            await gw.wait_for(lambda: gw.subscribed(265598))
-            await gw.push_quote(265598, {"31": "170.00"})
-            await gw.wait_for(lambda: reader.of(Quote))
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
+            await ibkr.call("authenticate", ctx=ctx)  # what the runner does next
+            async with streaming(ctx, ["AAPL"]) as (stream, reader):
+                await gw.wait_for(lambda: gw.subscribed(265598))
+                await gw.push_quote(265598, {"31": "170.00"})
+                await gw.wait_for(lambda: reader.of(Quote))
 
     run(main())
 
 
-def test_competing_session_on_the_websocket_ends_in_login_required_not_a_takeover(ibkr, make_ctx):
+def test_competing_session_on_the_websocket_ends_in_login_required_not_a_takeover(ibkr, authenticated, streaming):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
-            await gw.lose_auth(competing=True)  # the user logged in to TWS
-            await gw.wait_for(lambda: reader.task.done())
-            assert isinstance(reader.error, AuthError) and "competing" in str(reader.error)
-            await reader.stop()
+        async with FakeGateway() as gw, authenticated(gw) as ctx:
+            async with streaming(ctx, ["AAPL"]) as (stream, reader):
+                await gw.lose_auth(competing=True)  # the user logged in to TWS
+                await gw.wait_for(lambda: reader.task.done())
+                assert isinstance(reader.error, AuthError) and "competing" in str(reader.error)
             with pytest.raises(LoginRequired, match="another IBKR session"):
                 await ibkr.call("authenticate", ctx=ctx)  # what the runner does after AuthError
             assert gw.calls("/iserver/auth/ssodh/init") == []
             assert gw.competing, "the user's TWS session keeps the brokerage session"
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_forced_drop_raises_stream_error(ibkr, make_ctx):
+def test_forced_drop_raises_stream_error(authenticated, streaming):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+        async with FakeGateway() as gw, authenticated(gw) as ctx, streaming(ctx, ["AAPL"]) as (stream, reader):
             await gw.drop_websockets()
             await gw.wait_for(lambda: reader.task.done())
             assert isinstance(reader.error, StreamError) and "1011" in str(reader.error)
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_session_is_sent_when_the_gateway_waits_for_it(ibkr, make_ctx):
+def test_session_is_sent_when_the_gateway_waits_for_it(ibkr, authenticated):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            await ibkr.call("authenticate", ctx=ctx)
+        async with FakeGateway() as gw, authenticated(gw) as ctx:
             stream = await ibkr.call("stream", ctx=ctx)
             stream.session.ws_token, token = None, stream.session.ws_token
             with pytest.raises(AuthError, match="wants a session"):
@@ -208,16 +149,13 @@ def test_session_is_sent_when_the_gateway_waits_for_it(ibkr, make_ctx):
             stream.session.ws_token = token
             await stream.connect()  # cookie path
             await stream.close()
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_malformed_frames_are_counted_and_the_stream_goes_on(ibkr, make_ctx):
+def test_malformed_frames_are_counted_and_the_stream_goes_on(authenticated, streaming):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+        async with FakeGateway() as gw, authenticated(gw) as ctx, streaming(ctx, ["AAPL"]) as (stream, reader):
             await gw.wait_for(lambda: gw.subscribed(265598))
             await gw.send_raw("not json")
             await gw.send_raw("[1, 2]")
@@ -235,17 +173,13 @@ def test_malformed_frames_are_counted_and_the_stream_goes_on(ibkr, make_ctx):
                 "ibkr smd: conid not subscribed", "ibkr: unknown topic", "ibkr smd: bad value for field 31",
                 "ibkr sor: order without orderId", "ibkr: websocket error message",
             }
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_unknown_symbol_is_refused_by_name_and_the_others_stream(ibkr, make_ctx):
+def test_unknown_symbol_is_refused_by_name_and_the_others_stream(authenticated, streaming):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, [])
+        async with FakeGateway() as gw, authenticated(gw) as ctx, streaming(ctx) as (stream, reader):
             with pytest.raises(SymbolsRefused, match="NOPE") as refused:
                 await stream.subscribe(["NOPE", "AAPL"])
             assert refused.value.symbols == ["NOPE"]
@@ -255,17 +189,14 @@ def test_unknown_symbol_is_refused_by_name_and_the_others_stream(ibkr, make_ctx)
             await gw.push_quote(265598, {"31": "1.50"})
             await gw.wait_for(lambda: reader.of(Quote))
             assert reader.error is None, "a refused symbol does not end the stream"
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_unsubscribe_sends_umd_once_no_symbol_needs_the_conid(ibkr, make_ctx):
+def test_unsubscribe_sends_umd_once_no_symbol_needs_the_conid(authenticated, streaming):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, ["AAPL", "AAPL@265598"])
+        async with (FakeGateway() as gw, authenticated(gw) as ctx,
+                    streaming(ctx, ["AAPL", "AAPL@265598"]) as (stream, reader)):
             await gw.wait_for(lambda: gw.subscribed(265598))
             client = gw.clients[0]
             assert len([m for m in client.sent if m.startswith("smd+")]) == 1  # one smd for both forms
@@ -276,17 +207,13 @@ def test_unsubscribe_sends_umd_once_no_symbol_needs_the_conid(ibkr, make_ctx):
             assert not any(m.startswith("umd+") for m in client.sent)
             await stream.unsubscribe(["AAPL@265598"])
             await gw.wait_for(lambda: "umd+265598+{}" in client.sent)
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_order_updates_merge_partial_frames(ibkr, make_ctx):
+def test_order_updates_merge_partial_frames(authenticated, streaming):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, [])
+        async with FakeGateway() as gw, authenticated(gw) as ctx, streaming(ctx) as (stream, reader):
             await gw.wait_for(lambda: gw.clients and gw.clients[0].orders)
             await gw.push_order({"acct": "DU1234", "conid": 265598, "orderId": 922048212, "ticker": "AAPL",
                                  "remainingQuantity": 100.0, "filledQuantity": 0.0, "status": "Submitted",
@@ -300,23 +227,17 @@ def test_order_updates_merge_partial_frames(ibkr, make_ctx):
             assert second.status == "partially_filled" and second.broker_status == "Submitted"
             assert (second.filled_quantity, second.remaining_quantity, second.quantity) == (40.0, 60.0, 100.0)
             assert second.average_fill_price == 371.95 and second.price == 372.0
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_subscribe_on_a_closed_socket_is_a_stream_error(ibkr, make_ctx):
+def test_subscribe_on_a_closed_socket_is_a_stream_error(authenticated, streaming):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, [])
+        async with FakeGateway() as gw, authenticated(gw) as ctx, streaming(ctx) as (stream, reader):
             await gw.drop_websockets()
             await gw.wait_for(lambda: reader.task.done())
             with pytest.raises(StreamError, match="closed while sending"):
                 await stream.subscribe(["AAPL"])
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
@@ -326,45 +247,41 @@ def _row(symbol, conid, *sec_types):
             "description": "NYSE", "restricted": None, "sections": [{"secType": t} for t in sec_types]}
 
 
-def test_only_an_exact_symbol_and_sec_type_match_is_streamed(ibkr, make_ctx):
+def test_only_an_exact_symbol_and_sec_type_match_is_streamed(authenticated, streaming):
     # The gateway's search is fuzzy: "AAP" finds AAPL. Streaming AAPL's quotes as "AAP" would publish another
     # instrument under the user's symbol.
     async def main():
         async with FakeGateway() as gw:
             gw.search_results["OPTONLY"] = [_row("OPTONLY", 111, "OPT", "WAR")]  # the symbol, but no STK section
             gw.search_results["BRK B"] = [_row("BRK A", 222, "STK"), _row("brk b", 333, "STK", "OPT")]
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, [])
-            with pytest.raises(SymbolsRefused) as refused:
-                await stream.subscribe(["AAP", "OPTONLY", "BRK B", "IBM"])
-            assert refused.value.symbols == ["AAP", "OPTONLY"]
-            assert [r["symbol"] for r in await ctx.session.client.get("/iserver/secdef/search", symbol="AAP")] == ["AAPL"]
-            assert stream.conid_of == {"BRK B": 333, "IBM": 8314}
-            assert stream.stats.skipped["ibkr: unknown symbol"] == 2
-            assert ctx.session.conids == {"BRK B": 333, "IBM": 8314}, "a miss is not cached as a conid"
-            await gw.wait_for(lambda: gw.subscribed(8314) and gw.subscribed(333))
-            assert not gw.subscribed(265598) and not gw.subscribed(111) and not gw.subscribed(222)
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
+            async with authenticated(gw) as ctx, streaming(ctx) as (stream, reader):
+                with pytest.raises(SymbolsRefused) as refused:
+                    await stream.subscribe(["AAP", "OPTONLY", "BRK B", "IBM"])
+                assert refused.value.symbols == ["AAP", "OPTONLY"]
+                assert [r["symbol"] for r in await ctx.session.client.get("/iserver/secdef/search", symbol="AAP")] == ["AAPL"]
+                assert stream.conid_of == {"BRK B": 333, "IBM": 8314}
+                assert stream.stats.skipped["ibkr: unknown symbol"] == 2
+                assert ctx.session.conids == {"BRK B": 333, "IBM": 8314}, "a miss is not cached as a conid"
+                await gw.wait_for(lambda: gw.subscribed(8314) and gw.subscribed(333))
+                assert not gw.subscribed(265598) and not gw.subscribed(111) and not gw.subscribed(222)
 
     run(main())
 
 
-def test_connect_calls_the_orders_preflight_once_before_sor(ibkr, make_ctx):
+def test_connect_calls_the_orders_preflight_once_before_sor(ibkr, authenticated, streaming):
     # IBKR: "Call GET /iserver/account/orders first" before sor+{}; without it order updates may never come.
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw, pacing_overrides={"GET /iserver/account/orders": 0.3})  # paced like the rest
-            stream, reader = await open_stream(ibkr, ctx, [])
-            await gw.wait_for(lambda: gw.clients and gw.clients[0].orders)
-            client = gw.clients[0]
-            (preflight,) = gw.calls("/iserver/account/orders", "GET")
-            assert preflight.at < client.sor_at and client.orders_preflighted
-            assert await gw.push_order({"acct": "DU1234", "orderId": 1, "conid": 265598, "ticker": "AAPL",
-                                        "status": "Submitted", "remainingQuantity": 1.0, "filledQuantity": 0.0,
-                                        "side": "BUY", "orderType": "Market"}) == 1
-            await gw.wait_for(lambda: reader.of(Order))
-            await reader.stop()
+        paced = {"GET /iserver/account/orders": 0.3}  # paced like the rest
+        async with FakeGateway() as gw, authenticated(gw, pacing_overrides=paced) as ctx:
+            async with streaming(ctx) as (stream, reader):
+                await gw.wait_for(lambda: gw.clients and gw.clients[0].orders)
+                client = gw.clients[0]
+                (preflight,) = gw.calls("/iserver/account/orders", "GET")
+                assert preflight.at < client.sor_at and client.orders_preflighted
+                assert await gw.push_order({"acct": "DU1234", "orderId": 1, "conid": 265598, "ticker": "AAPL",
+                                            "status": "Submitted", "remainingQuantity": 1.0, "filledQuantity": 0.0,
+                                            "side": "BUY", "orderType": "Market"}) == 1
+                await gw.wait_for(lambda: reader.of(Order))
             # A reconnect pre-flights again, through the pacer (0.3 s apart here).
             stream = await ibkr.call("stream", ctx=ctx)
             await stream.connect()
@@ -374,21 +291,17 @@ def test_connect_calls_the_orders_preflight_once_before_sor(ibkr, make_ctx):
             # The session's order feed is started: the next REST poll needs one request, not two.
             await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
             assert len(gw.calls("/iserver/account/orders")) == 3
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_no_orders_preflight_without_stream_orders(ibkr, make_ctx):
+def test_no_orders_preflight_without_stream_orders(authenticated, streaming):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw, stream_orders=False)
-            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+        async with (FakeGateway() as gw, authenticated(gw, stream_orders=False) as ctx,
+                    streaming(ctx, ["AAPL"]) as (stream, reader)):
             await gw.wait_for(lambda: gw.subscribed(265598))
             assert gw.calls("/iserver/account/orders") == []
             assert not any(m.startswith("sor+") for m in gw.clients[0].sent)
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
@@ -398,32 +311,25 @@ def _order(order_id, status="Submitted"):
             "remainingQuantity": 1.0, "filledQuantity": 0.0, "side": "BUY", "orderType": "Market"}
 
 
-def test_an_order_update_read_after_the_session_is_lost_is_yielded_before_the_auth_error(ibkr, make_ctx):
+def test_an_order_update_read_after_the_session_is_lost_is_yielded_before_the_auth_error(authenticated, streaming):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, [])
+        async with FakeGateway() as gw, authenticated(gw) as ctx, streaming(ctx) as (stream, reader):
             await gw.wait_for(lambda: gw.clients and gw.clients[0].orders)
             ctx.session.mark_lost("tickle reports the brokerage session is not authenticated")
             await gw.push_order(_order(81))
             await gw.wait_for(lambda: reader.task.done())
             assert [o.order_id for o in reader.of(Order)] == ["81"]
             assert isinstance(reader.error, AuthError)
-            await reader.stop()
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_order_updates_left_unread_are_handed_over_after_close_also_with_a_lost_session(ibkr, make_ctx):
+def test_order_updates_left_unread_are_handed_over_after_close_also_with_a_lost_session(ibkr, authenticated, streaming):
     # What the runner does after events() raised: close(), then read events() once more for what is left.
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, [])
-            await gw.wait_for(lambda: gw.clients and gw.clients[0].orders)
-            await reader.stop()
-            await stream.close()
+        async with FakeGateway() as gw, authenticated(gw) as ctx:
+            async with streaming(ctx) as (stream, reader):
+                await gw.wait_for(lambda: gw.clients and gw.clients[0].orders)
             stream = await ibkr.call("stream", ctx=ctx)
             await stream.connect()
             await gw.wait_for(lambda: len(gw.clients) == 1 and gw.clients[0].orders)
@@ -438,17 +344,14 @@ def test_order_updates_left_unread_are_handed_over_after_close_also_with_a_lost_
                     left.extend(item if isinstance(item, list) else [item])
             assert [(o.order_id, o.broker_status) for o in left if isinstance(o, Order)] == [
                 ("91", "Submitted"), ("92", "Filled")]
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_close_aborts_the_socket_of_a_gateway_that_does_not_answer_the_close(ibkr, make_ctx):
+def test_close_aborts_the_socket_of_a_gateway_that_does_not_answer_the_close(authenticated, streaming):
     async def main():
         loop = asyncio.get_running_loop()
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+        async with FakeGateway() as gw, authenticated(gw) as ctx, streaming(ctx, ["AAPL"]) as (stream, reader):
             await gw.wait_for(lambda: gw.subscribed(265598))
             sock = stream._ws.transport.get_extra_info("socket")
             gw.hang_websockets()
@@ -456,16 +359,13 @@ def test_close_aborts_the_socket_of_a_gateway_that_does_not_answer_the_close(ibk
             await reader.stop()  # cancels the reader, then close()
             assert loop.time() - started < 1.9, "inside the runner's 2 s for close()"
             await gw.wait_for(lambda: sock.fileno() == -1, timeout=0.2)  # the TCP connection is gone
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_a_cancelled_close_still_closes_the_socket(ibkr, make_ctx):
+def test_a_cancelled_close_still_closes_the_socket(authenticated, streaming):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            stream, reader = await open_stream(ibkr, ctx, ["AAPL"])
+        async with FakeGateway() as gw, authenticated(gw) as ctx, streaming(ctx, ["AAPL"]) as (stream, reader):
             await gw.wait_for(lambda: gw.subscribed(265598))
             sock = stream._ws.transport.get_extra_info("socket")
             reader.task.cancel()
@@ -476,18 +376,15 @@ def test_a_cancelled_close_still_closes_the_socket(ibkr, make_ctx):
             with pytest.raises(asyncio.CancelledError):
                 await closing
             await gw.wait_for(lambda: sock.fileno() == -1, timeout=0.2)
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_a_cancellation_arriving_as_the_websocket_login_completes_stops_connect(ibkr, make_ctx):
+def test_a_cancellation_arriving_as_the_websocket_login_completes_stops_connect(ibkr, authenticated):
     # asyncio.wait_for (Python 3.11) would return the login's result and drop the cancellation: connect()
     # would carry on, subscribe to orders and start a keep-alive for a stream nobody reads.
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            await ibkr.call("authenticate", ctx=ctx)
+        async with FakeGateway() as gw, authenticated(gw) as ctx:
             stream = await ibkr.call("stream", ctx=ctx)
             login = stream._await_authenticated
 
@@ -502,6 +399,5 @@ def test_a_cancellation_arriving_as_the_websocket_login_completes_stops_connect(
             await asyncio.sleep(0.1)
             assert gw.clients == [] and gw.ws_connections == 1, "the socket is closed"
             assert gw.calls("/iserver/account/orders") == [] and stream._keepalive is None
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
