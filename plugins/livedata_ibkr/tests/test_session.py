@@ -76,11 +76,9 @@ def test_reopen_that_does_not_take_asks_for_login_and_names_competition(ibkr, ma
     run(main())
 
 
-def test_tickle_notices_lost_auth_and_hooks_raise_autherror_until_reauthenticated(ibkr, make_ctx):
+def test_tickle_notices_lost_auth_and_hooks_raise_autherror_until_reauthenticated(ibkr, authenticated):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw, tickle_interval=0.05)
-            await ibkr.call("authenticate", ctx=ctx)
+        async with FakeGateway() as gw, authenticated(gw, tickle_interval=0.05) as ctx:
             gw.authenticated = False  # silently, no websocket to tell us
             await gw.wait_for(lambda: ctx.session.auth_lost, timeout=2)
             assert ctx.status["session"].startswith("lost")
@@ -90,20 +88,16 @@ def test_tickle_notices_lost_auth_and_hooks_raise_autherror_until_reauthenticate
             assert gw.calls("/iserver/auth/ssodh/init")
             orders = await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
             assert orders == []
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
 
-def test_http_401_on_a_fetch_is_an_autherror(ibkr, make_ctx):
+def test_http_401_on_a_fetch_is_an_autherror(ibkr, authenticated):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw)
-            await ibkr.call("authenticate", ctx=ctx)
+        async with FakeGateway() as gw, authenticated(gw) as ctx:
             gw.authenticated = False
             with pytest.raises(AuthError, match="401"):
                 await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
@@ -133,11 +127,9 @@ def test_gateway_down_is_a_stream_error_naming_the_gateway(ibkr):
     run(main())
 
 
-def test_429_is_retried_then_raised_as_ratelimited(ibkr, make_ctx):
+def test_429_is_retried_then_raised_as_ratelimited(ibkr, authenticated):
     async def main():
-        async with FakeGateway() as gw:
-            ctx = make_ctx(gw, rate_limit_retries=2)
-            await ibkr.call("authenticate", ctx=ctx)
+        async with FakeGateway() as gw, authenticated(gw, rate_limit_retries=2) as ctx:
             gw.rate_limit("/portfolio/accounts", times=2)
             accounts = await ibkr.call("fetch_accounts", ctx=ctx)
             assert [a.account_id for a in accounts] == ["DU1234"]
@@ -148,7 +140,6 @@ def test_429_is_retried_then_raised_as_ratelimited(ibkr, make_ctx):
             with pytest.raises(RateLimited) as info:
                 await ibkr.call("fetch_balances", ctx=ctx, account_id="DU1234")
             assert info.value.retry_after == pytest.approx(0.05)
-            await ibkr.call("shutdown", ctx=ctx)
 
     run(main())
 
