@@ -39,30 +39,16 @@ def all_logs_at_debug():
 
 
 @pytest.mark.parametrize("cookie_auth", [True, False], ids=["cookie", "session-frame"])
-def test_session_value_is_in_no_log_record_at_debug(ibkr, make_ctx, all_logs_at_debug, cookie_auth):
+def test_session_value_is_in_no_log_record_at_debug(authenticated, streaming, all_logs_at_debug, cookie_auth):
     async def main():
         async with FakeGateway(hb_interval=0.05) as gw:
             gw.cookie_auth = cookie_auth  # False: the gateway ignores the cookie and says "waiting for session"
-            ctx = make_ctx(gw, echo_interval=0.05)
-            await ibkr.call("authenticate", ctx=ctx)
-            stream = await ibkr.call("stream", ctx=ctx)
-            await stream.connect()
-            await stream.subscribe(["AAPL"])
-            items = []
-
-            async def read():
-                async for item in stream.events():
-                    items.extend(item if isinstance(item, list) else [item])
-
-            reader = asyncio.create_task(read())
-            await gw.wait_for(lambda: gw.subscribed(265598))
-            await gw.push_quote(265598, {"31": "1.00"})
-            await gw.wait_for(lambda: any(isinstance(i, Quote) for i in items))
-            await gw.wait_for(lambda: "ech+hb" in gw.clients[0].sent)
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-            await stream.close()
-            await ibkr.call("shutdown", ctx=ctx)
+            async with (authenticated(gw, echo_interval=0.05) as ctx,
+                        streaming(ctx, ["AAPL"]) as (stream, reader)):
+                await gw.wait_for(lambda: gw.subscribed(265598))
+                await gw.push_quote(265598, {"31": "1.00"})
+                await gw.wait_for(lambda: reader.of(Quote))
+                await gw.wait_for(lambda: "ech+hb" in gw.clients[0].sent)
             if not cookie_auth:
                 assert gw.session_frames == 1, "the session went as the first frame"
 
