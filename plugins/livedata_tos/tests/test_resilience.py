@@ -13,7 +13,7 @@ from livedata_core.streaming import HEARTBEAT
 from livedata_core.tokens import MemoryTokenStore
 from livedata_tos import plugin
 from livedata_tos.stream import TosStream
-from livedata_tos.testing import FakeSchwabClient, FakeStreamer, FakeTokens
+from livedata_tos.testing import FakeSchwabClient, FakeStreamer, FakeTokens, open_stream
 
 
 def make_stream(fake: FakeStreamer, **kw) -> TosStream:
@@ -127,10 +127,7 @@ BAD_AND_GOOD_ACTIVITY = [
 
 def test_malformed_items_cost_only_themselves_not_the_frame():
     async def main():
-        async with FakeStreamer() as fake:
-            stream = make_stream(fake)
-            await stream.connect()
-            await stream.subscribe(["AAPL", "MSFT"])
+        async with FakeStreamer() as fake, open_stream(fake, ["AAPL", "MSFT"]) as stream:
             events = stream.events()
             await fake.send({"data": [
                 {"service": "LEVELONE_EQUITIES", "timestamp": 1, "command": "SUBS", "content": BAD_AND_GOOD_QUOTES},
@@ -149,7 +146,6 @@ def test_malformed_items_cost_only_themselves_not_the_frame():
             await fake.send_data("LEVELONE_EQUITIES", [{"key": "MSFT", "2": 401.0}])
             (q,) = await next_models(events)
             assert (q.bid, q.ask) == (400.0, 401.0)
-            await stream.close()
 
     run(main())
 

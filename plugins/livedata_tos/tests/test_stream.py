@@ -14,7 +14,7 @@ from livedata_core.models import Order
 from livedata_core.publisher import AsyncPublisher
 from livedata_core.streaming import HEARTBEAT
 from livedata_tos.stream import StreamerTokens, TosStream
-from livedata_tos.testing import FakeStreamer, activity_item
+from livedata_tos.testing import FakeStreamer, activity_item, open_stream
 
 GOOD = "access-token-SECRET-1"
 FRESH = "access-token-SECRET-2"
@@ -142,14 +142,11 @@ def test_add_and_remove_symbols_while_events_are_read():
 
 def test_concurrent_subscribes_are_serialised_one_command_at_a_time():
     async def main():
-        async with FakeStreamer() as fake:
-            stream = make_stream(fake)
-            await stream.connect()
+        async with FakeStreamer() as fake, open_stream(fake) as stream:
             await asyncio.gather(*(stream.subscribe([f"S{i}"]) for i in range(20)), stream.subscribe(["/ES"]))
             assert len(fake.subscriptions["LEVELONE_EQUITIES"]) == 20
             ids = [r["requestid"] for r in fake.requests]
             assert len(ids) == len(set(ids))
-            await stream.close()
 
     run(main())
 
@@ -228,24 +225,18 @@ def test_connection_limit_is_reported_plainly_with_retry_after():
 
 def test_connection_limit_while_streaming_ends_events_with_connection_limit():
     async def main():
-        async with FakeStreamer() as fake:
-            stream = make_stream(fake)
-            await stream.connect()
+        async with FakeStreamer() as fake, open_stream(fake) as stream:
             events = stream.events()
             await fake.send({"response": [{"service": "ADMIN", "command": "", "content": {"code": 12, "msg": "another connection"}}]})
             with pytest.raises(ConnectionLimit):
                 await next_event(events)
-            await stream.close()
 
     run(main())
 
 
 def test_stop_streaming_raises_stream_error_after_delivering_earlier_data():
     async def main():
-        async with FakeStreamer() as fake:
-            stream = make_stream(fake)
-            await stream.connect()
-            await stream.subscribe(["AAPL"])
+        async with FakeStreamer() as fake, open_stream(fake, ["AAPL"]) as stream:
             events = stream.events()
             await fake.send_data("LEVELONE_EQUITIES", [{"key": "AAPL", "1": 1.5}])
             await fake.stop_streaming()
@@ -253,7 +244,6 @@ def test_stop_streaming_raises_stream_error_after_delivering_earlier_data():
             assert q.bid == 1.5
             with pytest.raises(StreamError, match="stopped streaming"):
                 await next_event(events)
-            await stream.close()
 
     run(main())
 
@@ -282,9 +272,7 @@ def test_dropped_connection_raises_stream_error_and_polite_close_ends_events():
 
 def test_refused_subscribe_is_logged_and_counted_and_the_stream_keeps_working(caplog):
     async def main():
-        async with FakeStreamer() as fake:
-            stream = make_stream(fake)
-            await stream.connect()
+        async with FakeStreamer() as fake, open_stream(fake) as stream:
             fake.command_codes[("LEVELONE_EQUITIES", "ADD")] = (19, "symbol limit reached")
             with pytest.raises(SymbolsRefused, match="refused AAPL") as refused:
                 await stream.subscribe(["AAPL", "/ES"])
@@ -297,7 +285,6 @@ def test_refused_subscribe_is_logged_and_counted_and_the_stream_keeps_working(ca
             del fake.command_codes[("LEVELONE_EQUITIES", "ADD")]
             await stream.subscribe(["AAPL"])
             assert fake.subscriptions["LEVELONE_EQUITIES"] == {"AAPL"}
-            await stream.close()
 
     run(main())
 
@@ -330,10 +317,7 @@ def test_unreachable_streamer_and_silent_streamer_raise_stream_error():
 
 def test_malformed_frames_are_counted_and_never_fatal():
     async def main():
-        async with FakeStreamer() as fake:
-            stream = make_stream(fake)
-            await stream.connect()
-            await stream.subscribe(["AAPL"])
+        async with FakeStreamer() as fake, open_stream(fake, ["AAPL"]) as stream:
             events = stream.events()
             for junk in ["not json", "[1,2]", json.dumps({"data": "x"}), json.dumps({"weird": 1}),
                          json.dumps({"data": [{"service": "NASDAQ_BOOK", "content": []}]}),
@@ -343,7 +327,6 @@ def test_malformed_frames_are_counted_and_never_fatal():
             (q,) = await next_event(events)
             assert q.bid == 2.0
             assert sum(stream.stats.skipped.values()) == 6
-            await stream.close()
 
     run(main())
 
@@ -378,10 +361,7 @@ def test_recorded_reference_frames_replayed_over_the_socket():
     from livedata_tos.recorded import ES, GUIDE_L1, MSFT
 
     async def main():
-        async with FakeStreamer() as fake:
-            stream = make_stream(fake)
-            await stream.connect()
-            await stream.subscribe(["SCHW", "SPY", "MSFT", "/ES"])
+        async with FakeStreamer() as fake, open_stream(fake, ["SCHW", "SPY", "MSFT", "/ES"]) as stream:
             events = stream.events()
             await fake.send(json.dumps(GUIDE_L1))
             assert [q.symbol for q in await next_event(events)] == ["SCHW", "SPY"]
@@ -408,18 +388,14 @@ def test_recorded_reference_frames_replayed_over_the_socket():
             await fake.send('{"notify":[{"service":"ADMIN","timestamp":1595453993677,"content":{"code":30,"msg":"Stop streaming due to empty subscription"}}]}')
             with pytest.raises(StreamError, match="empty subscription"):
                 await next_event(events)
-            await stream.close()
 
     run(main())
 
 
 def test_view_changes_the_field_list():
     async def main():
-        async with FakeStreamer() as fake:
-            stream = make_stream(fake)
-            await stream.connect()
+        async with FakeStreamer() as fake, open_stream(fake) as stream:
             await stream.view("LEVELONE_EQUITIES", [3, 1, 2])
             assert fake.commands()[-1] == ("LEVELONE_EQUITIES", "VIEW", {"fields": "0,1,2,3"})
-            await stream.close()
 
     run(main())
