@@ -108,25 +108,11 @@ class PublishedCollector:
         with self._changed:
             return [m.data for m in self.messages if m.kind == kind and (identifier is None or m.identifier == identifier)]
 
-    @property
-    def quotes(self) -> list[Any]:
-        return self.of("quotes")
-
-    @property
-    def positions(self) -> list[Any]:
-        return self.of("positions")
-
-    @property
-    def balances(self) -> list[Any]:
-        return self.of("balances")
-
-    @property
-    def orders(self) -> list[Any]:
-        return self.of("orders")
-
-    @property
-    def transactions(self) -> list[Any]:
-        return self.of("transactions")
+    quotes = property(lambda self: self.of("quotes"), doc="The quotes published so far.")
+    positions = property(lambda self: self.of("positions"), doc="The positions published so far.")
+    balances = property(lambda self: self.of("balances"), doc="The balances published so far.")
+    orders = property(lambda self: self.of("orders"), doc="The orders published so far.")
+    transactions = property(lambda self: self.of("transactions"), doc="The transactions published so far.")
 
     def clear(self) -> None:
         """Forget everything collected so far."""
