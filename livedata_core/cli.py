@@ -341,7 +341,8 @@ def cmd_status(args: argparse.Namespace) -> int:
           + (f", prefix {status['prefix']!r}" if status.get("prefix") else "")
           + (" [STALE: runner not answering]" if status.get("stale") else ""))
     print(f"publisher: {'connected' if pub['connected'] else 'NOT CONNECTED'}, published {pub['published']}, "
-          f"pending {pub['pending']}, conflated {pub['conflated']}, errors {pub['errors']}")
+          f"pending {pub['pending']}, conflated {pub['conflated']}, errors {pub['errors']}"
+          + (f", REFUSED {pub['refused']} account events (logged with their payloads)" if pub.get("refused") else ""))
     for name, b in status["brokers"].items():
         print(f"\n[{name}] {b['state']}")
         print(f"  connected since  {_ago(b['connected_since'], now)}")

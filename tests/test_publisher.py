@@ -479,6 +479,24 @@ def test_batches_failing_one_after_another_keep_every_order(redis_server):
     assert json.loads(r.get("ro:live_data:latest:orders:A1"))["order_id"] == "1"
 
 
+def test_an_event_redis_refuses_for_good_is_counted_as_refused_not_published(redis_server, caplog):
+    r = redis.Redis(port=redis_server.port)
+    r.set("wt:live_data:stream:orders:A1", "a foreign key of the wrong type")
+
+    async def go():
+        pub = AsyncPublisher(redis_server.url, prefix="wt")
+        await pub.start()
+        pub.publish(_order(1))  # PUBLISH goes through, XADD meets WRONGTYPE
+        pub.publish(Order(broker="t", account_id="A2", order_id="2", status="open"))
+        assert await pub.flush(5)
+        await pub.close()
+        return pub.stats
+
+    stats = asyncio.run(go())
+    assert (stats.refused, stats.published) == (1, 1)
+    assert "Redis refused orders on wt:live_data:orders:A1 (WRONGTYPE" in caplog.text and '"order_id":"1"' in caplog.text
+
+
 def test_a_payload_that_cannot_be_encoded_is_refused_and_publishing_goes_on(redis_server, caplog):
     async def go():
         pub = AsyncPublisher(redis_server.url)

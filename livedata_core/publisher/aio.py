@@ -60,6 +60,8 @@ class PublisherStats:
     published: int = 0
     conflated: int = 0
     skipped: int = 0
+    refused: int = 0
+    """Account events a write of which Redis refused for good (WRONGTYPE...): logged with their payload."""
     batches: int = 0
     errors: int = 0
     reconnects: int = 0
@@ -402,7 +404,9 @@ class AsyncPublisher:
 
     def _batch_done(self, batch: "_Batch") -> None:
         failed_events = {id(owner) for _, owner in batch.failed if isinstance(owner, _Event)}
-        self.stats.published += batch.messages - len(failed_events)
+        refused = batch.refused - failed_events  # an event partly written for good is not "published"
+        self.stats.refused += len(refused)
+        self.stats.published += batch.messages - len(failed_events) - len(refused)
         self.stats.batches += 1
         self.stats.last_publish_at = time.time()
         self._reconnect_delay = 0.05  # the connection really works
@@ -462,6 +466,7 @@ class AsyncPublisher:
                 batch.failed_books.add(owner.book[:2])
             return
         if isinstance(owner, _Event):
+            batch.refused.add(id(owner))
             log.error("Redis refused %s on %s (%s); payload: %s", owner.kind, owner.channel.decode(), text,
                       owner.payload.decode())
         else:
@@ -620,7 +625,7 @@ class _Batch:
     """One pipeline sent to Redis, what it carried, and whose each command is, until all replies are in."""
 
     __slots__ = ("data", "commands", "owners", "answered", "messages", "quotes", "reliable", "retry", "failed",
-                 "generation", "sent_at", "covers", "is_retry", "failed_books")
+                 "generation", "sent_at", "covers", "is_retry", "failed_books", "refused")
 
     def __init__(
         self,
@@ -647,3 +652,4 @@ class _Batch:
         self.covers = 0  # the publish number this batch confirms once answered (0: none)
         self.is_retry = False
         self.failed_books: set[tuple[bytes, bytes]] = set()  # (key, field) of book writes refused in this batch
+        self.refused: set[int] = set()  # id() of events a command of which Redis refused for good

@@ -164,6 +164,7 @@ class Runner:
                 "connected": stats.connected,
                 "published": stats.published,
                 "conflated": stats.conflated,
+                "refused": stats.refused,
                 "pending": self.publisher.pending,
                 "errors": stats.errors,
                 "reconnects": stats.reconnects,
