@@ -303,7 +303,8 @@ class BrokerRuntime:
         """Add symbols to the stream, now if connected, else at the next connect.
 
         Symbols the broker refuses are taken back out and named in the ``BrokerError`` raised; the others stay.
-        When the connection fails during the call, the symbols stay wanted and are subscribed at the reconnect.
+        When the connection fails during the call, or the broker does not answer within ``SUBSCRIBE_TIMEOUT``
+        (the stream is then closed), the symbols stay wanted and are subscribed on the new connection.
         """
         if not self.broker.has("stream"):
             raise NotSupported(f"broker {self.broker.name!r} does not stream quotes")
@@ -318,8 +319,16 @@ class BrokerRuntime:
                 except (StreamError, AuthError) as exc:
                     # The connection broke, not the request: the reconnect subscribes everything in self.symbols.
                     self._record_error(f"subscribe {', '.join(new)} deferred to the reconnect", exc)
+                except TimeoutError:
+                    # No answer in time: a stream in that state cannot be trusted with more commands. Closing it
+                    # makes the runner reconnect, and the new connection subscribes every wanted symbol, these too.
+                    stream = self._stream
+                    self._record_error(f"subscribe {', '.join(new)} deferred to a new connection",
+                                       StreamError(f"the broker did not answer within {SUBSCRIBE_TIMEOUT:g}s"))  # fmt: skip
+                    with contextlib.suppress(Exception, TimeoutError):
+                        await within(stream.close(), CLOSE_TIMEOUT)
                 except Exception as exc:
-                    # Refused (or no answer): roll back what was refused so status and the answer tell the truth.
+                    # Refused: roll back what was refused so status and the answer tell the truth.
                     refused = set(exc.symbols) & set(new) if isinstance(exc, SymbolsRefused) else set(new)
                     self.symbols.difference_update(refused)
                     self.status.symbols = sorted(self.symbols)

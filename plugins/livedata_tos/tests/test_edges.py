@@ -24,18 +24,20 @@ def run(coro):
 
 
 @contextlib.asynccontextmanager
-async def streaming_aapl(redis_url: str, fake: FakeStreamer, monkeypatch):
+async def streaming_aapl(redis_url: str, fake: FakeStreamer, monkeypatch, command_timeout: float = 2.0):
     """A runner streaming AAPL from ``fake`` for the length of the block."""
-    async with running(runner_for(redis_url, fake, FakeTokens(), monkeypatch)) as runner:
+    runner = runner_for(redis_url, fake, FakeTokens(), monkeypatch, command_timeout=command_timeout)
+    async with running(runner):
         await fake.wait_for(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL"})
         yield runner
 
 
-def runner_for(redis_url: str, fake: FakeStreamer, tokens: FakeTokens, monkeypatch, symbols=("AAPL",)) -> Runner:
+def runner_for(redis_url: str, fake: FakeStreamer, tokens: FakeTokens, monkeypatch, symbols=("AAPL",),
+               command_timeout: float = 2.0) -> Runner:  # fmt: skip
     client = FakeSchwabClient(fake, tokens)
     monkeypatch.setattr(plugin, "make_client", lambda settings, store, log, status=None: client)
-    table = {"symbols": list(symbols), "login_timeout": 2.0, "command_timeout": 2.0, "heartbeat_timeout": 5.0,
-             "connection_limit_retry": 0.2}  # fmt: skip
+    table = {"symbols": list(symbols), "login_timeout": 2.0, "command_timeout": command_timeout,
+             "heartbeat_timeout": 5.0, "connection_limit_retry": 0.2}  # fmt: skip
     config = load_config({"redis": {"url": redis_url}, "brokers": {"tos": table},
                           "backoff": {"initial": 0.02, "max": 0.1, "login_retry": 60.0}})  # fmt: skip
     return Runner(config, token_store=MemoryTokenStore())
@@ -152,7 +154,15 @@ def test_a_refused_unsubscribe_keeps_the_state_so_a_later_subscribe_gives_comple
     run(main())
 
 
-def test_a_live_subscribe_the_streamer_never_answers_is_done_on_a_new_connection(redis_server, monkeypatch):
+@pytest.mark.parametrize("who_gives_up", ["the stream (command_timeout)", "the runner (its subscribe timeout)"])
+def test_a_live_subscribe_the_streamer_never_answers_is_done_on_a_new_connection(redis_server, monkeypatch, who_gives_up):
+    from livedata_core.runner import broker_runtime
+
+    command_timeout = 2.0
+    if who_gives_up.startswith("the runner"):
+        command_timeout = 30.0  # as with the defaults: the runner's limit (10 s, shortened here) comes first
+        monkeypatch.setattr(broker_runtime, "SUBSCRIBE_TIMEOUT", 0.5)
+
     class Forgetful(FakeStreamer):
         forgot = False
 
@@ -166,12 +176,13 @@ def test_a_live_subscribe_the_streamer_never_answers_is_done_on_a_new_connection
 
     async def main():
         async with Forgetful() as fake:
-            async with streaming_aapl(redis_server.url, fake, monkeypatch) as runner:
+            async with streaming_aapl(redis_server.url, fake, monkeypatch, command_timeout) as runner:
                 answer = await runner.subscribe("tos", ["MSFT"])
                 await fake.wait_for(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL", "MSFT"}, 8)
                 status = runner.status()["brokers"]["tos"]
         assert answer["added"] == ["MSFT"] and fake.connected_total == 2
-        assert "did not answer LEVELONE_EQUITIES ADD" in status["last_error"]
+        if who_gives_up.startswith("the stream"):
+            assert "did not answer LEVELONE_EQUITIES ADD" in status["last_error"]
 
     run(main())
 
