@@ -155,7 +155,8 @@ def fetch_orders(ctx: BrokerContext, account_id: str, since: int) -> list[Order]
     run published it.
 
     :param since: milliseconds since the epoch: a day before the previous successful poll (first poll: before
-        the runner started, or before the last event an earlier run published, at most 30 days back). The
+        the runner started, or before the last event an earlier run published if that is older, but never more than
+        31 days back). The
         broker may return more than asked, never less.
     """
 
@@ -167,7 +168,8 @@ def fetch_transactions(ctx: BrokerContext, account_id: str, since: int) -> list[
     Called on the configured interval. The runner publishes each transaction id exactly once.
 
     :param since: milliseconds since the epoch: a day before the previous successful poll (first poll: before
-        the runner started, or before the last event an earlier run published, at most 30 days back). The
+        the runner started, or before the last event an earlier run published if that is older, but never more than
+        31 days back). The
         broker may return more than asked, never less.
     """
 
