@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from distributions import BURST, make_distribution
-from livedata_core import Account, BrokerInfo, BrokerStream, HEARTBEAT, Order, Position, Quote, Transaction, hookimpl, plugins
+from livedata_core import Account, Balance, BrokerInfo, BrokerStream, HEARTBEAT, Order, Position, Quote, Transaction, hookimpl, plugins
 from livedata_core.control import ControlClient, ControlError, NoRunner
 from livedata_core.errors import AuthError, BrokerError, ConfigError, RateLimited, StreamError
 from livedata_core.runner import Runner, load_config
@@ -474,6 +474,33 @@ def test_a_restart_publishes_positions_closed_meanwhile_and_not_unchanged_ones_a
     published = [d for c, d in messages if c == "live_data:positions:H1"]
     assert [(p["symbol"], p["quantity"]) for p in published] == [("TSLA", 0.0)]
     assert list(book("positions", "H1", url=redis_server.url)) == ["AAPL"]
+
+
+class CashBroker:
+    """Reports one currency, USD, on every poll."""
+
+    __name__ = "cash"
+    usd = {"broker": "cash", "account_id": "C1", "currency": "USD", "cash": 100.0}
+
+    @hookimpl
+    def broker_info(self):
+        return BrokerInfo(name="cash", capabilities={"fetch_balances"})
+
+    @hookimpl
+    def fetch_balances(self, ctx, account_id):
+        return [Balance(**self.usd)]
+
+
+def test_a_currency_no_longer_reported_leaves_the_balances_book_and_unchanged_ones_are_not_repeated(redis_server):
+    from livedata_core.subscriber import book
+
+    r = redis.Redis(port=redis_server.port)
+    eur = dict(CashBroker.usd, currency="EUR", cash=7.0)
+    r.hset("live_data:book:balances:C1", mapping={"USD": json.dumps(CashBroker.usd), "EUR": json.dumps(eur)})
+    table = {"accounts": ["C1"], "poll": {"balances": 0.05}}
+    messages, _ = run_broker(redis_server, CashBroker(), table, lambda seen: not r.hexists("live_data:book:balances:C1", "EUR"), 0.2)
+    assert list(book("balances", "C1", url=redis_server.url)) == ["USD"]
+    assert not [c for c, _ in messages if c == "live_data:balances:C1"]  # USD did not change: not published again
 
 
 class LedgerBroker:

@@ -167,6 +167,17 @@ class AsyncPublisher:
         self._published_seq = seq
         self._wakeup.set()
 
+    def drop_from_book(self, kind: str, identifier: str, field: str) -> None:
+        """Take one entry out of an account's book hash (``HDEL``), in order with the account's events; nothing is
+        published. The runner uses it for a currency the broker no longer reports. No-op with ``latest`` off."""
+        if not self.latest or self._closed:
+            return
+        event = _Event(kind, identifier, b"", self, (field, True))
+        event.publish = False
+        event.seq = self._published_seq = self._published_seq + 1
+        self._reliable.append(event)
+        self._wakeup.set()
+
     def publish_many(self, models: list[Any]) -> None:
         """Queue several models at once."""
         for m in models:
@@ -272,12 +283,12 @@ class AsyncPublisher:
         self._closed = True
         await self._conn.close()
         self.stats.connected = False
-        left = len(self._reliable)
-        if left:
-            log.error("%d account events were not published because Redis was unreachable at shutdown", left)
-            for event in self._reliable:
+        unpublished = [event for event in self._reliable if event.publish]  # not the book-only removals
+        if unpublished:
+            log.error("%d account events were not published because Redis was unreachable at shutdown", len(unpublished))
+            for event in unpublished:
                 log.error("unpublished %s on %s: %s", event.kind, event.channel.decode(), event.payload.decode())
-        return left
+        return len(unpublished)
 
     # -- writer ------------------------------------------------------------------------------------------------
     #
@@ -403,7 +414,7 @@ class AsyncPublisher:
             await self._connection_lost(exc, generation)
 
     def _batch_done(self, batch: "_Batch") -> None:
-        failed_events = {id(owner) for _, owner in batch.failed if isinstance(owner, _Event)}
+        failed_events = {id(owner) for _, owner in batch.failed if isinstance(owner, _Event) and owner.publish}
         refused = batch.refused - failed_events  # an event partly written for good is not "published"
         self.stats.refused += len(refused)
         self.stats.published += batch.messages - len(failed_events) - len(refused)
@@ -465,7 +476,7 @@ class AsyncPublisher:
             if isinstance(owner, _Event) and owner.book is not None and command.startswith((_HSET, _HDEL)):
                 batch.failed_books.add(owner.book[:2])
             return
-        if isinstance(owner, _Event):
+        if isinstance(owner, _Event) and owner.publish:
             batch.refused.add(id(owner))
             log.error("Redis refused %s on %s (%s); payload: %s", owner.kind, owner.channel.decode(), text,
                       owner.payload.decode())
@@ -544,13 +555,14 @@ class AsyncPublisher:
             if latest:
                 latest_pairs.append(b"%b%b%b\r\n" % (head[1], size, payload))
         for event in reliable:
-            commands.append(command(b"PUBLISH", event.channel, event.payload))
-            owners.append(event)
-            if event.latest_key is not None:
-                latest_pairs.append(_bulk(event.latest_key) + _bulk(event.payload))
-            if event.stream_key is not None:
-                commands.append(command(b"XADD", event.stream_key, b"MAXLEN", b"~", self._maxlen, b"*", b"data", event.payload))
+            if event.publish:
+                commands.append(command(b"PUBLISH", event.channel, event.payload))
                 owners.append(event)
+                if event.latest_key is not None:
+                    latest_pairs.append(_bulk(event.latest_key) + _bulk(event.payload))
+                if event.stream_key is not None:
+                    commands.append(command(b"XADD", event.stream_key, b"MAXLEN", b"~", self._maxlen, b"*", b"data", event.payload))
+                    owners.append(event)
             if event.book is not None:
                 key, field, closed = event.book
                 commands.append(command(b"HDEL", key, field) if closed else command(b"HSET", key, field, event.payload))
@@ -572,7 +584,8 @@ class AsyncPublisher:
             else:
                 self._confirm(covers)
             return None
-        batch = _Batch(b"".join(commands), owners, len(quotes) + len(reliable), quotes, reliable, commands=commands)
+        messages = len(quotes) + sum(1 for event in reliable if event.publish)
+        batch = _Batch(b"".join(commands), owners, messages, quotes, reliable, commands=commands)
         batch.covers = covers
         return batch
 
@@ -600,7 +613,7 @@ def _bulk(arg: bytes) -> bytes:
 class _Event:
     """An account event, encoded once when it is published, with every key it is written to."""
 
-    __slots__ = ("kind", "channel", "latest_key", "stream_key", "book", "payload", "seq")
+    __slots__ = ("kind", "channel", "latest_key", "stream_key", "book", "payload", "seq", "publish")
 
     def __init__(
         self, kind: str, identifier: str, payload: bytes, publisher: AsyncPublisher, book: tuple[str, bool] | None
@@ -619,6 +632,7 @@ class _Event:
         )
         self.payload = payload
         self.seq = 0  # the publish number (set by publish())
+        self.publish = True  # False: only the book write (drop_from_book)
 
 
 class _Batch:

@@ -77,18 +77,28 @@ class PositionChanges:
 
 
 class BalanceChanges:
-    """Balances (one per currency) that changed since the last poll."""
+    """Balances (one per currency) that changed since the last poll; :attr:`vanished` lists the currencies the
+    last poll no longer reported (they are taken out of the account's book)."""
 
     def __init__(self) -> None:
-        self._last: dict[str, tuple[Any, ...]] = {}
+        self._last: dict[str, tuple[Any, ...]] | None = None
+        self.vanished: list[str] = []
+
+    @property
+    def seeded(self) -> bool:
+        """Whether a previous state is known (seeded, or a poll happened)."""
+        return self._last is not None
+
+    def seed(self, balances: list[Balance]) -> None:
+        """Start from ``balances`` (an earlier run's book) as if they were the previous poll's result."""
+        self._last = {b.currency: _content(b) for b in balances}
 
     def __call__(self, balances: list[Balance]) -> list[Balance]:
-        changed = []
-        for b in balances:
-            content = _content(b)
-            if self._last.get(b.currency) != content:
-                self._last[b.currency] = content
-                changed.append(b)
+        last = self._last or {}
+        current = {b.currency: _content(b) for b in balances}
+        changed = [b for b in balances if last.get(b.currency) != current[b.currency]]
+        self.vanished = sorted(last.keys() - current.keys())
+        self._last = current
         return changed
 
 

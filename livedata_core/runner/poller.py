@@ -9,10 +9,10 @@ import math
 import time
 
 from ..errors import AuthError, BrokerError, LoginRequired, RateLimited
-from ..models import Account, Position, from_dict, now_ms
+from ..models import Account, from_dict, now_ms
 from .backoff import Backoff
 from .broker_runtime import BrokerRuntime
-from .changes import MODEL_OF, PositionChanges, differ_for
+from .changes import MODEL_OF, BalanceChanges, PositionChanges, differ_for
 from .config import POLL_KINDS
 from ..aio_tools import reraise_if_cancelling, within
 
@@ -105,25 +105,26 @@ class AccountPoller:
         ticks = math.floor((now + at_least - self.started) / interval) + 1
         return self.started + ticks * interval - now
 
-    async def _seed_from_book(self, differ: PositionChanges, account: str) -> None:
+    async def _seed_from_book(self, kind: str, differ: PositionChanges | BalanceChanges, account: str) -> None:
         # The account's book in Redis is what consumers believe is held, possibly left by an earlier run. Diffing
         # the first poll against it publishes a position closed while the runner was down as closed (quantity 0,
-        # which also takes it out of the book) and does not publish unchanged positions again.
+        # which also takes it out of the book), takes currencies no longer reported out of the balances book, and
+        # does not publish unchanged entries again.
         read_book = getattr(self.rt.publisher, "read_book", None)
         if read_book is None:
             return
         try:
-            stored = await read_book("positions", account)
+            stored = await read_book(kind, account)
         except Exception as exc:
             reraise_if_cancelling()
-            self.rt.log.warning("could not read the positions book of %s (every position is published): %s", account, exc)
+            self.rt.log.warning("could not read the %s book of %s (every entry is published): %s", kind, account, exc)
             return
         previous = []
-        for symbol, data in stored.items():
+        for field, data in stored.items():
             try:
-                previous.append(from_dict(Position, data))
+                previous.append(from_dict(MODEL_OF[kind], data))
             except (ValueError, TypeError) as exc:
-                self.rt.log.warning("ignoring %s in the positions book of %s: %s", symbol, account, exc)
+                self.rt.log.warning("ignoring %s in the %s book of %s: %s", field, kind, account, exc)
         differ.seed(previous)
 
     async def _seed_from_stream(self, kind: str, account: str) -> int | None:
@@ -169,8 +170,8 @@ class AccountPoller:
                 await self.rt.ensure_authenticated()
                 generation = self.rt.auth_generation
                 poll_started = now_ms()
-                if kind == "positions" and not differ.seeded:
-                    await self._seed_from_book(differ, account)
+                if kind in ("positions", "balances") and not differ.seeded:
+                    await self._seed_from_book(kind, differ, account)
                 elif kind in ("orders", "transactions") and not seeded_events:
                     newest = await self._seed_from_stream(kind, account)
                     seeded_events = True
@@ -189,6 +190,10 @@ class AccountPoller:
                     if self.rt.publish(model):
                         self.rt.status.messages += 1
                         self.rt.status.last_message_at = time.time()
+                if kind == "balances" and differ.vanished:
+                    drop = getattr(self.rt.publisher, "drop_from_book", None)
+                    for currency in differ.vanished if drop is not None else ():
+                        drop("balances", account, currency)
                 last_ok = poll_started
                 self.rt.status.polls[kind] = self.rt.status.polls.get(kind, 0) + 1
                 if not self.rt.broker.has("stream"):
