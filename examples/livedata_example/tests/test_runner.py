@@ -3,6 +3,7 @@
 import asyncio
 
 from livedata_core.runner import Runner, load_config
+from livedata_core.testing import running
 from livedata_core.tokens import MemoryTokenStore
 
 
@@ -17,15 +18,10 @@ def test_runner_publishes_quotes_positions_and_balances(exchange, api_key, publi
     config = load_config({"redis": {"url": redis_url}, "brokers": {"example": table}}, env={})
 
     async def scenario():
-        runner = Runner(config, token_store=MemoryTokenStore())
-        task = asyncio.create_task(runner.run())
-        try:
+        async with running(Runner(config, token_store=MemoryTokenStore())):
             quotes = await published.wait_for_async("quotes", "AAPL")
             positions = await published.wait_for_async("positions", "ACC-1")
             balances = await published.wait_for_async("balances", "ACC-1")
-        finally:
-            runner.stop()
-            await task
         return quotes[0], positions[0], balances[0]
 
     quote, position, balance = asyncio.run(scenario())
