@@ -185,42 +185,27 @@ class AsyncPublisher:
 
     async def read_book(self, kind: str, identifier: str, timeout: float = 5.0) -> dict[str, Any]:
         """The book hash of an account as published so far (``{symbol or currency: payload dict}``); empty when
-        ``latest`` is off. Uses a short-lived connection of its own.
+        ``latest`` is off.
 
         :raises PublishError: Redis did not answer.
         """
         if not self.latest:
             return {}
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(self.url, socket_connect_timeout=timeout, socket_timeout=timeout)
-        try:
-            raw = await within(client.hgetall(book_key(kind, identifier, self.prefix)), timeout)
-        except (aioredis.RedisError, OSError, TimeoutError) as exc:
-            raise PublishError(f"cannot read {kind} book of {identifier} from Redis at {mask_url(self.url)}: {exc}") from None
-        finally:
-            await client.aclose()
+        key = book_key(kind, identifier, self.prefix)
+        raw = await self._read(f"{kind} book of {identifier}", lambda client: client.hgetall(key), timeout)
         return {field.decode(): orjson.loads(payload) for field, payload in raw.items()}
 
     async def read_stream(self, kind: str, identifier: str, count: int | None = None, timeout: float = 5.0) -> list[dict[str, Any]]:
         """The newest payloads (at most ``count``, default the stream's cap) of an account's orders or
-        transactions stream, newest first; empty when ``streams`` is off. Uses a short-lived connection.
+        transactions stream, newest first; empty when ``streams`` is off.
 
         :raises PublishError: Redis did not answer.
         """
         if not self.streams:
             return []
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(self.url, socket_connect_timeout=timeout, socket_timeout=timeout)
-        try:
-            entries = await within(
-                client.xrevrange(stream_key(kind, identifier, self.prefix), count=count or int(self._maxlen)), timeout
-            )
-        except (aioredis.RedisError, OSError, TimeoutError) as exc:
-            raise PublishError(f"cannot read {kind} stream of {identifier} from Redis at {mask_url(self.url)}: {exc}") from None
-        finally:
-            await client.aclose()
+        key = stream_key(kind, identifier, self.prefix)
+        entries = await self._read(f"{kind} stream of {identifier}",
+                                   lambda client: client.xrevrange(key, count=count or int(self._maxlen)), timeout)  # fmt: skip
         out = []
         for _, fields in entries:
             try:
@@ -228,6 +213,19 @@ class AsyncPublisher:
             except (KeyError, orjson.JSONDecodeError):
                 continue  # an entry someone else wrote
         return out
+
+    async def _read(self, what: str, call: Any, timeout: float) -> Any:
+        # Reads are rare (the first poll of an account) and must not wait behind the pipelined writes: they use a
+        # short-lived redis-py connection of their own.
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            return await within(call(client), timeout)
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            raise PublishError(f"cannot read {what} from Redis at {mask_url(self.url)}: {exc}") from None
+        finally:
+            await client.aclose()
 
     @property
     def pending(self) -> int:
