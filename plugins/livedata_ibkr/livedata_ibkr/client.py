@@ -13,6 +13,7 @@ import httpx
 import orjson
 
 from livedata_core.errors import AuthError, BrokerError, RateLimited, StreamError
+from livedata_core.retry_after import parse_retry_after
 
 from .pacing import ENDPOINT_INTERVALS, Pacer
 from .settings import IbkrSettings, ssl_context
@@ -76,7 +77,7 @@ class IbkrClient:
             status = response.status_code
             if status == 429:
                 self.rate_limited += 1
-                wait = _retry_after(response) or self.settings.rate_limit_backoff
+                wait = parse_retry_after(response.headers.get("Retry-After")) or self.settings.rate_limit_backoff
                 self.pacer.penalize(method, path, wait)
                 if attempt < self.settings.rate_limit_retries:
                     attempt += 1
@@ -98,14 +99,6 @@ class IbkrClient:
                 return orjson.loads(response.content)
             except orjson.JSONDecodeError:
                 raise BrokerError(f"IBKR gateway sent a body that is not JSON for {method} {path}") from None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -145,6 +145,7 @@ class FakeGateway:
         self.ws_connections = 0
         self.dropped_quotes = 0
         self._rate_limits: dict[str, int] = defaultdict(int)
+        self.retry_after = "0.05"
         self._orders_called = False
         self._servers: list[Any] = []
         self._closing: set[asyncio.Task[None]] = set()
@@ -218,9 +219,11 @@ class FakeGateway:
 
     # -- test controls -------------------------------------------------------------------------------------
 
-    def rate_limit(self, path: str, times: int = 1) -> None:
-        """Answer the next ``times`` requests to ``path`` (without ``/v1/api``) with HTTP 429."""
+    def rate_limit(self, path: str, times: int = 1, retry_after: str = "0.05") -> None:
+        """Answer the next ``times`` requests to ``path`` (without ``/v1/api``) with HTTP 429 and this
+        ``Retry-After`` header."""
         self._rate_limits[path] += times
+        self.retry_after = retry_after
 
     def calls(self, path: str, method: str | None = None) -> list[Recorded]:
         return [r for r in self.requests if r.path == path and (method is None or r.method == method)]
@@ -402,7 +405,7 @@ class FakeGateway:
                 head_out = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
                             f"Content-Length: {len(body)}\r\n")
                 if status == 429:
-                    head_out += "Retry-After: 0.05\r\n"
+                    head_out += f"Retry-After: {self.retry_after}\r\n"
                 writer.write(head_out.encode() + b"\r\n" + body)
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError, ssl.SSLError, ValueError):

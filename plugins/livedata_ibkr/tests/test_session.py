@@ -144,6 +144,16 @@ def test_429_is_retried_then_raised_as_ratelimited(ibkr, authenticated):
     run(main())
 
 
+def test_an_unreadable_or_endless_retry_after_does_not_block_the_endpoint(ibkr, authenticated):
+    async def main():
+        async with FakeGateway() as gw, authenticated(gw, rate_limit_retries=2) as ctx:
+            gw.rate_limit("/portfolio/accounts", times=1, retry_after="inf")
+            accounts = await asyncio.wait_for(ibkr.call("fetch_accounts", ctx=ctx), 5)
+            assert [a.account_id for a in accounts] == ["DU1234"]  # retried after rate_limit_backoff instead
+
+    run(main())
+
+
 def test_login_waits_for_the_browser_login_and_opens_the_brokerage_session(ibkr, make_ctx, capsys):
     async def main():
         async with FakeGateway() as gw:

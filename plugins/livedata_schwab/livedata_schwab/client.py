@@ -7,9 +7,7 @@ Other plugins (the thinkorswim streamer) use :class:`SchwabClient` for ``access_
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import math
 import ssl
 import time
 from typing import Any
@@ -17,33 +15,14 @@ from typing import Any
 import httpx
 
 from livedata_core.errors import AuthError, BrokerError, ConfigError, RateLimited
+from livedata_core.retry_after import parse_retry_after
 from livedata_core.tokens import TokenStore
 
 from .ratelimit import RateLimiter
 from .settings import SchwabSettings
 from .tokens import TokenManager
 
-MAX_RETRY_AFTER = 600.0
-"""The longest ``Retry-After`` honoured, in seconds: a larger (or unreadable) value must not stall polling for hours."""
-
 __all__ = ["SchwabClient", "iso_ms", "parse_retry_after"]
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (a number or an HTTP date); ``None`` if absent or unreadable."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return min(max(0.0, seconds), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER)
 
 
 def _as_list(data: Any, endpoint: str) -> list[Any]:

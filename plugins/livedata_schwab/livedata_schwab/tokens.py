@@ -18,6 +18,7 @@ import attrs
 import httpx
 
 from livedata_core.errors import AuthError, BrokerError, LoginRequired, RateLimited
+from livedata_core.retry_after import parse_retry_after
 from livedata_core.tokens import TokenStore, token_lock
 
 from .settings import SchwabSettings
@@ -112,7 +113,7 @@ async def request_tokens(
     except httpx.TransportError as exc:
         raise BrokerError(f"could not reach Schwab's token endpoint {url}: {type(exc).__name__}") from None
     if response.status_code == 429:
-        raise RateLimited("Schwab's token endpoint asked us to slow down (429)", _retry_after(response))
+        raise RateLimited("Schwab's token endpoint asked us to slow down (429)", parse_retry_after(response.headers.get("Retry-After")))
     if response.status_code >= 500:
         raise BrokerError(f"Schwab's token endpoint failed with HTTP {response.status_code}; try again later")
     try:
@@ -137,12 +138,6 @@ async def request_tokens(
         )
     except (KeyError, TypeError, ValueError):
         raise BrokerError("Schwab's token endpoint answered 200 without usable tokens; try again") from None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    from .client import parse_retry_after
-
-    return parse_retry_after(response.headers.get("Retry-After"))
 
 
 def _duration(seconds: float) -> str:
