@@ -35,7 +35,8 @@ def mask_secrets(text: str) -> str:
 
 
 class SecretFilter(logging.Filter):
-    """Mask tokens and passwords in every record that passes through."""
+    """Mask tokens and passwords in every record that passes through (for an application's own handlers; the
+    CLI's formatters mask their whole output, tracebacks included)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -78,8 +79,7 @@ def setup_logging(verbosity: int = 0, json_lines: bool | None = None) -> None:
     if json_lines is None:
         json_lines = os.environ.get("LIVEDATA_LOG_FORMAT", "").lower() == "json"
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if json_lines else _Formatter())
-    handler.addFilter(SecretFilter())
+    handler.setFormatter(_JsonFormatter() if json_lines else _Formatter())  # both mask secrets in what they write
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

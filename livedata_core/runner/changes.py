@@ -102,55 +102,40 @@ class BalanceChanges:
         return changed
 
 
-class OrderEvents:
-    """Each order state exactly once: account, id, status, the broker's status word, the event id, filled
-    quantity, quantity and prices. Two events of one order that differ in any of these are both published.
-
-    One instance per broker is shared by its stream and its polls, so an order state that arrives both ways
-    is published once.
-    """
+class _PublishedOnce:
+    """Remembers the account events published (by :meth:`key`), so each is published once. One instance per
+    broker is shared by its stream and its polls; a restart seeds it from the capped streams."""
 
     def __init__(self) -> None:
         self._seen = SeenSet()
+
+    @staticmethod
+    def key(model: Any) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def seen(self, model: Any) -> bool:
+        return self.key(model) in self._seen
+
+    def add(self, model: Any) -> None:
+        self._seen.add(self.key(model))
+
+
+class OrderEvents(_PublishedOnce):
+    """Each order state exactly once: account, id, status, the broker's status word, the event id, filled
+    quantity, quantity and prices. Two events of one order that differ in any of these are both published."""
 
     @staticmethod
     def key(o: Order) -> tuple[Any, ...]:
         return (o.account_id, o.order_id, o.status, o.broker_status, o.event_id, o.filled_quantity, o.quantity, o.price,
                 o.stop_price)
 
-    def seen(self, o: Order) -> bool:
-        return self.key(o) in self._seen
 
-    def add(self, o: Order) -> None:
-        self._seen.add(self.key(o))
-
-    def __call__(self, orders: list[Order]) -> list[Order]:
-        """The orders not seen before; marking them seen is the caller's job once they are published."""
-        return [o for o in orders if not self.seen(o)]
-
-
-class TransactionEvents:
-    """Each transaction (account, id) exactly once; shared by a broker's stream and polls."""
-
-    def __init__(self) -> None:
-        self._seen = SeenSet()
+class TransactionEvents(_PublishedOnce):
+    """Each transaction (account, id) exactly once."""
 
     @staticmethod
     def key(t: Transaction) -> tuple[Any, ...]:
         return (t.account_id, t.transaction_id)
-
-    def seen(self, t: Transaction) -> bool:
-        return self.key(t) in self._seen
-
-    def add(self, t: Transaction) -> None:
-        self._seen.add(self.key(t))
-
-    def __call__(self, transactions: list[Transaction]) -> list[Transaction]:
-        """The transactions not seen before; marking them seen is the caller's job once they are published."""
-        return [t for t in transactions if not self.seen(t)]
-
-
-MODEL_OF = {"positions": Position, "balances": Balance, "orders": Order, "transactions": Transaction}
 
 
 def differ_for(kind: str):

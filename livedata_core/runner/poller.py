@@ -9,10 +9,10 @@ import math
 import time
 
 from ..errors import AuthError, BrokerError, LoginRequired, RateLimited
-from ..models import Account, from_dict, now_ms
+from ..models import MODEL_FOR_TYPE, Account, from_dict, now_ms
 from .backoff import Backoff
 from .broker_runtime import BrokerRuntime
-from .changes import MODEL_OF, BalanceChanges, PositionChanges, differ_for
+from .changes import BalanceChanges, PositionChanges, differ_for
 from .config import POLL_KINDS
 from ..aio_tools import reraise_if_cancelling, within
 
@@ -122,7 +122,7 @@ class AccountPoller:
         previous = []
         for field, data in stored.items():
             try:
-                previous.append(from_dict(MODEL_OF[kind], data))
+                previous.append(from_dict(MODEL_FOR_TYPE[kind], data))
             except (ValueError, TypeError) as exc:
                 self.rt.log.warning("ignoring %s in the %s book of %s: %s", field, kind, account, exc)
         differ.seed(previous)
@@ -141,7 +141,7 @@ class AccountPoller:
                                 "published again): %s", kind, account, exc)  # fmt: skip
             return None
         events = self.rt.order_events if kind == "orders" else self.rt.transaction_events
-        model_cls = MODEL_OF[kind]
+        model_cls = MODEL_FOR_TYPE[kind]
         newest: int | None = None
         for data in stored:
             try:
@@ -159,7 +159,7 @@ class AccountPoller:
         # Orders and transactions are deduplicated by the runtime (shared with the stream); positions and
         # balances are published when they changed since this account's previous poll.
         differ = differ_for(kind) if kind in ("positions", "balances") else list
-        model_cls = MODEL_OF[kind]
+        model_cls = MODEL_FOR_TYPE[kind]
         backoff = Backoff(self.rt.backoff_config.initial, self.rt.backoff_config.max)
         last_ok = self.started_ms
         seeded_events = False

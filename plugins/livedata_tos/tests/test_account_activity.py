@@ -24,11 +24,8 @@ OID = "1000000077"
 
 
 def core_dedupe(orders: list) -> list:
-    """What the runner publishes of ``orders``: the core's once-per-state filter, marking each as published.
-    (Works with ``OrderEvents.seen``/``add`` and with the older ``is_new``.)"""
+    """What the runner publishes of ``orders``: the core's once-per-state filter, marking each as published."""
     events = OrderEvents()
-    if not hasattr(events, "seen"):
-        return [o for o in orders if events.is_new(o)]
     out = []
     for o in orders:
         if not events.seen(o):
