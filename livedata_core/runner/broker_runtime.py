@@ -21,6 +21,7 @@ from ..errors import (
     StreamError, SymbolsRefused,
 )
 from ..models import Balance, Order, Position, Quote, Transaction
+from ..publisher import AsyncPublisher
 from ..streaming import HEARTBEAT, BrokerStream
 from ..tokens import TokenStore
 from .backoff import Backoff
@@ -42,14 +43,14 @@ SUBSCRIBE_TIMEOUT = 10.0
 class BrokerRuntime:
     """Drive one broker: authentication, the supervised stream, and symbol subscriptions.
 
-    :param publisher: anything with a non-blocking ``publish(model)`` (the runner's ``AsyncPublisher``).
+    :param publisher: the runner's :class:`~livedata_core.publisher.AsyncPublisher`.
     """
 
     def __init__(
         self,
         broker: Broker,
         config: BrokerConfig,
-        publisher: Any,
+        publisher: AsyncPublisher,
         backoff: BackoffConfig,
         tokens: TokenStore | None = None,
     ) -> None:

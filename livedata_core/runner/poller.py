@@ -110,11 +110,8 @@ class AccountPoller:
         # the first poll against it publishes a position closed while the runner was down as closed (quantity 0,
         # which also takes it out of the book), takes currencies no longer reported out of the balances book, and
         # does not publish unchanged entries again.
-        read_book = getattr(self.rt.publisher, "read_book", None)
-        if read_book is None:
-            return
         try:
-            stored = await read_book(kind, account)
+            stored = await self.rt.publisher.read_book(kind, account)
         except Exception as exc:
             reraise_if_cancelling()
             self.rt.log.warning("could not read the %s book of %s (every entry is published): %s", kind, account, exc)
@@ -130,11 +127,8 @@ class AccountPoller:
     async def _seed_from_stream(self, kind: str, account: str) -> int | None:
         # Order states and transactions an earlier run published are in the account's capped stream: marking
         # them seen keeps a restart from publishing them a second time. Returns when the newest was received.
-        read_stream = getattr(self.rt.publisher, "read_stream", None)
-        if read_stream is None:
-            return None
         try:
-            stored = await read_stream(kind, account)
+            stored = await self.rt.publisher.read_stream(kind, account)
         except Exception as exc:
             reraise_if_cancelling()
             self.rt.log.warning("could not read the %s stream of %s (states published before a restart may be "
@@ -190,10 +184,9 @@ class AccountPoller:
                     if self.rt.publish(model):
                         self.rt.status.messages += 1
                         self.rt.status.last_message_at = time.time()
-                if kind == "balances" and differ.vanished:
-                    drop = getattr(self.rt.publisher, "drop_from_book", None)
-                    for currency in differ.vanished if drop is not None else ():
-                        drop("balances", account, currency)
+                if kind == "balances":
+                    for currency in differ.vanished:
+                        self.rt.publisher.drop_from_book("balances", account, currency)
                 last_ok = poll_started
                 self.rt.status.polls[kind] = self.rt.status.polls.get(kind, 0) + 1
                 if not self.rt.broker.has("stream"):
