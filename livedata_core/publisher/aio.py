@@ -271,13 +271,7 @@ class AsyncPublisher:
                     except Exception:  # the task's own failure was logged where it happened
                         pass
             self._task = self._reader_task = None
-            # What was sent but never answered may not have arrived: count it as not published.
-            while self._in_flight:
-                batch = self._in_flight.pop()
-                self._reliable.extendleft(reversed(batch.reliable or batch.retry))
-            if self._retry is not None:
-                self._reliable.extendleft(reversed(self._retry.retry))
-                self._retry = None
+            self._requeue_unanswered()  # sent but never answered may not have arrived: not published
         self._closed = True
         await self._conn.close()
         self.stats.connected = False
@@ -486,8 +480,17 @@ class AsyncPublisher:
             return  # an older connection's reader or writer: the current one is already being handled
         self._note_error(exc)
         self._generation += 1
-        # Queue every unanswered batch again, synchronously (before any await lets a reconnect start): newest
-        # first, so that account events end up in their order. A retry batch goes back as its whole events.
+        self._requeue_unanswered()  # synchronously: before any await lets a reconnect start
+        reader, self._reader_task = self._reader_task, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+        self._window.set()
+        self._wakeup.set()
+        await self._conn.close()
+
+    def _requeue_unanswered(self) -> None:
+        """Queue every unanswered batch and the pending retry again: newest first, so that account events end
+        up in their order (a retry goes back as its whole events); a quote only where no newer one is queued."""
         while self._in_flight:
             batch = self._in_flight.pop()
             self._reliable.extendleft(reversed(batch.reliable or batch.retry))
@@ -498,12 +501,6 @@ class AsyncPublisher:
         if self._retry is not None:
             self._reliable.extendleft(reversed(self._retry.retry))
             self._retry = None
-        reader, self._reader_task = self._reader_task, None
-        if reader is not None and reader is not asyncio.current_task():
-            reader.cancel()
-        self._window.set()
-        self._wakeup.set()
-        await self._conn.close()
 
     def _note_error(self, exc: Exception) -> None:
         if self.stats.connected:
