@@ -38,7 +38,6 @@ class IbkrClient:
         self.ssl = ssl_context(settings) if settings.base_url.startswith("https") else None
         self.pacer = Pacer(settings.max_requests_per_second, {**ENDPOINT_INTERVALS, **settings.pacing_overrides})
         self.requests = 0
-        self.rate_limited = 0
         self.http = httpx.AsyncClient(
             base_url=settings.base_url.rstrip("/"),
             verify=self.ssl if self.ssl is not None else True,
@@ -76,7 +75,6 @@ class IbkrClient:
                 ) from None
             status = response.status_code
             if status == 429:
-                self.rate_limited += 1
                 wait = parse_retry_after(response.headers.get("Retry-After")) or self.settings.rate_limit_backoff
                 self.pacer.penalize(method, path, wait)
                 if attempt < self.settings.rate_limit_retries:

@@ -56,7 +56,6 @@ class Pacer:
         self._next_endpoint: dict[str, float] = {}
         self._global_lock = asyncio.Lock()
         self._endpoint_locks: dict[str, asyncio.Lock] = {}
-        self.waited = 0.0
 
     async def wait(self, method: str, path: str) -> None:
         """Return when a request to ``method path`` may be sent."""
@@ -85,5 +84,4 @@ class Pacer:
     async def _sleep_until(self, when: float) -> None:
         delay = when - self._clock()
         if delay > 0:
-            self.waited += delay
             await asyncio.sleep(delay)
