@@ -14,6 +14,7 @@ import orjson
 
 from livedata_core.errors import AuthError, BrokerError, RateLimited, StreamError
 from livedata_core.retry_after import parse_retry_after
+from livedata_core.redis_url import mask_url
 
 from .pacing import ENDPOINT_INTERVALS, Pacer
 from .settings import IbkrSettings, ssl_context
@@ -70,7 +71,7 @@ class IbkrClient:
                 raise StreamError(f"IBKR gateway did not answer {method} {path} in time ({type(exc).__name__})") from None
             except httpx.TransportError as exc:
                 raise StreamError(
-                    f"IBKR gateway at {self.settings.base_url} is not reachable ({type(exc).__name__}: {exc}); "
+                    f"IBKR gateway at {mask_url(self.settings.base_url)} is not reachable ({type(exc).__name__}: {exc}); "
                     "is the Client Portal gateway running?"
                 ) from None
             status = response.status_code

@@ -10,6 +10,7 @@ import attrs
 from attrs import validators as v
 
 from livedata_core.errors import ConfigError
+from livedata_core.redis_url import mask_url
 
 __all__ = ["IbkrSettings", "is_loopback_host", "ssl_context"]
 
@@ -78,16 +79,16 @@ class IbkrSettings:
     def __attrs_post_init__(self) -> None:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"base_url must be an http(s) URL with a host, was {self.base_url!r}")
+            raise ConfigError(f"base_url must be an http(s) URL with a host, was {mask_url(self.base_url)!r}")
         if self.ws_url:
             ws = urlsplit(self.ws_url)
             if ws.scheme not in ("ws", "wss") or not ws.hostname:
-                raise ConfigError(f"ws_url must be a ws(s) URL with a host, was {self.ws_url!r}")
+                raise ConfigError(f"ws_url must be a ws(s) URL with a host, was {mask_url(self.ws_url)!r}")
         for key, url, plain in (("base_url", self.base_url, "http"), ("ws_url", self.ws_url, "ws")):
             parts = urlsplit(url)
             if url and parts.scheme == plain and not is_loopback_host(parts.hostname or ""):
                 raise ConfigError(
-                    f"{key} {url!r} is unencrypted {plain}:// to {parts.hostname}, which would send the "
+                    f"{key} {mask_url(url)!r} is unencrypted {plain}:// to {parts.hostname}, which would send the "
                     f"gateway session across the network in clear text; use {plain}s:// (with ca_bundle for the "
                     f"gateway's certificate), or {plain}:// only for a gateway on this machine (localhost, "
                     "127.0.0.1, ::1)"

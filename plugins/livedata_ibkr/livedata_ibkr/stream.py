@@ -26,6 +26,7 @@ from websockets.protocol import State
 
 from livedata_core.aio_tools import within
 from livedata_core.errors import AuthError, LivedataError, StreamError, SymbolsRefused
+from livedata_core.redis_url import mask_url
 from livedata_core.streaming import HEARTBEAT, BrokerStream, StreamStats
 
 from .parsers import BROKER, parse_order
@@ -114,7 +115,7 @@ class IbkrStream(BrokerStream):
                 raise AuthError(f"IBKR websocket refused the session (HTTP {exc.response.status_code})") from None
             raise StreamError(f"IBKR websocket handshake failed (HTTP {exc.response.status_code})") from None
         except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
-            raise StreamError(f"IBKR websocket {url} not reachable ({type(exc).__name__}: {exc})") from None
+            raise StreamError(f"IBKR websocket {mask_url(url)} not reachable ({type(exc).__name__}: {exc})") from None
         try:
             await within(self._await_authenticated(token), self.settings.ws_auth_timeout)
             if self.settings.stream_orders:

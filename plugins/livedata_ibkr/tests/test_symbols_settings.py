@@ -75,3 +75,11 @@ def test_renew_interval_must_be_below_the_ten_minute_subscription_lifetime(ibkr,
     with pytest.raises(ConfigError, match="renew_interval must be below 600 seconds"):
         ibkr.make_context({"renew_interval": value})
     assert ibkr.make_context({"renew_interval": 599}).settings.renew_interval == 599.0
+
+
+def test_gateway_urls_with_credentials_are_masked_in_errors():
+    from livedata_core.plugins import get_broker
+
+    with pytest.raises(ConfigError) as error:
+        get_broker("ibkr").make_context({"base_url": "http://user:S3CRET@10.0.0.5:5000/v1/api"})
+    assert "unencrypted" in str(error.value) and "S3CRET" not in str(error.value)
