@@ -7,10 +7,12 @@ or in ``pyproject.toml`` (works wherever the tests live)::
     [tool.pytest.ini_options]
     addopts = "-p livedata_core.testing"
 
-Fixtures:
+Every test runs without the ``LIVEDATA_REDIS_URL``, ``LIVEDATA_PREFIX``, ``LIVEDATA_LOG_FORMAT``,
+``LIVEDATA_LOAD_PLUGINS`` and ``LIVEDATA_DISABLED_PLUGINS`` a developer may have exported, so nothing reaches a
+real Redis. Fixtures:
 
 ``redis_server``
-    A private ``redis-server`` for the whole session, emptied before each test. Has ``.url``, ``.port``,
+    A private ``redis-server`` for the whole test run, emptied before each test. Has ``.url``, ``.port``,
     ``.version``.
 ``private_redis``
     A ``redis-server`` of the test's own, which the test may ``kill()`` and ``start()`` again.
@@ -40,6 +42,18 @@ from .threads import ServerThread
 from .websocket import FrameServer
 
 __all__ = ["FrameServer", "PublishedCollector", "ServerThread", "registered_plugin", "running"]
+
+
+# Settings a developer may have exported for real use; a test must never publish to that Redis or run with that
+# plugin selection. LIVEDATA_REDIS_SERVER (which redis-server binary to start) is kept.
+_USER_SETTINGS = ("LIVEDATA_REDIS_URL", "LIVEDATA_PREFIX", "LIVEDATA_LOG_FORMAT", "LIVEDATA_LOAD_PLUGINS",
+                  "LIVEDATA_DISABLED_PLUGINS")  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _livedata_clean_environment(monkeypatch):
+    for name in _USER_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")
