@@ -99,7 +99,15 @@ def test_fetch_commands_print_and_publish(redis_server):
     out = run("positions", "demo", env=env)
     assert out.returncode == 0, out.stderr
     assert "SYMBOL" in out.stdout and "AAPL" in out.stdout and "published 2 positions" in out.stderr
-    assert json.loads(redis.Redis(port=redis_server.port).get("live_data:latest:positions:DEMO-1"))["symbol"] == "MSFT"
+    r = redis.Redis(port=redis_server.port)
+    assert json.loads(r.get("live_data:latest:positions:DEMO-1"))["symbol"] == "MSFT"
+    assert sorted(r.hkeys("live_data:book:positions:DEMO-1")) == [b"AAPL", b"MSFT"]  # the whole book, not the last
+    out = run("accounts", "demo", env=env)
+    assert out.returncode == 0 and "DEMO-1" in out.stdout and "margin" in out.stdout
+    for kind in ("orders", "transactions"):
+        out = run(kind, "demo", "DEMO-1", "--days", "1", "--no-publish", "--json", env=env)
+        assert out.returncode == 0, out.stderr
+        assert isinstance(json.loads(out.stdout), list)
     out = run("balances", "demo", "DEMO-1", "--no-publish", "--json", env=env)
     assert json.loads(out.stdout)[0]["account_id"] == "DEMO-1"
     out = run("positions", "demo", "NOPE", env=env)
