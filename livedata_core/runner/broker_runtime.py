@@ -181,7 +181,6 @@ class BrokerRuntime:
                 self._stream = stream
             self.status.state = "streaming"
             self.status.connected_since = time.time()
-            self.status.symbols = sorted(self.symbols)
             self.log.info("streaming %d symbols", len(self.symbols))
             await self._pump(stream, backoff)
         finally:
@@ -313,7 +312,6 @@ class BrokerRuntime:
         async with self._sub_lock:
             new = [s for s in wanted if s not in self.symbols]
             self.symbols.update(new)
-            self.status.symbols = sorted(self.symbols)
             if new and self._stream is not None:
                 try:
                     await within(self._stream.subscribe(new), SUBSCRIBE_TIMEOUT)
@@ -332,7 +330,6 @@ class BrokerRuntime:
                     # Refused: roll back what was refused so status and the answer tell the truth.
                     refused = set(exc.symbols) & set(new) if isinstance(exc, SymbolsRefused) else set(new)
                     self.symbols.difference_update(refused)
-                    self.status.symbols = sorted(self.symbols)
                     self._record_error(f"subscribe {', '.join(sorted(refused))} failed", exc)
                     raise BrokerError(
                         f"{self.broker.name} did not subscribe {', '.join(s for s in new if s in refused)}: "
@@ -348,7 +345,6 @@ class BrokerRuntime:
         async with self._sub_lock:
             gone = [s for s in wanted if s in self.symbols]
             self.symbols.difference_update(gone)
-            self.status.symbols = sorted(self.symbols)
             if gone and self._stream is not None:
                 try:
                     await within(self._stream.unsubscribe(gone), SUBSCRIBE_TIMEOUT)
@@ -362,6 +358,7 @@ class BrokerRuntime:
             self._merge_skips(self._stream_obj)
         self.status.extra.update(self.ctx.status)
         data = self.status.as_dict()
+        data["symbols"] = sorted(self.symbols)
         q = self.last_quote
         data["last_quote"] = None if q is None else {"symbol": q.symbol, "bid": q.bid, "ask": q.ask, "last": q.last}
         return data

@@ -15,7 +15,6 @@ class BrokerStatus:
     broker: str
     state: str = "starting"
     connected_since: float | None = None
-    symbols: list[str] = attrs.field(factory=list)
     messages: int = 0
     last_message_at: float | None = None
     last_heartbeat_at: float | None = None
