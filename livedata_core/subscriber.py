@@ -1,7 +1,19 @@
 """Reading what livedata publishes, for consumers such as Thor.
 
-A plain redis-py subscriber works without any of this (``json.loads(message['data'])``). These helpers add
-typed models, short channel specs and the latest value::
+Payloads are JSON, so any Redis client can subscribe. With plain redis-py, skip the confirmation Redis sends
+first for every ``SUBSCRIBE`` / ``PSUBSCRIBE`` (its ``data`` is the number of subscriptions, an int, not JSON):
+``json.loads`` would raise ``TypeError`` on it::
+
+    import json, redis
+
+    r = redis.Redis()
+    p = r.pubsub(ignore_subscribe_messages=True)  # without it, the first message is the subscribe confirmation
+    p.subscribe("live_data:quotes:AAPL")
+    for message in p.listen():
+        quote = json.loads(message["data"])
+        print(quote["symbol"], quote["bid"], quote["ask"])
+
+These helpers add typed models, short channel specs, the latest value and reconnecting after a Redis restart::
 
     from livedata_core.subscriber import subscribe, latest
 
@@ -17,8 +29,11 @@ Specs are ``<type>:<identifier>`` (``quotes:AAPL``) or patterns with ``*`` (``qu
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import attrs
@@ -28,7 +43,8 @@ import redis.asyncio as aioredis
 
 from .channels import book_key, latest_key, parse_channel, pattern
 from .models import MODEL_FOR_TYPE, from_dict
-from .redis_url import redis_url_from_env
+from .redis_url import mask_url, redis_url_from_env
+from .runner.backoff import Backoff
 
 __all__ = ["Message", "asubscribe", "book", "latest", "subscribe"]
 
@@ -80,41 +96,117 @@ def _decode(message: dict[str, Any], prefix: str, models: bool) -> Message | Non
     return Message(kind, identifier, channel, data)
 
 
-def subscribe(*specs: str, url: str | None = None, prefix: str = "", models: bool = True) -> Iterator[Message]:
-    """Yield :class:`Message` for every payload published on the given channels or patterns (blocking)."""
+# Waits between reconnect attempts after Redis went away: from 0.1 s, doubling, up to 5 s.
+RECONNECT_INITIAL, RECONNECT_MAX = 0.1, 5.0
+
+def _no_retries(asynchronous: bool) -> dict[str, Any]:
+    # redis-py's own retries would hide an outage for a while and then raise anyway; the loops below own the
+    # waiting, so a dropped connection is reported to them at once.
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return {"retry": (AsyncRetry if asynchronous else Retry)(NoBackoff(), 0)}
+
+
+def _lost(url: str, exc: Exception, delay: float) -> None:
+    log.warning("subscriber lost Redis at %s (%s); subscribing again in %.1fs", mask_url(url), exc, delay)
+
+
+def subscribe(*specs: str, url: str | None = None, prefix: str = "", models: bool = True,
+              on_reconnect: Callable[[], object] | None = None) -> Iterator[Message]:
+    """Yield :class:`Message` for every payload published on the given channels or patterns (blocking).
+
+    Redis keeps no pub/sub messages for a subscriber that is not connected: whatever is published while Redis is
+    down or restarting, and until the subscription is back, is never delivered. The iterator reconnects on its
+    own with backoff (0.1 s doubling up to 5 s) and subscribes again; ``on_reconnect`` is called each time it
+    is subscribed again, which is the moment to catch up: :func:`latest` gives the current quote (and the last
+    position, balance, order and transaction) of an identifier, :func:`book` an account's whole positions or
+    balances, and the streams ``live_data:stream:orders:<account>`` / ``live_data:stream:transactions:<account>``
+    hold every order state and transaction (read from the last entry seen with ``XRANGE``). Subscribing first and
+    reading these afterwards loses nothing, though a change may then be seen twice.
+
+    The first connection is not retried: a wrong URL or password raises ``redis.ConnectionError`` (or
+    ``redis.AuthenticationError``) at once. A password refused on a reconnect raises too.
+
+    ``break`` out of the loop (or ``close()`` the iterator) to stop; Ctrl-C stops it also while it waits for Redis.
+    """
     channels, patterns = _split(specs, prefix)
-    client = redis.Redis.from_url(url or redis_url_from_env()[0])
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    url = url or redis_url_from_env()[0]
+    client = redis.Redis.from_url(url, **_no_retries(asynchronous=False))
+    backoff = Backoff(RECONNECT_INITIAL, RECONNECT_MAX)
+    subscribed_once = False
     try:
-        if channels:
-            pubsub.subscribe(*channels)
-        if patterns:
-            pubsub.psubscribe(*patterns)
-        for raw in pubsub.listen():
-            message = _decode(raw, prefix, models)
-            if message is not None:
-                yield message
+        while True:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                if channels:
+                    pubsub.subscribe(*channels)
+                if patterns:
+                    pubsub.psubscribe(*patterns)
+                if subscribed_once:
+                    log.info("subscriber: subscribed again at %s", mask_url(url))
+                    if on_reconnect is not None:
+                        on_reconnect()
+                subscribed_once = True
+                backoff.reset()
+                for raw in pubsub.listen():
+                    message = _decode(raw, prefix, models)
+                    if message is not None:
+                        yield message
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if not subscribed_once or isinstance(exc, redis.AuthenticationError):
+                    raise
+                delay = backoff.next_delay()
+                _lost(url, exc, delay)
+                time.sleep(delay)
+            finally:
+                pubsub.close()
     finally:
-        pubsub.close()
         client.close()
 
 
-async def asubscribe(*specs: str, url: str | None = None, prefix: str = "", models: bool = True) -> AsyncIterator[Message]:
-    """Async version of :func:`subscribe`."""
+async def asubscribe(*specs: str, url: str | None = None, prefix: str = "", models: bool = True,
+                     on_reconnect: Callable[[], object] | None = None) -> AsyncIterator[Message]:
+    """Async version of :func:`subscribe`: reconnects the same way, and may miss the same messages (see there).
+
+    ``on_reconnect`` may be a coroutine function. Cancelling the consuming task stops it, also while it waits for
+    Redis.
+    """
     channels, patterns = _split(specs, prefix)
-    client = aioredis.Redis.from_url(url or redis_url_from_env()[0])
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    url = url or redis_url_from_env()[0]
+    client = aioredis.Redis.from_url(url, **_no_retries(asynchronous=True))
+    backoff = Backoff(RECONNECT_INITIAL, RECONNECT_MAX)
+    subscribed_once = False
     try:
-        if channels:
-            await pubsub.subscribe(*channels)
-        if patterns:
-            await pubsub.psubscribe(*patterns)
-        async for raw in pubsub.listen():
-            message = _decode(raw, prefix, models)
-            if message is not None:
-                yield message
+        while True:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                if channels:
+                    await pubsub.subscribe(*channels)
+                if patterns:
+                    await pubsub.psubscribe(*patterns)
+                if subscribed_once:
+                    log.info("subscriber: subscribed again at %s", mask_url(url))
+                    if on_reconnect is not None:
+                        result = on_reconnect()
+                        if inspect.isawaitable(result):
+                            await result
+                subscribed_once = True
+                backoff.reset()
+                async for raw in pubsub.listen():
+                    message = _decode(raw, prefix, models)
+                    if message is not None:
+                        yield message
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if not subscribed_once or isinstance(exc, redis.AuthenticationError):
+                    raise
+                delay = backoff.next_delay()
+                _lost(url, exc, delay)
+                await asyncio.sleep(delay)
+            finally:
+                await pubsub.aclose()
     finally:
-        await pubsub.aclose()
         await client.aclose()
 
 
