@@ -74,3 +74,89 @@ def test_every_documented_command_line_parses(path, line):
     except SystemExit as exc:
         if exc.code:
             pytest.fail(f"{path.relative_to(ROOT)}: `{line}` is not accepted by the CLI")
+
+
+# -- the plain redis-py subscriber snippets ------------------------------------------------------------------
+
+
+def _docstring_blocks(path: Path) -> list[str]:
+    """The ``::`` literal blocks of a module docstring, dedented."""
+    import ast
+    import textwrap
+
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    blocks, lines = [], doc.splitlines()
+    for i, line in enumerate(lines):
+        if line.rstrip().endswith("::"):
+            body = []
+            for following in lines[i + 1:]:
+                if following.strip() and not following.startswith(" "):
+                    break
+                body.append(following)
+            blocks.append(textwrap.dedent("\n".join(body)).strip() + "\n")
+    return blocks
+
+
+def _redis_py_subscribers():
+    """Every documented snippet that subscribes with plain redis-py: (where, code)."""
+    for path in DOCS:
+        for i, block in enumerate(_blocks(path, ("python",))):
+            if ".pubsub(" in block:
+                yield f"{path.relative_to(ROOT)}#{i}", block
+    for path in sorted((ROOT / "livedata_core").rglob("*.py")):
+        for i, block in enumerate(_docstring_blocks(path)):
+            if ".pubsub(" in block:
+                yield f"{path.relative_to(ROOT)}#{i}", block
+
+
+SUBSCRIBERS = list(_redis_py_subscribers())
+
+# Runs a snippet as written; only the address of the default `redis.Redis()` is moved to the test's server.
+_RUN_SNIPPET = """
+import sys, redis
+port, where, code = int(sys.argv[1]), sys.argv[2], sys.stdin.read()
+
+class Redis(redis.Redis):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("port", port)
+        super().__init__(*args, **kwargs)
+
+redis.Redis = Redis
+exec(compile(code, where, "exec"), {"__name__": "__main__"})
+"""
+
+
+def test_the_plain_redis_py_snippet_is_shown_where_consumers_look():
+    places = {where.split("#")[0] for where, _ in SUBSCRIBERS}
+    assert {"README.md", "livedata_core/subscriber.py"} <= places
+    for where, code in SUBSCRIBERS:
+        # Says why: the subscribe confirmation (data is an int) must not reach json.loads.
+        assert "ignore_subscribe_messages=True" in code or 'message["type"]' in code, where
+        assert "confirmation" in code, f"{where} does not say why the subscribe confirmation is skipped"
+
+
+@pytest.mark.parametrize("where, code", SUBSCRIBERS, ids=[where for where, _ in SUBSCRIBERS])
+def test_the_documented_redis_py_snippet_parses_a_published_quote(where, code, private_redis):
+    import subprocess
+    import sys
+    import time
+
+    import redis
+
+    proc = subprocess.Popen([sys.executable, "-u", "-c", _RUN_SNIPPET, str(private_redis.port), where],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdin.write(code)
+    proc.stdin.close()
+    publisher = redis.Redis(port=private_redis.port)
+    try:
+        quote = b'{"broker": "demo", "symbol": "AAPL", "bid": 1.5, "ask": 1.6, "last": 1.55}'
+        deadline = time.monotonic() + 20
+        while publisher.publish("live_data:quotes:AAPL", quote) == 0 and proc.poll() is None:
+            assert time.monotonic() < deadline, "the snippet never subscribed"
+            time.sleep(0.05)
+        line = proc.stdout.readline()  # the snippet's first print, after parsing the quote
+        assert "AAPL" in line and "1.5" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+    finally:
+        proc.kill()
+        proc.wait(10)
+        publisher.close()
