@@ -281,3 +281,40 @@ def test_transport_loggers_stay_at_warning_below_vvv():
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
+
+
+def _publish_quotes_until(redis_server, stop, symbol="AAPL"):
+    """Publish a quote every 20 ms on ``live_data:quotes:<symbol>`` until ``stop`` is set (a feeding publisher)."""
+    import threading
+
+    def go():
+        client = redis.Redis(port=redis_server.port)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            client.publish(f"live_data:quotes:{symbol}",
+                           json.dumps({"broker": "demo", "symbol": symbol, "bid": n, "ask": n + 1, "last": n}))
+            time.sleep(0.02)
+        client.close()
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_tail_piped_into_head_ends_cleanly(redis_server):
+    """`livedata tail 'quotes:*' | head -4` in a real shell: four lines, then tail exits without a traceback."""
+    import shlex
+    import threading
+
+    stop = threading.Event()
+    feeder = _publish_quotes_until(redis_server, stop)
+    try:
+        command = " ".join(shlex.quote(part) for part in LIVEDATA) + " tail 'quotes:*' | head -4"
+        out = subprocess.run(["sh", "-c", command], env={**os.environ, "LIVEDATA_REDIS_URL": redis_server.url},
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        stop.set()
+        feeder.join(5)
+    assert len(out.stdout.splitlines()) == 4 and "quotes:AAPL" in out.stdout
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
