@@ -3,8 +3,10 @@
 One :class:`IbkrStream` is one connection. :meth:`connect` opens the socket with the tickle session in the
 ``api`` cookie (or sends it when the gateway says ``waiting for session``), waits for ``sts`` authenticated,
 and starts a keep-alive task that sends ``ech+hb`` and re-sends every ``smd`` before the gateway expires it
-(10 minutes). Reconnecting and resubscribing are the runner's job: a dropped socket raises
-:class:`StreamError`, lost authentication raises :class:`AuthError`.
+(10 minutes). Order updates start in the background: the ``GET /iserver/account/orders`` pre-flight IBKR
+requires before ``sor`` is paced at one per 5 s, and market data (``smd``) does not need it, so quotes flow
+(and frames are read) while it waits. Reconnecting and resubscribing are the runner's job: a dropped socket
+raises :class:`StreamError`, lost authentication raises :class:`AuthError`.
 
 :meth:`close` is bounded (well inside the runner's 2 s for it) and leaves no socket open, also when it is
 cancelled: a gateway that does not finish the closing handshake in time gets its TCP connection aborted.
@@ -24,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect as ws_connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
 from websockets.protocol import State
 
-from livedata_core.aio_tools import within
+from livedata_core.aio_tools import reraise_if_cancelling, within
 from livedata_core.errors import AuthError, LivedataError, StreamError, SymbolsRefused
 from livedata_core.redis_url import mask_url
 from livedata_core.streaming import HEARTBEAT, BrokerStream, StreamStats
@@ -43,7 +45,7 @@ _QUIET_TOPICS = frozenset({"act", "tic", "ech", "blt", "ntf", "spl", "str"})
 #: Seconds for the websocket closing handshake before the TCP connection is aborted (the runner gives a
 #: stream's whole close() 2 s).
 CLOSE_WAIT = 1.0
-#: Seconds to wait for the keep-alive task to stop when closing.
+#: Seconds to wait for the keep-alive and orders tasks to stop when closing.
 KEEPALIVE_STOP_WAIT = 0.5
 
 
@@ -84,9 +86,10 @@ class IbkrStream(BrokerStream):
         self._ws: ClientConnection | None = None
         self._early: list[dict[str, Any]] = []
         self._keepalive: asyncio.Task[None] | None = None
+        self._orders_task: asyncio.Task[None] | None = None  # the pre-flight, then sor+{}
         self._closed = False  # close() was called: events() only hands over what is left
         self._closed_ws: ClientConnection | None = None  # the connection close() closed, for that hand-over
-        self._failure: StreamError | None = None  # why events() must end although the socket is fine
+        self._failure: StreamError | AuthError | None = None  # why events() must end although the socket is fine
 
     # -- connection ----------------------------------------------------------------------------------------
 
@@ -118,9 +121,9 @@ class IbkrStream(BrokerStream):
             raise StreamError(f"IBKR websocket {mask_url(url)} not reachable ({type(exc).__name__}: {exc})") from None
         try:
             await within(self._await_authenticated(token), self.settings.ws_auth_timeout)
-            if self.settings.stream_orders:
-                await self._orders_preflight()
-                await self._send("sor+{}")
+            # Nothing below awaits: a cancellation that came as the login finished must stop us here, or the
+            # tasks would start for a stream nobody reads.
+            reraise_if_cancelling()
         except TimeoutError:
             await self.close()
             raise StreamError(
@@ -130,6 +133,8 @@ class IbkrStream(BrokerStream):
             await self.close()
             raise
         self._keepalive = asyncio.create_task(self._keep_alive(), name="ibkr-ws-keepalive")
+        if self.settings.stream_orders:
+            self._orders_task = asyncio.create_task(self._subscribe_orders(), name="ibkr-ws-orders")
 
     # Frames right after connect:
     # {"message":"waiting for session"}              (no cookie: answer with {"session":"<tickle session>"})
@@ -160,10 +165,25 @@ class IbkrStream(BrokerStream):
                 continue
             self._early.append(frame)
 
+    async def _subscribe_orders(self) -> None:
+        """The orders pre-flight, then ``sor+{}``; runs beside the reader (see :meth:`_orders_preflight`).
+
+        Lost authentication ends :meth:`events` with :class:`AuthError`; a socket that closed meanwhile is the
+        reader's to report."""
+        try:
+            await self._orders_preflight()
+            await self._send("sor+{}")
+        except AuthError as exc:
+            self.session.mark_lost("HTTP 401 on the orders pre-flight")
+            await self._fail(exc)
+        except StreamError:
+            pass
+
     async def _orders_preflight(self) -> None:
         """``GET /iserver/account/orders`` once before ``sor+{}``: IBKR requires it, and without it the gateway
-        may send no order updates. Paced by the client (one per 5 s). A refusal other than lost
-        authentication is logged and counted, and ``sor`` is still sent (the REST orders poll covers it)."""
+        may send no order updates. Paced by the client (one per 5 s), which is why it does not hold up
+        :meth:`connect`. A refusal other than lost authentication is logged and counted, and ``sor`` is still
+        sent (the REST orders poll covers it)."""
         try:
             await self.session.client.get("/iserver/account/orders")
         except AuthError:
@@ -209,14 +229,17 @@ class IbkrStream(BrokerStream):
             raise StreamError(f"IBKR websocket closed while sending ({code})") from None
 
     async def close(self) -> None:
-        """Stop the keep-alive and close the websocket. Never raises (but a cancellation); bounded by
-        :data:`KEEPALIVE_STOP_WAIT` + :data:`CLOSE_WAIT`; the socket is closed even when this is cancelled."""
+        """Stop the keep-alive and a pending orders pre-flight, and close the websocket. Never raises (but a
+        cancellation); bounded by :data:`KEEPALIVE_STOP_WAIT` + :data:`CLOSE_WAIT`; the socket is closed even
+        when this is cancelled."""
         self._closed = True
         try:
-            keepalive, self._keepalive = self._keepalive, None
-            if keepalive is not None and not keepalive.done():
-                keepalive.cancel()
-                await asyncio.wait({keepalive}, timeout=KEEPALIVE_STOP_WAIT)  # propagates our own cancellation
+            tasks = {t for t in (self._keepalive, self._orders_task) if t is not None and not t.done()}
+            self._keepalive = self._orders_task = None
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=KEEPALIVE_STOP_WAIT)  # propagates our own cancellation
         finally:
             await self._shutdown()
 
@@ -278,7 +301,7 @@ class IbkrStream(BrokerStream):
             raise SymbolsRefused(
                 f"IBKR has no {sec_type} symbol exactly matching {', '.join(refused)} (use SYMBOL@CONID)", refused)
 
-    async def _fail(self, error: StreamError) -> None:
+    async def _fail(self, error: StreamError | AuthError) -> None:
         """End :meth:`events` with ``error``: the runner then reconnects and subscribes everything again."""
         self._failure = error
         ws = self._ws

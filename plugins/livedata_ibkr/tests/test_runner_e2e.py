@@ -160,3 +160,25 @@ def test_symbol_lookups_refused_or_failed_at_connect_and_live(redis_server, fast
 
     with PublishedCollector(redis_server.url) as collector:
         asyncio.run(main(collector))
+
+
+def test_quotes_resume_after_an_auth_loss_before_the_paced_orders_preflight(redis_server, fast_settings):
+    # After an sts authentication loss the runner re-authenticates and connects again. The new connection's
+    # orders pre-flight waits for IBKR's pacing (one per 5 s); quotes do not wait for it (IBKR needs it
+    # before sor only), so they are published again while it is still held back.
+    async def main(collector):
+        async with FakeGateway(hb_interval=0.2) as gw:
+            settings = {**fast_settings, "pacing_overrides": {}}  # IBKR's own limits: orders once per 5 s
+            config = _runner_config(redis_server.url, gw, settings, symbols=["AAPL"],
+                                    poll={"positions": 0, "balances": 0, "orders": 0, "transactions": 0})
+            async with running(Runner(config, token_store=MemoryTokenStore())):
+                await gw.wait_for(lambda: gw.clients and gw.clients[0].orders and gw.subscribed(265598))
+                await gw.lose_auth()
+                await gw.wait_for(lambda: gw.ws_connections == 2 and len(gw.clients) == 1 and gw.subscribed(265598))
+                await gw.push_quote(265598, {"31": "11.50", "84": "11.49", "86": "11.51"})
+                await collector.wait_for_async("quotes", "AAPL", where=lambda q: q.last == 11.5)
+                assert len(gw.calls("/iserver/account/orders", "GET")) == 1, "the new pre-flight is still paced"
+                assert not gw.clients[0].orders, "sor waits for its pre-flight"
+
+    with PublishedCollector(redis_server.url) as collector:
+        asyncio.run(main(collector))

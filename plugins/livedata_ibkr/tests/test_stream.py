@@ -282,11 +282,13 @@ def test_connect_calls_the_orders_preflight_once_before_sor(ibkr, authenticated,
                                             "status": "Submitted", "remainingQuantity": 1.0, "filledQuantity": 0.0,
                                             "side": "BUY", "orderType": "Market"}) == 1
                 await gw.wait_for(lambda: reader.of(Order))
-            # A reconnect pre-flights again, through the pacer (0.3 s apart here).
+            # A reconnect pre-flights again, through the pacer (0.3 s apart here), and sends sor after it.
             stream = await ibkr.call("stream", ctx=ctx)
             await stream.connect()
+            await gw.wait_for(lambda: len(gw.clients) == 1 and gw.clients[0].orders)
             first, second = gw.calls("/iserver/account/orders", "GET")
             assert second.at - first.at >= 0.29
+            assert second.at < gw.clients[0].sor_at
             await stream.close()
             # The session's order feed is started: the next REST poll needs one request, not two.
             await ibkr.call("fetch_orders", ctx=ctx, account_id="DU1234", since=0)
@@ -399,5 +401,48 @@ def test_a_cancellation_arriving_as_the_websocket_login_completes_stops_connect(
             await asyncio.sleep(0.1)
             assert gw.clients == [] and gw.ws_connections == 1, "the socket is closed"
             assert gw.calls("/iserver/account/orders") == [] and stream._keepalive is None
+
+    run(main())
+
+
+def test_quotes_resume_after_an_auth_loss_while_the_orders_preflight_waits_for_its_pacing(ibkr, authenticated, streaming):
+    # The orders pre-flight is paced at one per 5 s, so after an sts authentication loss the new connection's
+    # pre-flight waits for the pacer. IBKR needs it before sor, not before smd: quotes must not wait for it.
+    async def main():
+        paced = {"GET /iserver/account/orders": 5.0}  # IBKR's own limit
+        async with FakeGateway() as gw, authenticated(gw, pacing_overrides=paced) as ctx:
+            async with streaming(ctx, ["AAPL"]) as (stream, reader):
+                await gw.wait_for(lambda: gw.clients and gw.clients[0].orders)
+                await gw.lose_auth()
+                await gw.wait_for(lambda: reader.task.done())
+                assert isinstance(reader.error, AuthError)
+            await ibkr.call("authenticate", ctx=ctx)  # what the runner does next
+            async with streaming(ctx, ["AAPL"]) as (stream, reader):
+                await gw.wait_for(lambda: gw.subscribed(265598))
+                await gw.push_quote(265598, {"31": "170.00"})
+                await gw.wait_for(lambda: reader.of(Quote))
+                # The quote came while the new pre-flight was still held back by the pacer, and no sor went
+                # out before it.
+                assert len(gw.calls("/iserver/account/orders", "GET")) == 1
+                assert not any(c.orders for c in gw.clients)
+            # Closing the stream drops the pending pre-flight: nothing is left running against the gateway.
+            assert stream._orders_task is None
+            await asyncio.sleep(0.05)
+            assert len(gw.calls("/iserver/account/orders", "GET")) == 1
+
+    run(main())
+
+
+def test_an_auth_loss_seen_by_the_background_orders_preflight_ends_the_stream_with_autherror(authenticated, streaming):
+    async def main():
+        paced = {"GET /iserver/account/orders": 0.5}
+        async with FakeGateway() as gw, authenticated(gw, pacing_overrides=paced) as ctx:
+            await ctx.session.client.get("/iserver/account/orders")  # the stream's pre-flight now waits 0.5 s
+            async with streaming(ctx, ["AAPL"]) as (stream, reader):
+                gw.authenticated = False  # REST 401 on /iserver, but no sts frame on the websocket
+                await gw.wait_for(lambda: reader.task.done())
+                assert isinstance(reader.error, AuthError) and "orders" in str(reader.error)
+                assert ctx.session.auth_lost
+                assert not any(c.orders for c in gw.clients)
 
     run(main())
