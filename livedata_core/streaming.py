@@ -59,22 +59,46 @@ HEARTBEAT = Heartbeat()
 
 
 class StreamStats:
-    """Counters a stream keeps about frames it could not use; shown by ``livedata status``."""
+    """Counters a stream keeps about frames it could not use; shown by ``livedata status``.
+
+    :attr:`skipped` holds the counts since the runner last collected them: each status snapshot, and the end
+    of each connection, adds them to the broker's status (``livedata status`` shows the totals) and clears
+    them. Logging is limited on separate counts kept per logger for the life of the process, so neither
+    those snapshots nor a reconnect (a new stream, a new ``StreamStats``) start the warnings over: the first
+    :attr:`LOG_FIRST` skips of a reason are logged, then every :attr:`LOG_EVERY`-th. At most
+    :attr:`MAX_REASONS` reasons per logger are remembered for this; skips of further reasons share one
+    allowance.
+    """
+
+    LOG_FIRST = 5
+    LOG_EVERY = 1000
+    MAX_REASONS = 1000
 
     def __init__(self, log: logging.Logger | None = None) -> None:
         self.skipped: Counter[str] = Counter()
         self._log = log or logging.getLogger("livedata.stream")
+        self._lifetime = _LIFETIME_SKIPS.setdefault(self._log.name, Counter())
 
     def skip(self, reason: str, detail: Any = None) -> None:
-        """Count a skipped frame or field under ``reason`` and log it at warning level (first 5 per reason,
-        then every 1000th)."""
+        """Count a skipped frame or field under ``reason`` and log it at warning level (the first
+        :attr:`LOG_FIRST` per reason in this process, then every :attr:`LOG_EVERY`-th). ``reason`` should be a
+        fixed text: it is a key of the status figures."""
         self.skipped[reason] += 1
-        n = self.skipped[reason]
-        if n <= 5 or n % 1000 == 0:
+        lifetime = self._lifetime
+        key = reason if reason in lifetime or len(lifetime) < self.MAX_REASONS else _OTHER_REASONS
+        lifetime[key] += 1
+        n = lifetime[key]
+        if n <= self.LOG_FIRST or n % self.LOG_EVERY == 0:
             text = repr(detail)
             if len(text) > 300:
                 text = text[:300] + "..."
-            self._log.warning("skipped (%s, %d so far): %s", reason, n, text)
+            more = f"; from now on every {self.LOG_EVERY}th is logged" if n == self.LOG_FIRST else ""
+            self._log.warning("skipped (%s, %d so far)%s: %s", reason, n, more, text)
+
+
+#: Logger name -> skips per reason over the life of the process, for :meth:`StreamStats.skip`'s rate limit.
+_LIFETIME_SKIPS: dict[str, Counter[str]] = {}
+_OTHER_REASONS = "(other reasons)"
 
 
 class BrokerStream(abc.ABC):

@@ -385,6 +385,8 @@ class IbkrStream(BrokerStream):
         return frame
 
     def _handle(self, frame: dict[str, Any]) -> Any:
+        if not frame:
+            return HEARTBEAT  # the gateway's bare {} keep-alive (ibind ignores these too)
         topic = frame.get("topic")
         if not isinstance(topic, str):
             topic = ""
