@@ -51,9 +51,10 @@ def ensure_environment() -> None:
     if not (BIN / "python").exists():
         print("dev.py: creating .venv", file=sys.stderr)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    args = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", f"{ROOT}[test]"]
-    for project in projects[1:]:
-        args += ["-e", str(project)]
+    # Every distribution with its `testing` extra: the test tools, and livedata-core[testing] for the plugins.
+    args = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    for project in projects:
+        args += ["-e", f"{project}[testing]"]
     print(f"dev.py: installing {len(projects)} distributions into .venv", file=sys.stderr)
     subprocess.run(args, check=True)
     STAMP.write_text(fingerprint)
