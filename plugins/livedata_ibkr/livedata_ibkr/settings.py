@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from urllib.parse import urlsplit, urlunsplit
 
@@ -11,6 +10,7 @@ import attrs
 from livedata_core.errors import ConfigError
 from livedata_core.limits import MAX_TIMEOUT, MAX_WAIT, between, each_value, seconds
 from livedata_core.redis_url import mask_url
+from livedata_core.urls import is_loopback_host, refuse_plain_text_off_this_machine
 
 __all__ = ["IbkrSettings", "is_loopback_host", "ssl_context"]
 
@@ -80,15 +80,10 @@ class IbkrSettings:
             ws = urlsplit(self.ws_url)
             if ws.scheme not in ("ws", "wss") or not ws.hostname:
                 raise ConfigError(f"ws_url must be a ws(s) URL with a host, was {mask_url(self.ws_url)!r}")
-        for key, url, plain in (("base_url", self.base_url, "http"), ("ws_url", self.ws_url, "ws")):
-            parts = urlsplit(url)
-            if url and parts.scheme == plain and not is_loopback_host(parts.hostname or ""):
-                raise ConfigError(
-                    f"{key} {mask_url(url)!r} is unencrypted {plain}:// to {parts.hostname}, which would send the "
-                    f"gateway session across the network in clear text; use {plain}s:// (with ca_bundle for the "
-                    f"gateway's certificate), or {plain}:// only for a gateway on this machine (localhost, "
-                    "127.0.0.1, ::1)"
-                )
+        for key, url in (("base_url", self.base_url), ("ws_url", self.ws_url)):
+            refuse_plain_text_off_this_machine(
+                key, url, carries="the gateway session", hint="(with ca_bundle for the gateway's certificate)"
+            )
         if self.allow_self_signed and not self._all_loopback():
             raise ConfigError(
                 "allow_self_signed is only allowed for a gateway on this machine (localhost, "
@@ -111,17 +106,6 @@ class IbkrSettings:
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", "", ""))
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` names this machine: ``localhost`` or a loopback address."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def ssl_context(settings: IbkrSettings) -> ssl.SSLContext:

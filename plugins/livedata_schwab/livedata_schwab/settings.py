@@ -15,6 +15,8 @@ import attrs
 
 from livedata_core.errors import ConfigError
 from livedata_core.limits import MAX_TIMEOUT, MAX_WAIT, between, seconds
+from livedata_core.redis_url import mask_url
+from livedata_core.urls import refuse_plain_text_off_this_machine
 
 __all__ = ["APP_KEY_ENV", "APP_SECRET_ENV", "SchwabSettings", "TRANSACTION_TYPES"]
 
@@ -52,6 +54,14 @@ _wait = seconds(0, MAX_WAIT)
 _TOKEN_DAYS = "Schwab refuses a refresh token older than 7 days"
 
 
+def _api_url(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{attribute.name} must be an https:// URL with a host, was {mask_url(value)!r}")
+    refuse_plain_text_off_this_machine(attribute.name, value, carries="the app secret and the tokens",
+                                       hint="(with ca_file for a TLS-inspecting proxy)")  # fmt: skip
+
+
 def _https_loopback(instance: object, attribute: attrs.Attribute, value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme != "https" or parts.hostname not in _LOOPBACK:
@@ -77,8 +87,10 @@ class SchwabSettings:
     """The app's secret; default ``$LIVEDATA_SCHWAB_APP_SECRET``."""
     callback_url: str = attrs.field(default="https://127.0.0.1:8182", validator=_https_loopback)
     """Exactly the callback URL registered for the app (https, this machine, a port above 1024)."""
-    api_base_url: str = "https://api.schwabapi.com/trader/v1"
-    auth_base_url: str = "https://api.schwabapi.com/v1/oauth"
+    api_base_url: str = attrs.field(default="https://api.schwabapi.com/trader/v1", validator=_api_url)
+    """The Trader API; plain ``http://`` only to this machine (a test server)."""
+    auth_base_url: str = attrs.field(default="https://api.schwabapi.com/v1/oauth", validator=_api_url)
+    """The OAuth endpoints; plain ``http://`` only to this machine."""
     ca_file: str | None = None
     """A PEM file of extra certificate authorities to trust for the API (a TLS-inspecting proxy)."""
     requests_per_minute: float = attrs.field(default=120.0, validator=between(0, 60_000, min_exclusive=True))

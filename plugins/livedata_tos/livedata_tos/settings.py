@@ -12,6 +12,7 @@ from livedata_schwab.settings import SchwabSettings
 from livedata_core.errors import ConfigError
 from livedata_core.limits import MAX_TIMEOUT, MAX_WAIT, between, seconds
 from livedata_core.redis_url import mask_url
+from livedata_core.urls import refuse_plain_text_off_this_machine
 
 __all__ = ["TosSettings"]
 
@@ -19,8 +20,11 @@ _timeout = seconds(0, MAX_TIMEOUT, min_exclusive=True)
 
 
 def _ws_url(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
-    if value is not None and not value.startswith(("ws://", "wss://")):
+    if value is None:
+        return
+    if not value.startswith(("ws://", "wss://")):
         raise ValueError(f"streamer_url must start with ws:// or wss://, was {mask_url(value)!r}")
+    refuse_plain_text_off_this_machine(attribute.name, value, carries="the access token")
 
 
 @attrs.frozen(kw_only=True)
