@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import random
 import re
@@ -26,12 +27,14 @@ import attrs
 from ..broker import BrokerContext, BrokerInfo
 from ..errors import InvalidIdentifier
 from ..hookspecs import hookimpl
-from ..limits import MAX_INTERVAL, MAX_TIMEOUT, between, seconds
 from ..models import Account, Balance, Order, Position, Quote, Transaction, now_ms
 from ..streaming import HEARTBEAT, BrokerStream
 
 NAME = "demo"
 ACCOUNT = "DEMO-1"
+TRANSACTION_HISTORY = 1_000
+"""The demo account keeps its newest 1,000 transactions (a broker's history is on its servers, this one's in the
+runner's memory)."""
 _SYMBOL = re.compile(r"[A-Z0-9$/][A-Z0-9./$ _-]{0,31}")
 
 
@@ -39,11 +42,11 @@ _SYMBOL = re.compile(r"[A-Z0-9$/][A-Z0-9./$ _-]{0,31}")
 class DemoSettings:
     """Settings of the demo broker."""
 
-    quotes_per_second: float = attrs.field(default=20.0, validator=between(0, 100_000))
-    batch: int = attrs.field(default=500, validator=between(1, 100_000))
-    order_every: float = attrs.field(default=3.0, validator=seconds(0, MAX_INTERVAL))
+    quotes_per_second: float = attrs.field(default=20.0, validator=attrs.validators.ge(0))
+    batch: int = attrs.field(default=500, validator=attrs.validators.ge(1))
+    order_every: float = attrs.field(default=3.0, validator=attrs.validators.ge(0))
     seed: int | None = None
-    heartbeat_timeout: float = attrs.field(default=10.0, validator=seconds(0, MAX_TIMEOUT, min_exclusive=True))
+    heartbeat_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
 
 
 class DemoMarket:
@@ -105,7 +108,7 @@ class DemoAccount:
         self.cash = 100_000.0
         self.holdings: dict[str, float] = {"AAPL": 100.0, "MSFT": 50.0}
         self.orders: dict[str, Order] = {}
-        self.transactions: list[Transaction] = []
+        self.transactions: collections.deque[Transaction] = collections.deque(maxlen=TRANSACTION_HISTORY)
         self._ids = itertools.count(1)
         self._last_order_at = time.monotonic()
 
@@ -265,7 +268,6 @@ def broker_info() -> BrokerInfo:
         },
         settings_cls=DemoSettings,
         description="Built-in demo broker: random-walk quotes and a demo account (no login needed)",
-        max_symbols=5000,
     )
 
 

@@ -625,7 +625,9 @@ class _Event:
             if book is not None and publisher.latest
             else None
         )
-        self.payload = payload
+        # An exact-size copy: orjson hands back its whole encoding buffer (8 KB for a 400-byte order), and queued
+        # events are kept for as long as Redis is down.
+        self.payload = bytes(memoryview(payload))
         self.seq = 0  # the publish number (set by publish())
         self.publish = True  # False: only the book write (drop_from_book)
 

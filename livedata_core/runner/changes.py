@@ -9,7 +9,7 @@ import attrs
 
 from ..models import Balance, Order, Position, Transaction, now_ms, to_dict
 
-__all__ = ["BalanceChanges", "OrderEvents", "PositionChanges", "SeenSet", "TransactionEvents", "differ_for"]
+__all__ = ["DEDUPE_SLACK", "BalanceChanges", "OrderEvents", "PositionChanges", "SeenSet", "TransactionEvents", "differ_for"]
 
 _VOLATILE = ("received_at", "timestamp")
 
@@ -21,24 +21,64 @@ def _content(model: Any) -> tuple[Any, ...]:
     return tuple(sorted((k, repr(v)) for k, v in data.items()))
 
 
-class SeenSet:
-    """A set that forgets its oldest entries past ``limit``, so a long-running runner stays flat in memory."""
+DEDUPE_SLACK = 10_000
+"""How many order states (or transactions) a broker's dedupe remembers beyond what its polls keep reporting: room
+for what a stream reported once and nothing has reported since. At 150 order events a second that is about a
+minute of them; real accounts see far fewer."""
 
-    def __init__(self, limit: int = 100_000) -> None:
-        self.limit = limit
+
+class SeenSet:
+    """Keys already handled, within a bound; past it, the key reported longest ago is forgotten.
+
+    The bound is ``slack`` plus, for every source (an account's poll, or the stream entries read back at a
+    restart), how many keys its latest report held (:meth:`reserve`). Reporting a key again (:meth:`touch`)
+    makes it the most recent, so a key reported on every poll is not forgotten however long the runner runs,
+    unless more than ``slack`` new keys arrive between two of its reports. What is forgotten is what nothing has
+    reported for a while; if it is reported again much later it is handled a second time: a repeat, never a loss.
+    """
+
+    def __init__(self, slack: int = DEDUPE_SLACK) -> None:
+        self.slack = slack
         self._items: OrderedDict[Any, None] = OrderedDict()
+        self._reported: dict[Any, int] = {}
+        self._reserved = 0
+
+    @property
+    def limit(self) -> int:
+        """How many keys are kept at most right now."""
+        return self.slack + self._reserved
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def __contains__(self, key: Any) -> bool:
         return key in self._items
 
-    def add(self, key: Any) -> bool:
-        """Add ``key``; ``True`` if it was new."""
-        if key in self._items:
+    def touch(self, key: Any) -> bool:
+        """Whether ``key`` is known; if it is, it becomes the most recently reported."""
+        try:
+            self._items.move_to_end(key)
+        except KeyError:
             return False
-        self._items[key] = None
-        if len(self._items) > self.limit:
-            self._items.popitem(last=False)
         return True
+
+    def add(self, key: Any) -> bool:
+        """Add ``key`` as the most recently reported; ``True`` if it was new."""
+        new = not self.touch(key)
+        if new:
+            self._items[key] = None
+            self._trim()
+        return new
+
+    def reserve(self, source: Any, count: int) -> None:
+        """Keep room for the ``count`` keys ``source`` reported last (replacing what it reserved before)."""
+        self._reserved += count - self._reported.get(source, 0)
+        self._reported[source] = count
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self._items) > self.limit:
+            self._items.popitem(last=False)
 
 
 class PositionChanges:
@@ -104,20 +144,30 @@ class BalanceChanges:
 
 class _PublishedOnce:
     """Remembers the account events published (by :meth:`key`), so each is published once. One instance per
-    broker is shared by its stream and its polls; a restart seeds it from the capped streams."""
+    broker is shared by its stream and its polls; a restart seeds it from the capped streams. Memory is bounded
+    by a :class:`SeenSet`: :data:`DEDUPE_SLACK` events plus what each account's latest poll reported."""
 
-    def __init__(self) -> None:
-        self._seen = SeenSet()
+    def __init__(self, slack: int = DEDUPE_SLACK) -> None:
+        self._seen = SeenSet(slack)
 
     @staticmethod
     def key(model: Any) -> tuple[Any, ...]:
         raise NotImplementedError
 
+    def __len__(self) -> int:
+        return len(self._seen)
+
     def seen(self, model: Any) -> bool:
-        return self.key(model) in self._seen
+        """Whether ``model`` was published; a broker reporting it again keeps it remembered."""
+        return self._seen.touch(self.key(model))
 
     def add(self, model: Any) -> None:
         self._seen.add(self.key(model))
+
+    def reserve(self, account: str, count: int) -> None:
+        """Keep room for the ``count`` events a poll of ``account`` (or its stream read back at a restart) held:
+        a broker reporting its whole window on every poll never has any of them published again."""
+        self._seen.reserve(account, count)
 
 
 class OrderEvents(_PublishedOnce):

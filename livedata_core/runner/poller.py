@@ -12,7 +12,7 @@ from ..errors import AuthError, BrokerError, LoginRequired, RateLimited
 from ..models import MODEL_FOR_TYPE, Account, from_dict, now_ms
 from .backoff import Backoff
 from .broker_runtime import BrokerRuntime
-from .changes import BalanceChanges, PositionChanges, differ_for
+from .changes import BalanceChanges, OrderEvents, PositionChanges, TransactionEvents, differ_for
 from .config import POLL_KINDS
 from ..aio_tools import reraise_if_cancelling, within
 
@@ -134,10 +134,11 @@ class AccountPoller:
             self.rt.log.warning("could not read the %s stream of %s (states published before a restart may be "
                                 "published again): %s", kind, account, exc)  # fmt: skip
             return None
-        events = self.rt.order_events if kind == "orders" else self.rt.transaction_events
+        events = self._events(kind)
+        events.reserve(account, len(stored))
         model_cls = MODEL_FOR_TYPE[kind]
         newest: int | None = None
-        for data in stored:
+        for data in reversed(stored):  # oldest first: the newest end up the most recently seen, forgotten last
             try:
                 model = from_dict(model_cls, data)
             except (ValueError, TypeError):
@@ -146,6 +147,9 @@ class AccountPoller:
             if model.received_at < self.started_ms:  # this run's own (a stream may publish before the first poll)
                 newest = model.received_at if newest is None else max(newest, model.received_at)
         return newest
+
+    def _events(self, kind: str) -> OrderEvents | TransactionEvents:
+        return self.rt.order_events if kind == "orders" else self.rt.transaction_events
 
     async def _poll_loop(self, account: str, kind: str) -> None:
         interval = getattr(self.rt.config.poll, kind)
@@ -180,6 +184,9 @@ class AccountPoller:
                         good.append(model)
                     else:
                         self.rt.skip(f"{hook} returned a {type(model).__name__}, not a {model_cls.__name__}", model)
+                if kind in ("orders", "transactions"):
+                    # The next poll reports these again: the dedupe keeps room for all of them.
+                    self._events(kind).reserve(account, len(good))
                 for model in differ(good):
                     if self.rt.publish(model):
                         self.rt.status.messages += 1
