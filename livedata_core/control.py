@@ -8,6 +8,13 @@ The runner listens on ``live_data:control`` (with the deployment prefix). A comm
 (which must be under ``live_data:control:reply:``) with ``{"id", "ok", "result"}`` or ``{"id", "ok": false,
 "error"}``. :class:`ControlClient` does all of this for Python callers such as Thor; the ``livedata subscribe``,
 ``unsubscribe`` and ``status`` commands use it.
+
+Every field is bounded, and a refusal quotes at most the first few characters of a value: a command is at most
+:data:`MAX_COMMAND_BYTES` (a longer one is not even read), ``id`` a string of at most :data:`MAX_ID_LENGTH`
+characters or a whole number (echoed back only then), ``broker`` at most 32 characters, each symbol at most
+64 (:data:`~livedata_core.channels.MAX_IDENTIFIER_LENGTH`), at most :data:`MAX_SYMBOLS` symbols, ``reply_to``
+at most 64 characters after the reply prefix, and no other keys. Anyone who can publish on the control channel
+can use these commands: see "Who can do what" in docs/channels.md.
 """
 
 from __future__ import annotations
@@ -19,18 +26,40 @@ from typing import Any
 import orjson
 import redis
 
-from .channels import control_channel, status_key, validate_prefix
+from .channels import MAX_IDENTIFIER_LENGTH, control_channel, status_key, validate_prefix
 from .errors import LivedataError, PublishError
 from .redis_url import mask_url, parse_redis_url, redis_url_from_env
 
-__all__ = ["COMMANDS", "ControlClient", "ControlError", "NoRunner", "validate_command"]
+__all__ = [
+    "COMMANDS",
+    "MAX_COMMAND_BYTES",
+    "MAX_ID_LENGTH",
+    "MAX_SYMBOLS",
+    "ControlClient",
+    "ControlError",
+    "NoRunner",
+    "command_id",
+    "reply_channel",
+    "validate_command",
+]
 
 COMMANDS = frozenset({"subscribe", "unsubscribe", "status", "ping"})
+COMMAND_KEYS = frozenset({"id", "command", "broker", "symbols", "reply_to"})
 MAX_SYMBOLS = 1000
+"""Symbols in one command."""
+MAX_ID_LENGTH = 64
+"""Characters of a string ``id``, and of a ``reply_to`` after the reply prefix."""
+MAX_BROKER_LENGTH = 32
+"""Characters of a broker name (as :class:`~livedata_core.broker.BrokerInfo` allows)."""
+MAX_COMMAND_BYTES = 256 * 1024
+"""The longest command the runner reads: 1,000 symbols of 64 characters need about 70 KB (four times that
+in the longest UTF-8); anything longer is refused before it is parsed."""
+_INT64 = 2**63 - 1
 
 
 class ControlError(LivedataError):
-    """The runner refused a command; the message is the runner's."""
+    """The runner refused a command (the message is the runner's), or the client did before sending it because
+    the runner would (a field out of bounds)."""
 
 
 class NoRunner(LivedataError):
@@ -41,24 +70,69 @@ def reply_prefix(prefix: str = "") -> str:
     return control_channel(prefix) + ":reply:"
 
 
+def shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, saying how long a cut string was: refusals quote no more."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return text[:limit] + "..." + size
+
+
+def command_id(data: Any) -> str | int | None:
+    """The command's ``id`` if it is one that may be echoed back (a short string or a whole number), else ``None``."""
+    value = data.get("id") if isinstance(data, dict) else None
+    if isinstance(value, str) and len(value) <= MAX_ID_LENGTH:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and -_INT64 - 1 <= value <= _INT64:
+        return value
+    return None
+
+
+def reply_channel(data: Any, prefix: str = "") -> str | None:
+    """The command's ``reply_to`` if it is a channel the runner may answer on, else ``None``."""
+    value = data.get("reply_to") if isinstance(data, dict) else None
+    start = reply_prefix(prefix)
+    if isinstance(value, str) and value.startswith(start) and 0 < len(value) - len(start) <= MAX_ID_LENGTH:
+        return value
+    return None
+
+
 def validate_command(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Check a decoded command; ``ValueError`` says what is wrong."""
+    """Check a decoded command, every field within its bounds; ``ValueError`` says what is wrong, quoting at
+    most the first 40 characters of a value."""
     if not isinstance(data, dict):
         raise ValueError("a command must be a JSON object")
+    unknown = sorted(set(data) - COMMAND_KEYS)
+    if unknown:
+        more = " and more" if len(unknown) > 3 else ""
+        raise ValueError(f"unknown key(s) {', '.join(shown(k) for k in unknown[:3])}{more}; "
+                         f"allowed: {', '.join(sorted(COMMAND_KEYS))}")  # fmt: skip
+    if data.get("id") is not None and command_id(data) is None:
+        raise ValueError(f"id must be a string of at most {MAX_ID_LENGTH} characters or a whole number, "
+                         f"was {shown(data['id'])}")  # fmt: skip
     command = data.get("command")
     if command not in COMMANDS:
-        raise ValueError(f"unknown command {command!r}; expected one of {', '.join(sorted(COMMANDS))}")
-    reply_to = data.get("reply_to")
-    if reply_to is not None and (not isinstance(reply_to, str) or not reply_to.startswith(reply_prefix(prefix))):
-        raise ValueError(f"reply_to must be a channel under {reply_prefix(prefix)}")
+        raise ValueError(f"unknown command {shown(command)}; expected one of {', '.join(sorted(COMMANDS))}")
+    if data.get("reply_to") is not None and reply_channel(data, prefix) is None:
+        raise ValueError(f"reply_to must be a channel under {reply_prefix(prefix)} with at most {MAX_ID_LENGTH} "
+                         f"more characters, was {shown(data['reply_to'])}")  # fmt: skip
     if command in ("subscribe", "unsubscribe"):
-        if not isinstance(data.get("broker"), str):
-            raise ValueError(f"{command} needs a broker name")
+        broker = data.get("broker")
+        if not isinstance(broker, str) or not 0 < len(broker) <= MAX_BROKER_LENGTH:
+            raise ValueError(f"broker must be a broker name of at most {MAX_BROKER_LENGTH} characters, "
+                             f"was {shown(broker)}")  # fmt: skip
         symbols = data.get("symbols")
-        if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) for s in symbols):
+        if not isinstance(symbols, list) or not symbols:
             raise ValueError(f"{command} needs a non-empty list of symbols")
         if len(symbols) > MAX_SYMBOLS:
             raise ValueError(f"at most {MAX_SYMBOLS} symbols per command, was {len(symbols)}")
+        for i, symbol in enumerate(symbols):
+            if not isinstance(symbol, str):
+                raise ValueError(f"symbols[{i}] must be a string, was {shown(symbol)}")
+            if len(symbol) > MAX_IDENTIFIER_LENGTH:
+                raise ValueError(f"symbols[{i}] is {len(symbol)} characters long; a symbol has at most "
+                                 f"{MAX_IDENTIFIER_LENGTH}: {shown(symbol)}")  # fmt: skip
     return data
 
 
@@ -93,10 +167,17 @@ class ControlClient:
         reply_to = reply_prefix(self.prefix) + request_id
         command = {**command, "id": request_id, "reply_to": reply_to}
         try:
+            validate_command(command, self.prefix)
+        except ValueError as exc:
+            raise ControlError(str(exc)) from None
+        raw = orjson.dumps(command)
+        if len(raw) > MAX_COMMAND_BYTES:
+            raise ControlError(f"the command is {len(raw)} bytes; the runner reads at most {MAX_COMMAND_BYTES}")
+        try:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe(reply_to)
             try:
-                listeners = self._redis.publish(control_channel(self.prefix), orjson.dumps(command))
+                listeners = self._redis.publish(control_channel(self.prefix), raw)
                 if listeners == 0:
                     raise NoRunner(
                         f"no runner is listening on {control_channel(self.prefix)} at {mask_url(self.url)}; "

@@ -12,7 +12,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from ..channels import control_channel, status_key
-from ..control import reply_prefix, validate_command
+from ..control import MAX_COMMAND_BYTES, command_id, reply_channel, validate_command
 from ..errors import LivedataError
 from ..logs import mask_secrets
 from .backoff import Backoff
@@ -77,7 +77,12 @@ class ControlServer:
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
-                        task = asyncio.create_task(self._answer(message["data"]))
+                        raw = message["data"]
+                        if len(raw) > MAX_COMMAND_BYTES:  # not even parsed: nothing in it can be trusted
+                            log.warning("refused a control command: %d bytes is longer than a command can be "
+                                        "(%d bytes)", len(raw), MAX_COMMAND_BYTES)  # fmt: skip
+                            continue
+                        task = asyncio.create_task(self._answer(raw))
                         self._tasks.add(task)
                         task.add_done_callback(self._tasks.discard)
             except asyncio.CancelledError:
@@ -97,12 +102,10 @@ class ControlServer:
         request_id = None
         try:
             data = orjson.loads(raw)
-            if isinstance(data, dict):
-                request_id = data.get("id")
-                candidate = data.get("reply_to")
-                # Known before the rest is checked, so that a refused command is answered, not left to time out.
-                if isinstance(candidate, str) and candidate.startswith(reply_prefix(self.prefix)):
-                    reply_to = candidate
+            # Known before the rest is checked, so that a refused command is answered, not left to time out; only
+            # an id and a channel within bounds are echoed or answered on.
+            request_id = command_id(data)
+            reply_to = reply_channel(data, self.prefix)
             command = validate_command(data, self.prefix)
             result = await self.handler(command)
             reply = {"id": request_id, "ok": True, "result": result}
