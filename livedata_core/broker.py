@@ -17,10 +17,14 @@ import cattrs
 
 from .errors import ConfigError, NotSupported, PluginError
 from .hookspecs import CAPABILITIES
+from .limits import MAX_SYMBOLS_CAP, EachValue, bounds_of, number_problem
 from .models import describe_validation_error
 from .tokens import TokenStore
 
-__all__ = ["Broker", "BrokerContext", "BrokerInfo", "structure_settings"]
+__all__ = ["DEFAULT_MAX_SYMBOLS", "Broker", "BrokerContext", "BrokerInfo", "structure_settings"]
+
+DEFAULT_MAX_SYMBOLS = 1000
+"""The cap on streamed symbols of a broker that declares none (:attr:`BrokerInfo.max_symbols`)."""
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
@@ -35,18 +39,28 @@ class BrokerInfo:
     :param settings_cls: an attrs class for the broker's own settings (the ``[brokers.NAME]`` table less the
         runner's keys); ``None`` when the broker takes none.
     :param description: one line for ``livedata plugins``.
+    :param max_symbols: the most symbols the broker streams at once on one connection (Schwab's streamer
+        about 500 per service, IBKR 100 market-data lines); the default of ``[brokers.NAME] max_symbols``,
+        which a user with a larger allowance may raise. Default :data:`DEFAULT_MAX_SYMBOLS`.
     """
 
     name: str
     capabilities: frozenset[str] = attrs.field(converter=frozenset)
     settings_cls: type | None = None
     description: str = ""
+    max_symbols: int = DEFAULT_MAX_SYMBOLS
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise PluginError(
                 f"broker name {self.name!r} is not allowed: use lower-case letters, digits and '_', "
                 "starting with a letter, at most 32 characters"
+            )
+        cap = self.max_symbols
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_SYMBOLS_CAP:
+            raise PluginError(
+                f"broker {self.name!r} declares max_symbols={cap!r}; "
+                f"expected a whole number from 1 to {MAX_SYMBOLS_CAP}"
             )
         unknown = self.capabilities - CAPABILITIES
         if unknown:
@@ -144,9 +158,11 @@ def _check_value(tp: Any, value: Any, key: str) -> None:
     elif tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _wrong(tp, value, key)
+        _check_number(value, key, whole=True)
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN
             raise _wrong(tp, value, key)
+        _check_number(value, key, whole=False)
     elif tp is str:
         if not isinstance(value, str):
             raise _wrong(tp, value, key)
@@ -191,6 +207,26 @@ def _check_value(tp: Any, value: Any, key: str) -> None:
         _check_table(origin or tp, value, key, f"[{key}]")
 
 
+def _check_number(value: Any, key: str, whole: bool) -> None:
+    problem = number_problem(value, whole)
+    if problem:
+        raise ConfigError(f"{key} {problem}")
+
+
+def _check_bounds(validator: Any, value: Any, key: str) -> None:
+    """The field's declared bounds (:func:`livedata_core.limits.between`), checked here to name the whole key."""
+    for bounds in bounds_of(validator):
+        if isinstance(bounds, EachValue):
+            items = value.items() if isinstance(value, dict) else ()
+            checks = [(bounds.bounds, item, _child(key, k)) for k, item in items]
+        else:
+            checks = [(bounds, value, key)]
+        for check, item, where in checks:
+            problem = check.problem(item)
+            if problem:
+                raise ConfigError(f"{where} {problem}")
+
+
 def _check_table(cls: type, data: dict[str, Any], key: str, where: str, extra: frozenset[str] = frozenset()) -> None:
     try:
         attrs.resolve_types(cls)
@@ -205,6 +241,8 @@ def _check_table(cls: type, data: dict[str, Any], key: str, where: str, extra: f
     for name, value in data.items():
         if name in fields and fields[name].type is not None:
             _check_value(fields[name].type, value, _child(key, name))
+        if name in fields:
+            _check_bounds(fields[name].validator, value, _child(key, name))
 
 
 def structure_settings(cls: type | None, data: dict[str, Any], where: str) -> Any:

@@ -27,6 +27,7 @@ import attrs
 from ..broker import BrokerContext, BrokerInfo
 from ..errors import InvalidIdentifier
 from ..hookspecs import hookimpl
+from ..limits import MAX_INTERVAL, MAX_TIMEOUT, between, seconds
 from ..models import Account, Balance, Order, Position, Quote, Transaction, now_ms
 from ..streaming import HEARTBEAT, BrokerStream
 
@@ -42,11 +43,11 @@ _SYMBOL = re.compile(r"[A-Z0-9$/][A-Z0-9./$ _-]{0,31}")
 class DemoSettings:
     """Settings of the demo broker."""
 
-    quotes_per_second: float = attrs.field(default=20.0, validator=attrs.validators.ge(0))
-    batch: int = attrs.field(default=500, validator=attrs.validators.ge(1))
-    order_every: float = attrs.field(default=3.0, validator=attrs.validators.ge(0))
+    quotes_per_second: float = attrs.field(default=20.0, validator=between(0, 100_000))
+    batch: int = attrs.field(default=500, validator=between(1, 100_000))
+    order_every: float = attrs.field(default=3.0, validator=seconds(0, MAX_INTERVAL))
     seed: int | None = None
-    heartbeat_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    heartbeat_timeout: float = attrs.field(default=10.0, validator=seconds(0, MAX_TIMEOUT, min_exclusive=True))
 
 
 class DemoMarket:
@@ -268,6 +269,7 @@ def broker_info() -> BrokerInfo:
         },
         settings_cls=DemoSettings,
         description="Built-in demo broker: random-walk quotes and a demo account (no login needed)",
+        max_symbols=5000,
     )
 
 

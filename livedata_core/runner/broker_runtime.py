@@ -72,6 +72,20 @@ class BrokerRuntime:
                 f"brokers.{broker.name}.symbols: broker {broker.name!r} does not stream quotes "
                 f"(capabilities: {', '.join(sorted(broker.info.capabilities))})"
             )
+        # The cap on symbols streamed at once, configured or the broker's own limit; said in every refusal.
+        self.max_symbols = config.max_symbols or broker.info.max_symbols
+        setting = f"brokers.{broker.name}.max_symbols"
+        self._cap_text = (
+            f"the cap of {self.max_symbols} ({setting}"
+            + ("" if config.max_symbols else ", by default the broker's own limit")
+            + f"); remove some or raise max_symbols in [brokers.{broker.name}]"
+        )
+        if len(self.symbols) > self.max_symbols:
+            raise ConfigError(
+                f"brokers.{broker.name}.symbols: {len(self.symbols)} symbols configured, more than {self._cap_text}"
+            )
+        if broker.has("stream"):
+            self.status.extra["max_symbols"] = self.max_symbols
         self._auth_lock = asyncio.Lock()
         self._authenticated = False
         self.auth_generation = 0
@@ -305,12 +319,20 @@ class BrokerRuntime:
         Symbols the broker refuses are taken back out and named in the ``BrokerError`` raised; the others stay.
         When the connection fails during the call, or the broker does not answer within ``SUBSCRIBE_TIMEOUT``
         (the stream is then closed), the symbols stay wanted and are subscribed on the new connection.
+        A command that would take the broker past :attr:`max_symbols` changes nothing and raises ``ConfigError``
+        saying how many are subscribed, the cap and the setting.
         """
         if not self.broker.has("stream"):
             raise NotSupported(f"broker {self.broker.name!r} does not stream quotes")
         wanted = self.normalize(symbols)
         async with self._sub_lock:
             new = [s for s in wanted if s not in self.symbols]
+            if len(self.symbols) + len(new) > self.max_symbols:
+                raise ConfigError(
+                    f"cannot subscribe {len(new)} more symbol{'s' if len(new) != 1 else ''} to {self.broker.name}: "
+                    f"{len(self.symbols)} subscribed now, {len(self.symbols) + len(new)} would exceed "
+                    + self._cap_text.replace("remove some", "unsubscribe some")
+                )
             self.symbols.update(new)
             if new and self._stream is not None:
                 try:

@@ -7,7 +7,7 @@ Example ``livedata.toml``::
     prefix = ""                        # several deployments on one Redis: "prod" -> prod:live_data:...
     latest = true                      # keep live_data:latest:<type>:<id> and live_data:book:<type>:<account>
     streams = true                     # append orders and transactions to live_data:stream:<type>:<id>
-    stream_maxlen = 10000
+    stream_maxlen = 10000              # 1 to 1,000,000
 
     [backoff]
     initial = 0.5                      # seconds before the first reconnect
@@ -16,11 +16,13 @@ Example ``livedata.toml``::
 
     [brokers.demo]
     symbols = ["AAPL", "MSFT"]
+    max_symbols = 5000                 # cap on symbols streamed at once; default: the broker's own limit
     accounts = ["DEMO-1"]              # default: every account the broker reports
     poll = { positions = 5, balances = 5, orders = 2, transactions = 10 }   # seconds; 0 turns one off
     quotes_per_second = 20             # any other key is the broker's own setting
 
-Every error names the key (``brokers.demo.poll.orders``) and says what is wrong.
+Every error names the key (``brokers.demo.poll.orders``) and says what is wrong. Every number is bounded by
+what consumes it (see :mod:`livedata_core.limits`): a value out of range is refused, never cut short.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ import attrs
 
 from ..channels import validate_identifier, validate_prefix
 from ..errors import ConfigError, InvalidIdentifier
+from ..limits import MAX_INTERVAL, MAX_SYMBOLS_CAP, MAX_TIMEOUT, MAX_WAIT, Between, between, seconds
 from ..redis_url import DEFAULT_REDIS_URL, parse_redis_url
 
 __all__ = [
     "DEFAULT_DEMO_SYMBOLS",
+    "MAX_STREAM_MAXLEN",
     "BackoffConfig",
     "BrokerConfig",
     "PollIntervals",
@@ -49,8 +53,21 @@ __all__ = [
 ]
 
 DEFAULT_DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY", "BRK.B", "/ESZ24", "$SPX")
-RUNNER_KEYS = frozenset({"enabled", "symbols", "accounts", "poll"})
+RUNNER_KEYS = frozenset({"enabled", "symbols", "accounts", "poll", "max_symbols"})
 POLL_KINDS = ("positions", "balances", "orders", "transactions")
+
+MAX_STREAM_MAXLEN = 1_000_000
+"""The largest ``[redis] stream_maxlen``: a restart reads an account's stream back whole to skip events it
+already published, so a stream must stay small enough to read in one go."""
+
+_BOUNDS = {
+    "redis.stream_maxlen": between(1, MAX_STREAM_MAXLEN),
+    "backoff": seconds(0.001, MAX_WAIT),
+    "status_interval": seconds(0.05, MAX_WAIT),
+    "shutdown_timeout": seconds(0.1, MAX_TIMEOUT),
+    "poll": seconds(0, MAX_INTERVAL),
+    "max_symbols": between(1, MAX_SYMBOLS_CAP),
+}
 
 
 @attrs.frozen
@@ -71,6 +88,8 @@ class BrokerConfig:
     symbols: tuple[str, ...] = ()
     accounts: tuple[str, ...] | None = None
     poll: PollIntervals = PollIntervals()
+    max_symbols: int | None = None
+    """The cap on symbols streamed at once; ``None``: the broker's own (``BrokerInfo.max_symbols``)."""
     # The raw table may hold secrets (an app secret): its repr names the keys only.
     settings: dict[str, Any] = attrs.field(factory=dict, repr=lambda s: f"<keys: {', '.join(sorted(s)) or 'none'}>")
 
@@ -124,12 +143,24 @@ def _unknown(data: dict[str, Any], allowed: set[str] | frozenset[str], where: st
         raise ConfigError(f"{where}: unknown key(s): {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}")
 
 
-def _number(value: Any, where: str, *, minimum: float = 0.0) -> float:
+def _number(value: Any, where: str, bounds: Between) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{where} must be a number, was {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{where} must be at least {minimum}, was {value!r}")
+    _within(value, where, bounds)
     return float(value)
+
+
+def _whole(value: Any, where: str, bounds: Between) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where} must be a whole number, was {value!r}")
+    _within(value, where, bounds)
+    return value
+
+
+def _within(value: float, where: str, bounds: Between) -> None:
+    problem = bounds.problem(value)
+    if problem:
+        raise ConfigError(f"{where} {problem}")
 
 
 def _bool(value: Any, where: str) -> bool:
@@ -161,9 +192,7 @@ def _redis(data: dict[str, Any], env: dict[str, str]) -> RedisConfig:
         validate_prefix(prefix)
     except InvalidIdentifier as exc:
         raise ConfigError(f"redis.prefix: {exc}") from None
-    maxlen = data.get("stream_maxlen", 10_000)
-    if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
-        raise ConfigError(f"redis.stream_maxlen must be a positive whole number, was {maxlen!r}")
+    maxlen = _whole(data.get("stream_maxlen", 10_000), "redis.stream_maxlen", _BOUNDS["redis.stream_maxlen"])
     return RedisConfig(
         url=url,
         explicit=explicit,
@@ -190,8 +219,13 @@ def _broker(name: str, data: Any) -> BrokerConfig | None:
                 raise ConfigError(f"{where}.accounts: {exc}") from None
     poll_data = _table(data.pop("poll", {}), f"[{where}.poll]")
     _unknown(poll_data, set(POLL_KINDS), f"[{where}.poll]")
-    poll = PollIntervals(**{k: _number(v, f"{where}.poll.{k}") for k, v in poll_data.items()})
-    return BrokerConfig(name=name, symbols=symbols, accounts=accounts, poll=poll, settings=data)
+    poll = PollIntervals(**{k: _number(v, f"{where}.poll.{k}", _BOUNDS["poll"]) for k, v in poll_data.items()})
+    max_symbols = data.pop("max_symbols", None)
+    if max_symbols is not None:
+        max_symbols = _whole(max_symbols, f"{where}.max_symbols", _BOUNDS["max_symbols"])
+    return BrokerConfig(
+        name=name, symbols=symbols, accounts=accounts, poll=poll, max_symbols=max_symbols, settings=data
+    )
 
 
 def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | None = None) -> RunnerConfig:
@@ -208,7 +242,7 @@ def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | Non
     redis = _redis(_table(data.get("redis", {}), "[redis]"), env)
     backoff_data = _table(data.get("backoff", {}), "[backoff]")
     _unknown(backoff_data, {"initial", "max", "login_retry"}, "[backoff]")
-    backoff = BackoffConfig(**{k: _number(v, f"backoff.{k}", minimum=0.001) for k, v in backoff_data.items()})
+    backoff = BackoffConfig(**{k: _number(v, f"backoff.{k}", _BOUNDS["backoff"]) for k, v in backoff_data.items()})
     if backoff.initial > backoff.max:
         raise ConfigError(f"backoff.initial ({backoff.initial}) must not exceed backoff.max ({backoff.max})")
     brokers_data = _table(data.get("brokers", {"demo": {"symbols": list(DEFAULT_DEMO_SYMBOLS)}}), "[brokers]")
@@ -223,8 +257,8 @@ def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | Non
         redis=redis,
         brokers=brokers,
         backoff=backoff,
-        status_interval=_number(data.get("status_interval", 1.0), "status_interval", minimum=0.05),
-        shutdown_timeout=_number(data.get("shutdown_timeout", 5.0), "shutdown_timeout", minimum=0.1),
+        status_interval=_number(data.get("status_interval", 1.0), "status_interval", _BOUNDS["status_interval"]),
+        shutdown_timeout=_number(data.get("shutdown_timeout", 5.0), "shutdown_timeout", _BOUNDS["shutdown_timeout"]),
     )
 
 

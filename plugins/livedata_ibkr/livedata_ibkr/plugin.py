@@ -29,6 +29,7 @@ def broker_info() -> BrokerInfo:
         capabilities={"authenticate", "login", "stream", "fetch_accounts", "fetch_positions", "fetch_balances", "fetch_orders"},
         settings_cls=IbkrSettings,
         description="Interactive Brokers through the Client Portal gateway (quotes, positions, balances, orders)",
+        max_symbols=100,  # an account's market-data lines: at least 100, shared with TWS, mobile and web
     )
 
 

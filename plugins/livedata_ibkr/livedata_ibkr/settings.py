@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
-from attrs import validators as v
 
 from livedata_core.errors import ConfigError
+from livedata_core.limits import MAX_TIMEOUT, MAX_WAIT, between, each_value, seconds
 from livedata_core.redis_url import mask_url
+from livedata_core.urls import is_loopback_host, refuse_plain_text_off_this_machine
 
 __all__ = ["IbkrSettings", "is_loopback_host", "ssl_context"]
 
-_positive = v.gt(0)
+_timeout = seconds(0, MAX_TIMEOUT, min_exclusive=True)
 
 #: The gateway ends a market-data subscription after 10 minutes; ``renew_interval`` must be shorter.
 SMD_LIFETIME = 600.0
-
-
-def _below_smd_lifetime(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not value < SMD_LIFETIME:
-        raise ValueError(
-            f"{attribute.name} must be below {SMD_LIFETIME:g} seconds (the gateway ends a quote subscription "
-            f"after 10 minutes, and it is renewed only every {attribute.name}), was {value:g}"
-        )
 
 
 @attrs.frozen
@@ -42,35 +34,39 @@ class IbkrSettings:
     ca_bundle: str = ""
     #: Accept the gateway's self-signed certificate without verification. Only for a loopback host.
     allow_self_signed: bool = False
-    connect_timeout: float = attrs.field(default=5.0, validator=_positive)
-    request_timeout: float = attrs.field(default=15.0, validator=_positive)
+    connect_timeout: float = attrs.field(default=5.0, validator=_timeout)
+    request_timeout: float = attrs.field(default=15.0, validator=_timeout)
     #: Client-side pacing: requests per second across all endpoints (the gateway allows 10).
-    max_requests_per_second: float = attrs.field(default=8.0, validator=_positive)
+    max_requests_per_second: float = attrs.field(default=8.0, validator=between(0, 1000, min_exclusive=True))
     #: How often to retry a request answered with HTTP 429 before raising ``RateLimited``.
-    rate_limit_retries: int = attrs.field(default=2, validator=v.ge(0))
+    rate_limit_retries: int = attrs.field(default=2, validator=between(0, 20))
     #: Seconds to wait after a 429 when the gateway gives no Retry-After.
-    rate_limit_backoff: float = attrs.field(default=5.0, validator=v.ge(0))
+    rate_limit_backoff: float = attrs.field(default=5.0, validator=seconds(0, MAX_WAIT))
     #: Per-endpoint pacing overrides, seconds between requests, keyed like ``"GET /iserver/account/orders"``.
-    pacing_overrides: dict[str, float] = attrs.field(factory=dict)
+    pacing_overrides: dict[str, float] = attrs.field(factory=dict, validator=each_value(seconds(0, MAX_WAIT)))
     #: When another session (TWS, mobile, web) holds this username's brokerage session, take it over
     #: (``ssodh/init`` with ``compete: true``, which logs that session out). Off: report ``LoginRequired``.
     compete: bool = False
     #: Seconds to wait for the brokerage session after ``/iserver/auth/ssodh/init``.
-    login_wait: float = attrs.field(default=5.0, validator=v.ge(0))
+    login_wait: float = attrs.field(default=5.0, validator=seconds(0, MAX_TIMEOUT))
     #: Seconds ``livedata auth ibkr`` waits for you to log in through the gateway's browser page.
-    browser_login_timeout: float = attrs.field(default=300.0, validator=_positive)
+    browser_login_timeout: float = attrs.field(default=300.0, validator=_timeout)
     #: Invalidate the gateway's positions cache before each positions fetch (one extra request).
     invalidate_positions: bool = True
     #: Seconds between ``/tickle`` keep-alives (the session times out after ~6 minutes without requests).
-    tickle_interval: float = attrs.field(default=60.0, validator=_positive)
+    tickle_interval: float = attrs.field(default=60.0, validator=seconds(
+        0, 300, min_exclusive=True, reason="the gateway ends a session after about 6 minutes without a request"))
     #: Seconds between re-sends of every ``smd`` subscription (the gateway ends them after 10 minutes).
-    renew_interval: float = attrs.field(default=540.0, validator=[_positive, _below_smd_lifetime])
+    renew_interval: float = attrs.field(default=540.0, validator=seconds(
+        0, SMD_LIFETIME, min_exclusive=True, max_exclusive=True,
+        reason="the gateway ends a quote subscription after 10 minutes, and it is renewed only every renew_interval"))
     #: Seconds between ``ech+hb`` frames sent to keep the websocket open.
-    echo_interval: float = attrs.field(default=50.0, validator=_positive)
+    echo_interval: float = attrs.field(default=50.0, validator=seconds(
+        0, 60, min_exclusive=True, reason="the gateway wants an echo at least once a minute"))
     #: Seconds without any frame (the gateway sends ``system`` heartbeats every 10 s) before reconnecting.
-    heartbeat_timeout: float = attrs.field(default=30.0, validator=_positive)
+    heartbeat_timeout: float = attrs.field(default=30.0, validator=_timeout)
     #: Seconds to wait for ``sts`` authenticated after opening the websocket.
-    ws_auth_timeout: float = attrs.field(default=10.0, validator=_positive)
+    ws_auth_timeout: float = attrs.field(default=10.0, validator=_timeout)
     #: Security type used when resolving a plain symbol to a conid.
     default_sec_type: str = "STK"
     #: Subscribe to live order updates (``sor``) on the websocket.
@@ -84,15 +80,10 @@ class IbkrSettings:
             ws = urlsplit(self.ws_url)
             if ws.scheme not in ("ws", "wss") or not ws.hostname:
                 raise ConfigError(f"ws_url must be a ws(s) URL with a host, was {mask_url(self.ws_url)!r}")
-        for key, url, plain in (("base_url", self.base_url, "http"), ("ws_url", self.ws_url, "ws")):
-            parts = urlsplit(url)
-            if url and parts.scheme == plain and not is_loopback_host(parts.hostname or ""):
-                raise ConfigError(
-                    f"{key} {mask_url(url)!r} is unencrypted {plain}:// to {parts.hostname}, which would send the "
-                    f"gateway session across the network in clear text; use {plain}s:// (with ca_bundle for the "
-                    f"gateway's certificate), or {plain}:// only for a gateway on this machine (localhost, "
-                    "127.0.0.1, ::1)"
-                )
+        for key, url in (("base_url", self.base_url), ("ws_url", self.ws_url)):
+            refuse_plain_text_off_this_machine(
+                key, url, carries="the gateway session", hint="(with ca_bundle for the gateway's certificate)"
+            )
         if self.allow_self_signed and not self._all_loopback():
             raise ConfigError(
                 "allow_self_signed is only allowed for a gateway on this machine (localhost, "
@@ -115,17 +106,6 @@ class IbkrSettings:
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", "", ""))
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` names this machine: ``localhost`` or a loopback address."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def ssl_context(settings: IbkrSettings) -> ssl.SSLContext:

@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 import attrs
 
 from livedata_core.errors import ConfigError
+from livedata_core.limits import MAX_TIMEOUT, MAX_WAIT, between, seconds
+from livedata_core.redis_url import mask_url
+from livedata_core.urls import refuse_plain_text_off_this_machine
 
 __all__ = ["APP_KEY_ENV", "APP_SECRET_ENV", "SchwabSettings", "TRANSACTION_TYPES"]
 
@@ -46,14 +49,17 @@ def _masked(value: str | None) -> str:
     return "None" if not value else "'***'"
 
 
-def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, was {value!r}")
+_timeout = seconds(0, MAX_TIMEOUT, min_exclusive=True)
+_wait = seconds(0, MAX_WAIT)
+_TOKEN_DAYS = "Schwab refuses a refresh token older than 7 days"
 
 
-def _not_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must not be negative, was {value!r}")
+def _api_url(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{attribute.name} must be an https:// URL with a host, was {mask_url(value)!r}")
+    refuse_plain_text_off_this_machine(attribute.name, value, carries="the app secret and the tokens",
+                                       hint="(with ca_file for a TLS-inspecting proxy)")  # fmt: skip
 
 
 def _https_loopback(instance: object, attribute: attrs.Attribute, value: str) -> None:
@@ -81,36 +87,41 @@ class SchwabSettings:
     """The app's secret; default ``$LIVEDATA_SCHWAB_APP_SECRET``."""
     callback_url: str = attrs.field(default="https://127.0.0.1:8182", validator=_https_loopback)
     """Exactly the callback URL registered for the app (https, this machine, a port above 1024)."""
-    api_base_url: str = "https://api.schwabapi.com/trader/v1"
-    auth_base_url: str = "https://api.schwabapi.com/v1/oauth"
+    api_base_url: str = attrs.field(default="https://api.schwabapi.com/trader/v1", validator=_api_url)
+    """The Trader API; plain ``http://`` only to this machine (a test server)."""
+    auth_base_url: str = attrs.field(default="https://api.schwabapi.com/v1/oauth", validator=_api_url)
+    """The OAuth endpoints; plain ``http://`` only to this machine."""
     ca_file: str | None = None
     """A PEM file of extra certificate authorities to trust for the API (a TLS-inspecting proxy)."""
-    requests_per_minute: float = attrs.field(default=120.0, validator=_positive)
+    requests_per_minute: float = attrs.field(default=120.0, validator=between(0, 60_000, min_exclusive=True))
     """Client-side limit on REST requests (Schwab allows about 120 a minute)."""
-    request_timeout: float = attrs.field(default=15.0, validator=_positive)
+    request_timeout: float = attrs.field(default=15.0, validator=_timeout)
     """Seconds to wait for one HTTP request."""
-    max_retries: int = attrs.field(default=3, validator=_not_negative)
+    max_retries: int = attrs.field(default=3, validator=between(0, 20))
     """How often a request answered with 429, a 5xx or a network error is tried again."""
-    retry_backoff: float = attrs.field(default=1.0, validator=_not_negative)
+    retry_backoff: float = attrs.field(default=1.0, validator=_wait)
     """Seconds before the first retry when Schwab gives no Retry-After; doubles each time."""
-    retry_backoff_max: float = attrs.field(default=30.0, validator=_not_negative)
-    refresh_margin: float = attrs.field(default=300.0, validator=_not_negative)
+    retry_backoff_max: float = attrs.field(default=30.0, validator=_wait)
+    refresh_margin: float = attrs.field(default=300.0, validator=seconds(
+        0, 1800, max_exclusive=True, reason="the access token lives 30 minutes"))
     """Refresh the 30-minute access token this many seconds before it expires."""
-    refresh_401_backoff: float = attrs.field(default=60.0, validator=_not_negative)
+    refresh_401_backoff: float = attrs.field(default=60.0, validator=_wait)
     """After a token refresh did not cure a 401, requests answered 401 within this many seconds fail at once
     instead of refreshing again (a persistent 401 must not hammer the token endpoint)."""
-    refresh_warn_days: float = attrs.field(default=5.0, validator=_not_negative)
+    refresh_warn_days: float = attrs.field(default=5.0, validator=between(0, 7, unit="days", reason=_TOKEN_DAYS))
     """Warn (log and ``livedata status``) once the refresh token is this many days old."""
-    refresh_max_days: float = attrs.field(default=7.0, validator=_positive)
+    refresh_max_days: float = attrs.field(default=7.0, validator=between(
+        0, 7, min_exclusive=True, unit="days", reason=_TOKEN_DAYS))
     """Schwab rejects refresh tokens older than 7 days: past this age, ask for ``livedata auth schwab``."""
-    login_timeout: float = attrs.field(default=300.0, validator=_positive)
+    login_timeout: float = attrs.field(default=300.0, validator=_timeout)
     """Seconds ``livedata auth schwab`` waits for the browser to come back to the callback URL."""
     open_browser: bool = True
     """Open the login page in a browser (otherwise only print its URL)."""
-    account_cache_seconds: float = attrs.field(default=2.0, validator=_not_negative)
+    account_cache_seconds: float = attrs.field(default=2.0, validator=_wait)
     """The positions and the balances poll share one ``GET /accounts/{hash}?fields=positions``: an answer
     younger than this is reused, so a positions and a balances poll cost one request. ``0`` asks every time."""
-    orders_lookback_days: float = attrs.field(default=60.0, validator=_not_negative)
+    orders_lookback_days: float = attrs.field(default=60.0, validator=between(
+        0, 364, unit="days", reason="Schwab answers for at most a year of orders"))
     """Orders entered up to this many days ago are asked for on every poll, so status changes of older
     working orders (GTC) are seen too."""
     transaction_types: list[str] = attrs.field(factory=lambda: list(TRANSACTION_TYPES), validator=_known_types)

@@ -47,6 +47,7 @@ def broker_info() -> BrokerInfo:
         capabilities={"authenticate", "stream"},
         settings_cls=TosSettings,
         description="Schwab (thinkorswim) streamer: level-one equity/index/futures quotes and account activity",
+        max_symbols=500,  # the streamer refuses more than about 500 keys per service (REACHED_SYMBOL_LIMIT)
     )
 
 

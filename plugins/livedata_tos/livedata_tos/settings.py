@@ -10,19 +10,21 @@ import attrs
 from livedata_schwab.settings import SchwabSettings
 
 from livedata_core.errors import ConfigError
+from livedata_core.limits import MAX_TIMEOUT, MAX_WAIT, between, seconds
 from livedata_core.redis_url import mask_url
+from livedata_core.urls import refuse_plain_text_off_this_machine
 
 __all__ = ["TosSettings"]
 
-
-def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, was {value!r}")
+_timeout = seconds(0, MAX_TIMEOUT, min_exclusive=True)
 
 
 def _ws_url(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
-    if value is not None and not value.startswith(("ws://", "wss://")):
+    if value is None:
+        return
+    if not value.startswith(("ws://", "wss://")):
         raise ValueError(f"streamer_url must start with ws:// or wss://, was {mask_url(value)!r}")
+    refuse_plain_text_off_this_machine(attribute.name, value, carries="the access token")
 
 
 @attrs.frozen(kw_only=True)
@@ -35,17 +37,18 @@ class TosSettings:
     """Connect here instead of ``streamerInfo.streamerSocketUrl`` (tests, proxies)."""
     account_activity: bool = True
     """Subscribe to ACCT_ACTIVITY and publish order events on ``orders:{account}``."""
-    login_timeout: float = attrs.field(default=10.0, validator=_positive)
+    login_timeout: float = attrs.field(default=10.0, validator=_timeout)
     """Seconds to wait for the answer to LOGIN."""
-    command_timeout: float = attrs.field(default=10.0, validator=_positive)
+    command_timeout: float = attrs.field(default=10.0, validator=_timeout)
     """Seconds to wait for the answer to SUBS/ADD/UNSUBS (LOGOUT waits at most 0.8 s); unanswered, the connection is re-made."""
-    open_timeout: float = attrs.field(default=10.0, validator=_positive)
+    open_timeout: float = attrs.field(default=10.0, validator=_timeout)
     """Seconds to open the websocket."""
-    heartbeat_timeout: float = attrs.field(default=60.0, validator=_positive)
+    heartbeat_timeout: float = attrs.field(default=60.0, validator=_timeout)
     """Seconds without data or heartbeat after which the runner reconnects."""
-    connection_limit_retry: float = attrs.field(default=60.0, validator=_positive)
+    connection_limit_retry: float = attrs.field(default=60.0, validator=seconds(0, MAX_WAIT, min_exclusive=True))
     """Seconds to wait before trying again when another streamer holds the one connection Schwab allows."""
-    max_keys_per_command: int = attrs.field(default=300, validator=_positive)
+    max_keys_per_command: int = attrs.field(default=300, validator=between(
+        1, 500, reason="the streamer holds about 500 keys per service"))
     """Symbols per ADD/UNSUBS request."""
 
     def check_config(self) -> None:
