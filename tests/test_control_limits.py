@@ -188,3 +188,69 @@ def test_the_client_refuses_an_out_of_bounds_command_before_sending_it(redis_ser
             client.subscribe("demo", ["S" * 65])
         with pytest.raises(ControlError, match="broker must be a broker name of at most 32 characters"):
             client.subscribe("b" * 33, ["AAPL"])
+
+
+# -- the trust model: the Redis ACLs docs/channels.md recommends -------------------------------------------
+
+
+def _documented_acls() -> list[str]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "channels.md").read_text()
+    section = text.split("## Who can do what", 1)[1]
+    block = section.split("```text\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.startswith("ACL SETUSER")]
+
+
+def test_the_documented_redis_acls_let_each_client_do_its_part_and_no_more():
+    import redis
+
+    from livedata_core.redis_server import RedisServer
+
+    acls = _documented_acls()
+    assert len(acls) == 4 and acls[-1] == "ACL SETUSER default off"
+    with RedisServer() as server:
+        admin = redis.Redis(port=server.port)
+        for line in acls:
+            admin.execute_command(*line.split())
+        admin.close()
+
+        def url(user: str, secret: str) -> str:
+            return f"redis://{user}:{secret}@127.0.0.1:{server.port}/0"
+
+        async def go():
+            polls = {"positions": 0.1, "balances": 0.1, "orders": 0.1, "transactions": 0.1}
+            async with running(demo_runner(url("livedata", "runner-secret"), poll=polls, order_every=0.1)) as runner:
+                await asyncio.wait_for(runner.control.ready.wait(), 5)
+                reader = aioredis.Redis.from_url(url("reader", "reader-secret"))
+                pubsub = reader.pubsub(ignore_subscribe_messages=True)
+                await pubsub.psubscribe("live_data:quotes:*")
+                with ControlClient(url("control", "control-secret"), timeout=5) as client:
+                    added = await asyncio.to_thread(client.subscribe, "demo", ["NVDA"])
+                    status = await asyncio.to_thread(client.status)
+                    with pytest.raises(Exception, match="NOPERM|permission"):
+                        await asyncio.to_thread(client._redis.publish, "live_data:quotes:AAPL", b"{}")
+                quote = orders = book = None
+                for _ in range(200):  # orders reach their stream and positions the book: XADD, HSET allowed
+                    message = await pubsub.get_message(timeout=0.05)
+                    quote = quote or (message and orjson.loads(message["data"]))
+                    orders = await reader.xrange("live_data:stream:orders:DEMO-1")
+                    book = await reader.hgetall("live_data:book:positions:DEMO-1")
+                    if quote and orders and book:
+                        break
+                refused = []
+                for attempt in (reader.publish("live_data:control", b'{"command": "ping"}'),
+                                reader.set("live_data:latest:quotes:AAPL", b"{}")):  # fmt: skip
+                    try:
+                        await attempt
+                    except Exception as exc:
+                        refused.append(str(exc))
+                await pubsub.aclose()
+                await reader.aclose()
+                published = runner.publisher.stats.published
+            return added, status, quote, refused, published, orders, book
+
+        added, status, quote, refused, published, orders, book = asyncio.run(go())
+    assert added == {"added": ["NVDA"], "already": []} and "NVDA" in status["brokers"]["demo"]["symbols"]
+    assert quote and quote["broker"] == "demo" and orders and book and published > 0
+    assert len(refused) == 2 and all("NOPERM" in r or "permission" in r for r in refused), refused
