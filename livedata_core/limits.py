@@ -25,6 +25,7 @@ __all__ = [
     "EachValue",
     "INT64_MAX",
     "MAX_INTERVAL",
+    "MAX_STREAM_MAXLEN",
     "MAX_SYMBOLS_CAP",
     "MAX_TIMEOUT",
     "MAX_WAIT",
@@ -50,6 +51,11 @@ MAX_INTERVAL = 86_400.0
 
 MAX_SYMBOLS_CAP = 100_000
 """The largest cap on the symbols one broker streams at once (``[brokers.NAME] max_symbols``)."""
+
+MAX_STREAM_MAXLEN = 1_000_000
+"""The largest ``stream_maxlen`` (entries kept per orders or transactions stream): a restart reads an account's
+stream back whole to skip events it already published, so a stream must stay small enough to read in one go.
+Redis itself would take up to :data:`INT64_MAX`."""
 
 
 def _shown(value: float) -> str:

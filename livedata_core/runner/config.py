@@ -37,12 +37,13 @@ import attrs
 
 from ..channels import validate_identifier, validate_prefix
 from ..errors import ConfigError, InvalidIdentifier
-from ..limits import MAX_INTERVAL, MAX_SYMBOLS_CAP, MAX_TIMEOUT, MAX_WAIT, Between, between, seconds
+from ..limits import (
+    MAX_INTERVAL, MAX_STREAM_MAXLEN, MAX_SYMBOLS_CAP, MAX_TIMEOUT, MAX_WAIT, Between, between, seconds,
+)
 from ..redis_url import DEFAULT_REDIS_URL, parse_redis_url
 
 __all__ = [
     "DEFAULT_DEMO_SYMBOLS",
-    "MAX_STREAM_MAXLEN",
     "BackoffConfig",
     "BrokerConfig",
     "PollIntervals",
@@ -56,10 +57,7 @@ DEFAULT_DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY", "BRK.B", "/ESZ24", "$SPX")
 RUNNER_KEYS = frozenset({"enabled", "symbols", "accounts", "poll", "max_symbols"})
 POLL_KINDS = ("positions", "balances", "orders", "transactions")
 
-MAX_STREAM_MAXLEN = 1_000_000
-"""The largest ``[redis] stream_maxlen``: a restart reads an account's stream back whole to skip events it
-already published, so a stream must stay small enough to read in one go."""
-
+# What each core number may be (see livedata_core.limits for why).
 _BOUNDS = {
     "redis.stream_maxlen": between(1, MAX_STREAM_MAXLEN),
     "backoff": seconds(0.001, MAX_WAIT),
