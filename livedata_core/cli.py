@@ -107,7 +107,7 @@ def _redis_problem(url: str) -> tuple[bool, str] | None:
     it is masked."""
     import redis
 
-    from .redis_url import mask_url, parse_redis_url
+    from .redis_url import mask_url, parse_redis_url, tls_hint
 
     shown = mask_url(url)
     client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
@@ -120,7 +120,7 @@ def _redis_problem(url: str) -> tuple[bool, str] | None:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         hint = ""
         if url.startswith("rediss://"):
-            hint = " (rediss:// needs a Redis that speaks TLS on that port; use redis:// for a plain one)"
+            hint = tls_hint(url, str(exc))
         return True, f"Redis is not reachable at {shown}: {str(exc).rstrip('.')}{hint}"
     except redis.RedisError as exc:
         return False, f"Redis at {shown} refused the connection: {str(exc).rstrip('.')}"

@@ -8,12 +8,11 @@ hiredis reaches several hundred thousand. Everything else (subscribing, control,
 from __future__ import annotations
 
 import asyncio
-import ssl
 
 import hiredis
 
 from ..errors import PublishError
-from ..redis_url import RedisTarget, mask_url
+from ..redis_url import RedisTarget, mask_url, tls_hint
 from ..aio_tools import within
 
 __all__ = ["RespConnection", "command"]
@@ -48,11 +47,13 @@ class RespConnection:
             if t.unix_path:
                 coro = asyncio.open_unix_connection(t.unix_path)
             else:
-                ctx = ssl.create_default_context() if t.tls else None
+                ctx = t.tls_options.ssl_context() if t.tls else None
                 coro = asyncio.open_connection(t.host, t.port, ssl=ctx)
             self._reader, self._writer = await within(coro, self.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise PublishError(f"cannot connect to Redis at {mask_url(t.url)}: {exc or type(exc).__name__}") from None
+        except (OSError, asyncio.TimeoutError) as exc:  # OSError includes ssl.SSLError
+            reason = str(exc) or type(exc).__name__
+            hint = tls_hint(t.url, reason)
+            raise PublishError(f"cannot connect to Redis at {mask_url(t.url)}: {reason}{hint}") from None
         self._parser = hiredis.Reader()
         hello: list[bytes] = []
         if t.password is not None:
@@ -71,9 +72,10 @@ class RespConnection:
         except asyncio.TimeoutError:
             await self.close()
             raise PublishError(f"Redis at {mask_url(t.url)} accepted the connection but did not answer") from None
-        except PublishError:
+        except PublishError as exc:
             await self.close()
-            raise
+            # With TLS 1.3 a server refuses a client certificate (or its absence) only after the handshake.
+            raise PublishError(f"{exc}{tls_hint(t.url, str(exc))}") from None
         for index, reply in enumerate(replies):
             if isinstance(reply, hiredis.ReplyError) and index != len(replies) - 2:  # SETNAME may be refused by proxies
                 await self.close()
