@@ -32,7 +32,10 @@ The conformance suite is :class:`livedata_core.testing.conformance.ConformanceSu
 
 from __future__ import annotations
 
-import pytest
+try:
+    import pytest
+except ImportError:  # pragma: no cover - depends on how livedata-core was installed
+    raise ImportError("livedata_core.testing needs pytest: pip install 'livedata-core[testing]'") from None
 
 from ..redis_server import RedisServer
 from .published import PublishedCollector
