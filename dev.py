@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,15 @@ def dist(args: list[str]) -> int:
     return 0
 
 
+def _livedata_command() -> str:
+    """How the user's shell, where ``.venv`` is not on PATH, runs ``livedata``: through this script's ``shell``."""
+    on_path = shutil.which("python3")
+    python = "python3" if on_path and os.path.samefile(on_path, sys.executable) else sys.executable
+    here = Path(__file__).resolve()
+    script = os.path.relpath(here) if here.is_relative_to(Path.cwd()) else str(here)
+    return f"{shlex.quote(python)} {shlex.quote(script)} shell livedata"
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "dist":
         return dist(argv[1:])
@@ -136,6 +146,8 @@ def main(argv: list[str]) -> int:
         return 1
     command, rest = argv[0], argv[1:]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if command in ("demo", "shell"):
+        env["LIVEDATA_COMMAND"] = _livedata_command()  # the hints livedata prints then work in the user's shell
     if command == "demo":
         cmd = [str(BIN / "livedata"), "run", *rest]
     elif command == "test":

@@ -204,19 +204,50 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner = Runner(config)
         print(
             f"livedata: no Redis at redis://localhost:6379/0, so an embedded redis-server ({embedded.binary}) is running "
-            f"for this run at {embedded.url}\n"
-            f"livedata: subscribe from another terminal:  LIVEDATA_REDIS_URL={embedded.url} livedata tail 'quotes:*'",
+            f"for this run at {embedded.url}",
             file=sys.stderr,
         )
     try:
-        asyncio.run(_run(runner, quiet=args.quiet))
+        asyncio.run(_run(runner, quiet=args.quiet, watch=_watch_command(args, embedded.url if embedded else None)))
     finally:
         if embedded is not None:
             embedded.close()
     return EXIT_OK
 
 
-async def _run(runner: Any, quiet: bool) -> None:
+def _livedata_command() -> str:
+    """How the user runs ``livedata`` from their shell: ``$LIVEDATA_COMMAND`` (``dev.py`` sets it, as ``.venv`` is
+    not on the user's PATH), ``livedata`` if it is on PATH, else this Python with ``-m livedata_core``."""
+    import shlex
+    import shutil
+
+    given = os.environ.get("LIVEDATA_COMMAND")
+    if given:
+        return given
+    if shutil.which("livedata"):
+        return "livedata"
+    return f"{shlex.quote(sys.executable)} -m livedata_core"
+
+
+def _watch_command(args: argparse.Namespace, embedded_url: str | None) -> str:
+    """A ``livedata tail`` command line that watches what this run publishes, to run in another terminal: the same
+    Redis and prefix (a password in a --redis-url is shown masked, never printed)."""
+    import shlex
+
+    from .redis_url import mask_url
+
+    words = []
+    if args.config:
+        words += ["-c", args.config]
+    if args.redis_url:
+        words += ["--redis-url", mask_url(args.redis_url)]
+    if args.prefix is not None:
+        words += ["--prefix", args.prefix]
+    env = f"LIVEDATA_REDIS_URL={embedded_url} " if embedded_url else ""
+    return f"{env}{_livedata_command()} tail {' '.join(shlex.quote(w) for w in [*words, 'quotes:*'])}"
+
+
+async def _run(runner: Any, quiet: bool, watch: str) -> None:
     from .redis_url import mask_url
 
     loop = asyncio.get_running_loop()
@@ -234,6 +265,7 @@ async def _run(runner: Any, quiet: bool) -> None:
             "Ctrl-C to stop.",
             file=sys.stderr,
         )
+        print(f"livedata: to watch it, run in another terminal:  {watch}", file=sys.stderr)
     while not task.done():
         done, _ = await asyncio.wait({task}, timeout=5.0)
         if not done and not quiet:

