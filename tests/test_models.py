@@ -66,3 +66,54 @@ def test_plain_payloads_and_payloads_needing_conversion_encode_the_same_way():
     assert dumps({"d": decimal.Decimal("1.25"), "day": dt.date(2026, 1, 2), 3: {"x"}}) == b'{"d":1.25,"day":"2026-01-02","3":["x"]}'
     with pytest.raises(TypeError, match="bytes"):
         dumps({"raw": b"\x00"})
+
+
+def test_a_payload_is_read_leniently_and_published_strictly_by_the_same_rules():
+    newer = {"broker": "x", "symbol": "AAPL", "bid": 1, "a_field_from_the_future": 1}
+    assert from_dict(Quote, newer).bid == 1.0  # a consumer keeps working when a field is added
+    with pytest.raises(ValueError, match="unknown key\\(s\\): a_field_from_the_future"):
+        from_dict(Quote, newer, strict=True)
+    strict = from_dict(Quote, {"broker": "x", "symbol": "AAPL", "bid": 1}, strict=True)
+    assert strict.bid == 1.0 and type(strict.bid) is float  # a whole number is a number
+    with pytest.raises(ValueError, match="bid: must be a number, was str '1.5'"):
+        from_dict(Quote, {"broker": "x", "symbol": "AAPL", "bid": "1.5"}, strict=True)
+
+
+NUMBER_FIELDS = [f.name for f in attrs.fields(Quote) if f.name not in ("broker", "symbol", "extra")]
+
+
+@pytest.mark.parametrize("field", NUMBER_FIELDS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), "1.5", [1]])
+def test_the_fast_quote_check_sends_every_bad_number_field_to_the_full_check(field, bad):
+    from livedata_core.models import check_model, finite_quote
+
+    good = Quote(broker="x", symbol="AAPL", bid=1.0, ask=1.1, last=1.05, volume=10.0, timestamp=1)
+    assert finite_quote(good) and check_model(good) is good
+    quote = attrs.evolve(good, **{field: bad})
+    assert not finite_quote(quote)
+    with pytest.raises(ValueError, match=f"{field}: "):
+        check_model(quote)
+
+
+def test_the_fast_quote_check_is_only_a_shortcut():
+    from livedata_core.models import check_model, finite_quote
+
+    huge = Quote(broker="x", symbol="AAPL", bid=1e308, ask=1e308)  # finite, but their sum is not
+    assert not finite_quote(huge) and check_model(huge) is huge
+    extra = Quote(broker="x", symbol="AAPL", extra={"legs": [1.0, float("nan")]})
+    with pytest.raises(ValueError, match=r"extra\.legs\[1\]: nan is not a finite number"):
+        check_model(extra)
+    assert check_model(Quote(broker="x", symbol="AAPL", extra={"delayed": True}))
+    flag = Quote(broker="x", symbol="AAPL", bid=True)
+    assert finite_quote(flag)  # a bool adds up like a number: only the full check tells
+    with pytest.raises(ValueError, match="bid: must be a number, was bool True"):
+        check_model(flag)
+
+
+def test_an_order_status_must_be_one_of_the_closed_set():
+    from livedata_core.models import ORDER_STATUSES, check_model
+
+    for status in ORDER_STATUSES:
+        check_model(Order(broker="x", account_id="1", order_id="1", status=status))
+    with pytest.raises(ValueError, match="status: 'FILLED' is not an order status; expected one of canceled, expired"):
+        check_model(Order(broker="x", account_id="1", order_id="1", status="FILLED"))

@@ -529,3 +529,31 @@ def test_publish_after_close_is_logged_not_silent(redis_server, caplog):
 
     asyncio.run(go())
     assert "published after the publisher closed" in caplog.text and '"order_id":"77"' in caplog.text
+
+
+def test_the_async_publisher_refuses_bad_fields_at_once_and_publishing_goes_on(redis_server):
+    import math
+
+    async def go():
+        pub = AsyncPublisher(redis_server.url)
+        await pub.start()
+        pub.publish(_order(1))
+        with pytest.raises(ValueError, match="status: 'bogus' is not an order status"):
+            pub.publish(Order(broker="t", account_id="A1", order_id="bad", status="bogus"))
+        with pytest.raises(ValueError, match="quantity: nan is not a finite number"):
+            pub.publish(Position(broker="t", account_id="A1", symbol="AAPL", quantity=math.nan))
+        with pytest.raises(ValueError, match="bid: inf is not a finite number"):
+            pub.publish(Quote(broker="t", symbol="AAPL", bid=math.inf))
+        with pytest.raises(ValueError, match="last: must be a number, was str"):
+            pub.publish(Quote(broker="t", symbol="AAPL", last="1.5"))
+        pub.publish(Quote(broker="t", symbol="MSFT", bid=1, ask=1.5))
+        pub.publish(_order(2))
+        assert await pub.flush(5)
+        return await pub.close(), pub.stats
+
+    lost, stats = asyncio.run(go())
+    r = redis.Redis(port=redis_server.port)
+    assert [json.loads(e[1][b"data"])["order_id"] for e in r.xrange("live_data:stream:orders:A1")] == ["1", "2"]
+    assert r.get("live_data:latest:quotes:MSFT") and not r.get("live_data:latest:quotes:AAPL")
+    assert not r.exists("live_data:book:positions:A1")
+    assert lost == 0 and stats.published == 3

@@ -31,7 +31,7 @@ import orjson
 
 from ..channels import book_key, channel, latest_key, stream_key
 from ..errors import PublishError
-from ..models import Quote, to_dict
+from ..models import Quote, check_model, finite_quote, to_dict
 from ..redis_url import mask_url, parse_redis_url, redis_url_from_env
 from .encoding import book_entry, dumps
 from .resp import RespConnection, command
@@ -137,7 +137,9 @@ class AsyncPublisher:
     def publish(self, model: Any) -> None:
         """Queue a model (Quote, Position, Balance, Order or Transaction). Never blocks, never raises for Redis.
 
-        Account events are encoded here, so a payload that cannot be published is refused at once:
+        A payload that cannot be published as it is is refused at once (the runner counts it as a skip): account
+        events are checked in full (:func:`~livedata_core.models.check_model`) and encoded here; quotes, on the
+        hot path, are checked for NaN, infinities and values that are not numbers (:func:`finite_quote`).
 
         :raises InvalidIdentifier: the symbol or account id cannot be a channel name.
         :raises TypeError: not a model, or a value JSON cannot carry (for example bytes in ``extra``).
@@ -150,10 +152,14 @@ class AsyncPublisher:
             else:
                 self._quote_seqs[ch] = seq  # the oldest publish this queued quote stands for
             self._quotes[ch] = model
+        :raises ValueError: a bad field (a wrong type, NaN or an infinity, an order status outside the closed set),
+            named with what is wrong.
         else:
             kind = getattr(model, "TYPE", None)
             if kind is None or kind == "quotes":
                 raise TypeError(f"cannot publish {type(model).__name__}: not a livedata model")
+            if not finite_quote(model):
+                check_model(model)  # raises ValueError naming the field, unless the quote was fine after all
             event = _Event(kind, model.identifier, dumps(to_dict(model)), self, book_entry(model))
             event.seq = seq
             if self._closed:
@@ -164,6 +170,7 @@ class AsyncPublisher:
             self._reliable.append(event)
             if len(self._reliable) % RELIABLE_WARN_EVERY == 0:
                 log.warning("%d account events waiting for Redis", len(self._reliable))
+            check_model(model)
         self._published_seq = seq
         self._wakeup.set()
 

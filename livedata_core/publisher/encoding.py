@@ -8,7 +8,9 @@ from typing import Any
 
 import orjson
 
-from ..models import MODEL_FOR_TYPE, Balance, Position, from_dict
+from ..channels import validate_identifier
+from ..errors import InvalidIdentifier
+from ..models import MODEL_FOR_TYPE, Balance, Position, check_model, from_dict
 
 __all__ = ["book_entry", "dumps", "payload_for"]
 
@@ -38,22 +40,28 @@ _plain_dumps = orjson.dumps
 def payload_for(kind: str, identifier: str, data: Any, id_field: str) -> Any:
     """A model for ``data`` (a model, or a dict checked through the model), with the identifier filled in.
 
-    :raises ValueError: the dict has a value of the wrong type; the message names the field.
+    Strict, as publishing must be (``from_dict(..., strict=True)`` / :func:`~livedata_core.models.check_model`):
+    unknown keys, values of the wrong type, NaN or infinities and an order status outside the closed set are
+    refused, not converted or dropped.
+
+    :raises InvalidIdentifier: ``identifier`` is not a string, or cannot be part of a channel name.
+    :raises ValueError: naming every bad field and what is wrong with it.
     """
+    if not isinstance(identifier, str):
+        raise InvalidIdentifier(f"{id_field} must be a string, was {type(identifier).__name__}")
+    validate_identifier(identifier)
     cls = MODEL_FOR_TYPE[kind]
     if isinstance(data, cls):
         if getattr(data, id_field) != identifier:
             raise ValueError(f"{kind} payload has {id_field}={getattr(data, id_field)!r} but was published for {identifier!r}")
-        return data
+        return check_model(data)
     if not isinstance(data, dict):
         raise TypeError(f"{kind} payload must be a dict or a {cls.__name__}, was {type(data).__name__}")
     merged = {"broker": "external", **data}
     merged.setdefault(id_field, identifier)
     if merged[id_field] != identifier:
         raise ValueError(f"{kind} payload has {id_field}={merged[id_field]!r} but was published for {identifier!r}")
-    return from_dict(cls, merged)
-
-
+    return from_dict(cls, merged, strict=True)
 
 
 def book_entry(model: Any) -> tuple[str, bool] | None:

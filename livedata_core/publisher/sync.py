@@ -3,10 +3,16 @@
     from livedata_core import live_data_redis
     live_data_redis.publish_quote("AAPL", {"bid": 1, "ask": 2, "last": 1.5, "volume": 10})
 
-Each ``publish_*`` takes a dict or a model, checks it against the model (a wrong type raises ``ValueError``
-naming the field), publishes the JSON on its channel, keeps it as the channel's latest value (positions and
-balances also in their account's book hash), and for orders and transactions appends it to the channel's
-capped stream. It returns how many subscribers received it.
+Each ``publish_*`` takes a dict or a model, checks it against the model, publishes the JSON on its channel,
+keeps it as the channel's latest value (positions and balances also in their account's book hash), and for
+orders and transactions appends it to the channel's capped stream. It returns how many subscribers received it.
+
+The check is strict (``from_dict(..., strict=True)``; docs/channels.md, "Payload rules"): nothing is converted
+or dropped. ``ValueError`` names every bad field and what is wrong: an unknown key (``{"lst": 3}``; put
+broker-specific values in ``extra``), a value of the wrong type (``"1.5"``, ``True``; whole numbers are fine
+for numbers), NaN or an infinity, an order ``status`` outside ``ORDER_STATUSES`` (the allowed ones are
+listed). An identifier that is not a string or cannot be a channel name raises
+:class:`~livedata_core.errors.InvalidIdentifier`. The ``broker`` field defaults to ``"external"``.
 
 Redis comes from ``LIVEDATA_REDIS_URL`` (default ``redis://localhost:6379/0``) unless :func:`configure` says
 otherwise. Connection failures raise :class:`~livedata_core.errors.PublishError` with the URL's password masked.

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,13 +21,13 @@ from ..errors import (
     AuthError, BrokerError, ConfigError, InvalidIdentifier, LivedataError, LoginRequired, NotSupported, PluginError,
     StreamError, SymbolsRefused,
 )
-from ..models import Balance, Order, Position, Quote, Transaction
+from ..models import Balance, Order, Position, Quote, Transaction, to_dict
 from ..publisher import AsyncPublisher
-from ..streaming import HEARTBEAT, BrokerStream
+from ..streaming import HEARTBEAT, BrokerStream, StreamStats
 from ..tokens import TokenStore
 from .backoff import Backoff
 from .config import BackoffConfig, BrokerConfig
-from .changes import OrderEvents, TransactionEvents
+from .changes import OrderEvents, SeenSet, TransactionEvents
 from .status import BrokerStatus
 from ..aio_tools import reraise_if_cancelling, within
 
@@ -97,6 +98,8 @@ class BrokerRuntime:
         self.last_quote: Quote | None = None
         self.order_events = OrderEvents()
         self.transaction_events = TransactionEvents()
+        self._refused = SeenSet(1_000)  # account events refused, counted and logged once each (_refusal_key)
+        self._skips_logged: Counter[str] = Counter()  # per skip reason over the process's life, for skip()'s rate limit
 
     # -- authentication ------------------------------------------------------------------------------------
 
@@ -265,8 +268,8 @@ class BrokerRuntime:
                     if model.symbol in wanted:
                         try:
                             publish_quote(model)
-                        except Exception as exc:  # a bad symbol from the broker: skip it, keep the frame
-                            self.skip("quote refused", model.symbol, exc)
+                        except Exception as exc:  # a bad symbol or value from the broker: skip it, keep the frame
+                            self.skip("quote refused", model, exc)
                             continue
                         n += 1
                         self.last_quote = model
@@ -277,31 +280,45 @@ class BrokerRuntime:
                 status.last_message_at = time.time()
         raise StreamError("the broker closed the stream")
 
-    def skip(self, reason: str, what: Any, exc: BaseException | None = None) -> None:
-        """Count an item that cannot be published and log it (in full: it may be an order)."""
+    def skip(self, reason: str, what: Any, exc: BaseException | None = None, *, every_time: bool = False) -> None:
+        """Count an item that cannot be published and log it at error level, in full (it may be an order).
+
+        A reason that recurs (a broker sending a bad value in every quote) is logged as
+        :class:`~livedata_core.streaming.StreamStats` logs skips: the first ``LOG_FIRST`` in this process, then
+        every ``LOG_EVERY``-th; ``livedata status`` counts them all. ``every_time`` logs each one: account
+        events, each of which is data lost (:meth:`publish` counts and logs each refused state once).
+        """
         self.status.skipped[reason] = self.status.skipped.get(reason, 0) + 1
+        self._skips_logged[reason] += 1
+        n = self._skips_logged[reason]
+        if not every_time and n > StreamStats.LOG_FIRST and n % StreamStats.LOG_EVERY:
+            return
         detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
-        self.log.error("%s (not published): %r%s", reason, what, detail)
+        more = f" (from now on every {StreamStats.LOG_EVERY}th is logged)" if n == StreamStats.LOG_FIRST and not every_time else ""
+        self.log.error("%s (not published)%s: %r%s", reason, more, what, detail)
 
     def publish(self, model: Any) -> bool:
         """Publish an account event once per state, whether it came from the stream or a poll.
 
-        Never raises: an item that cannot be published (not a model, a bad account id, a value JSON cannot
-        carry) is counted and logged in full, and the rest of its frame or poll goes on.
+        Never raises: an item that cannot be published (not a model, a bad account id, a bad field such as an
+        order status outside the closed set or a NaN, a value JSON cannot carry) is counted and logged in full
+        with what is wrong, once per distinct state (a broker that reports the same bad order on every poll is
+        not logged every poll), and the rest of its frame or poll goes on.
         """
         if type(model) not in MODEL_TYPES:
             self.skip("not a livedata model", model)
             return False
         dedupe = self.order_events if type(model) is Order else self.transaction_events if type(model) is Transaction else None
-        if dedupe is not None and dedupe.seen(model):
-            return False
         try:
+            if dedupe is not None and dedupe.seen(model):
+                return False
             self.publisher.publish(model)
         except Exception as exc:
-            self.skip(f"{model.TYPE} refused", model, exc)
+            if self._refused.add(_refusal_key(model)):
+                self.skip(f"{model.TYPE} refused", model, exc, every_time=True)
             return False
         if dedupe is not None:
-            dedupe.add(model)  # only once it is queued: a refused event is not marked seen
+            dedupe.add(model)
         return True
 
     # -- live control --------------------------------------------------------------------------------------
@@ -387,3 +404,9 @@ class BrokerRuntime:
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+def _refusal_key(model: Any) -> str:
+    """What identifies a refused account event across polls: its content without the times a poll may renew,
+    as text (a NaN is equal to itself only as text; a list in a field would not hash)."""
+    return repr([(k, v) for k, v in to_dict(model).items() if k not in ("received_at", "timestamp")])
