@@ -142,24 +142,25 @@ class AsyncPublisher:
         hot path, are checked for NaN, infinities and values that are not numbers (:func:`finite_quote`).
 
         :raises InvalidIdentifier: the symbol or account id cannot be a channel name.
+        :raises ValueError: a bad field (a wrong type, NaN or an infinity, an order status outside the closed set),
+            named with what is wrong.
         :raises TypeError: not a model, or a value JSON cannot carry (for example bytes in ``extra``).
         """
         seq = self._published_seq + 1
         if type(model) is Quote:
+            if not finite_quote(model):
+                check_model(model)  # raises ValueError naming the field, unless the quote was fine after all
             ch = channel("quotes", model.symbol, self.prefix)
             if ch in self._quotes:
                 self.stats.conflated += 1
             else:
                 self._quote_seqs[ch] = seq  # the oldest publish this queued quote stands for
             self._quotes[ch] = model
-        :raises ValueError: a bad field (a wrong type, NaN or an infinity, an order status outside the closed set),
-            named with what is wrong.
         else:
             kind = getattr(model, "TYPE", None)
             if kind is None or kind == "quotes":
                 raise TypeError(f"cannot publish {type(model).__name__}: not a livedata model")
-            if not finite_quote(model):
-                check_model(model)  # raises ValueError naming the field, unless the quote was fine after all
+            check_model(model)
             event = _Event(kind, model.identifier, dumps(to_dict(model)), self, book_entry(model))
             event.seq = seq
             if self._closed:
@@ -170,7 +171,6 @@ class AsyncPublisher:
             self._reliable.append(event)
             if len(self._reliable) % RELIABLE_WARN_EVERY == 0:
                 log.warning("%d account events waiting for Redis", len(self._reliable))
-            check_model(model)
         self._published_seq = seq
         self._wakeup.set()
 
