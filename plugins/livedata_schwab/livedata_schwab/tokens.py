@@ -28,6 +28,7 @@ __all__ = ["TOKEN_KEY", "TokenManager", "TokenRecord", "TokenRefused", "request_
 TOKEN_KEY = "schwab"
 STATUS_KEY = "refresh_token"
 LOGIN_HINT = "run `livedata auth schwab` to log in again"
+FIRST_LOGIN_HINT = "run `livedata auth schwab` to log in"  # nothing was ever saved: no "again"
 DAY = 86400.0
 
 
@@ -185,8 +186,8 @@ class TokenManager:
         """
         data = self.store.load(TOKEN_KEY)
         if data is None:
-            self.status[STATUS_KEY] = f"none saved: {LOGIN_HINT}"
-            raise LoginRequired(f"no Schwab tokens saved yet: {LOGIN_HINT}")
+            self.status[STATUS_KEY] = f"none saved: {FIRST_LOGIN_HINT}"
+            raise LoginRequired(f"no Schwab tokens saved yet: {FIRST_LOGIN_HINT}")
         try:
             record = TokenRecord.from_dict(data)
         except ValueError as exc:
