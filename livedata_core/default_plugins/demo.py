@@ -9,6 +9,15 @@
                        placed, accepted and filled on the orders poll, so they move at its pace
 ``seed``               random seed, for repeatable runs
 ``heartbeat_timeout``  seconds of silence before the runner reconnects (default 10)
+``expire_after``       seconds after its last update at which a demo value leaves Redis (default 60): the
+                       latest keys, the account's books and its streams (see below)
+
+Demo prices are not real, but they are published on the real channels (``live_data:quotes:AAPL``), so a plain
+subscriber sees them like any other. So that they never outlive the demo as a symbol's current value, the
+demo declares its data ephemeral with the ``expire_after`` setting: the runner then has every key written for
+it expire that long after its last write (:meth:`~livedata_core.publisher.AsyncPublisher.expire`). While the
+demo runs, each update renews its key; a symbol updated less often than that (many symbols at a low
+``quotes_per_second``) has no latest value between updates.
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ class DemoSettings:
     order_every: float = attrs.field(default=3.0, validator=seconds(0, MAX_INTERVAL))
     seed: int | None = None
     heartbeat_timeout: float = attrs.field(default=10.0, validator=seconds(0, MAX_TIMEOUT, min_exclusive=True))
+    # Read by the runner by name (EXPIRE_SETTING in runner/app.py): its data expires this long after its last write.
+    expire_after: float = attrs.field(default=60.0, validator=seconds(0.001, MAX_INTERVAL))
 
 
 class DemoMarket:

@@ -14,6 +14,10 @@ Every publish also sets ``live_data:latest:<type>:<id>`` (one GET gives a late c
 positions and balances also update their account's book hash ``live_data:book:<type>:<account>`` (one
 HGETALL gives the whole current book), and orders and transactions are appended to a capped stream
 ``live_data:stream:<type>:<id>``; latest keys with books, and streams, can each be turned off.
+
+Data of a broker that is not real (the demo) can be made to expire (:meth:`AsyncPublisher.expire`): each
+latest key, book hash and stream it writes then lives only so long after its last write, so it never outlives
+the broker as a symbol's current value. What is published on the channels is the same.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class AsyncPublisher:
     :param streams: also append orders and transactions to ``live_data:stream:...``.
     :param stream_maxlen: approximate cap on each stream's length.
     :param max_batch: the most commands in one pipeline.
+    :param expire_after: ``{broker: seconds}``, as :meth:`expire` for each.
     """
 
     def __init__(
@@ -91,6 +96,7 @@ class AsyncPublisher:
         streams: bool = True,
         stream_maxlen: int = 10_000,
         max_batch: int = 20_000,
+        expire_after: dict[str, float] | None = None,
     ) -> None:
         self.url = url or redis_url_from_env()[0]
         self._target = parse_redis_url(self.url)
@@ -122,6 +128,10 @@ class AsyncPublisher:
         self._retry: _Batch | None = None
         self._retry_at = 0.0
         self._closed = False
+        self._expire_ms: dict[str, bytes] = {}  # broker -> milliseconds, as the PX/PEXPIRE argument
+        self._expire_px: dict[str, bytes] = {}  # broker -> the "PX <ms>" end of a quote's SET, in RESP
+        for broker, seconds in (expire_after or {}).items():
+            self.expire(broker, seconds)
 
     def __repr__(self) -> str:
         return f"AsyncPublisher({mask_url(self.url)!r})"
@@ -163,6 +173,8 @@ class AsyncPublisher:
             check_model(model)
             event = _Event(kind, model.identifier, dumps(to_dict(model)), self, book_entry(model))
             event.seq = seq
+            if self._expire_ms and model.broker in self._expire_ms:
+                event.set_expiry(self._expire_ms[model.broker])
             if self._closed:
                 log.error("published after the publisher closed, not sent: %s on %s: %s", kind, event.channel.decode(),
                           event.payload.decode())
@@ -173,6 +185,20 @@ class AsyncPublisher:
                 log.warning("%d account events waiting for Redis", len(self._reliable))
         self._published_seq = seq
         self._wakeup.set()
+
+    def expire(self, broker: str, seconds: float) -> None:
+        """Make what is published from now on for ``broker`` (models whose ``broker`` field is that name) expire
+        ``seconds`` after its last write: the latest keys (``SET ... PX``), and the book hashes and streams it
+        writes (``PEXPIRE`` after each write). Subscribers receive the messages as before. The runner does this
+        for a broker whose settings have ``expire_after`` (the demo), so demo prices never outlive the demo as
+        a symbol's current value.
+
+        :raises ValueError: ``seconds`` is not a positive, finite number of at least a millisecond.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0.001 <= seconds < 2**40:
+            raise ValueError(f"expiry of {broker!r} data must be a number of seconds from 0.001, was {seconds!r}")
+        self._expire_ms[broker] = str(round(seconds * 1000)).encode()
+        self._expire_px[broker] = b"$2\r\nPX\r\n" + _bulk(self._expire_ms[broker])
 
     def drop_from_book(self, kind: str, identifier: str, field: str) -> None:
         """Take one entry out of an account's book hash (``HDEL``), in order with the account's events; nothing is
@@ -474,6 +500,9 @@ class AsyncPublisher:
             batch.failed.append((command, owner))
             if isinstance(owner, _Event) and owner.book is not None and command.startswith((_HSET, _HDEL)):
                 batch.failed_books.add(owner.book[:2])
+            if isinstance(owner, _Event) and owner.expire_commands and command not in owner.expire_commands:
+                # The write is sent again later, maybe creating its key: its expiry must follow it there.
+                batch.failed.extend((c, owner) for c in owner.expire_commands)
             return
         if isinstance(owner, _Event) and owner.publish:
             batch.refused.add(id(owner))
@@ -540,6 +569,7 @@ class AsyncPublisher:
         # several times more.
         heads = self._quote_heads
         latest = self.latest
+        expire = self._expire_px
         for ch, quote in list(quotes.items()):
             try:
                 payload = dumps(to_dict(quote))
@@ -555,13 +585,21 @@ class AsyncPublisher:
             commands.append(b"%b%b%b\r\n" % (head[0], size, payload))
             owners.append(ch)
             if latest:
-                latest_pairs.append(b"%b%b%b\r\n" % (head[1], size, payload))
+                if expire and quote.broker in expire:
+                    commands.append(b"*5\r\n$3\r\nSET\r\n%b%b%b\r\n%b" % (head[1], size, payload, expire[quote.broker]))
+                    owners.append(None)
+                else:
+                    latest_pairs.append(b"%b%b%b\r\n" % (head[1], size, payload))
         for event in reliable:
             if event.publish:
                 commands.append(command(b"PUBLISH", event.channel, event.payload))
                 owners.append(event)
                 if event.latest_key is not None:
-                    latest_pairs.append(_bulk(event.latest_key) + _bulk(event.payload))
+                    if event.expire is None:
+                        latest_pairs.append(_bulk(event.latest_key) + _bulk(event.payload))
+                    else:
+                        commands.append(command(b"SET", event.latest_key, event.payload, b"PX", event.expire))
+                        owners.append(event)
                 if event.stream_key is not None:
                     commands.append(command(b"XADD", event.stream_key, b"MAXLEN", b"~", self._maxlen, b"*", b"data", event.payload))
                     owners.append(event)
@@ -569,6 +607,9 @@ class AsyncPublisher:
                 key, field, closed = event.book
                 commands.append(command(b"HDEL", key, field) if closed else command(b"HSET", key, field, event.payload))
                 owners.append(event)
+            if event.expire_commands:
+                commands.extend(event.expire_commands)
+                owners.extend([event] * len(event.expire_commands))
         if latest_pairs:
             commands.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(latest_pairs)) + b"".join(latest_pairs))
             owners.append(None)
@@ -615,7 +656,8 @@ def _bulk(arg: bytes) -> bytes:
 class _Event:
     """An account event, encoded once when it is published, with every key it is written to."""
 
-    __slots__ = ("kind", "channel", "latest_key", "stream_key", "book", "payload", "seq", "publish")
+    __slots__ = ("kind", "channel", "latest_key", "stream_key", "book", "payload", "seq", "publish", "expire",
+                 "expire_commands")
 
     def __init__(
         self, kind: str, identifier: str, payload: bytes, publisher: AsyncPublisher, book: tuple[str, bool] | None
@@ -637,6 +679,14 @@ class _Event:
         self.payload = bytes(memoryview(payload))
         self.seq = 0  # the publish number (set by publish())
         self.publish = True  # False: only the book write (drop_from_book)
+        self.expire: bytes | None = None  # milliseconds its keys live after this write (AsyncPublisher.expire)
+        self.expire_commands: tuple[bytes, ...] = ()
+
+    def set_expiry(self, milliseconds: bytes) -> None:
+        """Make every key this event writes expire: the latest key by ``SET ... PX``, the rest by ``PEXPIRE``."""
+        self.expire = milliseconds
+        keys = [k for k in (self.stream_key, self.book[0] if self.book is not None else None) if k is not None]
+        self.expire_commands = tuple(command(b"PEXPIRE", key, milliseconds) for key in keys)
 
 
 class _Batch:

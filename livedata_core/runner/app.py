@@ -20,9 +20,13 @@ from .control_server import ControlServer
 from .poller import AccountPoller
 from ..aio_tools import within
 
-__all__ = ["Runner"]
+__all__ = ["EXPIRE_SETTING", "Runner"]
 
 log = logging.getLogger("livedata.runner")
+
+EXPIRE_SETTING = "expire_after"
+"""A field of a broker's settings class by which the broker declares its data ephemeral (the demo does): every
+latest key, book hash and stream written for it expires that many seconds after its last write."""
 
 
 class Runner:
@@ -31,6 +35,11 @@ class Runner:
     Building a ``Runner`` checks the configuration against the installed brokers (unknown broker, bad symbol,
     bad broker setting: :class:`~livedata_core.errors.ConfigError`). :meth:`run` returns after :meth:`stop`,
     once queued data is flushed and broker connections are closed.
+
+    A broker whose settings have an ``expire_after`` field (:data:`EXPIRE_SETTING`) declares its data
+    ephemeral: what the runner writes to Redis for it expires that many seconds after its last write
+    (:meth:`AsyncPublisher.expire <livedata_core.publisher.AsyncPublisher.expire>`), so a demo price never stays
+    behind as a symbol's current value. Messages on the channels are the same.
 
     :param token_store: one store for every broker (tests, applications); by default each broker gets the
         store :func:`livedata_core.tokens.resolve_token_store` picks.
@@ -50,6 +59,12 @@ class Runner:
             broker = get_broker(name)
             tokens = token_store if token_store is not None else resolve_token_store(name)
             self.runtimes[name] = BrokerRuntime(broker, broker_config, self.publisher, config.backoff, tokens)
+            expire_after = getattr(self.runtimes[name].ctx.settings, EXPIRE_SETTING, None)
+            if expire_after is not None:
+                try:
+                    self.publisher.expire(name, expire_after)
+                except ValueError as exc:
+                    raise ConfigError(f"brokers.{name}.{EXPIRE_SETTING}: {exc}") from None
         self.pollers = {name: AccountPoller(rt) for name, rt in self.runtimes.items()}
         self.control = ControlServer(
             config.redis.url, config.redis.prefix, self._handle_command, self.status, config.status_interval
