@@ -41,6 +41,32 @@ def _print_err(message: str) -> None:
     print(f"livedata: {message}", file=sys.stderr)
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 symbol``, ``2 symbols``: ``noun`` is the singular."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _plain(value: Any) -> str:
+    """A status value as text: lists joined with commas, mappings as ``key value`` pairs, nothing as ``-``."""
+    if value is None or value == "" or value == [] or value == {}:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_plain(item)}" for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(item) for item in value)
+    return str(value)
+
+
+def _terminal_width() -> int | None:
+    """The width to fit tables in: the terminal's (or ``$COLUMNS``); ``None`` when the output goes to a pipe or a
+    file, which gets whole lines."""
+    import shutil
+
+    if "COLUMNS" in os.environ or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
 def _redis_args(parser: argparse.ArgumentParser, config: bool = True) -> None:
     parser.add_argument("--redis-url", metavar="URL", help="Redis URL (default: $LIVEDATA_REDIS_URL, the config file's "
                         "[redis] url, or redis://localhost:6379/0)")
@@ -259,7 +285,7 @@ async def _run(runner: Any, quiet: bool, watch: str) -> None:
         task.result()
         return
     if not quiet:
-        brokers = ", ".join(f"{n} ({len(rt.symbols)} symbols)" for n, rt in runner.runtimes.items())
+        brokers = ", ".join(f"{n} ({_count(len(rt.symbols), 'symbol')})" for n, rt in runner.runtimes.items())
         print(
             f"livedata: running {brokers} -> {mask_url(runner.config.redis.url)}; channels live_data:<type>:<id>. "
             "Ctrl-C to stop.",
@@ -281,7 +307,7 @@ def _summary(status: dict[str, Any]) -> str:
     pub = status["publisher"]
     parts = [f"published {pub['published']}" + ("" if pub["connected"] else " (Redis unreachable, queueing)")]
     for name, b in status["brokers"].items():
-        item = f"{name}: {b['state']}, {b['messages']} msgs"
+        item = f"{name}: {b['state']}, {_count(b['messages'], 'msg')}"
         q = b.get("last_quote")
         if q:
             item += f", {q['symbol']} {_price(q['bid'])}/{_price(q['ask'])} last {_price(q['last'])}"
@@ -320,7 +346,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         }
         for r in records
     ]
-    print(render_table(rows, ("broker", "distribution", "version", "capabilities", "hooks")))
+    print(render_table(rows, ("broker", "distribution", "version", "capabilities", "hooks"), width=_terminal_width(),
+                       wrap=("capabilities", "hooks")))
     for e in errors:
         print(f"\nfailed to load {e.name} ({e.distribution or 'unknown distribution'}): {e.error}")
     return EXIT_OK
@@ -396,7 +423,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if b.get("skipped"):
             print(f"  skipped          {', '.join(f'{k}: {v}' for k, v in sorted(b['skipped'].items()))}")
         for key, value in sorted((b.get("extra") or {}).items()):
-            print(f"  {key:<16} {value}")
+            print(f"  {key:<16} {_plain(value)}")
     return EXIT_OK
 
 
@@ -411,10 +438,21 @@ _TAIL_FIELDS = {
 }
 
 
-def _format_message(kind: str, identifier: str, data: dict[str, Any]) -> str:
-    stamp = dt.datetime.now().strftime("%H:%M:%S.%f")[:-3]
-    fields = " ".join(f"{f}={data.get(f)}" for f in _TAIL_FIELDS.get(kind, ()) if data.get(f) is not None)
-    return f"{stamp}  {kind}:{identifier:<12} {data.get('broker', '?'):<8} {fields}"
+class _TailLines:
+    """Formats tail's lines in columns. A column starts wide enough for most channels (an option symbol such as
+    ``quotes:AAPL  241220C00150000``) and widens, for good, when a longer value comes, so lines stay aligned."""
+
+    def __init__(self) -> None:
+        self.channel_width = 28
+        self.broker_width = 8
+
+    def format(self, kind: str, identifier: str, data: dict[str, Any]) -> str:
+        stamp = dt.datetime.now().strftime("%H:%M:%S.%f")[:-3]
+        channel, broker = f"{kind}:{identifier}", str(data.get("broker", "?"))
+        self.channel_width = max(self.channel_width, len(channel))
+        self.broker_width = max(self.broker_width, len(broker))
+        fields = " ".join(f"{f}={data.get(f)}" for f in _TAIL_FIELDS.get(kind, ()) if data.get(f) is not None)
+        return f"{stamp}  {channel:<{self.channel_width}} {broker:<{self.broker_width}} {fields}".rstrip()
 
 
 def _tail_spec(spec: str) -> str:
@@ -424,18 +462,27 @@ def _tail_spec(spec: str) -> str:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    from .channels import pattern
+    from .redis_url import mask_url, redis_url_from_env
     from .subscriber import subscribe
 
     url, prefix = _url_and_prefix(args)
     specs = [_tail_spec(spec) for spec in args.patterns]
+    watched = ", ".join(pattern(spec, prefix) for spec in specs)  # also checks them before anything connects
     _check_redis(url)
+    _print_err(f"listening to {watched} at {mask_url(url or redis_url_from_env()[0])} (Ctrl-C to stop)")
+
+    def back() -> None:
+        _print_err("Redis is back; listening again (what was published while it was away is not shown)")
+
+    lines = _TailLines()
     count = 0
     try:
-        for message in subscribe(*specs, url=url, prefix=prefix, models=False):
+        for message in subscribe(*specs, url=url, prefix=prefix, models=False, on_reconnect=back):
             if args.json:
                 print(json.dumps({"channel": message.channel, "data": message.data}), flush=True)
             else:
-                print(_format_message(message.kind, message.identifier, message.data), flush=True)
+                print(lines.format(message.kind, message.identifier, message.data), flush=True)
             count += 1
             if args.count and count >= args.count:
                 break
@@ -520,9 +567,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
-        print(render_table(rows, COLUMNS[kind]))
+        print(render_table(rows, COLUMNS[kind], width=_terminal_width(), wrap=("description",)))
         if kind != "accounts" and not args.no_publish and items:
-            print(f"\npublished {len(items)} {kind} to Redis", file=sys.stderr)
+            print(f"\npublished {_count(len(items), kind[:-1])} to Redis", file=sys.stderr)
     return EXIT_OK
 
 
@@ -568,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plugins", help="list installed broker plugins", description="List loaded plugins with their "
-                       "distribution, version, capabilities and hooks, and plugins that failed to load.")
+                       "distribution, version, capabilities and hooks, and plugins that failed to load. On a "
+                       "terminal the table fits its width ($COLUMNS), the longer lists wrapped.")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plugins)
 
@@ -601,7 +649,11 @@ def build_parser() -> argparse.ArgumentParser:
     _redis_args(p)
     p.set_defaults(func=cmd_tail)
 
-    p = sub.add_parser("auth", help="log in to a broker and store its tokens (e.g. livedata auth schwab)")
+    p = sub.add_parser("auth", help="log in to a broker and store its tokens (e.g. livedata auth schwab)",
+                       description="Log in to BROKER interactively (brokers with the `login` capability in "
+                       "`livedata plugins`), for `livedata run` and the fetch commands. For Schwab a browser opens "
+                       "its login page (--manual prints the URL instead) and the tokens are stored "
+                       "(LIVEDATA_TOKEN_STORE: the keyring, else a file); it is needed again when they expire.")
     p.add_argument("broker", metavar="BROKER")
     p.add_argument("--manual", action="store_true", help="print the login URL and paste the redirect URL back (headless)")
     p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration with the broker's settings")
@@ -628,7 +680,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugin", help="tools for plugin authors", description="Tools for plugin authors.")
     p.set_defaults(func=lambda args, plugin_parser=p: _usage(plugin_parser))
     psub = p.add_subparsers(dest="plugin_command", metavar="ACTION")
-    pn = psub.add_parser("new", help="write a new broker plugin skeleton whose tests pass as generated")
+    pn = psub.add_parser("new", help="write a new broker plugin skeleton whose tests pass as generated",
+                         description="Write a new broker plugin skeleton into DIRECTORY/livedata-NAME/: a "
+                         "distribution with its entry point, hooks to fill in, and tests (the conformance suite) "
+                         "that pass as generated. Then `pip install -e` it and it shows in `livedata plugins`.")
     pn.add_argument("name", metavar="NAME", help="broker name, e.g. 'acme'")
     pn.add_argument("--directory", "-d", default=".", help="where to create livedata-NAME/ (default: here)")
     pn.set_defaults(func=cmd_plugin_new)

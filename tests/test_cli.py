@@ -428,3 +428,48 @@ def test_the_demo_hint_is_a_command_that_works_where_the_user_is(redis_server):
     finally:
         demo.send_signal(signal.SIGINT)
         demo.communicate(timeout=15)
+
+
+def test_tail_keeps_going_across_a_redis_restart_and_stops_on_ctrl_c_while_redis_is_down(private_redis):
+    import threading
+
+    env = {**os.environ, "LIVEDATA_REDIS_URL": private_redis.url}
+    proc = subprocess.Popen(LIVEDATA + ["tail", "quotes:*"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    out, err = [], []
+    readers = [threading.Thread(target=lambda s=s, into=into: into.extend(s), daemon=True)
+               for s, into in ((proc.stdout, out), (proc.stderr, err))]
+    for reader in readers:
+        reader.start()
+
+    def publish_until(symbol, done):
+        deadline = time.monotonic() + 20
+        client = redis.Redis(port=private_redis.port)
+        while not done() and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                client.publish(f"live_data:quotes:{symbol}", json.dumps({"broker": "demo", "symbol": symbol, "bid": 1}))
+            except redis.ConnectionError:
+                pass
+            time.sleep(0.05)
+        client.close()
+
+    try:
+        publish_until("AAPL", lambda: any("AAPL" in l for l in out))
+        private_redis.kill()
+        time.sleep(0.5)
+        private_redis.start()
+        publish_until("MSFT", lambda: any("MSFT" in l for l in out))  # published after the restart
+        assert any("MSFT" in l for l in out), ("".join(out), "".join(err))
+        assert any("Redis is back" in l for l in err), err
+        private_redis.kill()
+        time.sleep(0.5)  # tail is waiting for Redis now
+        assert proc.poll() is None, "".join(err)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    for reader in readers:
+        reader.join(5)
+    assert "Traceback" not in "".join(err), "".join(err)
