@@ -43,8 +43,8 @@ import redis.asyncio as aioredis
 
 from .channels import book_key, latest_key, parse_channel, pattern
 from .models import MODEL_FOR_TYPE, from_dict
-from .redis_url import mask_url, redis_url_from_env
-from .runner.backoff import Backoff
+from .redis_url import mask_url, parse_redis_url, redis_url_from_env
+from .backoff import Backoff
 
 __all__ = ["Message", "asubscribe", "book", "latest", "subscribe"]
 
@@ -65,6 +65,13 @@ class Message:
     identifier: str
     channel: str
     data: Any
+
+
+def _resolve_url(url: str | None) -> str:
+    # Checked here so that a typo or a missing TLS file is a ConfigError naming it, not a redis-py error later.
+    url = url or redis_url_from_env()[0]
+    parse_redis_url(url)
+    return url
 
 
 def _split(specs: tuple[str, ...], prefix: str) -> tuple[list[str], list[str]]:
@@ -132,7 +139,7 @@ def subscribe(*specs: str, url: str | None = None, prefix: str = "", models: boo
     ``break`` out of the loop (or ``close()`` the iterator) to stop; Ctrl-C stops it also while it waits for Redis.
     """
     channels, patterns = _split(specs, prefix)
-    url = url or redis_url_from_env()[0]
+    url = _resolve_url(url)
     client = redis.Redis.from_url(url, **_no_retries(asynchronous=False))
     backoff = Backoff(RECONNECT_INITIAL, RECONNECT_MAX)
     subscribed_once = False
@@ -174,7 +181,7 @@ async def asubscribe(*specs: str, url: str | None = None, prefix: str = "", mode
     Redis.
     """
     channels, patterns = _split(specs, prefix)
-    url = url or redis_url_from_env()[0]
+    url = _resolve_url(url)
     client = aioredis.Redis.from_url(url, **_no_retries(asynchronous=True))
     backoff = Backoff(RECONNECT_INITIAL, RECONNECT_MAX)
     subscribed_once = False
@@ -212,7 +219,7 @@ async def asubscribe(*specs: str, url: str | None = None, prefix: str = "", mode
 
 def latest(kind: str, identifier: str, *, url: str | None = None, prefix: str = "", models: bool = True) -> Any:
     """The last payload published on a channel (a model, or a dict with ``models=False``), or ``None``."""
-    client = redis.Redis.from_url(url or redis_url_from_env()[0])
+    client = redis.Redis.from_url(_resolve_url(url))
     try:
         raw = client.get(latest_key(kind, identifier, prefix))
     finally:
@@ -231,7 +238,7 @@ def book(kind: str, account_id: str, *, url: str | None = None, prefix: str = ""
     apply the messages that arrive.
     """
     key = book_key(kind, account_id, prefix)
-    client = redis.Redis.from_url(url or redis_url_from_env()[0])
+    client = redis.Redis.from_url(_resolve_url(url))
     try:
         raw = client.hgetall(key)
     finally:

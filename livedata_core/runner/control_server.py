@@ -15,7 +15,7 @@ from ..channels import control_channel, status_key
 from ..control import MAX_COMMAND_BYTES, command_id, reply_channel, validate_command
 from ..errors import LivedataError
 from ..logs import mask_secrets
-from .backoff import Backoff
+from ..backoff import Backoff
 from ..aio_tools import reraise_if_cancelling, within
 
 __all__ = ["ControlServer"]

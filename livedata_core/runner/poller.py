@@ -10,7 +10,7 @@ import time
 
 from ..errors import AuthError, BrokerError, LoginRequired, RateLimited
 from ..models import MODEL_FOR_TYPE, Account, from_dict, now_ms
-from .backoff import Backoff
+from ..backoff import Backoff
 from .broker_runtime import BrokerRuntime
 from .changes import BalanceChanges, OrderEvents, PositionChanges, TransactionEvents, differ_for
 from .config import POLL_KINDS
