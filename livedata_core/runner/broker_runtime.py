@@ -25,7 +25,7 @@ from ..models import Balance, Order, Position, Quote, Transaction, to_dict
 from ..publisher import AsyncPublisher
 from ..streaming import HEARTBEAT, BrokerStream, StreamStats
 from ..tokens import TokenStore
-from .backoff import Backoff
+from ..backoff import Backoff
 from .config import BackoffConfig, BrokerConfig
 from .changes import OrderEvents, SeenSet, TransactionEvents
 from .status import BrokerStatus
