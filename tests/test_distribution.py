@@ -26,9 +26,9 @@ from livedata_core.scaffold import create_plugin
 from livedata_core.testing import PublishedCollector
 
 ROOT = Path(__file__).resolve().parents[1]
-# As dev.py finds them: the root, then every project under plugins/ and examples/.
+# As dev.py finds them: the root, then every project under plugins/, integrations/ and examples/.
 PROJECTS = [ROOT] + sorted(
-    p.parent for group in ("plugins", "examples") for p in (ROOT / group).glob("*/pyproject.toml")
+    p.parent for group in ("plugins", "integrations", "examples") for p in (ROOT / group).glob("*/pyproject.toml")
 )
 BROKERS = {"demo", "schwab", "tos", "ibkr", "example"}
 
@@ -189,7 +189,7 @@ def test_wheels_install_in_a_fresh_venv_and_the_demo_runs(wheels, tmp_path, priv
     python = bin_dir / "python"
 
     sources = _pip_install(python, wheels, "livedata-core", "livedata-schwab", "livedata-tos", "livedata-ibkr",
-                           "livedata-example", cwd=tmp_path)  # fmt: skip
+                           "livedata-example", "livedata-django", cwd=tmp_path)  # fmt: skip
     for name in VERSIONS:
         assert sources[name].startswith(wheels.as_uri() + "/"), f"{name} came from {sources[name]}, not {wheels}"
 

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SchwabLiveDataConfig(AppConfig):
+    name = "SchwabLiveData"
+    label = "SchwabLiveData"

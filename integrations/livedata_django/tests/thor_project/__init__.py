@@ -1,0 +1,1 @@
+"""A small Django project standing in for Thor in the tests."""
