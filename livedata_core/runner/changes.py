@@ -9,7 +9,9 @@ import attrs
 
 from ..models import Balance, Order, Position, Transaction, now_ms, to_dict
 
-__all__ = ["DEDUPE_SLACK", "BalanceChanges", "OrderEvents", "PositionChanges", "SeenSet", "TransactionEvents", "differ_for"]
+__all__ = [
+    "DEDUPE_SLACK", "BalanceChanges", "OrderEvents", "PositionChanges", "SeenSet", "TransactionEvents", "differ_for",
+]
 
 _VOLATILE = ("received_at", "timestamp")
 
