@@ -40,11 +40,15 @@ _BAD_CHARS = re.compile(r"[*?\[\]\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _PREFIX_OK = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 
 
-@lru_cache(maxsize=65536)
 def validate_identifier(identifier: str) -> str:
     """Return ``identifier`` unchanged if it is safe in a channel name, else raise ``InvalidIdentifier``."""
-    if not isinstance(identifier, str):
+    if not isinstance(identifier, str):  # before the cache, which cannot even hash a list
         raise InvalidIdentifier(f"identifier must be a string, was {type(identifier).__name__}")
+    return _validate_string(identifier)
+
+
+@lru_cache(maxsize=65536)
+def _validate_string(identifier: str) -> str:
     if not identifier:
         raise InvalidIdentifier("identifier is empty")
     if len(identifier) > MAX_IDENTIFIER_LENGTH:

@@ -64,3 +64,9 @@ def test_validation_never_accepts_glob_or_control_characters(text):
     assert text and len(text) <= MAX_IDENTIFIER_LENGTH
     assert not any(c in text for c in "*?[]\\")
     assert all(ord(c) >= 32 and not (0x7F <= ord(c) <= 0x9F) for c in text)
+
+
+@pytest.mark.parametrize("bad", [["AAPL"], {"a": 1}, b"AAPL", None, 5])
+def test_a_non_string_identifier_is_an_invalid_identifier_even_when_unhashable(bad):
+    with pytest.raises(InvalidIdentifier, match="must be a string"):
+        validate_identifier(bad)

@@ -51,7 +51,7 @@ import pytest
 from ..broker import Broker, BrokerContext, BrokerInfo
 from ..errors import AuthError, InvalidIdentifier, LivedataError, StreamError
 from ..hookspecs import CAPABILITIES, OPTIONAL_HOOKS
-from ..models import ORDER_STATUSES, Account, Balance, Order, Position, Quote, Transaction, now_ms
+from ..models import ORDER_STATUSES, Account, Balance, Order, Position, Quote, Transaction, check_model, now_ms
 from ..plugins import get_broker
 from ..streaming import BrokerStream
 from ..tokens import MemoryTokenStore
@@ -129,6 +129,14 @@ def check_numbers(model: Any) -> None:
             assert value > 10**12, f"{type(model).__name__}.{name} is {value!r}: milliseconds, not seconds?"
 
 
+def check_publishable(model: Any) -> None:
+    """Assert that the runner would publish ``model`` as it is (:func:`livedata_core.models.check_model`)."""
+    try:
+        check_model(model)
+    except ValueError as exc:
+        raise AssertionError(f"the runner would refuse this {type(model).__name__} as a counted skip: {exc}") from None
+
+
 def check_quote(quote: Any, broker: str, symbols: Iterable[str]) -> None:
     """Assert that ``quote`` is a complete :class:`Quote` of ``broker`` for one of ``symbols``."""
     assert isinstance(quote, Quote), f"expected a Quote, got {type(quote).__name__}: {quote!r}"
@@ -141,6 +149,7 @@ def check_quote(quote: Any, broker: str, symbols: Iterable[str]) -> None:
     )
     if quote.bid is not None and quote.ask is not None:
         assert quote.ask >= quote.bid, f"Quote for {quote.symbol!r} has ask {quote.ask} below bid {quote.bid}"
+    check_publishable(quote)
 
 
 def check_account_model(model: Any, cls: type, broker: str, account_id: str) -> None:
@@ -163,6 +172,7 @@ def check_account_model(model: Any, cls: type, broker: str, account_id: str) -> 
     if cls is Transaction:
         assert isinstance(model.transaction_id, str) and model.transaction_id, f"Transaction without an id: {model!r}"
         assert model.type, f"Transaction {model.transaction_id} has no type"
+    check_publishable(model)  # last: the checks above word the common mistakes better
 
 
 def check_capabilities(broker: Broker) -> None:
