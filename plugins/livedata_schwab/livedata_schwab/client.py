@@ -20,7 +20,7 @@ from livedata_core.tokens import TokenStore
 
 from .ratelimit import RateLimiter
 from .settings import SchwabSettings
-from .tokens import TokenManager
+from .tokens import TOKEN_KEY, TokenManager
 
 __all__ = ["SchwabClient", "iso_ms", "parse_retry_after"]
 
@@ -61,8 +61,10 @@ class SchwabClient:
     """An authenticated client for the Schwab Trader API.
 
     :param settings: the plugin's settings (``SchwabSettings()`` for the defaults).
-    :param tokens: the store holding the Schwab tokens under the key ``"schwab"``.
+    :param tokens: the store holding the Schwab tokens under ``token_key``.
     :param status: a dict for ``livedata status`` lines (``ctx.status``).
+    :param token_key: the key of this login's tokens in ``tokens``: the instance's ``ctx.token_key`` (its name;
+        ``"schwab"`` for the instance named ``schwab``).
     """
 
     def __init__(
@@ -72,11 +74,12 @@ class SchwabClient:
         log: logging.Logger | None = None,
         *,
         status: dict[str, Any] | None = None,
+        token_key: str = TOKEN_KEY,
     ) -> None:
         self.settings = settings
-        self.log = log or logging.getLogger("livedata.broker.schwab")
+        self.log = log or logging.getLogger(f"livedata.broker.{token_key}")
         self.http = make_http(settings)
-        self.tokens = TokenManager(settings, tokens, self.http, self.log, status)
+        self.tokens = TokenManager(settings, tokens, self.http, self.log, status, key=token_key)
         self.limiter = RateLimiter(settings.requests_per_minute)
         self._hashes: dict[str, str] | None = None
         self._hash_lock = asyncio.Lock()
@@ -86,7 +89,7 @@ class SchwabClient:
         self._account_locks: dict[str, asyncio.Lock] = {}
 
     def __repr__(self) -> str:
-        return f"SchwabClient(api={self.settings.api_base_url!r})"
+        return f"SchwabClient(api={self.settings.api_base_url!r}, token_key={self.tokens.key!r})"
 
     # -- tokens ------------------------------------------------------------------------------------------------
 
@@ -154,7 +157,7 @@ class SchwabClient:
                     self._refresh_failed_at = time.monotonic()
                     raise AuthError(
                         f"Schwab refused GET {path} with 401 even after a token refresh ({message}). {APP_ADVICE}, "
-                        "or run `livedata auth schwab`"
+                        f"or {self.tokens.hint}"
                     )
                 blocked = self._refresh_blocked_for()
                 if blocked > 0:
@@ -167,7 +170,7 @@ class SchwabClient:
                     raise AuthError(
                         f"Schwab refused GET {path} with 401 ({message}); a token refresh "
                         f"{self.settings.refresh_401_backoff - blocked:.0f} s ago did not help, so the next one "
-                        f"waits {blocked:.0f} s (refresh_401_backoff). {APP_ADVICE}, or run `livedata auth schwab`"
+                        f"waits {blocked:.0f} s (refresh_401_backoff). {APP_ADVICE}, or {self.tokens.hint}"
                     )
                 self.log.info("GET %s: 401, refreshing the access token and trying once more", path)
                 refreshed = True

@@ -1,10 +1,11 @@
-"""``livedata auth schwab``: the OAuth authorization-code login.
+"""``livedata auth <instance>``: the OAuth authorization-code login of one Schwab instance.
 
 The browser flow serves the registered callback URL (https on 127.0.0.1, with a throw-away self-signed
 certificate; the browser warns about it once), opens the Schwab login page, and takes the code from the
 redirect. ``--manual`` prints the login URL and reads the whole redirect URL pasted on standard input.
 Either way the ``state`` is checked, the code URL-decoded (it ends in ``@``, sent as ``%40``) and exchanged
-at once: codes expire within about 30 seconds.
+at once: codes expire within about 30 seconds. The tokens are saved under the instance's token key (its
+name), so each Schwab login of a configuration keeps its own.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ from .tokens import TOKEN_KEY, TokenRecord, TokenRefused, request_tokens
 
 __all__ = ["CallbackServer", "authorize_url", "login", "parse_redirect", "self_signed_certificate"]
 
-AGAIN = "run `livedata auth schwab` again"
+
+
+def _again(key: str) -> str:
+    return f"run `livedata auth {key}` again"
 
 
 def authorize_url(settings: SchwabSettings, state: str) -> str:
@@ -42,8 +46,9 @@ def authorize_url(settings: SchwabSettings, state: str) -> str:
     return f"{settings.auth_base_url.rstrip('/')}/authorize?{query}"
 
 
-def parse_redirect(url: str, state: str) -> str:
-    """The authorization code in the URL Schwab redirected to, URL-decoded.
+def parse_redirect(url: str, state: str, key: str = TOKEN_KEY) -> str:
+    """The authorization code in the URL Schwab redirected to, URL-decoded. ``key`` names the instance in
+    the messages.
 
     :raises AuthError: the URL is not a redirect with a code, carries an error, or a different ``state``.
     """
@@ -52,15 +57,15 @@ def parse_redirect(url: str, state: str) -> str:
     if "error" in query:
         error = query["error"][0]
         description = query.get("error_description", [""])[0]
-        raise AuthError(f"Schwab did not grant access ({error}{': ' + description if description else ''}); {AGAIN}")
+        raise AuthError(f"Schwab did not grant access ({error}{': ' + description if description else ''}); {_again(key)}")
     codes = query.get("code")
     if not codes or not codes[0]:
         raise AuthError(
             "that is not the redirect URL: paste the whole address your browser shows after logging in, "
-            f"starting with your callback URL and containing '?code='; {AGAIN}"
+            f"starting with your callback URL and containing '?code='; {_again(key)}"
         )
     if query.get("state", [None])[0] != state:
-        raise AuthError(f"the redirect belongs to another login attempt (state does not match); {AGAIN} and use its URL")
+        raise AuthError(f"the redirect belongs to another login attempt (state does not match); {_again(key)} and use its URL")
     return codes[0]
 
 
@@ -107,8 +112,9 @@ _PAGE = (
 class CallbackServer:
     """An HTTPS server on the loopback address of ``callback_url`` that catches Schwab's redirect."""
 
-    def __init__(self, callback_url: str, log: logging.Logger) -> None:
+    def __init__(self, callback_url: str, log: logging.Logger, key: str = TOKEN_KEY) -> None:
         parts = urlsplit(callback_url)
+        self.key = key
         self.host = parts.hostname or "127.0.0.1"
         if self.host == "localhost":
             self.host = "127.0.0.1"
@@ -134,7 +140,7 @@ class CallbackServer:
             hint = " (ports below 1024 need root: register a callback like https://127.0.0.1:8182)" if self.port < 1024 else ""
             raise ConfigError(
                 f"cannot listen on {self.host}:{self.port} for the login callback: {exc.strerror or exc}{hint}; "
-                "stop whatever uses that port, or use `livedata auth schwab --manual`"
+                f"stop whatever uses that port, or use `livedata auth {self.key} --manual`"
             ) from None
 
     async def wait(self, timeout: float) -> str:
@@ -146,7 +152,7 @@ class CallbackServer:
             raise AuthError(
                 f"no login arrived at the callback within {timeout:.0f} s. Check that the callback URL registered "
                 "for your app at developer.schwab.com is exactly the callback_url setting, or use "
-                "`livedata auth schwab --manual`"
+                f"`livedata auth {self.key} --manual`"
             ) from None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -205,10 +211,12 @@ async def login(
     open_browser: Callable[[str], object] | None = None,
     out: TextIO | None = None,
     on_listening: Callable[[str], object] | None = None,
+    key: str = TOKEN_KEY,
 ) -> TokenRecord:
-    """Log in to Schwab and save the new tokens under ``"schwab"`` in ``store``.
+    """Log in to Schwab and save the new tokens under ``key`` in ``store``.
 
     :param manual: print the URL and read the pasted redirect URL instead of serving the callback.
+    :param key: the instance's token key (``ctx.token_key``, its name); only this key is written.
     :param on_listening: called with the login URL once the callback server listens (tests play the browser).
     """
     out = out or sys.stderr
@@ -223,7 +231,7 @@ async def login(
         )
         redirect = await read_line("Redirect URL> ", out)
     else:
-        server = CallbackServer(settings.callback_url, log)
+        server = CallbackServer(settings.callback_url, log, key)
         await server.start()
         try:
             print(
@@ -239,7 +247,7 @@ async def login(
             redirect = await server.wait(settings.login_timeout)
         finally:
             await server.close()
-    code = parse_redirect(redirect, state)
+    code = parse_redirect(redirect, state, key)
     async with make_http(settings) as http:
         try:
             record = await request_tokens(
@@ -257,9 +265,9 @@ async def login(
                 hint = (
                     "the code was rejected: codes work once and expire about 30 seconds after the redirect, and "
                     f"callback_url ({settings.callback_url}) must match the app's registered callback exactly. "
-                    f"{AGAIN} and finish promptly"
+                    f"{_again(key)} and finish promptly"
                 )
             raise AuthError(f"{exc}. {hint}") from None
-    store.save(TOKEN_KEY, record.to_dict())
-    log.info("Schwab login complete; refresh token valid for 7 days")
+    store.save(key, record.to_dict())
+    log.info("Schwab login complete (tokens saved under %r); refresh token valid for 7 days", key)
     return record

@@ -17,6 +17,7 @@ from . import oauth
 from .client import SchwabClient, iso_ms
 from .parsers import Skips, parse_accounts, parse_balances, parse_orders, parse_positions, parse_transactions
 from .settings import SchwabSettings
+from .tokens import TOKEN_KEY
 
 DAY_MS = 86_400_000
 MAX_RANGE_MS = 364 * DAY_MS  # Schwab refuses order/transaction ranges longer than a year
@@ -60,13 +61,22 @@ def _settings(ctx: BrokerContext) -> SchwabSettings:
     return ctx.settings if ctx.settings is not None else SchwabSettings()
 
 
+def token_key(ctx: BrokerContext) -> str:
+    """The key of this instance's tokens in the token store: ``ctx.token_key`` (the instance's name)."""
+    return getattr(ctx, "token_key", None) or TOKEN_KEY
+
+
+def _token_store(ctx: BrokerContext) -> Any:
+    if ctx.tokens is None:
+        from livedata_core.tokens import resolve_token_store
+
+        ctx.tokens = resolve_token_store(token_key(ctx))
+    return ctx.tokens
+
+
 def _session(ctx: BrokerContext) -> SchwabSession:
     if not isinstance(ctx.session, SchwabSession):
-        if ctx.tokens is None:
-            from livedata_core.tokens import resolve_token_store
-
-            ctx.tokens = resolve_token_store(ctx.broker)
-        client = SchwabClient(_settings(ctx), ctx.tokens, ctx.log, status=ctx.status)
+        client = SchwabClient(_settings(ctx), _token_store(ctx), ctx.log, status=ctx.status, token_key=token_key(ctx))
         ctx.session = SchwabSession(client=client, skips=Skips(ctx.log))
     return ctx.session
 
@@ -86,12 +96,8 @@ async def authenticate(ctx: BrokerContext) -> None:
 
 @hookimpl
 async def login(ctx: BrokerContext, manual: bool) -> None:
-    """Interactive OAuth login; saves tokens under ``"schwab"`` in ``ctx.tokens``."""
-    if ctx.tokens is None:
-        from livedata_core.tokens import resolve_token_store
-
-        ctx.tokens = resolve_token_store(ctx.broker)
-    await oauth.login(_settings(ctx), ctx.tokens, ctx.log, manual)
+    """Interactive OAuth login; saves tokens under this instance's ``ctx.token_key`` in ``ctx.tokens``."""
+    await oauth.login(_settings(ctx), _token_store(ctx), ctx.log, manual, key=token_key(ctx))
     if isinstance(ctx.session, SchwabSession):
         ctx.session.client.tokens.load()  # forget the old tokens in a live session
 

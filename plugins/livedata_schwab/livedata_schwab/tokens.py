@@ -23,13 +23,20 @@ from livedata_core.tokens import TokenStore, token_lock
 
 from .settings import SchwabSettings
 
-__all__ = ["TOKEN_KEY", "TokenManager", "TokenRecord", "TokenRefused", "request_tokens"]
+__all__ = ["TOKEN_KEY", "TokenManager", "TokenRecord", "TokenRefused", "login_hint", "request_tokens"]
 
 TOKEN_KEY = "schwab"
+"""The token-store key of the instance named ``schwab``; every other instance saves under its own name."""
 STATUS_KEY = "refresh_token"
-LOGIN_HINT = "run `livedata auth schwab` to log in again"
-FIRST_LOGIN_HINT = "run `livedata auth schwab` to log in"  # nothing was ever saved: no "again"
 DAY = 86400.0
+
+
+def login_hint(key: str = TOKEN_KEY, first: bool = False) -> str:
+    """What to run to log the instance whose tokens live under ``key`` in (its token key is its name)."""
+    if first:
+        return f"run `livedata auth {key}` to log in"  # nothing was ever saved: no "again"
+    return f"run `livedata auth {key}` to log in again"
+
 
 
 @attrs.frozen
@@ -154,6 +161,7 @@ class TokenManager:
     """Hand out a valid access token, refreshing it once when it is about to expire.
 
     :param status: a dict to put a ``refresh_token`` line in for ``livedata status`` (``ctx.status``).
+    :param key: the token-store key of this login (``ctx.token_key``: the instance's name).
     """
 
     def __init__(
@@ -164,9 +172,12 @@ class TokenManager:
         log: logging.Logger,
         status: dict[str, Any] | None = None,
         clock=time.time,
+        key: str = TOKEN_KEY,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.key = key
+        self.hint = login_hint(key)
         self.http = http
         self.log = log
         self.status = status if status is not None else {}
@@ -177,21 +188,22 @@ class TokenManager:
         self._warned_at = 0.0
 
     def __repr__(self) -> str:
-        return f"TokenManager(store={self.store!r})"
+        return f"TokenManager(store={self.store!r}, key={self.key!r})"
 
     def load(self) -> TokenRecord:
         """The record in the store (read again every time).
 
         :raises LoginRequired: there is none, or it is unreadable.
         """
-        data = self.store.load(TOKEN_KEY)
+        data = self.store.load(self.key)
         if data is None:
-            self.status[STATUS_KEY] = f"none saved: {FIRST_LOGIN_HINT}"
-            raise LoginRequired(f"no Schwab tokens saved yet: {FIRST_LOGIN_HINT}")
+            first = login_hint(self.key, first=True)
+            self.status[STATUS_KEY] = f"none saved: {first}"
+            raise LoginRequired(f"no Schwab tokens saved yet: {first}")
         try:
             record = TokenRecord.from_dict(data)
         except ValueError as exc:
-            raise LoginRequired(f"{exc}: {LOGIN_HINT}") from None
+            raise LoginRequired(f"{exc}: {self.hint}") from None
         self._record = record
         return record
 
@@ -208,13 +220,13 @@ class TokenManager:
         left = self.settings.refresh_max_days * DAY - age
         until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(record.refresh_issued_at / 1000 + self.settings.refresh_max_days * DAY))
         if left <= 0:
-            self.status[STATUS_KEY] = f"expired at {until}: {LOGIN_HINT}"
-            raise LoginRequired(f"the Schwab refresh token expired at {until} (they last 7 days): {LOGIN_HINT}")
+            self.status[STATUS_KEY] = f"expired at {until}: {self.hint}"
+            raise LoginRequired(f"the Schwab refresh token expired at {until} (they last 7 days): {self.hint}")
         if age >= self.settings.refresh_warn_days * DAY:
-            self.status[STATUS_KEY] = f"expires in {_duration(left)} ({until}): {LOGIN_HINT} before then"
+            self.status[STATUS_KEY] = f"expires in {_duration(left)} ({until}): {self.hint} before then"
             if now - self._warned_at >= 3600:
                 self._warned_at = now
-                self.log.warning("Schwab refresh token expires in %s (%s): %s before then", _duration(left), until, LOGIN_HINT)
+                self.log.warning("Schwab refresh token expires in %s (%s): %s before then", _duration(left), until, self.hint)
         else:
             self.status[STATUS_KEY] = f"valid for {_duration(left)} (until {until})"
 
@@ -225,7 +237,7 @@ class TokenManager:
             try:
                 self.check_refresh_age(record)
             except LoginRequired:
-                record = self.load()  # `livedata auth schwab` may have saved a new login meanwhile
+                record = self.load()  # `livedata auth <instance>` may have saved a new login meanwhile
                 if not self._fresh(record):
                     return await self._refresh(stale=record.access_token, forced=False)
                 self.check_refresh_age(record)
@@ -249,7 +261,7 @@ class TokenManager:
             if self._already_replaced(record, stale, forced):
                 self.check_refresh_age(record)
                 return record.access_token
-            lock = token_lock(self.store, TOKEN_KEY)
+            lock = token_lock(self.store, self.key)
             await _acquire_in_thread(lock)
             try:
                 record = self.load()
@@ -267,12 +279,12 @@ class TokenManager:
                         now=self.clock(),
                     )
                 except TokenRefused as exc:
-                    self.status[STATUS_KEY] = f"refused by Schwab: {LOGIN_HINT}"
+                    self.status[STATUS_KEY] = f"refused by Schwab: {self.hint}"
                     raise LoginRequired(
                         f"{exc}. The refresh token is no longer valid (expired, or replaced by a newer login "
-                        f"elsewhere): {LOGIN_HINT}"
+                        f"elsewhere): {self.hint}"
                     ) from None
-                self.store.save(TOKEN_KEY, new.to_dict())
+                self.store.save(self.key, new.to_dict())
                 self._record = new
                 self.refresh_count += 1
                 self.log.info("refreshed the Schwab access token; valid for %d s", (new.access_expires_at / 1000 - self.clock()))
