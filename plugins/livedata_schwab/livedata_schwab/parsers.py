@@ -2,7 +2,10 @@
 
 Every parser takes the decoded JSON and a :class:`Skips` to note records it cannot use: a bad record is
 logged and counted, never fatal. An order or transaction is never dropped without a warning in the log.
-Numbers Schwab did not send stay ``None``; margin-only fields are never assumed on cash accounts.
+Numbers Schwab did not send stay ``None``; margin-only fields are never assumed on cash accounts. A number that
+is not finite (the JSON literals ``NaN`` and ``Infinity``, which httpx's ``Response.json()`` accepts, or such a
+string) is left out (``None``), counted as ``non_finite_number`` and logged: the rest of the record is kept. A
+position whose quantity is not finite cannot be published at all and is skipped.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
@@ -43,20 +47,36 @@ class Skips:
         self.log.warning("skipped a Schwab record (%s): %s", reason, detail[:300])
 
 
-def _num(value: Any) -> float | None:
+def _float(value: Any) -> float | None:
+    """``value`` as a float (not finite ones included), or ``None`` if it is no number."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
-def _first(*values: Any) -> float | None:
-    for value in values:
-        number = _num(value)
+def _not_finite(value: Any) -> bool:
+    number = _float(value)
+    return number is not None and not math.isfinite(number)
+
+
+def _num(value: Any, skips: Skips | None = None, where: str = "") -> float | None:
+    """``value`` as a finite float, or ``None``. A value that is not finite is noted in ``skips`` (``where``
+    names the record and the field), so it is counted and logged instead of silently lost."""
+    number = _float(value)
+    if number is None or math.isfinite(number):
+        return number
+    if skips is not None:
+        skips.note("non_finite_number", f"{where} is {value!r}, not a finite number; published without it")
+    return None
+
+
+def _first(mapping_values: list[tuple[dict[str, Any], str]], skips: Skips, what: str) -> float | None:
+    """The first usable number among ``(mapping, key)`` pairs; a non-finite one is noted and passed over."""
+    for mapping, key in mapping_values:
+        number = _num(mapping.get(key), skips, f"{what} {key}")
         if number is not None:
             return number
     return None
@@ -147,26 +167,32 @@ def parse_positions(account: Any, account_id: str, skips: Skips, received_at: in
         instrument = _dict(raw.get("instrument"))
         symbol = instrument.get("symbol")
         long_qty, short_qty = _num(raw.get("longQuantity")), _num(raw.get("shortQuantity"))
-        if not isinstance(symbol, str) or not symbol or (long_qty is None and short_qty is None):
+        unusable = _not_finite(raw.get("longQuantity")) or _not_finite(raw.get("shortQuantity"))
+        if not isinstance(symbol, str) or not symbol or (long_qty is None and short_qty is None) or unusable:
             skips.note("position_without_symbol_or_quantity", json.dumps(raw)[:200])
             continue
+        what = f"position {symbol} of account {account_id}:"
         quantity = (long_qty or 0.0) - (short_qty or 0.0)
-        long_pnl, short_pnl = _num(raw.get("longOpenProfitLoss")), _num(raw.get("shortOpenProfitLoss"))
-        pnl = None if long_pnl is None and short_pnl is None else (long_pnl or 0.0) + (short_pnl or 0.0)
-        average = _first(raw.get("averagePrice"), raw.get("averageShortPrice") if quantity < 0 else raw.get("averageLongPrice"))
+        long_pnl = _num(raw.get("longOpenProfitLoss"), skips, f"{what} longOpenProfitLoss")
+        short_pnl = _num(raw.get("shortOpenProfitLoss"), skips, f"{what} shortOpenProfitLoss")
+        pnl_unusable = _not_finite(raw.get("longOpenProfitLoss")) or _not_finite(raw.get("shortOpenProfitLoss"))
+        pnl = None if pnl_unusable or (long_pnl is None and short_pnl is None) else (long_pnl or 0.0) + (short_pnl or 0.0)
+        side_average = "averageShortPrice" if quantity < 0 else "averageLongPrice"
+        average = _first([(raw, "averagePrice"), (raw, side_average)], skips, what)
         positions.append(
             Position(
                 broker=BROKER,
                 account_id=account_id,
                 symbol=symbol,
                 quantity=quantity,
-                market_value=_num(raw.get("marketValue")),
+                market_value=_num(raw.get("marketValue"), skips, f"{what} marketValue"),
                 average_price=average,
                 unrealized_pnl=pnl,
                 asset_type=instrument.get("assetType"),
                 timestamp=None,  # Schwab does not say when a position was valued
                 received_at=received_at,
-                extra=_compact({"cusip": instrument.get("cusip"), "day_pnl": _num(raw.get("currentDayProfitLoss"))}),
+                extra=_compact({"cusip": instrument.get("cusip"),
+                                "day_pnl": _num(raw.get("currentDayProfitLoss"), skips, f"{what} currentDayProfitLoss")}),
             )
         )
     return positions
@@ -188,31 +214,33 @@ def parse_balances(account: Any, account_id: str, skips: Skips, received_at: int
         skips.note("account_without_balances", f"account {account_id}")
         return []
     account_type = securities.get("type")
+    what = f"balance of account {account_id}:"
+
+    def current_num(key: str) -> float | None:
+        return _num(current.get(key), skips, f"{what} {key}")
+
     return [
         Balance(
             broker=BROKER,
             account_id=account_id,
-            cash=_first(current.get("cashBalance"), current.get("totalCash"), initial.get("cashBalance"), initial.get("totalCash")),
+            cash=_first([(current, "cashBalance"), (current, "totalCash"), (initial, "cashBalance"),
+                         (initial, "totalCash")], skips, what),  # fmt: skip
             # A cash account has no buying power figure; cash available for trading goes in extra instead.
-            buying_power=_num(current.get("buyingPower")),
-            account_value=_first(
-                current.get("liquidationValue"),
-                aggregated.get("currentLiquidationValue"),
-                initial.get("liquidationValue"),
-                initial.get("accountValue"),
-            ),
+            buying_power=current_num("buyingPower"),
+            account_value=_first([(current, "liquidationValue"), (aggregated, "currentLiquidationValue"),
+                                  (initial, "liquidationValue"), (initial, "accountValue")], skips, what),  # fmt: skip
             currency="USD",
-            equity=_num(current.get("equity")),
-            maintenance_requirement=_num(current.get("maintenanceRequirement")),
+            equity=current_num("equity"),
+            maintenance_requirement=current_num("maintenanceRequirement"),
             timestamp=None,
             received_at=received_at or now_ms(),
             extra=_compact(
                 {
                     "account_type": account_type,
-                    "available_funds": _num(current.get("availableFunds")),
-                    "cash_available_for_trading": _num(current.get("cashAvailableForTrading")),
-                    "day_trading_buying_power": _num(current.get("dayTradingBuyingPower")),
-                    "unsettled_cash": _num(current.get("unsettledCash")),
+                    "available_funds": current_num("availableFunds"),
+                    "cash_available_for_trading": current_num("cashAvailableForTrading"),
+                    "day_trading_buying_power": current_num("dayTradingBuyingPower"),
+                    "unsettled_cash": current_num("unsettledCash"),
                 }
             ),
         )
@@ -257,9 +285,11 @@ def order_status(schwab_status: Any, filled_quantity: float | None) -> str:
     return status
 
 
-def _fills(order: dict[str, Any]) -> tuple[float | None, int | None]:
-    """Average fill price and time of the last fill, from orderActivityCollection."""
+def _fills(order: dict[str, Any], skips: Skips, what: str) -> tuple[float | None, int | None]:
+    """Average fill price and time of the last fill, from orderActivityCollection. A fill whose quantity or
+    price is not finite leaves the average unknown (``None``) rather than wrong."""
     quantity = cost = 0.0
+    usable = True
     last: int | None = None
     for activity in _list(order.get("orderActivityCollection")):
         activity = _dict(activity)
@@ -267,14 +297,17 @@ def _fills(order: dict[str, Any]) -> tuple[float | None, int | None]:
             continue
         for leg in _list(activity.get("executionLegs")):
             leg = _dict(leg)
-            qty, price = _num(leg.get("quantity")), _num(leg.get("price"))
-            if qty and price is not None:
+            qty = _num(leg.get("quantity"), skips, f"{what} executionLegs quantity")
+            price = _num(leg.get("price"), skips, f"{what} executionLegs price")
+            if _not_finite(leg.get("quantity")) or _not_finite(leg.get("price")):
+                usable = False
+            elif qty and price is not None:
                 quantity += qty
                 cost += qty * price
             when = parse_time(leg.get("time"))
             if when is not None and (last is None or when > last):
                 last = when
-    return (cost / quantity if quantity else None), last
+    return (cost / quantity if quantity and usable else None), last
 
 
 # GET /accounts/{hash}/orders?fromEnteredTime=2024-03-01T00:00:00.000Z&toEnteredTime=2024-03-30T00:00:00.000Z
@@ -300,19 +333,24 @@ def parse_orders(data: Any, account_id: str, skips: Skips, received_at: int | No
             skips.note("order_without_id", json.dumps(raw)[:300])
             continue
         try:
-            orders.append(_order(raw, str(order_id), account_id, received_at))
+            orders.append(_order(raw, str(order_id), account_id, received_at, skips))
         except Exception as exc:  # a malformed order must not stop the others
             skips.note("order_unreadable", f"order {order_id}: {type(exc).__name__}: {exc}")
     return orders
 
 
-def _order(raw: dict[str, Any], order_id: str, account_id: str, received_at: int) -> Order:
+def _order(raw: dict[str, Any], order_id: str, account_id: str, received_at: int, skips: Skips) -> Order:
+    what = f"order {order_id} of account {account_id}:"
+
+    def num(mapping: dict[str, Any], key: str) -> float | None:
+        return _num(mapping.get(key), skips, f"{what} {key}")
+
     legs = [_dict(leg) for leg in _list(raw.get("orderLegCollection"))]
     first = legs[0] if legs else {}
     instruction = str(first.get("instruction") or "")
     side = "buy" if instruction.startswith("BUY") else "sell" if instruction.startswith("SELL") else None
-    filled = _num(raw.get("filledQuantity"))
-    average, last_fill = _fills(raw)
+    filled = num(raw, "filledQuantity")
+    average, last_fill = _fills(raw, skips, what)
     entered = parse_time(raw.get("enteredTime"))
     closed = parse_time(raw.get("closeTime"))
     extra: dict[str, Any] = {
@@ -326,7 +364,7 @@ def _order(raw: dict[str, Any], order_id: str, account_id: str, received_at: int
             {
                 "symbol": _dict(leg.get("instrument")).get("symbol"),
                 "instruction": leg.get("instruction"),
-                "quantity": _num(leg.get("quantity")),
+                "quantity": num(leg, "quantity"),
             }
             for leg in legs
         ]
@@ -341,11 +379,11 @@ def _order(raw: dict[str, Any], order_id: str, account_id: str, received_at: int
         order_type=str(order_type).lower() if order_type else None,
         status=order_status(raw.get("status"), filled),
         broker_status=raw.get("status"),
-        quantity=_num(raw.get("quantity")),
+        quantity=num(raw, "quantity"),
         filled_quantity=filled,
-        remaining_quantity=_num(raw.get("remainingQuantity")),
-        price=_num(raw.get("price")),
-        stop_price=_num(raw.get("stopPrice")),
+        remaining_quantity=num(raw, "remainingQuantity"),
+        price=num(raw, "price"),
+        stop_price=num(raw, "stopPrice"),
         average_fill_price=average,
         time_in_force=str(duration).lower() if duration else None,
         entered_at=entered,
@@ -388,6 +426,7 @@ def parse_transactions(data: Any, account_id: str, skips: Skips, received_at: in
         )
         kind = raw.get("type")
         order_id = raw.get("orderId")
+        what = f"transaction {activity_id} of account {account_id}:"
         transactions.append(
             Transaction(
                 broker=BROKER,
@@ -395,9 +434,9 @@ def parse_transactions(data: Any, account_id: str, skips: Skips, received_at: in
                 transaction_id=str(activity_id),
                 type=str(kind).lower() if kind else "unknown",
                 symbol=_dict(security.get("instrument")).get("symbol"),
-                quantity=_num(security.get("amount")),
-                price=_num(security.get("price")),
-                amount=_num(raw.get("netAmount")),
+                quantity=_num(security.get("amount"), skips, f"{what} amount"),
+                price=_num(security.get("price"), skips, f"{what} price"),
+                amount=_num(raw.get("netAmount"), skips, f"{what} netAmount"),
                 description=raw.get("description"),
                 order_id=str(order_id) if order_id is not None else None,
                 timestamp=parse_time(raw.get("time")) or parse_time(raw.get("tradeDate")),

@@ -114,3 +114,59 @@ def test_time_formats():
     assert parse_time("2024-03-29T14:30:00+0000") == 1711722600000
     assert parse_time("2024-03-29T14:30:00.000Z") == 1711722600000
     assert parse_time("yesterday") is None and parse_time(None) is None
+
+
+# httpx's Response.json() accepts the literals NaN, Infinity and -Infinity (Python's json module does), so a
+# Schwab answer can carry them. Such a field is left out (null) and counted; the rest of the record is kept.
+NON_FINITE_ACCOUNT = """{"securitiesAccount": {"type": "MARGIN", "accountNumber": "12345678",
+  "positions": [
+    {"longQuantity": 10.0, "shortQuantity": 0.0, "averagePrice": 150.12, "marketValue": NaN,
+     "longOpenProfitLoss": 200.0, "currentDayProfitLoss": Infinity, "instrument": {"assetType": "EQUITY", "symbol": "AAPL"}},
+    {"longQuantity": NaN, "shortQuantity": 0.0, "instrument": {"assetType": "EQUITY", "symbol": "MSFT"}},
+    {"longQuantity": 3.0, "shortQuantity": 0.0, "averagePrice": "NaN", "instrument": {"assetType": "EQUITY", "symbol": "IBM"}}],
+  "currentBalances": {"cashBalance": 1000.0, "buyingPower": -Infinity, "equity": 25000.0, "liquidationValue": NaN,
+                      "availableFunds": NaN},
+  "initialBalances": {"liquidationValue": 24000.0}}}"""
+
+
+def test_a_non_finite_number_is_a_counted_field_skip_and_the_rest_is_kept(skips, caplog):
+    from livedata_core.models import check_model
+
+    account = httpx_json(NON_FINITE_ACCOUNT)
+    aapl, ibm = parse_positions(account, "12345678", skips)
+    assert (aapl.symbol, aapl.quantity, aapl.average_price, aapl.unrealized_pnl) == ("AAPL", 10.0, 150.12, 200.0)
+    assert aapl.market_value is None and aapl.extra is None  # NaN and Infinity left out, not published as such
+    assert (ibm.quantity, ibm.average_price) == (3.0, None)
+    (balance,) = parse_balances(account, "12345678", skips)
+    # An unusable liquidationValue falls through to the next source, as a missing one does.
+    assert (balance.cash, balance.buying_power, balance.equity, balance.account_value) == (1000.0, None, 25000.0, 24000.0)
+    assert "available_funds" not in (balance.extra or {})
+    for model in (aapl, ibm, balance):
+        check_model(model)  # the runner publishes them
+    # MSFT's quantity is unusable: that position cannot be published at all; the others are field-level skips.
+    assert skips.counts == {"non_finite_number": 6, "position_without_symbol_or_quantity": 1}
+    text = caplog.text
+    assert "marketValue" in text and "position AAPL of account 12345678" in text and "buyingPower" in text
+
+
+def test_non_finite_numbers_in_orders_and_transactions_are_left_out(skips):
+    orders = httpx_json("""[{"orderId": 7, "status": "FILLED", "quantity": 5.0, "filledQuantity": 5.0, "price": NaN,
+      "orderLegCollection": [{"instruction": "BUY", "instrument": {"symbol": "AAPL"}, "quantity": 5.0}],
+      "orderActivityCollection": [{"activityType": "EXECUTION", "executionLegs": [{"quantity": 5.0, "price": Infinity}]}]}]""")
+    (order,) = parse_orders(orders, "12345678", skips)
+    assert (order.order_id, order.status, order.quantity, order.price, order.average_fill_price) == ("7", "filled", 5.0, None, None)
+    transactions = httpx_json("""[{"activityId": 1, "type": "TRADE", "netAmount": -Infinity,
+      "transferItems": [{"instrument": {"assetType": "EQUITY", "symbol": "AAPL"}, "amount": 5.0, "price": NaN}]}]""")
+    (tx,) = parse_transactions(transactions, "12345678", skips)
+    assert (tx.transaction_id, tx.quantity, tx.price, tx.amount) == ("1", 5.0, None, None)
+    from livedata_core.models import check_model
+
+    check_model(order)
+    check_model(tx)
+    assert skips.counts == {"non_finite_number": 4}
+
+
+def httpx_json(text: str):
+    import httpx
+
+    return httpx.Response(200, content=text.encode(), headers={"Content-Type": "application/json"}).json()
