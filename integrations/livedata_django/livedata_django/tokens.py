@@ -43,6 +43,7 @@ REQUIRED_FIELDS = ("user", "access_token", "refresh_token", "access_expires_at")
 OPTIONAL_FIELDS = ("refresh_issued_at", "token_type", "scope")
 TIME_FIELDS = ("access_expires_at", "refresh_issued_at")
 SETTING = "LIVEDATA['TOKEN_USERS']"
+_WARNED_ISSUE_TIME: set[str] = set()  # models whose unknown refresh-token issue time was logged (once a process)
 
 
 def token_model(label: str | None = None) -> type[models.Model]:
@@ -108,7 +109,6 @@ class ModelTokenStore:
         if missing:
             raise ImproperlyConfigured(f"{self.model._meta.label} has no {', '.join(missing)} field(s); a token "
                                        f"model needs {', '.join(REQUIRED_FIELDS)}")  # fmt: skip
-        self._warned_issue_time = False
 
     def __repr__(self) -> str:
         who = f"user={self._username(self.user)!r}" if self.user is not None else f"users={self.users!r}"
@@ -158,9 +158,13 @@ class ModelTokenStore:
                 return {"pk": rows[0]}, None
             if not rows and not creating:
                 return {"pk": None}, None
+            if rows:
+                raise ConfigError(f"{SETTING} names no user for the token key {key!r}, and {self.model._meta.label} "
+                                  f"has several rows: add {{{key!r}: '<username>'}} to {SETTING}")  # fmt: skip
             raise ConfigError(
-                f"{SETTING} names no user for the token key {key!r}, and {self.model._meta.label} has "
-                f"{'several rows' if rows else 'no row yet'}: add {{{key!r}: '<username>'}} to {SETTING}"
+                f"{SETTING} names no user for the token key {key!r}, and {self.model._meta.label} has no row yet: "
+                f"log in first (the web login, or `manage.py livedata_auth {key} --user NAME`), or add "
+                f"{{{key!r}: '<username>'}} to {SETTING}"
             )
         manager = user_model._default_manager.db_manager(self.using) if self.using else user_model._default_manager
         try:
@@ -200,9 +204,9 @@ class ModelTokenStore:
         return record
 
     def _warn_issue_time_unknown(self, key: str) -> None:
-        if self._warned_issue_time:
+        if self.model._meta.label in _WARNED_ISSUE_TIME:
             return
-        self._warned_issue_time = True
+        _WARNED_ISSUE_TIME.add(self.model._meta.label)
         reason = ("has no refresh_issued_at column" if not self.knows_refresh_issue_time
                   else "holds no refresh_issued_at for this row (saved before the column existed)")  # fmt: skip
         log.warning(

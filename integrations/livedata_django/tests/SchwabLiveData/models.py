@@ -33,3 +33,14 @@ class Position(models.Model):
 
     class Meta:
         unique_together = [("account_id", "symbol")]
+
+
+class OrderEvent(models.Model):
+    """Order states a livedata_listen handler records (once each, however often they arrive)."""
+
+    account_id = models.CharField(max_length=64)
+    order_id = models.CharField(max_length=64)
+    status = models.CharField(max_length=32)
+
+    class Meta:
+        unique_together = [("account_id", "order_id", "status")]

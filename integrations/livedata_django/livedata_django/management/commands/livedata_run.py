@@ -1,0 +1,76 @@
+"""``manage.py livedata_run``: the livedata runner inside the Django project, with tokens in its model."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
+
+from livedata_core.errors import ConfigError, LivedataError
+
+from ... import conf
+from ...logs import mask_secrets_in_handlers
+from ...tokens import ModelTokenStore
+
+TOKEN_BROKERS = ("schwab", "tos")
+"""Brokers whose login lives in the token store, under the key ``schwab``."""
+
+
+class Command(BaseCommand):
+    help = ("Run livedata's runner with the configuration of LIVEDATA['CONFIG'] and the Schwab tokens of "
+            "LIVEDATA['TOKEN_MODEL']; Ctrl-C or SIGTERM stops it cleanly.")  # fmt: skip
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--config", "-c", metavar="FILE", help="a TOML configuration instead of LIVEDATA['CONFIG']")
+        parser.add_argument("--broker", "-b", action="append", metavar="NAME",
+                            help="run only this configured broker (repeatable)")  # fmt: skip
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        import attrs
+
+        from livedata_core.runner import Runner, load_config_file
+
+        mask_secrets_in_handlers()
+        try:
+            config = load_config_file(options["config"]) if options["config"] else conf.runner_config()
+            if options["broker"]:
+                missing = [b for b in options["broker"] if b not in config.brokers]
+                if missing:
+                    raise ConfigError(f"--broker {', '.join(missing)}: not configured; configured: "
+                                      f"{', '.join(sorted(config.brokers))}")  # fmt: skip
+                config = attrs.evolve(config, brokers={b: config.brokers[b] for b in options["broker"]})
+            store = ModelTokenStore()
+            if any(name in TOKEN_BROKERS for name in config.brokers):
+                user = store.check("schwab")
+                self.stderr.write(f"livedata_run: Schwab tokens of {user!r} in {store.model._meta.label}")
+            self.runner = Runner(config, token_store=store)
+        except LivedataError as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            connections.close_all()  # the store opens its own when it needs one; none idles for the whole run
+        try:
+            asyncio.run(self._run())
+        except LivedataError as exc:
+            raise CommandError(str(exc)) from None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.runner.stop)
+        self.loop = loop
+        task = asyncio.create_task(self.runner.run())
+        await asyncio.wait({task, asyncio.create_task(self.runner.ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            brokers = ", ".join(sorted(self.runner.runtimes))
+            self.stderr.write(f"livedata_run: running {brokers}; Ctrl-C to stop")
+        await task
+        self.stderr.write("livedata_run: stopped")
+
+    def stop(self) -> None:
+        """Stop the runner from another thread (tests, an embedding process)."""
+        self.loop.call_soon_threadsafe(self.runner.stop)
