@@ -170,7 +170,8 @@ class ModelTokenStore:
         try:
             user = manager.get_by_natural_key(name)
         except user_model.DoesNotExist:
-            raise ConfigError(f"{SETTING} maps the token key {key!r} to the user {name!r}, who does not exist") from None
+            raise ConfigError(f"{SETTING} maps the token key {key!r} to the user {name!r}, who does not exist"
+                              if self.user is None else f"there is no user {name!r}") from None
         return {"user": user}, user
 
     def _check(self, key: str) -> str:
