@@ -1,8 +1,14 @@
-"""The tos broker's hooks: log in to the Schwab streamer with the Schwab login and stream from it.
+"""The tos broker's hooks: log in to the Schwab streamer with a Schwab login and stream from it.
 
-``authenticate`` builds a :class:`livedata_schwab.client.SchwabClient` (tokens under the key ``schwab`` in this
-broker's token store), reads ``streamerInfo`` from ``/userPreference``, and after the streamer denied a login
-forces a token refresh. ``stream`` returns a new :class:`~livedata_tos.stream.TosStream` for each connection.
+The login is a Schwab instance's (``BrokerInfo.login_plugin = "schwab"``): the one the instance names with
+``schwab = "<instance>"``, else the instance named ``schwab`` when the configuration has one; core hands its
+context over as ``ctx.login``. Without a linked instance the streamer uses its own ``[brokers.<instance>.schwab]``
+table (or the environment) and the tokens under the key ``schwab``, as before instances existed.
+
+``authenticate`` builds a :class:`livedata_schwab.client.SchwabClient` on that login, reads ``streamerInfo`` from
+``/userPreference``, and after the streamer denied a login forces a token refresh. ``stream`` returns a new
+:class:`~livedata_tos.stream.TosStream` for each connection. ``login`` (``livedata auth <instance>``) logs the
+Schwab login in, saving only its tokens.
 """
 
 from __future__ import annotations
@@ -10,6 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+from livedata_schwab import oauth
+from livedata_schwab.settings import SchwabSettings
+from livedata_schwab.tokens import TOKEN_KEY
 
 from livedata_core import BrokerInfo, hookimpl
 from livedata_core.broker import BrokerContext
@@ -33,21 +42,55 @@ class TosSession:
     info: StreamerInfo | None = None
 
 
-def make_client(settings: Any, tokens: Any, log: Any, status: dict[str, Any] | None = None) -> Any:
-    """The Schwab REST client that supplies access tokens and ``/userPreference``."""
+def make_client(settings: Any, tokens: Any, log: Any, status: dict[str, Any] | None = None, token_key: str = TOKEN_KEY) -> Any:
+    """The Schwab REST client that supplies access tokens and ``/userPreference`` for the login whose tokens are
+    under ``token_key`` in ``tokens``."""
     from livedata_schwab.client import SchwabClient
 
-    return SchwabClient(settings, tokens, log, status=status)
+    return SchwabClient(settings, tokens, log, status=status, token_key=token_key)
+
+
+@attrs.frozen
+class SchwabLogin:
+    """The Schwab login an instance streams with: app settings, token store and the key of its tokens."""
+
+    settings: SchwabSettings
+    tokens: Any
+    token_key: str
+    linked: bool
+    """Whether it is a Schwab instance's (``ctx.login``) rather than this instance's own ``schwab`` table."""
+
+
+def schwab_login(ctx: BrokerContext) -> SchwabLogin:
+    """The linked Schwab instance's login (``ctx.login``), else this instance's ``schwab`` settings with the tokens
+    under the key ``schwab`` in its own token store."""
+    from livedata_core.tokens import resolve_token_store
+
+    linked = getattr(ctx, "login", None)
+    if linked is not None:
+        if linked.tokens is None:
+            linked.tokens = resolve_token_store(linked.token_key)
+        settings = linked.settings if linked.settings is not None else SchwabSettings()
+        return SchwabLogin(settings, linked.tokens, linked.token_key, linked=True)
+    if ctx.tokens is None:
+        ctx.tokens = resolve_token_store(getattr(ctx, "instance", ctx.broker))
+    return SchwabLogin(ctx.settings.schwab, ctx.tokens, TOKEN_KEY, linked=False)
+
+
+def _info_options() -> dict[str, Any]:
+    # login_plugin is new in livedata-core's BrokerInfo (broker instances); an older core does without it.
+    return {"login_plugin": "schwab"} if "login_plugin" in attrs.fields_dict(BrokerInfo) else {}
 
 
 @hookimpl
 def broker_info() -> BrokerInfo:
     return BrokerInfo(
         name="tos",
-        capabilities={"authenticate", "stream"},
+        capabilities={"authenticate", "login", "stream"},
         settings_cls=TosSettings,
         description="Schwab (thinkorswim) streamer: level-one equity/index/futures quotes and account activity",
         max_symbols=500,  # the streamer refuses more than about 500 keys per service (REACHED_SYMBOL_LIMIT)
+        **_info_options(),
     )
 
 
@@ -60,7 +103,11 @@ def normalize_symbol(symbol: str) -> str:
 async def authenticate(ctx: BrokerContext) -> None:
     session: TosSession | None = ctx.session
     if session is None:
-        client = make_client(ctx.settings.schwab, ctx.tokens, ctx.log, ctx.status)
+        login = schwab_login(ctx)
+        if login.linked:
+            client = make_client(login.settings, login.tokens, ctx.log, ctx.status, token_key=login.token_key)
+        else:
+            client = make_client(login.settings, login.tokens, ctx.log, ctx.status)
         session = TosSession(client, StreamerTokens(client.access_token, client.refresh), ActivityParser(ctx.broker))
         ctx.session = session
     if session.tokens.stale:
@@ -68,10 +115,20 @@ async def authenticate(ctx: BrokerContext) -> None:
         await session.tokens.refresh()
         ctx.log.info("refreshed the Schwab access token after the streamer denied the login")
     else:
-        await session.client.access_token()  # LoginRequired here when nobody ran `livedata auth schwab`
+        await session.client.access_token()  # LoginRequired here when nobody logged the Schwab login in
     session.info = StreamerInfo.from_preference(await session.client.user_preference())
     url = ctx.settings.streamer_url or session.info.url
     ctx.status["streamer"] = url_host(url)
+
+
+@hookimpl
+async def login(ctx: BrokerContext, manual: bool) -> None:
+    """``livedata auth <instance>``: the Schwab OAuth login of the login this instance streams with (the linked
+    Schwab instance's, saved under its token key only; else under ``schwab``)."""
+    login = schwab_login(ctx)
+    await oauth.login(login.settings, login.tokens, ctx.log, manual, key=login.token_key)
+    if isinstance(ctx.session, TosSession):
+        ctx.session.client.tokens.load()  # forget the old tokens in a live session
 
 
 @hookimpl

@@ -1,7 +1,10 @@
 """The ``[brokers.tos]`` settings. Every field has a default, so ``TosSettings()`` always constructs.
 
-The streamer logs in with the Schwab login (``livedata auth schwab``): ``schwab`` holds the Schwab app settings
-(``[brokers.tos.schwab]``, or the ``LIVEDATA_SCHWAB_APP_KEY`` / ``LIVEDATA_SCHWAB_APP_SECRET`` environment).
+The streamer logs in with a Schwab login. ``schwab = "<instance>"`` in the table names the Schwab instance whose
+login it uses (core removes that string and links the instance: ``ctx.login``); without it, the instance named
+``schwab`` is used when configured. Only when no Schwab instance is linked does ``schwab`` hold this broker's own
+Schwab app settings (``[brokers.tos.schwab]``, or the ``LIVEDATA_SCHWAB_APP_KEY`` / ``LIVEDATA_SCHWAB_APP_SECRET``
+environment), with the tokens under the key ``schwab`` (``livedata auth tos`` or ``livedata auth schwab``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ class TosSettings:
     """Settings of the thinkorswim streamer broker."""
 
     schwab: SchwabSettings = attrs.field(factory=SchwabSettings)
-    """The Schwab app whose login the streamer uses (tokens under the key ``schwab``)."""
+    """The Schwab app whose login the streamer uses when no Schwab instance is linked (tokens under the key
+    ``schwab``)."""
     streamer_url: str | None = attrs.field(default=None, validator=_ws_url, repr=lambda v: repr(v and mask_url(v)))
     """Connect here instead of ``streamerInfo.streamerSocketUrl`` (tests, proxies)."""
     account_activity: bool = True

@@ -48,7 +48,7 @@ async def first_match(pubsub, predicate, timeout: float = 3.0) -> tuple[str, dic
 
 def test_entry_point_declares_the_broker():
     broker = get_broker("tos")
-    assert broker.info.capabilities == {"authenticate", "stream"}
+    assert broker.info.capabilities == {"authenticate", "login", "stream"}  # login: `livedata auth tos` (issue 12)
     assert broker.normalize_symbol("/esz24") == "/ESZ24"
     with pytest.raises(ConfigError, match="streamer_url"):
         broker.make_context({"streamer_url": "http://x"})
