@@ -52,7 +52,7 @@ async def authenticate(ctx: BrokerContext) -> None:
 
 @hookimpl
 async def login(ctx: BrokerContext, manual: bool) -> None:
-    """``livedata auth ibkr``: say where to log in, and wait until the gateway's brokerage session is open.
+    """``livedata auth <instance>``: say where to log in, and wait until the gateway's brokerage session is open.
 
     The login itself (username, password, second factor) happens only in the gateway's browser page; nothing
     is stored in the token store. ``manual`` changes nothing: the URL is always printed, never opened.
@@ -65,7 +65,7 @@ async def login(ctx: BrokerContext, manual: bool) -> None:
         if not await session.wait_for_login(settings.browser_login_timeout):
             raise LoginRequired(
                 f"IBKR: no login at {session.login_url} within {settings.browser_login_timeout:g}s; "
-                "run `livedata auth ibkr` again after logging in"
+                f"run `livedata auth {getattr(ctx, 'instance', ctx.broker)}` again after logging in"
             )
         print("IBKR gateway session is open.")
     finally:
