@@ -21,12 +21,22 @@ from .limits import MAX_SYMBOLS_CAP, EachValue, bounds_of, number_problem
 from .models import describe_validation_error
 from .tokens import TokenStore
 
-__all__ = ["DEFAULT_MAX_SYMBOLS", "Broker", "BrokerContext", "BrokerInfo", "structure_settings"]
+__all__ = ["DEFAULT_MAX_SYMBOLS", "NAME_RULE", "Broker", "BrokerContext", "BrokerInfo", "name_problem", "structure_settings"]
 
 DEFAULT_MAX_SYMBOLS = 1000
 """The cap on streamed symbols of a broker that declares none (:attr:`BrokerInfo.max_symbols`)."""
 
-_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+NAME_RULE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+"""What a plugin's name and an instance's name (``[brokers.NAME]``) may be: it is a key, a logger name and a
+token-store key."""
+
+
+def name_problem(name: Any) -> str | None:
+    """``None`` if ``name`` follows :data:`NAME_RULE`, else what is wrong with it, for an error message."""
+    if isinstance(name, str) and NAME_RULE.fullmatch(name):
+        return None
+    return (f"{name!r} is not allowed: use lower-case letters, digits and '_', starting with a letter, "
+            "at most 32 characters")
 
 
 @attrs.frozen
@@ -42,6 +52,12 @@ class BrokerInfo:
     :param max_symbols: the most symbols the broker streams at once on one connection (Schwab's streamer
         about 500 per service, IBKR 100 market-data lines); the default of ``[brokers.NAME] max_symbols``,
         which a user with a larger allowance may raise. Default :data:`DEFAULT_MAX_SYMBOLS`.
+    :param max_instances: how many instances (``[brokers.*]`` tables naming this plugin) may run in one
+        configuration; ``1`` for a broker that allows one login per machine. Default ``None``: any number.
+    :param login_plugin: the plugin whose login this broker uses (tos streams with a Schwab login: ``"schwab"``).
+        The setting of that name may then be a string naming an instance of that plugin (``schwab =
+        "schwab_ira"``); without it, the instance named like that plugin is used if there is one. Core checks the
+        link and gives the hooks that instance's context as :attr:`BrokerContext.login`.
     """
 
     name: str
@@ -49,13 +65,18 @@ class BrokerInfo:
     settings_cls: type | None = None
     description: str = ""
     max_symbols: int = DEFAULT_MAX_SYMBOLS
+    max_instances: int | None = None
+    login_plugin: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
-            raise PluginError(
-                f"broker name {self.name!r} is not allowed: use lower-case letters, digits and '_', "
-                "starting with a letter, at most 32 characters"
-            )
+        problem = name_problem(self.name)
+        if problem:
+            raise PluginError(f"broker name {problem}")
+        most = self.max_instances
+        if most is not None and (isinstance(most, bool) or not isinstance(most, int) or most < 1):
+            raise PluginError(f"broker {self.name!r} declares max_instances={most!r}; expected None or a whole number from 1")
+        if self.login_plugin is not None and name_problem(self.login_plugin):
+            raise PluginError(f"broker {self.name!r} declares login_plugin={self.login_plugin!r}: {name_problem(self.login_plugin)}")
         cap = self.max_symbols
         if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_SYMBOLS_CAP:
             raise PluginError(
@@ -72,14 +93,20 @@ class BrokerInfo:
 
 @attrs.define
 class BrokerContext:
-    """Everything a broker's hooks get from core. One per broker per process.
+    """Everything a broker's hooks get from core. One per instance (``[brokers.NAME]`` table) per process: a plugin
+    keeps per-login state here (``session``), never at module level, as several instances may run at once.
 
-    :ivar broker: the broker's name.
+    :ivar broker: the plugin's name (``"schwab"``), as models carry it in their ``broker`` field.
     :ivar settings: an instance of the broker's ``settings_cls`` (or ``None``).
-    :ivar tokens: the token store to load and save this broker's tokens in.
-    :ivar log: a logger named ``livedata.broker.<name>``; never log tokens.
+    :ivar tokens: the token store to load and save this instance's tokens in.
+    :ivar log: a logger named ``livedata.broker.<instance>``; never log tokens.
     :ivar session: free for the plugin: whatever ``authenticate`` builds for the other hooks.
     :ivar status: extra lines for ``livedata status`` (for example a token that expires soon).
+    :ivar instance: the instance's name (``"schwab_ira"``); by default the plugin's name.
+    :ivar token_key: the key of this instance's tokens in ``tokens``: the instance's name. Load and save under it,
+        never under a fixed key, so that two logins of one plugin keep their own tokens.
+    :ivar login: for a plugin that logs in with another plugin's login (:attr:`BrokerInfo.login_plugin`): the
+        context of the linked instance (its ``settings``, ``tokens``, ``token_key``); ``None`` when none is linked.
     """
 
     broker: str
@@ -88,10 +115,17 @@ class BrokerContext:
     log: logging.Logger = attrs.field(default=None)
     session: Any = None
     status: dict[str, Any] = attrs.field(factory=dict)
+    instance: str = attrs.field(default=None)
+    token_key: str = attrs.field(default=None)
+    login: BrokerContext | None = attrs.field(default=None, repr=lambda c: "None" if c is None else repr(c.instance))
 
     def __attrs_post_init__(self) -> None:
+        if self.instance is None:
+            self.instance = self.broker
+        if self.token_key is None:
+            self.token_key = self.instance
         if self.log is None:
-            self.log = logging.getLogger(f"livedata.broker.{self.broker}")
+            self.log = logging.getLogger(f"livedata.broker.{self.instance}")
 
 
 _strict = cattrs.Converter(forbid_extra_keys=True)
@@ -305,12 +339,21 @@ class Broker:
     def has_hook(self, hook: str) -> bool:
         return hook in self.impls
 
-    def make_context(self, settings: dict[str, Any] | None = None, tokens: TokenStore | None = None) -> BrokerContext:
-        """A context for this broker, with ``settings`` checked against its settings class."""
-        structured = structure_settings(self.info.settings_cls, dict(settings or {}), f"[brokers.{self.name}]")
+    def make_context(
+        self,
+        settings: dict[str, Any] | None = None,
+        tokens: TokenStore | None = None,
+        *,
+        instance: str | None = None,
+        login: BrokerContext | None = None,
+    ) -> BrokerContext:
+        """A context for an instance of this broker (by default the one named like it), with ``settings`` (its
+        table) checked against the settings class; errors name ``[brokers.<instance>]``."""
+        instance = instance or self.name
+        structured = structure_settings(self.info.settings_cls, dict(settings or {}), f"[brokers.{instance}]")
         if structured is None and self.info.settings_cls is not None:
             structured = self.info.settings_cls()
-        return BrokerContext(broker=self.name, settings=structured, tokens=tokens)
+        return BrokerContext(broker=self.name, settings=structured, tokens=tokens, instance=instance, login=login)
 
     def call_sync(self, hook: str, **kwargs: Any) -> Any:
         """Call this broker's implementation of ``hook`` and return what it returned (maybe an awaitable)."""

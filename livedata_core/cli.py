@@ -101,21 +101,17 @@ def _config_path(args: argparse.Namespace) -> str | None:
 
 
 def _check_broker_settings(config: Any, path: str | None, from_file: set[str]) -> None:
-    """Check the broker tables of the file that will run against their plugins, so that an error names the file
+    """Check the instances of the file that will run against their plugins, so that an error names the file
     like the runner's own errors do (``livedata.toml: brokers.ibkr.compete must be true or false, was 'false'``)."""
     if path is None:
         return
-    from .broker import structure_settings
-    from .plugins import get_broker
+    from .runner.instances import make_contexts, plan_instances
 
-    for name, broker_config in config.brokers.items():
-        if name not in from_file:
-            continue
-        try:
-            broker = get_broker(name)
-            structure_settings(broker.info.settings_cls, broker_config.settings, f"[brokers.{name}]")
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+    try:
+        instances = plan_instances(config.brokers)
+        make_contexts(instances, lambda instance: None, [name for name in instances if name in from_file])
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -409,6 +405,7 @@ def cmd_status(args: argparse.Namespace) -> int:
           + (f", REFUSED {pub['refused']} account events (logged with their payloads)" if pub.get("refused") else ""))
     for name, b in status["brokers"].items():
         print(f"\n[{name}] {b['state']}")
+        print(f"  plugin           {b.get('plugin') or name}")
         print(f"  connected since  {_ago(b['connected_since'], now)}")
         print(f"  symbols          {', '.join(b['symbols']) or '-'}")
         print(f"  messages         {b['messages']} (last {_ago(b['last_message_at'], now)})")
@@ -495,28 +492,43 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _broker_context(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The plugin and context of the instance ``args.broker`` names: a ``[brokers.NAME]`` table of the configuration
+    file (``-c``, else ./livedata.toml), with its settings, its own tokens and the login it links to; else a plugin
+    of that name with its default settings."""
     from .plugins import get_broker
     from .runner import load_config_file
-
-    broker = get_broker(args.broker)
-    settings: dict[str, Any] = {}
-    path = None
-    if args.config or os.path.exists("livedata.toml"):
-        config = load_config_file(args.config)
-        if args.broker in config.brokers:
-            settings = config.brokers[args.broker].settings
-            path = _config_path(args)
+    from .runner.config import BrokerConfig
+    from .runner.instances import make_contexts, plan_instances
     from .tokens import resolve_token_store
 
-    store = resolve_token_store(args.broker)
+    name = args.broker
+    path = _config_path(args)
+    brokers = load_config_file(path).brokers if path else {}
+    if name in brokers:
+        where = path
+    else:
+        try:
+            get_broker(name)
+        except ConfigError as exc:
+            configured = f"configured in {path}: {', '.join(brokers) or 'none'}" if path else "no configuration file"
+            raise ConfigError(f"{name!r} is not an instance ({configured}) nor an installed plugin: {exc}") from None
+        brokers, where = {name: BrokerConfig(name=name)}, None
     try:
-        return broker, broker.make_context(settings, store)
+        instances = plan_instances(brokers)
+        contexts = make_contexts(instances, lambda i: resolve_token_store(i.name, plugin=i.broker.name), [name])
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+    return instances[name].broker, contexts[name]
 
 
 def cmd_auth(args: argparse.Namespace) -> int:
     broker, ctx = _broker_context(args)
+    if not broker.has("login") and ctx.login is not None:
+        # tos_ira streams with the login of schwab_ira: logging in means logging in that instance.
+        from .plugins import get_broker
+
+        _print_err(f"{ctx.instance} uses the login of {ctx.login.instance}; logging in {ctx.login.instance}")
+        broker, ctx = get_broker(ctx.login.broker), ctx.login
     if not broker.has("login"):
         raise ConfigError(f"broker {broker.name!r} has no interactive login (capabilities: {', '.join(sorted(broker.info.capabilities))})")
 
@@ -526,11 +538,13 @@ def cmd_auth(args: argparse.Namespace) -> int:
             await broker.call("shutdown", ctx=ctx)
 
     asyncio.run(go())
-    print(f"{broker.name}: login complete.")
+    print(f"{ctx.instance}: login complete.")
     return EXIT_OK
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
+    import attrs
+
     from .models import to_dict
     from .tables import COLUMNS, render_table
 
@@ -550,11 +564,13 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                 a.account_id for a in await broker.call("fetch_accounts", ctx=ctx)
             ] if broker.has("fetch_accounts") else []
             if not accounts:
-                raise ConfigError(f"name an account: livedata {kind} {broker.name} ACCOUNT")
+                raise ConfigError(f"name an account: livedata {kind} {ctx.instance} ACCOUNT")
             since = int((time.time() - args.days * 86400) * 1000)
             items: list[Any] = []
             for account in accounts:
                 items.extend(await broker.call(hook, ctx=ctx, account_id=account, since=since))
+            # Published as the runner publishes them: naming the instance that produced them.
+            items = [attrs.evolve(m, instance=ctx.instance) if getattr(m, "instance", "") is None else m for m in items]
             if not args.no_publish and items:
                 await _publish_all(args, items)
             return items
@@ -606,7 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the configured brokers into Redis (default: the demo broker)",
                        description="Run brokers into Redis until Ctrl-C or SIGTERM. With no configuration, runs the "
                        "built-in demo broker. If no Redis is reachable at the default URL, starts an embedded one.")
-    p.add_argument("--broker", "-b", action="append", metavar="NAME", help="run only this broker (repeatable)")
+    p.add_argument("--broker", "-b", action="append", metavar="NAME",
+                   help="run only this instance ([brokers.NAME] of the configuration, or a plugin; repeatable)")
     p.add_argument("--symbols", "-s", metavar="A,B,...", help="symbols to stream (with exactly one broker)")
     p.add_argument("--no-embedded", action="store_true", help="never start an embedded Redis; fail if none is reachable")
     p.add_argument("--quiet", "-q", action="store_true",
@@ -623,7 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("subscribe", "stream more symbols in a running runner"),
                            ("unsubscribe", "stop streaming symbols in a running runner")):
         p = sub.add_parser(name, help=helptext, description=f"{helptext[0].upper()}{helptext[1:]} (through Redis; works from any host).")
-        p.add_argument("broker", metavar="BROKER")
+        p.add_argument("broker", metavar="BROKER", help="the running instance ([brokers.NAME]; the plugin's name "
+                       "when it is configured under that name)")
         p.add_argument("symbols", metavar="SYMBOL", nargs="+")
         p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the runner (default 10)")
         _redis_args(p)
@@ -654,7 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "`livedata plugins`), for `livedata run` and the fetch commands. For Schwab a browser opens "
                        "its login page (--manual prints the URL instead) and the tokens are stored "
                        "(LIVEDATA_TOKEN_STORE: the keyring, else a file); it is needed again when they expire.")
-    p.add_argument("broker", metavar="BROKER")
+    p.add_argument("broker", metavar="BROKER", help="a [brokers.NAME] instance of the configuration (its own tokens; "
+                   "an instance using another's login logs that one in), or a plugin name")
     p.add_argument("--manual", action="store_true", help="print the login URL and paste the redirect URL back (headless)")
     p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration with the broker's settings")
     p.set_defaults(func=cmd_auth)
@@ -663,7 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(kind, help=f"fetch and print {kind} from a broker" + ("" if kind == "accounts" else ", and publish them"),
                            description=f"Fetch {kind} from BROKER once and print them"
                            + ("." if kind == "accounts" else "; publish them to Redis unless --no-publish."))
-        p.add_argument("broker", metavar="BROKER")
+        p.add_argument("broker", metavar="BROKER", help="a [brokers.NAME] instance of the configuration "
+                       "(-c; its settings and tokens), or a plugin name (its defaults)")
         if kind != "accounts":
             p.add_argument("account", metavar="ACCOUNT", nargs="?", help="account number (default: every account)")
             p.add_argument("--no-publish", action="store_true", help="only print; do not publish to Redis")

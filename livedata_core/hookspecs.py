@@ -178,11 +178,17 @@ def fetch_transactions(ctx: BrokerContext, account_id: str, since: int) -> list[
 
 
 @hookspec(firstresult=True)
-def token_store(broker: str) -> TokenStore | None:
-    """Supply the token store for a broker, for applications that keep tokens themselves (Thor's database).
+def token_store(broker: str, instance: str, plugin: str) -> TokenStore | None:
+    """Supply the token store for one instance, for applications that keep tokens themselves (Thor's database).
 
-    Called across all plugins; the first non-``None`` answer wins. With no answer, core uses its default
-    store (keyring, or a 0600 file where no keyring backend exists).
+    Called across all plugins, once per instance (``[brokers.NAME]`` table); the first non-``None`` answer wins.
+    With no answer, core uses its default store (keyring, or a 0600 file where no keyring backend exists). An
+    implementation may take any of the arguments (pluggy passes only those it names).
+
+    :param broker: the instance's name, which is also the key its tokens are saved under (``"schwab_ira"``; in a
+        one-instance setup the plugin's name, as before instances existed).
+    :param instance: the same instance name, by its own name: map it to one of the application's users.
+    :param plugin: the plugin the instance runs (``"schwab"``).
     """
 
 

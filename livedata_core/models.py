@@ -5,6 +5,10 @@ broker did not send them); JSON has no decimal type, so consumers see exactly wh
 Times are integers in milliseconds since the Unix epoch: ``timestamp`` is the broker's own event time
 (``None`` when the broker does not say) and ``received_at`` is when livedata received the data.
 
+``broker`` names the plugin that produced a payload (``"schwab"``) and ``instance`` the configured instance of it
+(``"schwab_ira"``, the ``[brokers.NAME]`` table; the same as ``broker`` in a one-instance setup). Plugins leave
+``instance`` as ``None``; the runner fills it in before publishing.
+
 ``to_dict`` / ``from_dict`` convert to and from the plain dicts published on Redis. Reading is lenient and
 publishing is strict, through one set of field rules:
 
@@ -81,6 +85,7 @@ class Quote:
     timestamp: int | None = None
     received_at: int = attrs.field(factory=now_ms)
     extra: dict[str, Any] | None = None
+    instance: str | None = None
 
     @property
     def identifier(self) -> str:
@@ -108,6 +113,7 @@ class Position:
     timestamp: int | None = None
     received_at: int = attrs.field(factory=now_ms)
     extra: dict[str, Any] | None = None
+    instance: str | None = None
 
     @property
     def identifier(self) -> str:
@@ -135,6 +141,7 @@ class Balance:
     timestamp: int | None = None
     received_at: int = attrs.field(factory=now_ms)
     extra: dict[str, Any] | None = None
+    instance: str | None = None
 
     @property
     def identifier(self) -> str:
@@ -190,6 +197,7 @@ class Order:
     timestamp: int | None = None
     received_at: int = attrs.field(factory=now_ms)
     extra: dict[str, Any] | None = None
+    instance: str | None = None
 
     @property
     def identifier(self) -> str:
@@ -218,6 +226,7 @@ class Transaction:
     timestamp: int | None = None
     received_at: int = attrs.field(factory=now_ms)
     extra: dict[str, Any] | None = None
+    instance: str | None = None
 
     @property
     def identifier(self) -> str:
@@ -261,11 +270,13 @@ def _make_positional_factory(cls: type):
     # Keyword arguments are most of what constructing a 17-field model costs (about 1.2 us a quote, of which
     # 0.5 us is matching keywords and 0.2 us is frozen attrs' object.__setattr__). Parsers that build a quote
     # per streamed item use this instead: positional, and setting the slots through their descriptors.
+    # ``instance`` (the last field) may be left out: the runner fills it in.
     names = [f.name for f in attrs.fields(cls)]
     namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
     namespace.update({f"set_{n}": cls.__dict__[n].__set__ for n in names})
     body = "".join(f"    set_{n}(obj, {n})\n" for n in names)
-    source = f"def make_{cls.__name__}({', '.join(names)}, /):\n    obj = new(cls)\n{body}    return obj\n"
+    params = ", ".join(f"{n}=None" if n == "instance" else n for n in names)
+    source = f"def make_{cls.__name__}({params}, /):\n    obj = new(cls)\n{body}    return obj\n"
     exec(compile(source, f"<livedata make {cls.__name__}>", "exec"), namespace)
     return namespace[f"make_{cls.__name__}"]
 
@@ -274,9 +285,10 @@ make_quote = _make_positional_factory(Quote)
 make_quote.__doc__ = """Build a :class:`Quote` from every field, positionally, in field order (fast path for parsers).
 
 ``make_quote(broker, symbol, bid, ask, last, volume, bid_size, ask_size, last_size, open, high, low, close,
-mark, timestamp, received_at, extra)`` gives the same frozen object as ``Quote(broker=..., ...)`` in half the
-time. Every argument is required and nothing is checked or defaulted, so use it only where a quote is built
-per streamed item and the field order is spelled out next to the call.
+mark, timestamp, received_at, extra, instance=None)`` gives the same frozen object as ``Quote(broker=..., ...)``
+in half the time. Every argument but ``instance`` (which plugins leave out: the runner fills it in) is required
+and nothing is checked or defaulted, so use it only where a quote is built per streamed item and the field order
+is spelled out next to the call.
 """
 
 

@@ -1,6 +1,7 @@
 """Token stores: where broker tokens live. Secrets never leave through logs, reprs or exceptions.
 
-A token record is a small JSON-able dict saved under a key (the broker's name, for example ``"schwab"``).
+A token record is a small JSON-able dict saved under a key: the name of the instance it logs in (the
+``[brokers.NAME]`` table, ``"schwab"`` or ``"schwab_ira"``), so each login keeps its own tokens.
 Three stores ship with core:
 
 * :class:`KeyringTokenStore`: the operating system's keyring (macOS Keychain, Secret Service, Windows
@@ -9,7 +10,7 @@ Three stores ship with core:
   in ``$LIVEDATA_TOKEN_DIR`` or ``~/.config/livedata/tokens``.
 * :class:`MemoryTokenStore`: this process only (tests, demos).
 
-:func:`resolve_token_store` picks one for a broker. :func:`token_lock` gives a lock shared by every process
+:func:`resolve_token_store` picks one for an instance. :func:`token_lock` gives a lock shared by every process
 on the machine, so two processes using one store never refresh the same tokens over each other.
 """
 
@@ -294,18 +295,19 @@ def keyring_usable() -> bool:
     return bool(usable)
 
 
-def resolve_token_store(broker: str) -> TokenStore:
-    """The token store for ``broker``.
+def resolve_token_store(instance: str, plugin: str | None = None) -> TokenStore:
+    """The token store for the instance ``instance`` of ``plugin`` (by default the plugin named like it).
 
-    In order: the first plugin answering the ``token_store`` hook (an application keeping tokens in its own
-    database); else ``$LIVEDATA_TOKEN_STORE`` (``keyring``, ``file`` or ``memory``); else the keyring when a
-    real backend exists; else the file store. Logs one line saying which.
+    In order: the first plugin answering the ``token_store`` hook, told the instance and the plugin (an
+    application keeping tokens in its own database, which may map an instance to one of its users); else
+    ``$LIVEDATA_TOKEN_STORE`` (``keyring``, ``file`` or ``memory``); else the keyring when a real backend exists;
+    else the file store. Logs one line saying which. The instance's tokens live under the key ``instance``.
     """
     from .plugins import get_plugin_manager
 
-    store = get_plugin_manager().hook.token_store(broker=broker)
+    store = get_plugin_manager().hook.token_store(broker=instance, instance=instance, plugin=plugin or instance)
     if store is not None:
-        log.info("tokens for %s: %r (from a plugin)", broker, store)
+        log.info("tokens for %s: %r (from a plugin)", instance, store)
         return store
     choice = os.environ.get(STORE_ENV, "").strip().lower()
     if choice:
@@ -322,13 +324,13 @@ def resolve_token_store(broker: str) -> TokenStore:
             chosen = MemoryTokenStore()
         else:
             raise ConfigError(f"{STORE_ENV}={choice!r} is not one of keyring, file, memory")
-        log.info("tokens for %s: %r (%s=%s)", broker, chosen, STORE_ENV, choice)
+        log.info("tokens for %s: %r (%s=%s)", instance, chosen, STORE_ENV, choice)
         return chosen
     if keyring_usable():
         chosen = KeyringTokenStore()
-        log.info("tokens for %s: %r (system keyring)", broker, chosen)
+        log.info("tokens for %s: %r (system keyring)", instance, chosen)
     else:
         chosen = FileTokenStore()
-        log.info("tokens for %s: %r (no usable keyring backend)", broker, chosen)
+        log.info("tokens for %s: %r (no usable keyring backend)", instance, chosen)
     return chosen
 

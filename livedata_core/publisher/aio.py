@@ -128,8 +128,8 @@ class AsyncPublisher:
         self._retry: _Batch | None = None
         self._retry_at = 0.0
         self._closed = False
-        self._expire_ms: dict[str, bytes] = {}  # broker -> milliseconds, as the PX/PEXPIRE argument
-        self._expire_px: dict[str, bytes] = {}  # broker -> the "PX <ms>" end of a quote's SET, in RESP
+        self._expire_ms: dict[str, bytes] = {}  # instance (or broker) -> milliseconds, as the PX/PEXPIRE argument
+        self._expire_px: dict[str, bytes] = {}  # instance (or broker) -> the "PX <ms>" end of a quote's SET, in RESP
         for broker, seconds in (expire_after or {}).items():
             self.expire(broker, seconds)
 
@@ -173,8 +173,8 @@ class AsyncPublisher:
             check_model(model)
             event = _Event(kind, model.identifier, dumps(to_dict(model)), self, book_entry(model))
             event.seq = seq
-            if self._expire_ms and model.broker in self._expire_ms:
-                event.set_expiry(self._expire_ms[model.broker])
+            if self._expire_ms and (model.instance or model.broker) in self._expire_ms:
+                event.set_expiry(self._expire_ms[model.instance or model.broker])
             if self._closed:
                 log.error("published after the publisher closed, not sent: %s on %s: %s", kind, event.channel.decode(),
                           event.payload.decode())
@@ -187,7 +187,8 @@ class AsyncPublisher:
         self._wakeup.set()
 
     def expire(self, broker: str, seconds: float) -> None:
-        """Make what is published from now on for ``broker`` (models whose ``broker`` field is that name) expire
+        """Make what is published from now on for ``broker`` (models whose ``instance`` field is that name, or with
+        no instance, whose ``broker`` field is; the runner names each instance) expire
         ``seconds`` after its last write: the latest keys (``SET ... PX``), and the book hashes and streams it
         writes (``PEXPIRE`` after each write). Subscribers receive the messages as before. The runner does this
         for a broker whose settings have ``expire_after`` (the demo), so demo prices never outlive the demo as
@@ -585,8 +586,9 @@ class AsyncPublisher:
             commands.append(b"%b%b%b\r\n" % (head[0], size, payload))
             owners.append(ch)
             if latest:
-                if expire and quote.broker in expire:
-                    commands.append(b"*5\r\n$3\r\nSET\r\n%b%b%b\r\n%b" % (head[1], size, payload, expire[quote.broker]))
+                if expire and (quote.instance or quote.broker) in expire:
+                    commands.append(b"*5\r\n$3\r\nSET\r\n%b%b%b\r\n%b" % (head[1], size, payload,
+                                                                       expire[quote.instance or quote.broker]))
                     owners.append(None)
                 else:
                     latest_pairs.append(b"%b%b%b\r\n" % (head[1], size, payload))

@@ -10,13 +10,14 @@ import time
 from typing import Any
 
 from ..errors import ConfigError
-from ..plugins import get_broker
 from ..publisher import AsyncPublisher
 from ..redis_url import mask_url
 from ..tokens import TokenStore, resolve_token_store
 from .broker_runtime import CLOSE_TIMEOUT, DRAIN_TIMEOUT, BrokerRuntime
 from .config import RunnerConfig
 from .control_server import ControlServer
+from .instances import Instance, make_contexts, plan_instances
+from .owners import AccountOwners
 from .poller import AccountPoller
 from ..aio_tools import within
 
@@ -30,19 +31,23 @@ latest key, book hash and stream written for it expires that many seconds after 
 
 
 class Runner:
-    """Run brokers into Redis.
+    """Run broker instances into Redis.
 
-    Building a ``Runner`` checks the configuration against the installed brokers (unknown broker, bad symbol,
-    bad broker setting: :class:`~livedata_core.errors.ConfigError`). :meth:`run` returns after :meth:`stop`,
-    once queued data is flushed and broker connections are closed.
+    Each ``[brokers.NAME]`` table is an *instance* of a plugin (several may be of one plugin: two Schwab logins),
+    with its own context, tokens, stream, polls and status row, addressed by its name. Building a ``Runner`` checks
+    the configuration against the installed plugins (unknown plugin, bad symbol, bad setting, a login link to no
+    such instance, more instances than a plugin allows, one account configured for two logins: see
+    :func:`~livedata_core.runner.instances.plan_instances`; :class:`~livedata_core.errors.ConfigError`).
+    :meth:`run` returns after :meth:`stop`, once queued data is flushed and broker connections are closed.
 
     A broker whose settings have an ``expire_after`` field (:data:`EXPIRE_SETTING`) declares its data
     ephemeral: what the runner writes to Redis for it expires that many seconds after its last write
     (:meth:`AsyncPublisher.expire <livedata_core.publisher.AsyncPublisher.expire>`), so a demo price never stays
     behind as a symbol's current value. Messages on the channels are the same.
 
-    :param token_store: one store for every broker (tests, applications); by default each broker gets the
-        store :func:`livedata_core.tokens.resolve_token_store` picks.
+    :param token_store: one store for every instance (tests, applications; each instance keeps its tokens under
+        its own key, ``ctx.token_key``); by default each instance gets the store
+        :func:`livedata_core.tokens.resolve_token_store` picks for it.
     """
 
     def __init__(self, config: RunnerConfig, *, token_store: TokenStore | None = None) -> None:
@@ -54,11 +59,24 @@ class Runner:
             streams=config.redis.streams,
             stream_maxlen=config.redis.stream_maxlen,
         )
+        self.instances = plan_instances(config.brokers)
+        # Configured accounts are owned by their instance's login from the start (plan_instances refused overlaps).
+        self.owners = AccountOwners()
+        for instance in self.instances.values():
+            for account in instance.config.accounts or ():
+                self.owners.claim(account, instance.login_name, instance.name)
+
+        def tokens_for(instance: Instance) -> TokenStore:
+            if token_store is not None:
+                return token_store
+            return resolve_token_store(instance.name, plugin=instance.broker.name)
+
+        contexts = make_contexts(self.instances, tokens_for)
         self.runtimes: dict[str, BrokerRuntime] = {}
-        for name, broker_config in config.brokers.items():
-            broker = get_broker(name)
-            tokens = token_store if token_store is not None else resolve_token_store(name)
-            self.runtimes[name] = BrokerRuntime(broker, broker_config, self.publisher, config.backoff, tokens)
+        for name, instance in self.instances.items():
+            self.runtimes[name] = BrokerRuntime(
+                instance.broker, instance.config, self.publisher, config.backoff, ctx=contexts[name], owners=self.owners
+            )
             expire_after = getattr(self.runtimes[name].ctx.settings, EXPIRE_SETTING, None)
             if expire_after is not None:
                 try:
@@ -140,21 +158,21 @@ class Runner:
 
     # -- live control --------------------------------------------------------------------------------------
 
-    def _runtime(self, broker: str) -> BrokerRuntime:
+    def _runtime(self, instance: str) -> BrokerRuntime:
         try:
-            return self.runtimes[broker]
+            return self.runtimes[instance]
         except KeyError:
             raise ConfigError(
-                f"broker {broker!r} is not running here; running: {', '.join(sorted(self.runtimes))}"
+                f"instance {instance!r} is not running here; running: {', '.join(sorted(self.runtimes))}"
             ) from None
 
-    async def subscribe(self, broker: str, symbols: list[str]) -> dict[str, list[str]]:
-        """Stream more symbols from a running broker."""
-        return await self._runtime(broker).subscribe(symbols)
+    async def subscribe(self, instance: str, symbols: list[str]) -> dict[str, list[str]]:
+        """Stream more symbols from a running instance (its ``[brokers.NAME]`` name)."""
+        return await self._runtime(instance).subscribe(symbols)
 
-    async def unsubscribe(self, broker: str, symbols: list[str]) -> dict[str, list[str]]:
-        """Stop streaming symbols from a running broker."""
-        return await self._runtime(broker).unsubscribe(symbols)
+    async def unsubscribe(self, instance: str, symbols: list[str]) -> dict[str, list[str]]:
+        """Stop streaming symbols from a running instance."""
+        return await self._runtime(instance).unsubscribe(symbols)
 
     async def _handle_command(self, command: dict[str, Any]) -> Any:
         name = command["command"]

@@ -16,7 +16,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from ..broker import Broker
+import attrs
+
+from ..broker import Broker, BrokerContext
 from ..errors import (
     AuthError, BrokerError, ConfigError, InvalidIdentifier, LivedataError, LoginRequired, NotSupported, PluginError,
     StreamError, SymbolsRefused,
@@ -28,6 +30,7 @@ from ..tokens import TokenStore
 from ..backoff import Backoff
 from .config import BackoffConfig, BrokerConfig
 from .changes import OrderEvents, SeenSet, TransactionEvents
+from .owners import AccountOwners
 from .status import BrokerStatus
 from ..aio_tools import reraise_if_cancelling, within
 
@@ -39,12 +42,15 @@ MAX_RETRY_AFTER = 3600.0
 DRAIN_TIMEOUT = 0.5
 MODEL_TYPES = (Quote, Order, Transaction, Position, Balance)
 SUBSCRIBE_TIMEOUT = 10.0
+_SET_QUOTE_INSTANCE = Quote.__dict__["instance"].__set__  # a quote is frozen; the runner fills in whose it is
 
 
 class BrokerRuntime:
-    """Drive one broker: authentication, the supervised stream, and symbol subscriptions.
+    """Drive one instance of a broker: authentication, the supervised stream, and symbol subscriptions.
 
     :param publisher: the runner's :class:`~livedata_core.publisher.AsyncPublisher`.
+    :param ctx: the instance's context (default: one made from ``config`` and ``tokens``).
+    :param owners: which login publishes each account, shared by the runner's instances (default: this one's own).
     """
 
     def __init__(
@@ -54,36 +60,43 @@ class BrokerRuntime:
         publisher: AsyncPublisher,
         backoff: BackoffConfig,
         tokens: TokenStore | None = None,
+        *,
+        ctx: BrokerContext | None = None,
+        owners: AccountOwners | None = None,
     ) -> None:
         self.broker = broker
         self.config = config
+        self.name = name = config.name
         self.publisher = publisher
         self.backoff_config = backoff
-        self.ctx = broker.make_context(config.settings, tokens)
-        self.log = logging.getLogger(f"livedata.runner.{broker.name}")
-        self.status = BrokerStatus(broker.name)
+        self.ctx = ctx if ctx is not None else broker.make_context(config.settings, tokens, instance=name)
+        # Instances of one login (tos streaming with a Schwab instance's login) may report the same accounts.
+        self.login_name = self.ctx.login.instance if self.ctx.login is not None else name
+        self.owners = owners if owners is not None else AccountOwners()
+        self.log = logging.getLogger(f"livedata.runner.{name}")
+        self.status = BrokerStatus(broker=broker.name, instance=name, plugin=broker.name)
         self.symbols: set[str] = set()
         for raw in config.symbols:
             try:
                 self.symbols.add(broker.normalize_symbol(raw))
             except InvalidIdentifier as exc:
-                raise ConfigError(f"brokers.{broker.name}.symbols: {exc}") from None
+                raise ConfigError(f"brokers.{name}.symbols: {exc}") from None
         if self.symbols and not broker.has("stream"):
             raise ConfigError(
-                f"brokers.{broker.name}.symbols: broker {broker.name!r} does not stream quotes "
+                f"brokers.{name}.symbols: broker {broker.name!r} does not stream quotes "
                 f"(capabilities: {', '.join(sorted(broker.info.capabilities))})"
             )
         # The cap on symbols streamed at once, configured or the broker's own limit; said in every refusal.
         self.max_symbols = config.max_symbols or broker.info.max_symbols
-        setting = f"brokers.{broker.name}.max_symbols"
+        setting = f"brokers.{name}.max_symbols"
         self._cap_text = (
             f"the cap of {self.max_symbols} ({setting}"
             + ("" if config.max_symbols else ", by default the broker's own limit")
-            + f"); remove some or raise max_symbols in [brokers.{broker.name}]"
+            + f"); remove some or raise max_symbols in [brokers.{name}]"
         )
         if len(self.symbols) > self.max_symbols:
             raise ConfigError(
-                f"brokers.{broker.name}.symbols: {len(self.symbols)} symbols configured, more than {self._cap_text}"
+                f"brokers.{name}.symbols: {len(self.symbols)} symbols configured, more than {self._cap_text}"
             )
         if broker.has("stream"):
             self.status.extra["max_symbols"] = self.max_symbols
@@ -100,6 +113,7 @@ class BrokerRuntime:
         self.transaction_events = TransactionEvents()
         self._refused = SeenSet(1_000)  # account events refused, counted and logged once each (_refusal_key)
         self._skips_logged: Counter[str] = Counter()  # per skip reason over the process's life, for skip()'s rate limit
+        self._foreign_accounts: set[str] = set()  # accounts of another login this instance reported (logged once each)
 
     # -- authentication ------------------------------------------------------------------------------------
 
@@ -175,7 +189,7 @@ class BrokerRuntime:
         self.status.state = "connecting"
         stream = await self.broker.call("stream", ctx=self.ctx)
         if not isinstance(stream, BrokerStream):
-            raise PluginError(f"stream hook of {self.broker.name!r} returned {type(stream).__name__}, not a BrokerStream")
+            raise PluginError(f"stream hook of {self.broker.name!r} ({self.name}) returned {type(stream).__name__}, not a BrokerStream")
         self._stream_obj = stream
         connected = False
         try:
@@ -228,7 +242,7 @@ class BrokerRuntime:
     async def _pump(self, stream: BrokerStream, backoff: Backoff) -> None:
         loop = asyncio.get_running_loop()
         self._last_activity = loop.time()
-        reader = asyncio.create_task(self._read(stream, backoff), name=f"livedata-read-{self.broker.name}")
+        reader = asyncio.create_task(self._read(stream, backoff), name=f"livedata-read-{self.name}")
         timeout = stream.heartbeat_timeout
         check = min(max(timeout / 4, 0.05), 1.0) if timeout else None
         try:
@@ -253,6 +267,8 @@ class BrokerRuntime:
         publish = self.publish
         status = self.status
         wanted = self.symbols
+        instance = self.name
+        stamp = _SET_QUOTE_INSTANCE
         async for item in stream.events():
             self._last_activity = loop_time()
             if backoff.attempt:
@@ -266,6 +282,8 @@ class BrokerRuntime:
                 if type(model) is Quote:
                     # Quotes still in flight after an unsubscribe are not published.
                     if model.symbol in wanted:
+                        if model.instance is None:  # the one per-quote cost of instances: say whose it is
+                            stamp(model, instance)
                         try:
                             publish_quote(model)
                         except Exception as exc:  # a bad symbol or value from the broker: skip it, keep the frame
@@ -308,6 +326,10 @@ class BrokerRuntime:
         if type(model) not in MODEL_TYPES:
             self.skip("not a livedata model", model)
             return False
+        if not self.may_publish(model.account_id):
+            return False
+        if model.instance is None:
+            model = attrs.evolve(model, instance=self.name)
         dedupe = self.order_events if type(model) is Order else self.transaction_events if type(model) is Transaction else None
         try:
             if dedupe is not None and dedupe.seen(model):
@@ -320,6 +342,25 @@ class BrokerRuntime:
         if dedupe is not None:
             dedupe.add(model)
         return True
+
+    def may_publish(self, account: Any) -> bool:
+        """Whether this instance may publish data of ``account``: it (or its login) reported it first, or nobody
+        has. Another login's account is a counted skip, logged once, with an error in this instance's status
+        naming both instances (see :class:`~livedata_core.runner.owners.AccountOwners`)."""
+        if type(account) is not str:
+            return True  # the publisher refuses it, counted and logged as a bad model
+        owner = self.owners.claim(account, self.login_name, self.name)
+        if owner is None:
+            return True
+        reason = "account owned by another instance"
+        self.status.skipped[reason] = self.status.skipped.get(reason, 0) + 1
+        if account not in self._foreign_accounts and len(self._foreign_accounts) < 1_000:
+            self._foreign_accounts.add(account)
+            message = (f"account {account} is reported by {owner} and {self.name}; {owner} reported it first and "
+                       f"publishes it, {self.name}'s data for it is not published")
+            self.status.error(message)
+            self.log.warning("%s", message)
+        return False
 
     # -- live control --------------------------------------------------------------------------------------
 
@@ -340,13 +381,13 @@ class BrokerRuntime:
         saying how many are subscribed, the cap and the setting.
         """
         if not self.broker.has("stream"):
-            raise NotSupported(f"broker {self.broker.name!r} does not stream quotes")
+            raise NotSupported(f"{self.name} (plugin {self.broker.name!r}) does not stream quotes")
         wanted = self.normalize(symbols)
         async with self._sub_lock:
             new = [s for s in wanted if s not in self.symbols]
             if len(self.symbols) + len(new) > self.max_symbols:
                 raise ConfigError(
-                    f"cannot subscribe {len(new)} more symbol{'s' if len(new) != 1 else ''} to {self.broker.name}: "
+                    f"cannot subscribe {len(new)} more symbol{'s' if len(new) != 1 else ''} to {self.name}: "
                     f"{len(self.symbols)} subscribed now, {len(self.symbols) + len(new)} would exceed "
                     + self._cap_text.replace("remove some", "unsubscribe some")
                 )
@@ -371,7 +412,7 @@ class BrokerRuntime:
                     self.symbols.difference_update(refused)
                     self._record_error(f"subscribe {', '.join(sorted(refused))} failed", exc)
                     raise BrokerError(
-                        f"{self.broker.name} did not subscribe {', '.join(s for s in new if s in refused)}: "
+                        f"{self.name} did not subscribe {', '.join(s for s in new if s in refused)}: "
                         f"{exc or type(exc).__name__}"
                     ) from None
         return {"added": new, "already": [s for s in wanted if s not in new]}
@@ -379,7 +420,7 @@ class BrokerRuntime:
     async def unsubscribe(self, symbols: Iterable[str]) -> dict[str, list[str]]:
         """Remove symbols from the stream."""
         if not self.broker.has("stream"):
-            raise NotSupported(f"broker {self.broker.name!r} does not stream quotes")
+            raise NotSupported(f"{self.name} (plugin {self.broker.name!r}) does not stream quotes")
         wanted = self.normalize(symbols)
         async with self._sub_lock:
             gone = [s for s in wanted if s in self.symbols]

@@ -13,7 +13,9 @@ __all__ = [
     "DEDUPE_SLACK", "BalanceChanges", "OrderEvents", "PositionChanges", "SeenSet", "TransactionEvents", "differ_for",
 ]
 
-_VOLATILE = ("received_at", "timestamp")
+# Not what the broker reports: times a poll renews, and the instance the runner stamps (an earlier run's book has it,
+# a fresh poll not yet).
+_VOLATILE = ("received_at", "timestamp", "instance")
 
 
 def _content(model: Any) -> tuple[Any, ...]:

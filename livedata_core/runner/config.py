@@ -14,12 +14,15 @@ Example ``livedata.toml``::
     max = 30.0
     login_retry = 60.0                 # how often to retry when a person must log in again
 
-    [brokers.demo]
+    [brokers.demo]                     # an instance; its plugin is the table's name...
     symbols = ["AAPL", "MSFT"]
     max_symbols = 5000                 # cap on symbols streamed at once; default: the broker's own limit
     accounts = ["DEMO-1"]              # default: every account the broker reports
     poll = { positions = 5, balances = 5, orders = 2, transactions = 10 }   # seconds; 0 turns one off
     quotes_per_second = 20             # any other key is the broker's own setting
+
+    [brokers.demo_b]                   # ...unless it names one: a second instance of the demo plugin
+    plugin = "demo"
 
 Every error names the key (``brokers.demo.poll.orders``) and says what is wrong. Every number is bounded by
 what consumes it (see :mod:`livedata_core.limits`): a value out of range is refused, never cut short.
@@ -35,6 +38,7 @@ from typing import Any
 
 import attrs
 
+from ..broker import name_problem
 from ..channels import validate_identifier, validate_prefix
 from ..errors import ConfigError, InvalidIdentifier
 from ..limits import (
@@ -54,7 +58,7 @@ __all__ = [
 ]
 
 DEFAULT_DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY", "BRK.B", "/ESZ24", "$SPX")
-RUNNER_KEYS = frozenset({"enabled", "symbols", "accounts", "poll", "max_symbols"})
+RUNNER_KEYS = frozenset({"enabled", "plugin", "symbols", "accounts", "poll", "max_symbols"})
 POLL_KINDS = ("positions", "balances", "orders", "transactions")
 
 # What each core number may be (see livedata_core.limits for why).
@@ -80,9 +84,13 @@ class PollIntervals:
 
 @attrs.frozen
 class BrokerConfig:
-    """One ``[brokers.NAME]`` table. ``settings`` is the rest of the table, checked by the broker's settings class."""
+    """One ``[brokers.NAME]`` table: one *instance* of a plugin (one login). ``settings`` is the rest of the table,
+    checked by the plugin's settings class."""
 
     name: str
+    """The instance name: the table's name, used to address it (CLI, control, status) and as its token key."""
+    plugin: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
+    """The plugin it is an instance of: its ``plugin`` key, by default the table's name."""
     symbols: tuple[str, ...] = ()
     accounts: tuple[str, ...] | None = None
     poll: PollIntervals = PollIntervals()
@@ -203,9 +211,18 @@ def _redis(data: dict[str, Any], env: dict[str, str]) -> RedisConfig:
 
 def _broker(name: str, data: Any) -> BrokerConfig | None:
     where = f"brokers.{name}"
+    problem = name_problem(name)
+    if problem:
+        raise ConfigError(f"[brokers.{name}]: the instance name {problem}")
     data = dict(_table(data, f"[{where}]"))
     if not _bool(data.pop("enabled", True), f"{where}.enabled"):
         return None
+    plugin = data.pop("plugin", name)
+    if not isinstance(plugin, str):
+        raise ConfigError(f"{where}.plugin must be a string naming a plugin (see `livedata plugins`), was {plugin!r}")
+    problem = name_problem(plugin)
+    if problem:
+        raise ConfigError(f"{where}.plugin: {problem}")
     symbols = _strings(data.pop("symbols", ()), f"{where}.symbols")
     accounts = data.pop("accounts", None)
     if accounts is not None:
@@ -222,7 +239,7 @@ def _broker(name: str, data: Any) -> BrokerConfig | None:
     if max_symbols is not None:
         max_symbols = _whole(max_symbols, f"{where}.max_symbols", _BOUNDS["max_symbols"])
     return BrokerConfig(
-        name=name, symbols=symbols, accounts=accounts, poll=poll, max_symbols=max_symbols, settings=data
+        name=name, plugin=plugin, symbols=symbols, accounts=accounts, poll=poll, max_symbols=max_symbols, settings=data
     )
 
 

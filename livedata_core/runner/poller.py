@@ -29,11 +29,11 @@ MAX_DELAY = 3600.0
 
 
 class AccountPoller:
-    """Poll positions, balances, orders and transactions of every account of one broker."""
+    """Poll positions, balances, orders and transactions of every account of one instance."""
 
     def __init__(self, runtime: BrokerRuntime) -> None:
         self.rt = runtime
-        self.log = logging.getLogger(f"livedata.runner.{runtime.broker.name}.poll")
+        self.log = logging.getLogger(f"livedata.runner.{runtime.name}.poll")
         self.started_ms = now_ms()
         self.started = time.monotonic()
         self.accounts: list[str] = []
@@ -51,7 +51,7 @@ class AccountPoller:
         async with asyncio.TaskGroup() as group:
             for account in self.accounts:
                 for kind in kinds:
-                    group.create_task(self._poll_loop(account, kind), name=f"poll-{self.rt.broker.name}-{kind}-{account}")
+                    group.create_task(self._poll_loop(account, kind), name=f"poll-{self.rt.name}-{kind}-{account}")
 
     async def _resolve_accounts(self) -> list[str]:
         if self.rt.config.accounts is not None:
@@ -70,7 +70,7 @@ class AccountPoller:
                 if not found:
                     # Polling nothing for the whole run would be silent data loss: ask again until there are some.
                     raise BrokerError("fetch_accounts returned no accounts; asking again (or set `accounts` in "
-                                      f"[brokers.{self.rt.broker.name}])")  # fmt: skip
+                                      f"[brokers.{self.rt.name}])")  # fmt: skip
                 return found
             except Exception as exc:
                 reraise_if_cancelling()
@@ -191,7 +191,7 @@ class AccountPoller:
                     if self.rt.publish(model):
                         self.rt.status.messages += 1
                         self.rt.status.last_message_at = time.time()
-                if kind == "balances":
+                if kind == "balances" and self.rt.may_publish(account):
                     for currency in differ.vanished:
                         self.rt.publisher.drop_from_book("balances", account, currency)
                 last_ok = poll_started

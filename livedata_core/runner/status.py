@@ -10,9 +10,14 @@ import attrs
 
 @attrs.define
 class BrokerStatus:
-    """Live counters and state of one broker in the runner."""
+    """Live counters and state of one instance in the runner (``livedata status`` shows one row per instance).
+
+    ``broker`` and ``plugin`` are the plugin's name (as in payloads), ``instance`` the ``[brokers.NAME]`` table's.
+    """
 
     broker: str
+    instance: str | None = None
+    plugin: str | None = None
     state: str = "starting"
     connected_since: float | None = None
     messages: int = 0
