@@ -57,7 +57,8 @@ class BrokerInfo:
     :param login_plugin: the plugin whose login this broker uses (tos streams with a Schwab login: ``"schwab"``).
         The setting of that name may then be a string naming an instance of that plugin (``schwab =
         "schwab_ira"``); without it, the instance named like that plugin is used if there is one. Core checks the
-        link and gives the hooks that instance's context as :attr:`BrokerContext.login`.
+        link and gives the hooks that instance's context as :attr:`BrokerContext.login` (and to the settings'
+        ``check_config(login=...)``, see :func:`structure_settings`).
     """
 
     name: str
@@ -279,7 +280,7 @@ def _check_table(cls: type, data: dict[str, Any], key: str, where: str, extra: f
             _check_bounds(fields[name].validator, value, _child(key, name))
 
 
-def structure_settings(cls: type | None, data: dict[str, Any], where: str) -> Any:
+def structure_settings(cls: type | None, data: dict[str, Any], where: str, *, login: BrokerContext | None = None) -> Any:
     """Build a broker's settings object from a config table, or raise ``ConfigError`` naming the key.
 
     Values must already have the field's type, as TOML gives them: a ``bool`` field takes only ``true`` /
@@ -289,9 +290,12 @@ def structure_settings(cls: type | None, data: dict[str, Any], where: str) -> An
 
     If the structured settings object has a ``check_config()`` method it is called next: checks that apply
     to the broker's own table only (not to the class built directly or embedded in another broker's settings),
-    such as credentials that may come from the environment.
+    such as credentials that may come from the environment. A ``check_config`` that takes a ``login`` argument
+    is given the context of the instance whose login this one uses (:attr:`BrokerInfo.login_plugin`), or
+    ``None``: a tos instance linked to a Schwab instance needs no Schwab credentials of its own.
 
     :param where: how the user finds the table, for example ``[brokers.schwab]``.
+    :param login: the linked login's context, for ``check_config``.
     """
     runner_keys = _runner_keys()
     key = where.strip("[]")
@@ -313,7 +317,10 @@ def structure_settings(cls: type | None, data: dict[str, Any], where: str) -> An
         raise ConfigError(f"{where}: {exc}") from None
     check = getattr(settings, "check_config", None)
     if callable(check):
-        check()
+        if "login" in inspect.signature(check).parameters:
+            check(login=login)
+        else:
+            check()
     return settings
 
 
@@ -350,7 +357,7 @@ class Broker:
         """A context for an instance of this broker (by default the one named like it), with ``settings`` (its
         table) checked against the settings class; errors name ``[brokers.<instance>]``."""
         instance = instance or self.name
-        structured = structure_settings(self.info.settings_cls, dict(settings or {}), f"[brokers.{instance}]")
+        structured = structure_settings(self.info.settings_cls, dict(settings or {}), f"[brokers.{instance}]", login=login)
         if structured is None and self.info.settings_cls is not None:
             structured = self.info.settings_cls()
         return BrokerContext(broker=self.name, settings=structured, tokens=tokens, instance=instance, login=login)

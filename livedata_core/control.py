@@ -4,7 +4,8 @@ The runner listens on ``live_data:control`` (with the deployment prefix). A comm
 
     {"id": "...", "command": "subscribe", "broker": "tos", "symbols": ["AAPL"], "reply_to": "live_data:control:reply:..."}
 
-``command`` is ``subscribe``, ``unsubscribe``, ``status`` or ``ping``. The runner answers on ``reply_to``
+``command`` is ``subscribe``, ``unsubscribe``, ``status`` or ``ping``; ``broker`` is the name of a running
+instance (its ``[brokers.NAME]`` table: ``tos_ira``, or ``tos`` in a one-instance setup). The runner answers on ``reply_to``
 (which must be under ``live_data:control:reply:``) with ``{"id", "ok", "result"}`` or ``{"id", "ok": false,
 "error"}``. :class:`ControlClient` does all of this for Python callers such as Thor; the ``livedata subscribe``,
 ``unsubscribe`` and ``status`` commands use it.
@@ -201,15 +202,18 @@ class ControlClient:
             raise PublishError(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
 
     def subscribe(self, broker: str, symbols: list[str]) -> dict[str, list[str]]:
-        """Ask the runner to stream more symbols from ``broker``. Returns ``{"added": [...], "already": [...]}``."""
+        """Ask the runner to stream more symbols from the instance named ``broker`` (``"tos_ira"``; the plugin's name
+        in a one-instance setup). Returns ``{"added": [...], "already": [...]}``."""
         return self._request({"command": "subscribe", "broker": broker, "symbols": list(symbols)})
 
     def unsubscribe(self, broker: str, symbols: list[str]) -> dict[str, list[str]]:
-        """Ask the runner to stop streaming symbols. Returns ``{"removed": [...], "not_subscribed": [...]}``."""
+        """Ask the runner to stop streaming symbols from the instance named ``broker``. Returns ``{"removed": [...],
+        "not_subscribed": [...]}``."""
         return self._request({"command": "unsubscribe", "broker": broker, "symbols": list(symbols)})
 
     def status(self) -> dict[str, Any]:
-        """The runner's live status (asks the runner; falls back to the last status it stored)."""
+        """The runner's live status (asks the runner; falls back to the last status it stored): ``brokers`` has one
+        row per instance, keyed by its name, with its ``plugin``."""
         try:
             return self._request({"command": "status"})
         except NoRunner:

@@ -45,7 +45,7 @@ def test_every_toml_example_is_a_valid_configuration(path, index, block, monkeyp
         pytest.skip("not a runner configuration")
     config = load_config(data, env={})
     installed = get_brokers()
-    missing = [name for name in config.brokers if name not in installed]
+    missing = sorted({b.plugin for b in config.brokers.values()} - set(installed))  # instances name their plugin
     if missing:
         pytest.skip(f"broker plugin(s) {missing} not installed")
     try:

@@ -328,3 +328,35 @@ def test_instances_of_one_login_share_their_accounts(redis_server):
     with registered_plugin(Keys()), registered_plugin(Rider()), pytest.raises(ConfigError, match="is also in"):
         Runner(load_config({"brokers": {"keys_ira": {"plugin": "keys", "accounts": ["IRA-1"]},
                                         "rider": {"accounts": ["IRA-1"]}}}))
+
+
+@attrs.frozen
+class CheckedSettings:
+    key: str = ""
+
+    def check_config(self, login=None):
+        if login is None and not self.key:
+            raise ConfigError("[brokers.checked]: set key, or link an instance of keys")
+
+
+class Checked:
+    """A plugin whose settings need credentials unless it is linked to a login that has them (tos and schwab)."""
+
+    @hookimpl
+    def broker_info(self):
+        return BrokerInfo(name="checked", capabilities={"fetch_accounts"}, settings_cls=CheckedSettings,
+                          login_plugin="keys")
+
+    @hookimpl
+    def fetch_accounts(self, ctx):
+        return []
+
+
+def test_settings_are_checked_knowing_the_linked_login(tmp_path, capsys):
+    with registered_plugin(Keys()), registered_plugin(Checked()):
+        err = refused(capsys, write(tmp_path, '[brokers.checked_ira]\nplugin = "checked"\n'))
+        assert "set key, or link an instance of keys" in err
+        runner = Runner(load_config({"brokers": {"keys_ira": {"plugin": "keys"},
+                                                 "checked_ira": {"plugin": "checked", "keys": "keys_ira"}}}),
+                        token_store=MemoryTokenStore())
+        assert runner.runtimes["checked_ira"].ctx.login is runner.runtimes["keys_ira"].ctx
