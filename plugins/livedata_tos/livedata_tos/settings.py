@@ -55,12 +55,15 @@ class TosSettings:
         1, 500, reason="the streamer holds about 500 keys per service"))
     """Symbols per ADD/UNSUBS request."""
 
-    def check_config(self) -> None:
+    def check_config(self, login: object = None) -> None:
         """Called by livedata once the ``[brokers.tos]`` table is loaded: the Schwab app key and secret the
-        streamer's login refreshes with must be known (``[brokers.tos.schwab]`` or the environment).
+        streamer's login refreshes with must be known (``[brokers.tos.schwab]`` or the environment). An instance
+        linked to a Schwab instance (``login``, that instance's context) uses that instance's settings, checked there.
 
         :raises ConfigError: one is missing; the message names the environment variables and the table keys.
         """
+        if login is not None:
+            return
         try:
             self.schwab.check_config()
         except ConfigError as exc:

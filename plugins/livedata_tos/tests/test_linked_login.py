@@ -18,9 +18,6 @@ def no_app_credentials_in_the_environment(monkeypatch):
     monkeypatch.delenv("LIVEDATA_SCHWAB_APP_SECRET", raising=False)
 
 
-@pytest.mark.xfail(strict=True, raises=ConfigError, reason=(
-    "core builds the tos settings (and calls TosSettings.check_config, which wants Schwab app credentials of its "
-    "own) before it knows the instance is linked; see the PLUGINS report of issue 12"))  # fmt: skip
 def test_a_linked_tos_instance_needs_no_app_credentials_of_its_own():
     config = load_config({"brokers": {"schwab_ira": {"plugin": "schwab", **APP},
                                       "tos_ira": {"plugin": "tos", "schwab": "schwab_ira", "symbols": ["AAPL"]}}},
