@@ -54,6 +54,16 @@ else:  # pragma: no cover - only outside a clone of the repository
         pytest.skip(f"the fake Schwab ({SCHWAB_FAKE}) is part of the repository's Schwab plugin tests")
 
 
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_collection_modifyitems(items):
+    """Keep the session's test order. pytest-django sorts every collected test as Django's runner does (database
+    tests first) once settings are configured, which this conftest does for the whole session; the rest of the
+    suite must run as it does without these tests. Innermost wrapper: outer ones (``--lf``/``--ff``) still apply."""
+    position = {id(item): index for index, item in enumerate(items)}
+    yield
+    items[:] = sorted(items, key=lambda item: position.get(id(item), len(position)))
+
+
 DATABASES = [
     pytest.param("default", id="sqlite", marks=pytest.mark.django_db(transaction=True)),
     pytest.param(

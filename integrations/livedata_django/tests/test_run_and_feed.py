@@ -33,6 +33,9 @@ def tos_config(settings, schwab_config, streamer, redis_server):
     """The runner's configuration: tos streaming AAPL with the Schwab app of the fake."""
     settings.LIVEDATA = {
         **settings.LIVEDATA,
+        # The `published` fixture listens on live_data:*, the control channel too: with no runner, a command is
+        # heard but never answered, and the endpoint waits this long before its 503.
+        "CONTROL_TIMEOUT": 1.0,
         "CONFIG": {
             "redis": {"url": redis_server.url},
             "brokers": {"tos": {"symbols": ["AAPL"], "streamer_url": streamer.url, "login_timeout": 2.0,

@@ -16,6 +16,7 @@ from livedata_django import tokens
 from livedata_django.tokens import ModelTokenStore
 from livedata_schwab.tokens import TokenRecord
 from SchwabLiveData.models import SchwabToken, SchwabTokenWithIssueTime
+from thor_project.settings import POSTGRES_SKIP_REASON
 
 NOW_MS = int(time.time() * 1000)
 
@@ -136,6 +137,8 @@ def test_the_schwab_client_refreshes_into_the_row_from_inside_its_loop(make_user
     assert SchwabToken.objects.get(user=thor).access_token == token
 
 
+@pytest.mark.skipif(POSTGRES_SKIP_REASON is not None, reason=str(POSTGRES_SKIP_REASON))
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
 @pytest.mark.parametrize("database", ["postgres"], indirect=True)
 def test_calls_from_the_loop_leave_no_database_connection_open(make_user):
     make_user("thor")
