@@ -415,6 +415,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  last heartbeat   {_ago(b['last_heartbeat_at'], now)}")
         print(f"  reconnects       {b['reconnects']}")
         print(f"  last error       {b['last_error'] or '-'}" + (f" ({_ago(b['last_error_at'], now)})" if b['last_error'] else ""))
+        for what, why in sorted((b.get("failed") or {}).items()):  # a PermanentError: retrying stopped
+            print(f"  failed           {what}: {why} (not retried until restarted)")
         if b.get("polls"):
             print(f"  polls            {', '.join(f'{k} {v}' for k, v in sorted(b['polls'].items()))}")
         if b.get("skipped"):

@@ -2,7 +2,8 @@
 
 Every error a broker plugin raises on purpose should be one of these, so the runner can decide what to do:
 re-authenticate on :class:`AuthError`, back off on :class:`RateLimited` or :class:`ConnectionLimit`,
-reconnect on :class:`StreamError`, stop asking on :class:`NotSupported`. Messages never contain secrets.
+reconnect on :class:`StreamError`, stop asking on :class:`NotSupported` or :class:`PermanentError`. Messages
+never contain secrets.
 """
 
 from __future__ import annotations
@@ -72,7 +73,28 @@ class StreamError(BrokerError):
 
 
 class ConnectionLimit(StreamError):
-    """The broker refused the stream because another connection for this user is open."""
+    """The broker refused the stream because another connection for this user is open.
+
+    Give ``retry_after`` (seconds) when the broker says how long the other connection holds the slot, or what a
+    person typically needs to close it: the runner waits at least that long (at most an hour) before connecting
+    again, instead of its short backoff, so two streamers do not knock each other off in a loop.
+    """
+
+
+class PermanentError(BrokerError):
+    """Retrying will not help until a person changes something: the login is not entitled to this data, the
+    account is closed, the API key was revoked for good.
+
+    The runner stops what raised it, and only that: a stream (or ``authenticate``) raising it stops the instance's
+    stream, a ``fetch_*`` hook raising it stops polling that kind for that account. The rest of the instance and
+    every other instance go on. ``livedata status`` shows the instance as ``failed`` (or lists what stopped) with
+    this message, so say what is wrong and what the person can do about it. A restart tries again.
+    """
+
+
+class NotEntitled(PermanentError):
+    """The login is not entitled to the data asked for (no market-data subscription for an exchange, no API
+    access for the account)."""
 
 
 class PublishError(LivedataError):

@@ -20,8 +20,8 @@ import attrs
 
 from ..broker import Broker, BrokerContext
 from ..errors import (
-    AuthError, BrokerError, ConfigError, InvalidIdentifier, LivedataError, LoginRequired, NotSupported, PluginError,
-    StreamError, SymbolsRefused,
+    AuthError, BrokerError, ConfigError, InvalidIdentifier, LivedataError, LoginRequired, NotSupported, PermanentError,
+    PluginError, StreamError, SymbolsRefused,
 )
 from ..models import Balance, Order, Position, Quote, Transaction, to_dict
 from ..publisher import AsyncPublisher
@@ -102,6 +102,7 @@ class BrokerRuntime:
             self.status.extra["max_symbols"] = self.max_symbols
         self._auth_lock = asyncio.Lock()
         self._authenticated = False
+        self._auth_refused: PermanentError | None = None  # authenticate said retrying will not help (give_up)
         self.auth_generation = 0
         self._sub_lock = asyncio.Lock()
         self._stream: BrokerStream | None = None
@@ -124,8 +125,15 @@ class BrokerRuntime:
         async with self._auth_lock:
             if self._authenticated:
                 return
+            if self._auth_refused is not None:
+                raise self._auth_refused  # asked once: every poll loop and the stream stop on the same answer
             self.status.state = "authenticating"
-            await self.broker.call("authenticate", ctx=self.ctx)
+            try:
+                await self.broker.call("authenticate", ctx=self.ctx)
+            except PermanentError as exc:
+                self._auth_refused = exc
+                self.give_up("authenticate", exc)
+                raise
             self._authenticated = True
             self.auth_generation += 1
             self.log.info("authenticated")
@@ -159,6 +167,9 @@ class BrokerRuntime:
             except AuthError as exc:
                 self.auth_failed(generation)
                 self._record_error("authentication failed", exc)
+            except PermanentError as exc:  # not entitled, account closed: retrying will not help
+                self.give_up("stream", exc)
+                break
             except LivedataError as exc:  # StreamError, RateLimited, ConnectionLimit, BrokerError...
                 reraise_if_cancelling()
                 self._record_error("stream failed", exc)
@@ -177,7 +188,22 @@ class BrokerRuntime:
             with contextlib.suppress(asyncio.TimeoutError):
                 await within(self.stopping.wait(), delay)
             self.status.reconnects += 1
-        self.status.state = "stopped"
+        if "stream" not in self.status.failed:
+            self.status.state = "stopped"
+
+    def give_up(self, what: str, exc: PermanentError) -> None:
+        """Stop retrying ``what`` (``"stream"``, ``"authenticate"``, ``"fetch_orders(ACC-1)"``): the broker raised a
+        :class:`~livedata_core.errors.PermanentError`. The caller stops; ``livedata status`` lists it under
+        ``failed`` with the message, and shows the instance ``failed`` when its stream or its login stopped. Other
+        polls of this instance and other instances go on."""
+        if what in self.status.failed:
+            return
+        message = f"{type(exc).__name__}: {exc}"
+        self.status.fail(what, message)
+        if what in ("stream", "authenticate") or not self.broker.has("stream") and what == "fetch_accounts":
+            self.status.state = "failed"
+            self.status.connected_since = None
+        self.log.error("%s stopped, retrying will not help (restart livedata once it is fixed): %s", what, message)
 
     def _record_error(self, what: str, exc: BaseException, log: bool = True) -> None:
         message = f"{what}: {type(exc).__name__}: {exc}"
@@ -382,6 +408,9 @@ class BrokerRuntime:
         """
         if not self.broker.has("stream"):
             raise NotSupported(f"{self.name} (plugin {self.broker.name!r}) does not stream quotes")
+        stopped = self.status.failed.get("stream") or self.status.failed.get("authenticate")
+        if stopped:
+            raise PermanentError(f"{self.name} does not stream any more ({stopped}); fix that and restart livedata")
         wanted = self.normalize(symbols)
         async with self._sub_lock:
             new = [s for s in wanted if s not in self.symbols]

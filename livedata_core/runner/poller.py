@@ -8,7 +8,7 @@ import logging
 import math
 import time
 
-from ..errors import AuthError, BrokerError, LoginRequired, RateLimited
+from ..errors import AuthError, BrokerError, LoginRequired, PermanentError, RateLimited
 from ..models import MODEL_FOR_TYPE, Account, from_dict, now_ms
 from ..backoff import Backoff
 from .broker_runtime import BrokerRuntime
@@ -72,6 +72,9 @@ class AccountPoller:
                     raise BrokerError("fetch_accounts returned no accounts; asking again (or set `accounts` in "
                                       f"[brokers.{self.rt.name}])")  # fmt: skip
                 return found
+            except PermanentError as exc:  # nothing to poll until a person fixes it
+                self.rt.give_up("fetch_accounts", exc)
+                return []
             except Exception as exc:
                 reraise_if_cancelling()
                 delay = self._handle_error("fetch_accounts", exc, generation, backoff)
@@ -201,6 +204,9 @@ class AccountPoller:
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
+            except PermanentError as exc:  # this kind of this account only; the other loops go on
+                self.rt.give_up(f"{hook}({account})", exc)
+                return
             except Exception as exc:
                 reraise_if_cancelling()
                 delay = self._handle_error(f"{hook}({account})", exc, generation, backoff)

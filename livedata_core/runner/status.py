@@ -29,12 +29,22 @@ class BrokerStatus:
     polls: dict[str, int] = attrs.field(factory=dict)
     skipped: dict[str, int] = attrs.field(factory=dict)
     extra: dict[str, Any] = attrs.field(factory=dict)
+    failed: dict[str, str] = attrs.field(factory=dict)
+    """What stopped for good after a :class:`~livedata_core.errors.PermanentError` (``"stream"``,
+    ``"fetch_orders(ACC-1)"``), with its message; the rest of the instance goes on."""
 
     def error(self, message: str) -> None:
         from ..logs import mask_secrets
 
         self.last_error = mask_secrets(message)  # shown by `livedata status` and stored in Redis
         self.last_error_at = time.time()
+
+    def fail(self, what: str, message: str) -> None:
+        """Record that ``what`` stopped for good, with why (also as the last error)."""
+        from ..logs import mask_secrets
+
+        self.error(f"{what} stopped: {message}")
+        self.failed[what] = mask_secrets(message)
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
