@@ -5,6 +5,7 @@ SQLite always; PostgreSQL as the alias ``postgres`` when one answers at 127.0.0.
 """
 
 import os
+import tempfile
 
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
@@ -63,6 +64,9 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("THOR_TEST_SQLITE", ":memory:"),
+        # A file, as in a deployment: threads (the runner's token store, livedata_listen's handlers) then wait for
+        # each other's locks instead of failing at once as in SQLite's shared in-memory cache.
+        "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"livedata_django_test_{os.getpid()}.sqlite3")},
     },
 }
 if os.environ.get("THOR_TEST_POSTGRES", "1") == "1":
