@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urlencode
 
 from livedata_core.models import to_dict
 from livedata_core.plugins import get_broker
 from livedata_core.publisher import AsyncPublisher
 from livedata_core.errors import ConfigError, LivedataError, PublishError
 from livedata_schwab.client import make_http
+from livedata_schwab.oauth import authorize_url
 from livedata_schwab.settings import SchwabSettings
 from livedata_schwab.tokens import TokenRecord, request_tokens
 
@@ -36,17 +36,6 @@ def schwab_settings() -> SchwabSettings:
     ctx = get_broker("schwab").make_context(conf.schwab_table(config))
     ctx.settings.credentials()
     return ctx.settings
-
-
-def authorize_url(settings: SchwabSettings, state: str, redirect_uri: str) -> str:
-    """Schwab's login page for this app, coming back to ``redirect_uri`` (Thor's callback) with ``state``.
-
-    Unlike ``livedata auth schwab``, whose callback is a server on this machine (``callback_url``), the web
-    login comes back to the site itself.
-    """
-    key, _ = settings.credentials()
-    query = urlencode({"response_type": "code", "client_id": key, "redirect_uri": redirect_uri, "state": state})
-    return f"{settings.auth_base_url.rstrip('/')}/authorize?{query}"
 
 
 def exchange_code(settings: SchwabSettings, code: str, redirect_uri: str) -> TokenRecord:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from typing import Any
 
 from django.apps import apps
@@ -198,9 +197,7 @@ class ModelTokenStore:
         }
         issued = _to_ms(getattr(row, "refresh_issued_at", None))
         if issued is None:
-            # The record must carry a time; "now" never declares the token expired early. Say what is unknown.
-            issued = int(time.time() * 1000)
-            self._warn_issue_time_unknown(key)
+            self._warn_issue_time_unknown(key)  # the record says None: unknown, and livedata status says so
         record["refresh_issued_at"] = issued
         return record
 

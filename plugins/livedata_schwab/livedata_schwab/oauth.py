@@ -39,10 +39,12 @@ def _again(key: str) -> str:
     return f"run `livedata auth {key}` again"
 
 
-def authorize_url(settings: SchwabSettings, state: str) -> str:
-    """The Schwab login page for this app, coming back to ``callback_url`` with ``state``."""
+def authorize_url(settings: SchwabSettings, state: str, redirect_uri: str | None = None) -> str:
+    """The Schwab login page for this app, coming back to ``redirect_uri`` (default ``callback_url``, the server
+    ``livedata auth`` runs on this machine; a web application passes its own callback) with ``state``."""
     key, _ = settings.credentials()
-    query = urlencode({"response_type": "code", "client_id": key, "redirect_uri": settings.callback_url, "state": state})
+    query = urlencode({"response_type": "code", "client_id": key, "redirect_uri": redirect_uri or settings.callback_url,
+                       "state": state})  # fmt: skip
     return f"{settings.auth_base_url.rstrip('/')}/authorize?{query}"
 
 

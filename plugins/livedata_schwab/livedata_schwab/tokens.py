@@ -46,7 +46,8 @@ class TokenRecord:
     access_token: str = attrs.field(repr=False)
     refresh_token: str = attrs.field(repr=False)
     access_expires_at: int
-    refresh_issued_at: int
+    refresh_issued_at: int | None
+    """When the refresh token was issued (its login); ``None`` when the token store cannot keep it."""
     token_type: str = "Bearer"
     scope: str | None = None
 
@@ -61,7 +62,7 @@ class TokenRecord:
                 access_token=_str(data["access_token"]),
                 refresh_token=_str(data["refresh_token"]),
                 access_expires_at=int(data["access_expires_at"]),
-                refresh_issued_at=int(data["refresh_issued_at"]),
+                refresh_issued_at=None if data.get("refresh_issued_at", 0) is None else int(data["refresh_issued_at"]),
                 token_type=str(data.get("token_type") or "Bearer"),
                 scope=data.get("scope"),
             )
@@ -106,8 +107,8 @@ async def request_tokens(
 ) -> TokenRecord:
     """POST ``form`` to the token endpoint with HTTP Basic client authentication and return the new record.
 
-    :param refresh_issued_at: keep this issue time (a refresh does not renew the refresh token's 7 days);
-        ``None`` for a new login.
+    :param refresh_issued_at: for a refresh, the issue time to keep (a refresh does not renew the refresh token's
+        7 days; ``None`` stays unknown); a new login (any other grant) is issued now.
     :raises TokenRefused: Schwab refused the grant (4xx with an OAuth error).
     :raises RateLimited: 429. :raises BrokerError: a server or network failure (try again later).
     """
@@ -140,7 +141,7 @@ async def request_tokens(
             access_token=_str(body["access_token"]),
             refresh_token=_str(body.get("refresh_token") or form.get("refresh_token")),
             access_expires_at=int((now + expires_in) * 1000),
-            refresh_issued_at=refresh_issued_at if refresh_issued_at is not None else int(now * 1000),
+            refresh_issued_at=refresh_issued_at if form.get("grant_type") == "refresh_token" else int(now * 1000),
             token_type=str(body.get("token_type") or "Bearer"),
             scope=body.get("scope"),
         )
@@ -215,6 +216,12 @@ class TokenManager:
 
         :raises LoginRequired: it is older than ``refresh_max_days``.
         """
+        if record.refresh_issued_at is None:
+            self.status[STATUS_KEY] = (
+                f"issue time unknown (the token store keeps none); Schwab refuses the refresh token "
+                f"{self.settings.refresh_max_days:g} days after its login"
+            )
+            return
         now = self.clock()
         age = now - record.refresh_issued_at / 1000
         left = self.settings.refresh_max_days * DAY - age

@@ -98,6 +98,27 @@ def test_refresh_token_age_warns_then_requires_login(fake_schwab, settings_for, 
     assert fake_schwab.refreshes == 0  # Schwab was not even asked
 
 
+def test_an_unknown_refresh_issue_time_stays_unknown_and_status_says_so(fake_schwab, settings_for, saved_tokens):
+    """A token store that cannot keep the issue time (an application's table without the column) saves None: the
+    refresh keeps it None instead of inventing 'now', and status says the expiry is unknown, not 'valid for 7d'."""
+    status: dict = {}
+    store = saved_tokens(expires_in_s=60)
+    record = store.load("schwab")
+    store.save("schwab", {**record, "refresh_issued_at": None})
+
+    async def go():
+        client = SchwabClient(settings_for(), store, status=status)
+        try:
+            return await client.access_token()
+        finally:
+            await client.aclose()
+
+    run(go())
+    assert fake_schwab.refreshes == 1
+    assert store.load("schwab")["refresh_issued_at"] is None
+    assert status["refresh_token"].startswith("issue time unknown"), status
+
+
 def test_refused_refresh_token_requires_login(fake_schwab, settings_for, saved_tokens):
     store = saved_tokens(expires_in_s=10)
     fake_schwab.refresh_token = "a-token-from-a-newer-login"
