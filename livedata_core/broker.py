@@ -19,6 +19,7 @@ from .errors import ConfigError, NotSupported, PluginError
 from .hookspecs import CAPABILITIES
 from .limits import MAX_SYMBOLS_CAP, EachValue, bounds_of, number_problem
 from .models import describe_validation_error
+from .merge import MergeBook
 from .tokens import TokenStore
 
 __all__ = ["DEFAULT_MAX_SYMBOLS", "NAME_RULE", "Broker", "BrokerContext", "BrokerInfo", "name_problem", "structure_settings"]
@@ -108,6 +109,9 @@ class BrokerContext:
         never under a fixed key, so that two logins of one plugin keep their own tokens.
     :ivar login: for a plugin that logs in with another plugin's login (:attr:`BrokerInfo.login_plugin`): the
         context of the linked instance (its ``settings``, ``tokens``, ``token_key``); ``None`` when none is linked.
+    :ivar quotes: this instance's merge book (:class:`~livedata_core.merge.MergeBook`): partial quote updates
+        merged per symbol. Created once per context, so it outlives every connection: hand it to each stream
+        (a quote published after a reconnect is then never less complete than the last one before it).
     """
 
     broker: str
@@ -119,6 +123,7 @@ class BrokerContext:
     instance: str = attrs.field(default=None)
     token_key: str = attrs.field(default=None)
     login: BrokerContext | None = attrs.field(default=None, repr=lambda c: "None" if c is None else repr(c.instance))
+    quotes: MergeBook = attrs.field(default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.instance is None:
@@ -127,6 +132,8 @@ class BrokerContext:
             self.token_key = self.instance
         if self.log is None:
             self.log = logging.getLogger(f"livedata.broker.{self.instance}")
+        if self.quotes is None:
+            self.quotes = MergeBook(self.broker)
 
 
 _strict = cattrs.Converter(forbid_extra_keys=True)

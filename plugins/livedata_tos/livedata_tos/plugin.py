@@ -150,6 +150,7 @@ def stream(ctx: BrokerContext) -> TosStream:
         max_keys_per_command=s.max_keys_per_command,
         status=ctx.status,
         log=ctx.log,
+        quotes=ctx.quotes,
     )
 
 

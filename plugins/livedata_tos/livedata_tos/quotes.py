@@ -1,7 +1,10 @@
 """Level-one quotes: the streamer sends only the fields that changed; publish complete quotes.
 
 :class:`QuoteBook` keeps the last value of every field per symbol and turns each ``data`` item into a complete
-:class:`~livedata_core.models.Quote`. One call parses every item of a frame in one pass and returns a list.
+:class:`~livedata_core.models.Quote`. One call parses every item of a frame in one pass and returns a list. The
+merged fields are kept in the instance's merge book (``ctx.quotes``, :class:`~livedata_core.merge.MergeBook`), one
+list of slots per symbol, so they outlive the connection: the first quote after a reconnect is as complete as the
+last one before it. What is subscribed (wanted, muted) belongs to the connection and stays here.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from livedata_core.merge import MergeBook
 from livedata_core.models import Quote, make_quote
 from livedata_core.streaming import StreamStats
 
@@ -20,7 +24,8 @@ __all__ = ["FIELDS", "QuoteBook", "request_fields"]
 BID, ASK, LAST, VOLUME, BID_SIZE, ASK_SIZE, LAST_SIZE, OPEN, HIGH, LOW, CLOSE, MARK = range(12)
 QUOTE_TIME, TRADE_TIME = 12, 13
 ACTIVE_SYMBOL = 14  # futures only: the contract a bare root such as /ES streams (string)
-N_SLOTS = 15
+DELAYED = 15  # the item's "delayed" flag (bool)
+N_SLOTS = 16
 N_FLOAT = 12
 _MAX_INT = 2**63  # the wire's integers are 64-bit; anything larger is a bad value (and may not fit a float)
 
@@ -53,13 +58,16 @@ class QuoteBook:
     unsubscribed is counted and dropped. A :meth:`mute` symbol (an UNSUBS in flight) is still merged, so its
     state stays complete if the server refuses the UNSUBS, but yields nothing. Until a symbol has a price (bid,
     ask, last, mark or close) it yields nothing either: a quote without any is of no use to anyone.
+
+    :param merged: the instance's merge book, where the merged fields live (``ctx.quotes``); by default one of
+        this book's own, which lives as long as it does.
     """
 
-    def __init__(self, broker: str, stats: StreamStats) -> None:
+    def __init__(self, broker: str, stats: StreamStats, merged: MergeBook | None = None) -> None:
         self.broker = broker
         self.stats = stats
-        self._state: dict[str, list[Any]] = {}
-        self._delayed: dict[str, bool] = {}
+        self.merged = merged if merged is not None else MergeBook(broker)
+        self._state: dict[str, list[Any]] = self.merged.states  # type: ignore[assignment]
         self._wanted: set[str] = set()
         self._muted: set[str] = set()
 
@@ -83,7 +91,6 @@ class QuoteBook:
             self._wanted.discard(s)
             self._muted.discard(s)
             self._state.pop(s, None)
-            self._delayed.pop(s, None)
 
     def state(self, symbol: str) -> dict[str, Any] | None:
         """The merged fields of a symbol, by slot name (for diagnostics and tests)."""
@@ -97,7 +104,7 @@ class QuoteBook:
     def _other_key(self, service: str, symbol: str, k: str, v: Any) -> None:
         if k == "delayed":
             if type(v) is bool:
-                self._delayed[symbol] = v
+                self._state[symbol][DELAYED] = v
         else:
             self.stats.skip(f"{service} unknown field", k)
 
@@ -175,7 +182,7 @@ class QuoteBook:
         else:
             ts = qt if tt is None or qt >= tt else tt
         extra = None
-        if self._delayed.get(symbol):
+        if state[DELAYED]:
             extra = {"delayed": True}
         if futures and state[ACTIVE_SYMBOL] is not None and state[ACTIVE_SYMBOL] != symbol:
             extra = dict(extra or (), active_symbol=state[ACTIVE_SYMBOL])

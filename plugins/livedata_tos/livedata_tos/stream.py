@@ -1,9 +1,11 @@
 """The Schwab streamer client: one websocket, one login, level-one quotes and account activity.
 
-A reader task owns the socket from :meth:`TosStream.connect` on. It answers the one command in flight (commands
-are sent one at a time under a lock, each waiting for its response by ``requestid``), parses ``data`` frames
-into models and queues one list per frame for :meth:`TosStream.events`. Reconnecting is the runner's job: this
-class ends ``events()`` when the server closes politely and raises otherwise.
+Built on :class:`~livedata_core.websocket_stream.WebSocketStream`: its reader task owns the socket from
+:meth:`TosStream.connect` on, answers the one command in flight (commands are sent one at a time under a lock,
+each waiting for its response by ``requestid``), parses ``data`` frames into models and queues one list per frame
+for :meth:`TosStream.events`. Reconnecting is the runner's job: ``events()`` ends when the server closes politely
+and raises otherwise. The merged level-one fields live in the instance's merge book (``ctx.quotes``), so the first
+quote after a reconnect is as complete as the last one before it.
 """
 
 from __future__ import annotations
@@ -14,28 +16,25 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidURI
 
-from livedata_core.aio_tools import within
 from livedata_core.errors import AuthError, BrokerError, LoginRequired, StreamError, SymbolsRefused
+from livedata_core.merge import MergeBook
 from livedata_core.models import now_ms
-from livedata_core.streaming import HEARTBEAT, BrokerStream, StreamStats
+from livedata_core.streaming import HEARTBEAT
+from livedata_core.websocket_stream import Tap, WebSocketStream, url_host
 
 from .activity import ActivityParser
 from .protocol import SEVERING_CODES, StreamerInfo, error_for_code, request
 from .quotes import FIELDS, QuoteBook, request_fields
 from .symbols import service_for
 
-__all__ = ["StreamerTokens", "TosStream"]
+__all__ = ["StreamerTokens", "TosStream", "url_host"]
 
 ACCT_ACTIVITY = "ACCT_ACTIVITY"
 LOGOUT_TIMEOUT = 0.8
 READ_REST_TIMEOUT = 0.5
-_END = object()
 
 # websockets logs every frame at DEBUG, abridged but not redacted: the LOGIN frame carries the access token.
 # Its own logger, held at INFO, keeps frames out of the logs whatever level the application sets.
@@ -92,8 +91,8 @@ class StreamerTokens:
         return f"StreamerTokens(stale={self.stale})"
 
 
-class TosStream(BrokerStream):
-    """A :class:`~livedata_core.streaming.BrokerStream` for the Schwab streamer.
+class TosStream(WebSocketStream):
+    """A :class:`~livedata_core.websocket_stream.WebSocketStream` for the Schwab streamer.
 
     :param info: the login identity from ``/userPreference`` (:class:`~livedata_tos.protocol.StreamerInfo`).
     :param tokens: the access-token source (:class:`StreamerTokens`).
@@ -102,7 +101,12 @@ class TosStream(BrokerStream):
     :param activity: the account-activity parser; pass the session's so repeats are dropped across reconnects.
     :param status: a dict for ``livedata status`` lines (``ctx.status``): the login's entitlement and the last
         refused command are written there.
+    :param quotes: the instance's merge book (``ctx.quotes``), where the merged level-one fields live across
+        reconnects; by default one of this stream's own.
+    :param tap: sees every frame in and out (:data:`~livedata_core.websocket_stream.Tap`).
     """
+
+    name = "the Schwab streamer"
 
     def __init__(
         self,
@@ -122,18 +126,22 @@ class TosStream(BrokerStream):
         queue_frames: int = 10_000,
         status: dict[str, Any] | None = None,
         log: logging.Logger | None = None,
+        quotes: MergeBook | None = None,
+        tap: Tap | None = None,
     ) -> None:
-        super().__init__()
-        self.log = log or logging.getLogger(f"livedata.broker.{broker}")
-        self.stats = StreamStats(self.log)
+        super().__init__(url or info.url, log=log or logging.getLogger(f"livedata.broker.{broker}"), tap=tap)
         self.info = info
-        self.url = url or info.url
         self.broker = broker
         self.heartbeat_timeout = heartbeat_timeout
         self.account_activity = account_activity
         self.login_timeout = login_timeout
         self.command_timeout = command_timeout
         self.open_timeout = open_timeout
+        self.connect_timeout = None  # each step has its own: open_timeout, login_timeout, command_timeout
+        self.request_timeout = command_timeout
+        self.logout_timeout = min(LOGOUT_TIMEOUT, command_timeout)
+        self.read_rest_timeout = READ_REST_TIMEOUT
+        self.queue_frames = queue_frames
         self.connection_limit_retry = connection_limit_retry
         self.max_keys_per_command = max_keys_per_command
         self.server_status: str | None = None
@@ -144,24 +152,14 @@ class TosStream(BrokerStream):
         """The last SUBS/ADD/UNSUBS the server refused, for ``livedata status``."""
         self._status = status if status is not None else {}
         self._tokens = tokens
-        self._book = QuoteBook(broker, self.stats)
+        self._book = QuoteBook(broker, self.stats, quotes)
         self._activity = activity or ActivityParser(broker)
         self._subscribed: dict[str, set[str]] = {name: set() for name in FIELDS}
-        # Unbounded, with the bound applied by the reader after it queued a frame: a reader cancelled while it
-        # waits for room has already handed its frame over, so no account event is lost at shutdown.
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._queue_frames = queue_frames
         self._lock = asyncio.Lock()
-        self._pending: tuple[str, str, str, asyncio.Future[dict]] | None = None
         self._requestid = 0
-        self._ws: Any = None
-        self._reader: asyncio.Task[None] | None = None
-        self._failure: Exception | None = None
-        self._logged_in = False
-        self._closing = False
 
     def __repr__(self) -> str:
-        return f"TosStream({url_host(self.url)!r}, logged_in={self._logged_in})"
+        return f"TosStream({url_host(self.url)!r}, logged_in={self.ready})"
 
     @property
     def subscribed(self) -> dict[str, frozenset[str]]:
@@ -169,6 +167,9 @@ class TosStream(BrokerStream):
         return {k: frozenset(v) for k, v in self._subscribed.items()}
 
     # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def connect_options(self) -> dict[str, Any]:
+        return {**super().connect_options(), "compression": None, "close_timeout": 2, "logger": _WS_LOG}
 
     async def connect(self) -> None:
         """Open the websocket, LOGIN with a current access token and wait for code 0, then subscribe to
@@ -180,46 +181,35 @@ class TosStream(BrokerStream):
         :raises ConnectionLimit: another streamer is connected for this Schwab login.
         :raises StreamError: the streamer could not be reached or did not answer in time.
         """
-        host = url_host(self.url)
+        await super().connect()
+
+    async def login(self) -> None:
+        token = await self._tokens.for_login()
+        parameters = {
+            "Authorization": token,
+            "SchwabClientChannel": self.info.channel,
+            "SchwabClientFunctionId": self.info.function_id,
+        }
         try:
-            self._ws = await ws_connect(
-                self.url,
-                open_timeout=self.open_timeout,
-                max_size=2**24,
-                compression=None,
-                close_timeout=2,
-                logger=_WS_LOG,
-            )
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-            raise StreamError(f"could not connect to the Schwab streamer at {host}: {type(exc).__name__}: {exc}") from None
-        self._reader = asyncio.create_task(self._read_loop(), name="livedata-tos-reader")
-        try:
-            token = await self._tokens.for_login()
-            parameters = {
-                "Authorization": token,
-                "SchwabClientChannel": self.info.channel,
-                "SchwabClientFunctionId": self.info.function_id,
-            }
-            try:
-                answer = await self._command("ADMIN", "LOGIN", parameters, timeout=self.login_timeout)
-            except AuthError as exc:
-                if self._tokens.denied_after_refresh(token):
-                    raise LoginRequired(
-                        f"{exc}, also with an access token refreshed after the first denial. Check that the Schwab "
-                        "app is approved for streaming (Trader API - Individual, Market Data Production), or log "
-                        "in again with `livedata auth schwab`"
-                    ) from None
-                raise
-            self._tokens.accepted()
-            self._logged_in = True
-            self.server_status = str(answer.get("content", {}).get("msg", "")) or None
-            self.log.info("logged in to the Schwab streamer at %s (%s)", host, self.server_status)
-            self._status["streamer_login"] = self.server_status
-            if self.account_activity:
-                await self._subscribe_account_activity()
-        except BaseException:
-            await self._shutdown()
+            answer = await self._command("ADMIN", "LOGIN", parameters, timeout=self.login_timeout)
+        except AuthError as exc:
+            if self._tokens.denied_after_refresh(token):
+                raise LoginRequired(
+                    f"{exc}, also with an access token refreshed after the first denial. Check that the Schwab "
+                    "app is approved for streaming (Trader API - Individual, Market Data Production), or log "
+                    "in again with `livedata auth schwab`"
+                ) from None
             raise
+        self._tokens.accepted()
+        self.ready = True
+        self.server_status = str(answer.get("content", {}).get("msg", "")) or None
+        self.log.info("logged in to the Schwab streamer at %s (%s)", url_host(self.url), self.server_status)
+        self._status["streamer_login"] = self.server_status
+        if self.account_activity:
+            await self._subscribe_account_activity()
+
+    async def logout(self) -> None:
+        await self._command("ADMIN", "LOGOUT", {})
 
     async def _subscribe_account_activity(self) -> None:
         # A refusal on a live connection (11 SERVICE_NOT_AVAILABLE, 22 FAILED_COMMAND_SUBS, ...) would be refused
@@ -242,14 +232,7 @@ class TosStream(BrokerStream):
         Ends when the server closed the connection politely; raises the error that ended it otherwise
         (``AuthError``, ``ConnectionLimit``, ``StreamError``). Everything received before the end is yielded.
         """
-        queue = self._queue
-        while True:
-            item = await queue.get()
-            if item is _END:
-                queue.put_nowait(_END)  # a second reader ends too
-                if self._failure is not None:
-                    raise self._failure
-                return
+        async for item in super().events():
             yield item
 
     async def subscribe(self, symbols: Sequence[str]) -> None:
@@ -313,77 +296,28 @@ class TosStream(BrokerStream):
 
     async def close(self) -> None:
         """LOGOUT (waiting briefly for its answer) and close the socket. Never raises."""
-        if self._closing:
-            return
-        self._closing = True
-        # Bounded so that the whole close (LOGOUT, closing handshake, reader) fits the runner's 2 s for it.
-        try:
-            if self._logged_in and self._failure is None and self._ws is not None:
-                await within(self._command("ADMIN", "LOGOUT", {}), min(LOGOUT_TIMEOUT, self.command_timeout))
-        except Exception as exc:  # the server may already be gone; closing must not fail
-            self.log.debug("LOGOUT not acknowledged: %s", type(exc).__name__)
-        finally:
-            await self._shutdown()
-
-    async def _shutdown(self) -> None:
-        # Also runs when close() is being cancelled: the socket must not outlive the stream object (Schwab allows
-        # one streamer connection per login, and the next connect would be refused with code 12).
-        self._closing = True
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            try:
-                await within(ws.close(), 0.5)
-            except BaseException:
-                ws.transport.abort()  # no closing handshake in time (or cancelled): drop the TCP connection
-                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    self._stop_reader()
-                    raise asyncio.CancelledError from None  # not the TimeoutError: callers suppress those
-        reader = self._reader
-        if reader is not None and not reader.done():
-            try:
-                await within(asyncio.shield(reader), 0.5)
-            except BaseException:
-                self._stop_reader()
-                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise asyncio.CancelledError from None
-        self._reader = None
-
-    def _stop_reader(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
+        await super().close()
 
     # -- commands ------------------------------------------------------------------------------------------
 
     async def _command(self, service: str, command: str, parameters: dict[str, Any], timeout: float | None = None) -> dict:
         """Send one request and wait for its response; raise the error its code means."""
-        timeout = self.command_timeout if timeout is None else timeout
-        async with self._lock:
-            if self._failure is not None:
-                raise self._failure
-            ws = self._ws
-            if ws is None:
-                raise StreamError("the Schwab streamer connection is closed")
+        async with self._lock:  # one command in flight: an answer without a requestid is matched by its command
             self._requestid += 1
             rid = str(self._requestid)
-            future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-            self._pending = (rid, service, command, future)
-            try:
-                await ws.send(orjson.dumps(request(self.info, rid, service, command, parameters)).decode())
-                answer = await within(future, timeout)
-            except TimeoutError:
-                # A streamer that leaves a command unanswered cannot be trusted with the next one (the answer may
-                # still come, and be taken for another's): end the connection, the runner makes a new one.
-                error = StreamError(f"the Schwab streamer did not answer {service} {command} within {timeout:g} s")
-                self._fail(error)
-                ws.transport.abort()
-                raise error from None
-            except ConnectionClosed:
-                raise self._failure or StreamError(
-                    f"the Schwab streamer closed the connection during {service} {command}"
-                ) from None
-            finally:
-                self._pending = None
+
+            def answers(response: dict) -> bool:
+                got = response.get("requestid")
+                return str(got) == rid or (
+                    got is None and response.get("service") == service and response.get("command") == command
+                )
+
+            answer = await self.request(
+                request(self.info, rid, service, command, parameters),
+                match=answers,
+                timeout=timeout,
+                what=f"{service} {command}",
+            )
         content = answer.get("content")
         code = _code(answer)
         msg = content.get("msg") if isinstance(content, dict) else None
@@ -396,68 +330,17 @@ class TosStream(BrokerStream):
 
     # -- reading -------------------------------------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
-        ws = self._ws
-        try:
-            async for raw in ws:
-                self._handle(raw)
-                if self._failure is not None:
-                    await self._read_rest(ws)
-                    break
-                if self._queue.qsize() >= self._queue_frames:
-                    await self._wait_for_room()
-        except ConnectionClosedOK:
-            if not self._closing and self._failure is None:
-                self.log.info("the Schwab streamer closed the connection")
-        except ConnectionClosed as exc:
-            if not self._closing and self._failure is None:
-                self._failure = StreamError(f"the Schwab streamer connection was lost: {exc}")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self._failure is None:
-                self._failure = StreamError(f"reading from the Schwab streamer failed: {type(exc).__name__}: {exc}")
-        finally:
-            pending = self._pending
-            if pending is not None and not pending[3].done():
-                pending[3].set_exception(
-                    self._failure or StreamError(f"the Schwab streamer closed the connection during {pending[1]} {pending[2]}")
-                )
-            self._queue.put_nowait(_END)
-
-    def _handle(self, raw: str | bytes) -> None:
-        """Parse one frame and queue what it carries."""
-        try:
-            out, heartbeat = self._on_frame(raw, now_ms())
-        except Exception as exc:  # a parser bug must not end the stream; count it
-            self.stats.skip("frame could not be parsed", f"{type(exc).__name__}: {exc}")
-            return
+    def on_frame(self, raw: str | bytes) -> Any:
+        """Parse one frame: a list of the models it carries, or :data:`HEARTBEAT` for a heartbeat alone."""
+        out, heartbeat = self._on_frame(raw, now_ms())
         if out:
-            self._queue.put_nowait(out)
-        elif heartbeat:
-            self._queue.put_nowait(HEARTBEAT)
+            return out
+        return HEARTBEAT if heartbeat else None
 
-    async def _read_rest(self, ws: Any) -> None:
-        # A code that ends the connection may be followed by frames the server had already sent (account
-        # activity among them): read what arrives before the server closes, briefly.
-        try:
-            async with asyncio.timeout(READ_REST_TIMEOUT):
-                async for raw in ws:
-                    self._handle(raw)
-        except (TimeoutError, ConnectionClosed):
-            pass
-
-    async def _wait_for_room(self) -> None:
-        # The consumer is far behind (it should never be: publish() does not block). Stop reading, so the
-        # server's socket buffer fills rather than our memory, until it catches up.
-        while self._queue.qsize() >= max(1, self._queue_frames // 2):
-            await asyncio.sleep(0.01)
-
-    def _fail(self, error: Exception) -> None:
+    def fail(self, error: BaseException) -> None:
         if isinstance(error, AuthError):
             self._tokens.rejected()  # code 3 on a live connection: the token expired or was revoked
-        if self._failure is None:
-            self._failure = error
+        super().fail(error)
 
     def _on_frame(self, raw: str | bytes, received_at: int) -> tuple[list[Any], bool]:
         try:
@@ -520,17 +403,12 @@ class TosStream(BrokerStream):
                 self.stats.skip("response is not an object", answer)
                 continue
             code = _code(answer)
-            pending = self._pending
-            rid = answer.get("requestid")
-            if pending is not None and not pending[3].done() and (
-                str(rid) == pending[0]
-                or (rid is None and answer.get("service") == pending[1] and answer.get("command") == pending[2])
-            ):
-                pending[3].set_result(answer)
+            if self.offer(answer):  # the answer to the command in flight
+                pass
             elif code not in SEVERING_CODES:
                 self.log.debug("response to no request in flight: %r", answer)
             if code in SEVERING_CODES:
-                self._fail(self._error(answer))
+                self.fail(self._error(answer))
 
     # {"notify":[{"heartbeat":"1668715930582"}]}
     # {"notify":[{"service":"ADMIN","timestamp":1595453993677,"content":{"code":30,"msg":"Stop streaming due to
@@ -547,7 +425,7 @@ class TosStream(BrokerStream):
             elif isinstance(notice.get("content"), dict):
                 code = _code(notice)
                 if code in SEVERING_CODES:
-                    self._fail(self._error(notice))
+                    self.fail(self._error(notice))
                 else:
                     self.log.info("streamer notice: %r", notice)
             else:
@@ -582,17 +460,6 @@ class TosStream(BrokerStream):
             if (symbol in self._subscribed[service]) == subscribed:
                 groups.setdefault(service, []).append(symbol)
         return groups
-
-
-def url_host(url: str) -> str:
-    """``host:port`` of a URL, for logs, errors and status: never the user or password a proxy URL may carry."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    host = parts.hostname or "?"
-    return f"{host}:{port}" if port else host
 
 
 def _lenient_loads(raw: str | bytes) -> Any:
