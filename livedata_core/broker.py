@@ -20,7 +20,7 @@ from .hookspecs import CAPABILITIES
 from .limits import MAX_SYMBOLS_CAP, EachValue, bounds_of, number_problem
 from .models import describe_validation_error
 from .merge import MergeBook
-from .tokens import TokenStore
+from .tokens import Credential, Credentials, TokenStore, as_credentials, load_credentials
 
 __all__ = ["DEFAULT_MAX_SYMBOLS", "NAME_RULE", "Broker", "BrokerContext", "BrokerInfo", "name_problem", "structure_settings"]
 
@@ -60,6 +60,9 @@ class BrokerInfo:
         "schwab_ira"``); without it, the instance named like that plugin is used if there is one. Core checks the
         link and gives the hooks that instance's context as :attr:`BrokerContext.login` (and to the settings'
         ``check_config(login=...)``, see :func:`structure_settings`).
+    :param credentials: what an API-key broker needs stored (:class:`~livedata_core.tokens.Credential`, or a plain
+        name for a secret): ``livedata auth <instance>`` asks for each and saves them in the instance's token record,
+        and the hooks read them with :meth:`BrokerContext.credentials`. Default: none.
     """
 
     name: str
@@ -69,6 +72,7 @@ class BrokerInfo:
     max_symbols: int = DEFAULT_MAX_SYMBOLS
     max_instances: int | None = None
     login_plugin: str | None = None
+    credentials: tuple[Credential, ...] = attrs.field(default=(), converter=as_credentials)
 
     def __attrs_post_init__(self) -> None:
         problem = name_problem(self.name)
@@ -102,7 +106,12 @@ class BrokerContext:
     :ivar settings: an instance of the broker's ``settings_cls`` (or ``None``).
     :ivar tokens: the token store to load and save this instance's tokens in.
     :ivar log: a logger named ``livedata.broker.<instance>``; never log tokens.
-    :ivar session: free for the plugin: whatever ``authenticate`` builds for the other hooks.
+    :ivar session: free for the plugin: whatever ``authenticate`` builds for the other hooks (it may replace it).
+    :ivar state: free for the plugin, and never replaced: what it must remember between polls and across
+        re-authentication and reconnects (open orders it has seen, the last cursor of a feed). It lives as long as
+        the process (not saved); core never reads, clears or logs it.
+    :ivar env: the environment this instance was configured with (``load_config(env=...)``); ``None``: the
+        process's. :meth:`credentials` reads ``LIVEDATA_<INSTANCE>_<NAME>`` from it.
     :ivar status: extra lines for ``livedata status`` (for example a token that expires soon).
     :ivar instance: the instance's name (``"schwab_ira"``); by default the plugin's name.
     :ivar token_key: the key of this instance's tokens in ``tokens``: the instance's name. Load and save under it,
@@ -119,6 +128,9 @@ class BrokerContext:
     tokens: TokenStore | None = None
     log: logging.Logger = attrs.field(default=None)
     session: Any = None
+    state: dict[str, Any] = attrs.field(factory=dict, repr=False)
+    env: dict[str, str] | None = attrs.field(default=None, repr=False)
+    declared_credentials: tuple[Credential, ...] = attrs.field(default=(), repr=False)
     status: dict[str, Any] = attrs.field(factory=dict)
     instance: str = attrs.field(default=None)
     token_key: str = attrs.field(default=None)
@@ -134,6 +146,15 @@ class BrokerContext:
             self.log = logging.getLogger(f"livedata.broker.{self.instance}")
         if self.quotes is None:
             self.quotes = MergeBook(self.broker)
+
+    def credentials(self) -> Credentials:
+        """The credentials the broker declares (:attr:`BrokerInfo.credentials`), each from
+        ``LIVEDATA_<INSTANCE>_<NAME>`` in the environment if set, else as ``livedata auth <instance>`` saved them in
+        ``tokens`` under ``token_key``. Read them in ``authenticate`` (or when connecting); never log them.
+
+        :raises LoginRequired: one is missing; the message names ``livedata auth <instance>`` and the variables.
+        """
+        return load_credentials(self.declared_credentials, self.tokens, self.token_key, self.instance, self.env)
 
 
 _strict = cattrs.Converter(forbid_extra_keys=True)
@@ -287,7 +308,10 @@ def _check_table(cls: type, data: dict[str, Any], key: str, where: str, extra: f
             _check_bounds(fields[name].validator, value, _child(key, name))
 
 
-def structure_settings(cls: type | None, data: dict[str, Any], where: str, *, login: BrokerContext | None = None) -> Any:
+def structure_settings(
+    cls: type | None, data: dict[str, Any], where: str, *, login: BrokerContext | None = None,
+    env: dict[str, str] | None = None,
+) -> Any:
     """Build a broker's settings object from a config table, or raise ``ConfigError`` naming the key.
 
     Values must already have the field's type, as TOML gives them: a ``bool`` field takes only ``true`` /
@@ -301,11 +325,19 @@ def structure_settings(cls: type | None, data: dict[str, Any], where: str, *, lo
     is given the context of the instance whose login this one uses (:attr:`BrokerInfo.login_plugin`), or
     ``None``: a tos instance linked to a Schwab instance needs no Schwab credentials of its own.
 
+    Settings given in ``env`` (``{"SEED": "7"}``: the ``LIVEDATA_<INSTANCE>_`` variables of this instance, see
+    :func:`~livedata_core.runner.config.instance_env`) override the table's: each names a field upper-cased and is
+    converted to its type (a whole number, a number, ``true``/``false``/``1``/``0``, a string, a comma-separated
+    list of strings); a variable naming no field is not this broker's and is left alone. An error names the variable.
+
     :param where: how the user finds the table, for example ``[brokers.schwab]``.
     :param login: the linked login's context, for ``check_config``.
+    :param env: this instance's environment variables, without their ``LIVEDATA_<INSTANCE>_`` prefix.
     """
     runner_keys = _runner_keys()
     key = where.strip("[]")
+    if env and cls is not None and attrs.has(cls):
+        data = {**data, **_settings_from_env(cls, env, key.removeprefix("brokers."), runner_keys)}
     if cls is None:
         own = sorted(set(data) - runner_keys)
         if own:
@@ -329,6 +361,56 @@ def structure_settings(cls: type | None, data: dict[str, Any], where: str, *, lo
         else:
             check()
     return settings
+
+
+_TRUE = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def _settings_from_env(cls: type, env: dict[str, str], instance: str, runner_keys: frozenset[str]) -> dict[str, Any]:
+    """The settings ``env`` gives (see :func:`structure_settings`), converted to their fields' types and checked,
+    each error naming its variable."""
+    try:
+        attrs.resolve_types(cls)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: such a field is refused below
+        pass
+    fields = {a.name: a for a in attrs.fields(cls) if a.init and a.name not in runner_keys}
+    out: dict[str, Any] = {}
+    for suffix, raw in sorted(env.items()):
+        field = fields.get(suffix.lower())
+        if field is None:
+            continue
+        var = f"LIVEDATA_{instance.upper()}_{suffix}"
+        value = _from_text(field.type, raw, var)
+        _check_value(field.type, value, var)
+        _check_bounds(field.validator, value, var)
+        out[field.name] = value
+    return out
+
+
+def _from_text(tp: Any, raw: str, var: str) -> Any:
+    """``raw``, the text of an environment variable, as a value of type ``tp``; ``ConfigError`` naming ``var``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1:
+            return _from_text(arms[0], raw, var)
+    text = raw.strip()
+    if tp is str or (origin is typing.Literal and all(isinstance(a, str) for a in args)):
+        return raw
+    if tp is bool:
+        if text.lower() not in _TRUE:
+            raise ConfigError(f"{var} must be true or false (or 1/0), was {text!r}")
+        return _TRUE[text.lower()]
+    if tp in (int, float):
+        try:
+            return int(text) if tp is int else float(text)
+        except ValueError:
+            raise ConfigError(f"{var} must be {_expected(tp)}, was {text!r}") from None
+    if (tp in _SEQUENCES or origin in _SEQUENCES) and all(a in (str, Ellipsis) for a in args):
+        items = [item.strip() for item in raw.split(",") if item.strip()]
+        return tuple(items) if origin is tuple or tp is tuple else items
+    raise ConfigError(f"{var}: this setting ({_expected(tp)}) cannot be given in the environment; set it in the "
+                      "configuration file")
 
 
 @attrs.define(eq=False)
@@ -360,14 +442,24 @@ class Broker:
         *,
         instance: str | None = None,
         login: BrokerContext | None = None,
+        env: dict[str, str] | None = None,
     ) -> BrokerContext:
         """A context for an instance of this broker (by default the one named like it), with ``settings`` (its
-        table) checked against the settings class; errors name ``[brokers.<instance>]``."""
+        table) checked against the settings class; errors name ``[brokers.<instance>]``.
+
+        :param env: the instance's environment (``BrokerConfig.env``: its ``LIVEDATA_<INSTANCE>_*`` variables,
+            prefix removed), applied over ``settings`` and kept for :meth:`BrokerContext.credentials`; ``None``: no
+            settings from the environment, and credentials from the process's.
+        """
         instance = instance or self.name
-        structured = structure_settings(self.info.settings_cls, dict(settings or {}), f"[brokers.{instance}]", login=login)
+        structured = structure_settings(
+            self.info.settings_cls, dict(settings or {}), f"[brokers.{instance}]", login=login, env=env
+        )
         if structured is None and self.info.settings_cls is not None:
             structured = self.info.settings_cls()
-        return BrokerContext(broker=self.name, settings=structured, tokens=tokens, instance=instance, login=login)
+        full_env = None if env is None else {f"LIVEDATA_{instance.upper()}_{k}": v for k, v in env.items()}
+        return BrokerContext(broker=self.name, settings=structured, tokens=tokens, instance=instance, login=login,
+                             env=full_env, declared_credentials=self.info.credentials)  # fmt: skip
 
     def call_sync(self, hook: str, **kwargs: Any) -> Any:
         """Call this broker's implementation of ``hook`` and return what it returned (maybe an awaitable)."""

@@ -514,7 +514,9 @@ def _broker_context(args: argparse.Namespace) -> tuple[Any, Any]:
         except ConfigError as exc:
             configured = f"configured in {path}: {', '.join(brokers) or 'none'}" if path else "no configuration file"
             raise ConfigError(f"{name!r} is not an instance ({configured}) nor an installed plugin: {exc}") from None
-        brokers, where = {name: BrokerConfig(name=name)}, None
+        from .runner.config import instance_env
+
+        brokers, where = {name: BrokerConfig(name=name, env=instance_env([name], os.environ)[name])}, None
     try:
         instances = plan_instances(brokers)
         contexts = make_contexts(instances, lambda i: resolve_token_store(i.name, plugin=i.broker.name), [name])
@@ -523,8 +525,80 @@ def _broker_context(args: argparse.Namespace) -> tuple[Any, Any]:
     return instances[name].broker, contexts[name]
 
 
+def _ask_credentials(broker: Any, ctx: Any, from_env: bool) -> dict[str, str]:
+    """The broker's declared credentials, typed (secrets without echo) or from ``LIVEDATA_<INSTANCE>_<NAME>``."""
+    import getpass
+
+    from .tokens import credential_env
+
+    values: dict[str, str] = {}
+    for credential in broker.info.credentials:
+        var = credential_env(ctx.instance, credential.name)
+        if from_env:
+            value = os.environ.get(var, "").strip()
+            if not value:
+                raise ConfigError(f"--from-env: {var} is not set (the {credential.label} of {ctx.instance})")
+        else:
+            ask = f"{ctx.instance} {credential.label}: "
+            try:
+                value = (getpass.getpass(ask) if credential.secret else input(ask)).strip()
+            except EOFError:
+                value = ""
+            if not value:
+                raise ConfigError(f"no {credential.label} given; nothing was saved")
+        values[credential.name] = value
+    return values
+
+
+def _auth_credentials(broker: Any, ctx: Any, from_env: bool) -> int:
+    """``livedata auth`` of an API-key broker: store its credentials in the instance's token record, then check
+    them with ``authenticate`` if the broker has it (credentials it rejects are not kept). No value is printed."""
+    from .errors import AuthError
+    from .tokens import credential_env, save_credentials
+
+    values = _ask_credentials(broker, ctx, from_env)
+    before = ctx.tokens.load(ctx.token_key)
+    save_credentials(ctx.tokens, ctx.token_key, values)
+    names = " and ".join(c.label for c in broker.info.credentials)
+    overriding = [credential_env(ctx.instance, c.name) for c in broker.info.credentials
+                  if not from_env and os.environ.get(credential_env(ctx.instance, c.name), "").strip()]
+    if overriding:
+        _print_err(f"note: {', '.join(overriding)} set in the environment take precedence over what is stored")
+    if broker.has("authenticate"):
+
+        async def check() -> None:
+            try:
+                await broker.call("authenticate", ctx=ctx)
+            finally:
+                if broker.has_hook("shutdown"):
+                    try:
+                        await broker.call("shutdown", ctx=ctx)
+                    except Exception:  # noqa: BLE001 - shutdown must not raise; the answer is what counts
+                        pass
+
+        try:
+            asyncio.run(check())
+        except AuthError as exc:
+            if before is None:
+                ctx.tokens.delete(ctx.token_key)
+            else:
+                ctx.tokens.save(ctx.token_key, before)
+            raise AuthError(f"{ctx.instance}: the broker rejected the {names} ({exc}); nothing was saved") from None
+        except LivedataError as exc:
+            print(f"{ctx.instance}: {names} saved, but could not be checked now: {exc}")
+            return EXIT_OK
+        print(f"{ctx.instance}: {names} saved in {ctx.tokens!r} and accepted by the broker.")
+    else:
+        print(f"{ctx.instance}: {names} saved in {ctx.tokens!r}.")
+    return EXIT_OK
+
+
 def cmd_auth(args: argparse.Namespace) -> int:
     broker, ctx = _broker_context(args)
+    if broker.info.credentials:
+        return _auth_credentials(broker, ctx, args.from_env)
+    if args.from_env:
+        raise ConfigError(f"--from-env is for brokers that declare credentials; {broker.name!r} declares none")
     if not broker.has("login") and ctx.login is not None:
         # tos_ira streams with the login of schwab_ira: logging in means logging in that instance.
         from .plugins import get_broker
@@ -673,10 +747,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Log in to BROKER interactively (brokers with the `login` capability in "
                        "`livedata plugins`), for `livedata run` and the fetch commands. For Schwab a browser opens "
                        "its login page (--manual prints the URL instead) and the tokens are stored "
-                       "(LIVEDATA_TOKEN_STORE: the keyring, else a file); it is needed again when they expire.")
+                       "(LIVEDATA_TOKEN_STORE: the keyring, else a file); it is needed again when they expire. A "
+                       "broker that takes an API key asks for its key and secret (typed without echo, or "
+                       "--from-env) and stores them the same way; they are never printed.")
     p.add_argument("broker", metavar="BROKER", help="a [brokers.NAME] instance of the configuration (its own tokens; "
                    "an instance using another's login logs that one in), or a plugin name")
     p.add_argument("--manual", action="store_true", help="print the login URL and paste the redirect URL back (headless)")
+    p.add_argument("--from-env", action="store_true", help="an API-key broker: store the credentials from "
+                   "LIVEDATA_<INSTANCE>_<NAME> (e.g. LIVEDATA_ALPACA_API_SECRET) instead of asking for them")
     p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration with the broker's settings")
     p.set_defaults(func=cmd_auth)
 

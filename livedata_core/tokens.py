@@ -12,6 +12,11 @@ Three stores ship with core:
 
 :func:`resolve_token_store` picks one for an instance. :func:`token_lock` gives a lock shared by every process
 on the machine, so two processes using one store never refresh the same tokens over each other.
+
+An API-key broker declares the credentials it needs (:class:`Credential`, in ``BrokerInfo.credentials``);
+``livedata auth <instance>`` saves them in the instance's record (:func:`save_credentials`) and the plugin reads
+them with ``ctx.credentials()`` (:func:`load_credentials`): from ``LIVEDATA_<INSTANCE>_<NAME>`` in the environment
+if set, else from the store.
 """
 
 from __future__ import annotations
@@ -24,9 +29,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import ConfigError
+import attrs
+
+from .errors import ConfigError, LoginRequired, PluginError
 
 try:  # POSIX only; elsewhere the lock is per process (see TokenLock)
     import fcntl
@@ -34,14 +43,20 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "CREDENTIALS_FIELD",
+    "Credential",
+    "Credentials",
     "FileTokenStore",
     "KeyringTokenStore",
     "MemoryTokenStore",
     "TokenLock",
     "TokenStore",
     "default_token_dir",
+    "credential_env",
     "keyring_usable",
+    "load_credentials",
     "resolve_token_store",
+    "save_credentials",
     "token_lock",
 ]
 
@@ -334,3 +349,109 @@ def resolve_token_store(instance: str, plugin: str | None = None) -> TokenStore:
         log.info("tokens for %s: %r (no usable keyring backend)", instance, chosen)
     return chosen
 
+
+
+# -- credentials of API-key brokers ---------------------------------------------------------------------------
+
+CREDENTIALS_FIELD = "credentials"
+"""The entry of an instance's token record that holds its credentials (``{"credentials": {"api_key": ...}}``); a
+plugin that saves other tokens under the same key keeps this entry."""
+
+_CREDENTIAL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+@attrs.frozen
+class Credential:
+    """One credential an API-key broker needs (like llm's ``needs_key``), declared in ``BrokerInfo.credentials``.
+
+    :param name: lower-case, ``[a-z][a-z0-9_]*``: its key in the stored record and the end of its environment
+        variable (``api_secret`` of instance ``alpaca``: ``LIVEDATA_ALPACA_API_SECRET``).
+    :param prompt: what ``livedata auth`` asks for (``"API key id"``); default: the name in words.
+    :param secret: typed without echo (``getpass``); ``False`` for an id the user may see as typed. Either way
+        the value is never printed or logged.
+    """
+
+    name: str
+    prompt: str = ""
+    secret: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _CREDENTIAL_NAME.fullmatch(self.name):
+            raise PluginError(f"credential name {self.name!r} is not allowed: use lower-case letters, digits and '_', "
+                              "starting with a letter")  # fmt: skip
+
+    @property
+    def label(self) -> str:
+        """What to call it in prompts and messages."""
+        return self.prompt or self.name.replace("_", " ")
+
+
+def as_credentials(declared: Iterable[Credential | str]) -> tuple[Credential, ...]:
+    """``BrokerInfo.credentials`` as :class:`Credential` objects (a plain string is a secret of that name)."""
+    if isinstance(declared, (str, Credential)):
+        declared = (declared,)
+    out = tuple(c if isinstance(c, Credential) else Credential(c) for c in declared)
+    names = [c.name for c in out]
+    if len(set(names)) != len(names):
+        raise PluginError(f"credentials {names} name one credential twice")
+    return out
+
+
+def credential_env(instance: str, name: str) -> str:
+    """The environment variable of credential (or setting) ``name`` of ``instance``: ``LIVEDATA_<INSTANCE>_<NAME>``."""
+    return f"LIVEDATA_{instance.upper()}_{name.upper()}"
+
+
+class Credentials(Mapping[str, str]):
+    """An instance's credentials by name (``creds["api_key"]``). Its repr names them, never their values."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Credentials({', '.join(self._values)}; values hidden)"
+
+
+def load_credentials(
+    declared: Iterable[Credential], store: TokenStore | None, key: str, instance: str, env: Mapping[str, str] | None = None
+) -> Credentials:
+    """Each declared credential from ``LIVEDATA_<INSTANCE>_<NAME>`` in ``env`` (default ``os.environ``) if set,
+    else from the ``credentials`` entry of the record ``key`` in ``store``.
+
+    :raises LoginRequired: one is missing; the message names the command and the variables, never a value.
+    """
+    env = os.environ if env is None else env
+    record = store.load(key) if store is not None else None
+    stored = record.get(CREDENTIALS_FIELD) if isinstance(record, dict) else None
+    stored = stored if isinstance(stored, dict) else {}
+    values: dict[str, str] = {}
+    missing: list[Credential] = []
+    for credential in declared:
+        value = (env.get(credential_env(instance, credential.name)) or "").strip() or stored.get(credential.name)
+        if isinstance(value, str) and value:
+            values[credential.name] = value
+        else:
+            missing.append(credential)
+    if missing:
+        raise LoginRequired(
+            f"{instance}: no {' and '.join(c.label for c in missing)}: run `livedata auth {instance}` to store "
+            f"{'them' if len(missing) > 1 else 'it'}, or set {' and '.join(credential_env(instance, c.name) for c in missing)}"
+        )
+    return Credentials(values)
+
+
+def save_credentials(store: TokenStore, key: str, values: Mapping[str, str]) -> None:
+    """Save ``values`` as the ``credentials`` entry of the record ``key``, keeping the record's other entries."""
+    record = store.load(key)
+    record = dict(record) if isinstance(record, dict) else {}
+    record[CREDENTIALS_FIELD] = dict(values)
+    store.save(key, record)

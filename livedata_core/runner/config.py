@@ -26,6 +26,9 @@ Example ``livedata.toml``::
 
 Every error names the key (``brokers.demo.poll.orders``) and says what is wrong. Every number is bounded by
 what consumes it (see :mod:`livedata_core.limits`): a value out of range is refused, never cut short.
+
+A broker's own setting may also come from the environment, ``LIVEDATA_<INSTANCE>_<SETTING>`` (upper-case:
+``LIVEDATA_DEMO_QUOTES_PER_SECOND=50``), which overrides the file (see :func:`instance_env`).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ __all__ = [
     "PollIntervals",
     "RedisConfig",
     "RunnerConfig",
+    "instance_env",
     "load_config",
     "load_config_file",
 ]
@@ -60,6 +64,11 @@ __all__ = [
 DEFAULT_DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY", "BRK.B", "/ESZ24", "$SPX")
 RUNNER_KEYS = frozenset({"enabled", "plugin", "symbols", "accounts", "poll", "max_symbols"})
 POLL_KINDS = ("positions", "balances", "orders", "transactions")
+CORE_ENV = frozenset({
+    "LIVEDATA_REDIS_URL", "LIVEDATA_PREFIX", "LIVEDATA_TOKEN_STORE", "LIVEDATA_TOKEN_DIR", "LIVEDATA_LOG_FORMAT",
+    "LIVEDATA_LOAD_PLUGINS", "LIVEDATA_DISABLED_PLUGINS", "LIVEDATA_COMMAND", "LIVEDATA_REDIS_SERVER",
+})
+"""Core's own environment variables: never a broker's setting, whatever its instance is called."""
 
 # What each core number may be (see livedata_core.limits for why).
 _BOUNDS = {
@@ -98,6 +107,9 @@ class BrokerConfig:
     """The cap on symbols streamed at once; ``None``: the broker's own (``BrokerInfo.max_symbols``)."""
     # The raw table may hold secrets (an app secret): its repr names the keys only.
     settings: dict[str, Any] = attrs.field(factory=dict, repr=lambda s: f"<keys: {', '.join(sorted(s)) or 'none'}>")
+    env: dict[str, str] = attrs.field(factory=dict, repr=lambda e: f"<names: {', '.join(sorted(e)) or 'none'}>")
+    """This instance's ``LIVEDATA_<INSTANCE>_*`` environment variables, prefix removed (``{"APP_KEY": ...}``): they
+    override the table's settings (see :func:`instance_env`) and give ``ctx.credentials()`` its values."""
 
 
 @attrs.frozen(repr=False)
@@ -243,11 +255,32 @@ def _broker(name: str, data: Any) -> BrokerConfig | None:
     )
 
 
+def instance_env(names: Any, env: Any) -> dict[str, dict[str, str]]:
+    """The ``LIVEDATA_<INSTANCE>_<SETTING>`` variables of ``env`` by instance (of ``names``), prefix removed.
+
+    A variable belongs to the instance with the longest matching name (``LIVEDATA_SCHWAB_IRA_APP_KEY`` to
+    ``schwab_ira`` when both ``schwab`` and ``schwab_ira`` are configured); core's own variables (:data:`CORE_ENV`)
+    belong to none. Which of them are settings is for the plugin's settings class to say (a variable naming no
+    field is left alone: it may be a credential, or the plugin's own).
+    """
+    prefixes = sorted(((f"LIVEDATA_{name.upper()}_", name) for name in names), key=lambda p: -len(p[0]))
+    out: dict[str, dict[str, str]] = {name: {} for name in names}
+    for var, value in env.items():
+        if not var.startswith("LIVEDATA_") or var in CORE_ENV:
+            continue
+        for prefix, name in prefixes:
+            if var.startswith(prefix) and len(var) > len(prefix):
+                out[name][var[len(prefix):]] = value
+                break
+    return out
+
+
 def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | None = None) -> RunnerConfig:
     """Check a configuration mapping (as read from TOML) and build a :class:`RunnerConfig`.
 
     With no ``[brokers]`` table the built-in demo broker runs on :data:`DEFAULT_DEMO_SYMBOLS`.
-    Environment: ``LIVEDATA_REDIS_URL`` and ``LIVEDATA_PREFIX`` override the file.
+    Environment (``env``, default ``os.environ``): ``LIVEDATA_REDIS_URL`` and ``LIVEDATA_PREFIX`` override the
+    file, and so does ``LIVEDATA_<INSTANCE>_<SETTING>`` a broker's own setting (:attr:`BrokerConfig.env`).
 
     :raises ConfigError: naming the key and what is wrong.
     """
@@ -266,6 +299,8 @@ def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | Non
         cfg = _broker(name, table)
         if cfg is not None:
             brokers[name] = cfg
+    for name, own in instance_env(list(brokers), env).items():
+        brokers[name] = attrs.evolve(brokers[name], env=own)
     if not brokers:
         raise ConfigError("[brokers]: no broker is enabled; add a [brokers.NAME] table (for example [brokers.demo])")
     return RunnerConfig(

@@ -127,7 +127,7 @@ def make_contexts(
     for name in order:
         instance = instances[name]
         contexts[name] = instance.broker.make_context(
-            instance.config.settings, tokens_for(instance), instance=name,
+            instance.config.settings, tokens_for(instance), instance=name, env=instance.config.env,
             login=contexts[instance.login] if instance.login else None,
         )
     return contexts
