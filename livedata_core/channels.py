@@ -17,11 +17,13 @@ from .errors import InvalidIdentifier
 __all__ = [
     "BOOK_TYPES",
     "CHANNEL_TYPES",
+    "EVENT_TYPES",
     "MAX_IDENTIFIER_LENGTH",
     "ROOT",
     "book_key",
     "channel",
     "control_channel",
+    "event_channel",
     "latest_key",
     "parse_channel",
     "pattern",
@@ -33,6 +35,10 @@ __all__ = [
 
 ROOT = "live_data"
 CHANNEL_TYPES = ("quotes", "positions", "balances", "orders", "transactions")
+"""The data types: a channel ``live_data:<type>:<identifier>`` carries that type's models, one identifier each."""
+EVENT_TYPES = ("stale",)
+"""What the runner announces about itself on ``live_data:events:<type>`` (:func:`event_channel`): JSON objects, not
+models, one channel per type (no identifier), so they are not data channels and :data:`CHANNEL_TYPES` leaves them out."""
 BOOK_TYPES = ("positions", "balances")
 MAX_IDENTIFIER_LENGTH = 64
 
@@ -144,6 +150,14 @@ def book_key(kind: str, identifier: str, prefix: str = "") -> str:
 def control_channel(prefix: str = "") -> str:
     """The channel on which a running runner takes commands (subscribe, unsubscribe, status)."""
     return f"{_root(prefix)}:control"
+
+
+def event_channel(kind: str, prefix: str = "") -> str:
+    """The channel of one type of runner event, e.g. ``event_channel("stale")`` is ``live_data:events:stale``: a
+    subscribed symbol went silent while its market is open, or came back (see docs/channels.md)."""
+    if kind not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {kind!r}; expected one of {', '.join(EVENT_TYPES)}")
+    return f"{_root(prefix)}:events:{kind}"
 
 
 def status_key(prefix: str = "") -> str:

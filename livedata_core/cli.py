@@ -14,6 +14,7 @@ from typing import Any
 
 from . import __version__
 from .errors import ConfigError, LivedataError, PublishError
+from .ops import REFRESH_TOKEN_EXPIRES_AT
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -199,6 +200,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.prefix is not None:
         env["LIVEDATA_PREFIX"] = args.prefix
     config = load_config_file(args.config, env=env)
+    if args.metrics_port is not None:
+        config = _with_metrics_port(config, args.metrics_port)
     from_file = set(config.brokers)
     if args.broker:
         missing = [b for b in args.broker if b not in config.brokers]
@@ -235,6 +238,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if embedded is not None:
             embedded.close()
     return EXIT_OK
+
+
+def _with_metrics_port(config: Any, port: int) -> Any:
+    """``config`` serving metrics and health on ``port`` (``--metrics-port``; the host stays ``[metrics] host``)."""
+    import attrs
+
+    from .runner.config import MetricsConfig
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--metrics-port must be a TCP port from 0 (any free one) to 65535, was {port}")
+    host = config.metrics.host if config.metrics is not None else MetricsConfig().host
+    return attrs.evolve(config, metrics=MetricsConfig(port=port, host=host))
 
 
 def _livedata_command() -> str:
@@ -381,6 +396,15 @@ def cmd_unsubscribe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _token_expiry(value: Any, now: float) -> str:
+    """A refresh token's expiry (seconds since the epoch) as its date and the days left."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _plain(value)
+    when = dt.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M")
+    left = (value - now) / 86400
+    return f"{when} ({'expired' if left <= 0 else f'{left:.1f} days left'})"
+
+
 def _ago(ts: float | None, now: float) -> str:
     if not ts:
         return "-"
@@ -403,6 +427,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"publisher: {'connected' if pub['connected'] else 'NOT CONNECTED'}, published {pub['published']}, "
           f"pending {pub['pending']}, conflated {pub['conflated']}, errors {pub['errors']}"
           + (f", REFUSED {pub['refused']} account events (logged with their payloads)" if pub.get("refused") else ""))
+    if status.get("metrics"):
+        print(f"metrics: {status['metrics']} (health: /healthz, /readyz)")
     for name, b in status["brokers"].items():
         print(f"\n[{name}] {b['state']}")
         print(f"  plugin           {b.get('plugin') or name}")
@@ -414,6 +440,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  last quote       {q['symbol']} bid {_price(q['bid'])} ask {_price(q['ask'])} last {_price(q['last'])}")
         print(f"  last heartbeat   {_ago(b['last_heartbeat_at'], now)}")
         print(f"  reconnects       {b['reconnects']}")
+        stale = b.get("stale") or {}
+        if stale or b.get("resubscribes"):
+            silent = ", ".join(f"{symbol} (silent {max(0.0, now - since):.0f}s)" for symbol, since in sorted(stale.items()))
+            print(f"  stale            {silent or '-'}; resubscribed {b.get('resubscribes', 0)}")
         print(f"  last error       {b['last_error'] or '-'}" + (f" ({_ago(b['last_error_at'], now)})" if b['last_error'] else ""))
         for what, why in sorted((b.get("failed") or {}).items()):  # a PermanentError: retrying stopped
             print(f"  failed           {what}: {why} (not retried until restarted)")
@@ -422,7 +452,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if b.get("skipped"):
             print(f"  skipped          {', '.join(f'{k}: {v}' for k, v in sorted(b['skipped'].items()))}")
         for key, value in sorted((b.get("extra") or {}).items()):
-            print(f"  {key:<16} {_plain(value)}")
+            print(f"  {key:<16} {_token_expiry(value, now) if key == REFRESH_TOKEN_EXPIRES_AT else _plain(value)}")
     return EXIT_OK
 
 
@@ -702,6 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only this instance ([brokers.NAME] of the configuration, or a plugin; repeatable)")
     p.add_argument("--symbols", "-s", metavar="A,B,...", help="symbols to stream (with exactly one broker)")
     p.add_argument("--no-embedded", action="store_true", help="never start an embedded Redis; fail if none is reachable")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve /metrics, /healthz and /readyz on this port (0: any free one; default: [metrics] port, "
+                   "else none; host: [metrics] host, default 127.0.0.1)")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no startup 'running ...' line and no periodic summary lines (warnings and errors still show)")
     _redis_args(p)

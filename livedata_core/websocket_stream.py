@@ -59,7 +59,7 @@ import orjson
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidURI
 
-from .aio_tools import within
+from .aio_tools import reraise_if_cancelling, within
 from .errors import StreamError
 from .streaming import HEARTBEAT, BrokerStream, StreamStats
 
@@ -137,6 +137,7 @@ class WebSocketStream(BrokerStream):
         self._pinger: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         self._closing = False
+        self._ended = False  # the end marker is queued for events()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({url_host(self.url)!r}, ready={self.ready})"
@@ -196,8 +197,6 @@ class WebSocketStream(BrokerStream):
         if type(message) is dict or type(message) is list:
             message = orjson.dumps(message).decode()
         ws = self._ws
-        if self._failure is not None:
-            raise self._failure
         if ws is None:
             raise StreamError(f"the connection to {self.name} is closed")
         try:
@@ -311,28 +310,43 @@ class WebSocketStream(BrokerStream):
 
         :raises StreamError: the broker could not be reached, or did not finish in time.
         """
+        deadline = asyncio.timeout(self.connect_timeout)
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with deadline:
                 try:
                     self._ws = await ws_connect(self.url, **self.connect_options())
                 except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
                     raise self.connect_failed(exc) from None
                 self._reader = asyncio.create_task(self._read_loop(self._ws), name=f"livedata-reader-{type(self).__name__}")
                 await self.login()
+                # Nothing below awaits: a cancellation that came as the login finished must stop us here, or the
+                # tasks would start for a stream nobody reads.
+                reraise_if_cancelling()
                 self.ready = True
         except TimeoutError:
             await self._shutdown()
-            raise StreamError(f"{self.name} did not finish connecting within {self.connect_timeout:g} s") from None
+            if deadline.expired():
+                raise StreamError(f"{self.name} did not finish connecting within {self.connect_timeout:g} s") from None
+            raise
         except BaseException:
             await self._shutdown()
             raise
         if self.ping_interval is not None:
             self._pinger = asyncio.create_task(self._ping_loop(), name=f"livedata-pinger-{type(self).__name__}")
 
+    def check_alive(self) -> None:
+        """Called by ``events()`` before it waits for each next item (not after :meth:`close`): raise to end
+        ``events()`` for a reason the socket does not show (a session another task saw expire). Default: nothing."""
+
     async def events(self) -> AsyncIterator[Any]:
-        """Yield what the frames carried until the connection ends; raise the error that ended it, if one did."""
+        """Yield what the frames carried until the connection ends; raise the error that ended it, if one did.
+        After :meth:`close`, yield what was received but not yet read, then end."""
         queue = self._queue
+        draining = self._closing
+        check_alive = self.check_alive
         while True:
+            if not draining:
+                check_alive()
             item = await queue.get()
             if item is _END:
                 queue.put_nowait(_END)  # a second reader ends too
@@ -371,7 +385,9 @@ class WebSocketStream(BrokerStream):
                     self._stop_reader()
                     raise asyncio.CancelledError from None  # not the TimeoutError: callers suppress those
         reader = self._reader
-        if reader is not None and not reader.done():
+        if reader is None:
+            self._end_events()  # never connected: events() ends at once
+        elif not reader.done():
             try:
                 await within(asyncio.shield(reader), 0.5)
             except BaseException:
@@ -380,10 +396,16 @@ class WebSocketStream(BrokerStream):
                     raise asyncio.CancelledError from None
         self._reader = None
 
+    def _end_events(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(_END)
+
     def _stop_reader(self) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
+            self._end_events()  # a reader cancelled before it ran has no finally
 
     # -- reading -----------------------------------------------------------------------------------------------
 
@@ -393,7 +415,8 @@ class WebSocketStream(BrokerStream):
             async for raw in ws:
                 self._receive(raw)
                 if self._failure is not None:
-                    await self._read_rest(ws)
+                    if self.read_rest_timeout > 0:
+                        await self._read_rest(ws)
                     break
                 if queue.qsize() >= self.queue_frames:
                     await self._wait_for_room()
@@ -414,7 +437,7 @@ class WebSocketStream(BrokerStream):
                 self._failure = StreamError(f"reading from {self.name} failed: {type(exc).__name__}: {exc}")
         finally:
             self._fail_waiters()
-            queue.put_nowait(_END)
+            self._end_events()
 
     def _receive(self, raw: str | bytes) -> None:
         """Parse one frame and queue what it carries."""

@@ -103,3 +103,34 @@ def test_tos_first_quote_after_a_reconnect_keeps_the_fields_known_before(redis_s
     with PublishedCollector(redis_server.url) as collector:
         quote = asyncio.run(main(collector))
     assert (quote.bid, quote.ask, quote.last, quote.volume) == (190.2, 190.1, 190.05, 1000.0)
+
+
+def test_ibkr_first_quote_after_a_reconnect_keeps_the_fields_known_before(redis_server):
+    from livedata_ibkr.testing import FakeGateway
+
+    fast = {"tickle_interval": 60.0, "login_wait": 0.3, "max_requests_per_second": 200.0, "heartbeat_timeout": 2.0,
+            "ws_auth_timeout": 2.0, "stream_orders": False}  # fmt: skip
+
+    async def main(collector):
+        async with FakeGateway() as gw:
+            table = {**gw.settings(**fast), "symbols": ["AAPL"], "poll": {"positions": 0, "balances": 0}}
+            config = load_config({"redis": {"url": redis_server.url}, "brokers": {"ibkr": table},
+                                  "backoff": {"initial": 0.05, "max": 0.2}, "shutdown_timeout": 2.0}, env={})  # fmt: skip
+            runner = Runner(config, token_store=MemoryTokenStore())
+            task = asyncio.create_task(runner.run())
+            try:
+                await gw.wait_for(lambda: gw.subscribed(265598), timeout=5)
+                await gw.push_quote(265598, {"31": "10.50", "84": "10.49", "86": "10.51", "7762": "5000"})
+                await collector.wait_for_async("quotes", "AAPL", where=lambda q: q.last == 10.5)
+                await gw.drop_websockets()
+                await gw.wait_for(lambda: gw.ws_connections == 2 and gw.subscribed(265598), timeout=5)
+                await gw.push_quote(265598, {"84": "10.60"})  # a delta: the bid alone
+                after = await collector.wait_for_async("quotes", "AAPL", where=lambda q: q.bid == 10.6)
+            finally:
+                runner.stop()
+                await asyncio.wait_for(task, 10)
+            return after[-1]
+
+    with PublishedCollector(redis_server.url) as collector:
+        quote = asyncio.run(main(collector))
+    assert (quote.bid, quote.ask, quote.last, quote.volume) == (10.6, 10.51, 10.5, 5000.0)

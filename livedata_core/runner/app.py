@@ -7,9 +7,12 @@ import io
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
+from ..ops.health import OpsServer
+from ..ops.staleness import StalenessWatch
 from ..publisher import AsyncPublisher
 from ..redis_url import mask_url
 from ..tokens import TokenStore, resolve_token_store
@@ -48,9 +51,14 @@ class Runner:
     :param token_store: one store for every instance (tests, applications; each instance keeps its tokens under
         its own key, ``ctx.token_key``); by default each instance gets the store
         :func:`livedata_core.tokens.resolve_token_store` picks for it.
+    :param clock: the wall clock that decides whether a symbol's market is open (default ``time.time``; tests set
+        the day and hour). With ``config.metrics``, :attr:`ops` serves ``/metrics``, ``/healthz`` and ``/readyz``
+        while :meth:`run` runs (docs/operations.md).
     """
 
-    def __init__(self, config: RunnerConfig, *, token_store: TokenStore | None = None) -> None:
+    def __init__(
+        self, config: RunnerConfig, *, token_store: TokenStore | None = None, clock: Callable[[], float] | None = None
+    ) -> None:
         self.config = config
         self.publisher = AsyncPublisher(
             config.redis.url,
@@ -87,6 +95,10 @@ class Runner:
         self.control = ControlServer(
             config.redis.url, config.redis.prefix, self._handle_command, self.status, config.status_interval
         )
+        # Per-symbol staleness (checks each instance's market_hours against the session classes: ConfigError).
+        self.staleness = StalenessWatch(self.runtimes, config.market_hours, self._announce, config.redis.prefix,
+                                        clock=clock or time.time)  # fmt: skip
+        self.ops = OpsServer(self, config.metrics.host, config.metrics.port) if config.metrics is not None else None
         self._stop = asyncio.Event()
         self.started_at: float | None = None
         self.ready = asyncio.Event()
@@ -100,8 +112,16 @@ class Runner:
         """Start publishing, every broker's stream and polls, and live control; return after :meth:`stop`.
 
         :raises PublishError: Redis is not reachable at start (later outages are ridden out).
+        :raises ConfigError: the metrics port cannot be listened on.
         """
-        await self.publisher.start()
+        if self.ops is not None:
+            await self.ops.start()  # first: /healthz answers (503) while Redis is still awaited
+        try:
+            await self.publisher.start()
+        except BaseException:
+            if self.ops is not None:
+                await self.ops.close()
+            raise
         self.started_at = time.time()
         log.info("publishing to %s (prefix %r)", mask_url(self.config.redis.url), self.config.redis.prefix)
         tasks: list[asyncio.Task[Any]] = []
@@ -110,6 +130,7 @@ class Runner:
                 tasks.append(asyncio.create_task(rt.run_stream(), name=f"stream-{name}"))
             tasks.append(asyncio.create_task(self._run_poller(name), name=f"poll-{name}"))
         tasks.append(asyncio.create_task(self.control.run(), name="control"))
+        tasks.append(asyncio.create_task(self.staleness.run(), name="staleness"))
         self.ready.set()
         try:
             await self._stop.wait()
@@ -123,6 +144,9 @@ class Runner:
             raise
         except Exception:
             log.exception("account polling of %s stopped", name)
+
+    async def _announce(self, channel: str, payload: bytes) -> None:
+        await self.control.redis.publish(channel, payload)
 
     def stop(self) -> None:
         """Ask :meth:`run` to flush, close connections and return. Safe to call from a signal handler."""
@@ -152,6 +176,8 @@ class Runner:
                     log.warning("shutdown of %s failed: %s", name, exc)
         lost = await self.publisher.close(timeout=max(deadline - wait, 1.0))
         await self.control.close(self.status())
+        if self.ops is not None:
+            await self.ops.close()
         if lost:
             log.error("%d account events could not be published before exit (logged above)", lost)
         log.info("stopped")
@@ -204,6 +230,7 @@ class Runner:
                 "last_error": stats.last_error,
             },
             "brokers": {name: rt.snapshot() for name, rt in self.runtimes.items()},
+            "metrics": f"{self.ops.url}/metrics" if self.ops is not None else None,
         }
 
 

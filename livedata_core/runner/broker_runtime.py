@@ -108,6 +108,8 @@ class BrokerRuntime:
         self._stream: BrokerStream | None = None
         self._stream_obj: BrokerStream | None = None
         self._last_activity = 0.0
+        # Symbol -> loop time of its last quote, written by _read (one store per quote); ops/staleness.py reads it.
+        self.last_update: dict[str, float] = {}
         self.stopping = asyncio.Event()
         self.last_quote: Quote | None = None
         self.order_events = OrderEvents()
@@ -140,6 +142,7 @@ class BrokerRuntime:
 
     def auth_failed(self, generation: int) -> None:
         """Mark the session bad if it is still the one that failed (not one re-made since)."""
+        self.status.auth_failures += 1
         if generation == self.auth_generation:
             self._authenticated = False
 
@@ -295,8 +298,9 @@ class BrokerRuntime:
         wanted = self.symbols
         instance = self.name
         stamp = _SET_QUOTE_INSTANCE
+        updated = self.last_update
         async for item in stream.events():
-            self._last_activity = loop_time()
+            now = self._last_activity = loop_time()
             if backoff.attempt:
                 backoff.reset()  # anything at all, heartbeats included, means the connection works
             if item is HEARTBEAT:
@@ -308,6 +312,7 @@ class BrokerRuntime:
                 if type(model) is Quote:
                     # Quotes still in flight after an unsubscribe are not published.
                     if model.symbol in wanted:
+                        updated[model.symbol] = now  # the symbol is alive (staleness), even if this quote is refused
                         if model.instance is None:  # the one per-quote cost of instances: say whose it is
                             stamp(model, instance)
                         try:
@@ -367,6 +372,8 @@ class BrokerRuntime:
             return False
         if dedupe is not None:
             dedupe.add(model)
+        events = self.status.account_events
+        events[model.TYPE] = events.get(model.TYPE, 0) + 1
         return True
 
     def may_publish(self, account: Any) -> bool:
@@ -460,6 +467,23 @@ class BrokerRuntime:
                 except Exception as exc:
                     self._record_error("unsubscribe failed", exc)
         return {"removed": gone, "not_subscribed": [s for s in wanted if s not in gone]}
+
+    async def resubscribe(self, symbols: list[str]) -> bool:
+        """Unsubscribe and subscribe ``symbols`` again on the open stream (symbols gone silent while the connection
+        is alive: see :mod:`livedata_core.ops.staleness`). Returns whether it was done; a failure is recorded."""
+        async with self._sub_lock:
+            stream = self._stream
+            symbols = [s for s in symbols if s in self.symbols]
+            if stream is None or not symbols:
+                return False
+            try:
+                await within(stream.unsubscribe(symbols), SUBSCRIBE_TIMEOUT)
+                await within(stream.subscribe(symbols), SUBSCRIBE_TIMEOUT)
+            except Exception as exc:
+                reraise_if_cancelling()
+                self._record_error(f"resubscribe {', '.join(symbols)} failed", exc)
+                return False
+        return True
 
     def snapshot(self) -> dict[str, Any]:
         """The status of this broker as a JSON-able dict."""

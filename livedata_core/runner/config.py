@@ -44,6 +44,7 @@ import attrs
 from ..broker import name_problem
 from ..channels import validate_identifier, validate_prefix
 from ..errors import ConfigError, InvalidIdentifier
+from ..ops.market_hours import parse_classes, parse_patterns
 from ..limits import (
     MAX_INTERVAL, MAX_STREAM_MAXLEN, MAX_SYMBOLS_CAP, MAX_TIMEOUT, MAX_WAIT, Between, between, seconds,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_DEMO_SYMBOLS",
     "BackoffConfig",
     "BrokerConfig",
+    "MetricsConfig",
     "PollIntervals",
     "RedisConfig",
     "RunnerConfig",
@@ -62,7 +64,9 @@ __all__ = [
 ]
 
 DEFAULT_DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY", "BRK.B", "/ESZ24", "$SPX")
-RUNNER_KEYS = frozenset({"enabled", "plugin", "symbols", "accounts", "poll", "max_symbols"})
+RUNNER_KEYS = frozenset({"enabled", "plugin", "symbols", "accounts", "poll", "max_symbols", "stale_after", "market_hours"})
+DEFAULT_STALE_AFTER = 300.0
+"""Seconds a subscribed symbol may be silent while its market is open before it is resubscribed and reported stale."""
 POLL_KINDS = ("positions", "balances", "orders", "transactions")
 CORE_ENV = frozenset({
     "LIVEDATA_REDIS_URL", "LIVEDATA_PREFIX", "LIVEDATA_TOKEN_STORE", "LIVEDATA_TOKEN_DIR", "LIVEDATA_LOG_FORMAT",
@@ -78,6 +82,8 @@ _BOUNDS = {
     "shutdown_timeout": seconds(0.1, MAX_TIMEOUT),
     "poll": seconds(0, MAX_INTERVAL),
     "max_symbols": between(1, MAX_SYMBOLS_CAP),
+    "stale_after": seconds(0, MAX_INTERVAL),
+    "metrics.port": between(0, 65535),
 }
 
 
@@ -105,6 +111,10 @@ class BrokerConfig:
     poll: PollIntervals = PollIntervals()
     max_symbols: int | None = None
     """The cap on symbols streamed at once; ``None``: the broker's own (``BrokerInfo.max_symbols``)."""
+    stale_after: float = DEFAULT_STALE_AFTER
+    """Seconds a symbol may be silent while its market is open before it is resubscribed and reported stale (0: never)."""
+    market_hours: tuple[tuple[str, str], ...] = ()
+    """Symbol glob pattern -> session class, tried in order (see :mod:`livedata_core.ops.market_hours`)."""
     # The raw table may hold secrets (an app secret): its repr names the keys only.
     settings: dict[str, Any] = attrs.field(factory=dict, repr=lambda s: f"<keys: {', '.join(sorted(s)) or 'none'}>")
     env: dict[str, str] = attrs.field(factory=dict, repr=lambda e: f"<names: {', '.join(sorted(e)) or 'none'}>")
@@ -139,6 +149,16 @@ class BackoffConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    """The ``[metrics]`` table: where the HTTP server of ``/metrics``, ``/healthz`` and ``/readyz`` listens."""
+
+    port: int = 9464
+    """TCP port; 0 picks a free one (the runner logs it)."""
+    host: str = "127.0.0.1"
+    """Address to listen on: ``127.0.0.1`` (this machine only) unless set, e.g. ``0.0.0.0`` for a remote Prometheus."""
+
+
+@attrs.frozen
 class RunnerConfig:
     """Everything ``livedata run`` needs."""
 
@@ -147,6 +167,11 @@ class RunnerConfig:
     backoff: BackoffConfig = BackoffConfig()
     status_interval: float = 1.0
     shutdown_timeout: float = 5.0
+    metrics: MetricsConfig | None = None
+    """The metrics and health server; ``None`` (no ``[metrics]`` table, no ``--metrics-port``): none runs."""
+    market_hours: dict[str, Any] = attrs.field(factory=dict)
+    """Session classes by name (:class:`~livedata_core.ops.market_hours.SessionClass`): the built-in ones as changed
+    by ``[market_hours.<name>]`` tables; empty means the built-in ones."""
 
 
 def _table(data: Any, where: str) -> dict[str, Any]:
@@ -250,8 +275,11 @@ def _broker(name: str, data: Any) -> BrokerConfig | None:
     max_symbols = data.pop("max_symbols", None)
     if max_symbols is not None:
         max_symbols = _whole(max_symbols, f"{where}.max_symbols", _BOUNDS["max_symbols"])
+    stale_after = _number(data.pop("stale_after", DEFAULT_STALE_AFTER), f"{where}.stale_after", _BOUNDS["stale_after"])
+    market_hours = parse_patterns(data.pop("market_hours", {}), f"{where}.market_hours")
     return BrokerConfig(
-        name=name, plugin=plugin, symbols=symbols, accounts=accounts, poll=poll, max_symbols=max_symbols, settings=data
+        name=name, plugin=plugin, symbols=symbols, accounts=accounts, poll=poll, max_symbols=max_symbols,
+        stale_after=stale_after, market_hours=market_hours, settings=data,
     )
 
 
@@ -286,7 +314,8 @@ def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | Non
     """
     data = dict(data or {})
     env = dict(os.environ if env is None else env)
-    _unknown(data, {"redis", "brokers", "backoff", "status_interval", "shutdown_timeout"}, "top level")
+    _unknown(data, {"redis", "brokers", "backoff", "status_interval", "shutdown_timeout", "metrics", "market_hours"},
+             "top level")
     redis = _redis(_table(data.get("redis", {}), "[redis]"), env)
     backoff_data = _table(data.get("backoff", {}), "[backoff]")
     _unknown(backoff_data, {"initial", "max", "login_retry"}, "[backoff]")
@@ -309,7 +338,19 @@ def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | Non
         backoff=backoff,
         status_interval=_number(data.get("status_interval", 1.0), "status_interval", _BOUNDS["status_interval"]),
         shutdown_timeout=_number(data.get("shutdown_timeout", 5.0), "shutdown_timeout", _BOUNDS["shutdown_timeout"]),
+        metrics=_metrics(data["metrics"]) if "metrics" in data else None,
+        market_hours=parse_classes(data.get("market_hours", {})),
     )
+
+
+def _metrics(data: Any) -> MetricsConfig:
+    data = _table(data, "[metrics]")
+    _unknown(data, {"port", "host"}, "[metrics]")
+    host = data.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host:
+        raise ConfigError(f"metrics.host must be an address such as \"127.0.0.1\" or \"0.0.0.0\", was {host!r}")
+    return MetricsConfig(port=_whole(data.get("port", 9464), "metrics.port", _BOUNDS["metrics.port"]),
+                         host=host)
 
 
 def load_config_file(path: str | os.PathLike[str] | None, *, env: dict[str, str] | None = None) -> RunnerConfig:

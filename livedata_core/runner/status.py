@@ -24,6 +24,15 @@ class BrokerStatus:
     last_message_at: float | None = None
     last_heartbeat_at: float | None = None
     reconnects: int = 0
+    auth_failures: int = 0
+    """Times the broker refused the login (``AuthError``, ``LoginRequired``), seen by the stream or a poll."""
+    resubscribes: int = 0
+    """Symbols resubscribed because they were silent past ``stale_after`` while their market was open."""
+    stale: dict[str, float] = attrs.field(factory=dict)
+    """Subscribed symbols silent past ``stale_after`` while their market is open: symbol -> since when (the last
+    update, or when watching began; seconds since the epoch). See :mod:`livedata_core.ops.staleness`."""
+    account_events: dict[str, int] = attrs.field(factory=dict)
+    """Account events published, per type (``orders``...); quotes are ``messages`` less these."""
     last_error: str | None = None
     last_error_at: float | None = None
     polls: dict[str, int] = attrs.field(factory=dict)

@@ -89,7 +89,7 @@ def _session(ctx: BrokerContext) -> IbkrSession:
 
 @hookimpl
 def stream(ctx: BrokerContext) -> IbkrStream:
-    return IbkrStream(_session(ctx), _settings(ctx), ctx.log)
+    return IbkrStream(_session(ctx), _settings(ctx), ctx.log, quotes=ctx.quotes)
 
 
 @hookimpl

@@ -1,10 +1,16 @@
-"""Level-one market data: the ``smd`` field codes and merging delta frames into complete quotes."""
+"""Level-one market data: the ``smd`` field codes and merging delta frames into complete quotes.
+
+The merged fields per conid live in the instance's merge book (``ctx.quotes``,
+:class:`~livedata_core.merge.MergeBook`), so they outlive the connection; what is subscribed (``symbols_of``)
+belongs to the connection.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
+from livedata_core.merge import MergeBook
 from livedata_core.models import Quote, now_ms
 from livedata_core.streaming import StreamStats
 
@@ -61,14 +67,17 @@ class _State:
 class QuoteBook:
     """The latest known value of every field per conid; each frame gives complete quotes for its symbols.
 
-    :param symbols_of: conid -> the channel symbols streaming it (one conid may be asked for in two forms).
+    :param merged: the instance's merge book, where the merged fields live (``ctx.quotes``); by default one of
+        this book's own.
+    :ivar symbols_of: conid -> the channel symbols streaming it (one conid may be asked for in two forms).
     """
 
-    def __init__(self, broker: str, stats: StreamStats) -> None:
+    def __init__(self, broker: str, stats: StreamStats, merged: MergeBook | None = None) -> None:
         self.broker = broker
         self.stats = stats
+        self.merged = merged if merged is not None else MergeBook(broker)
         self.symbols_of: dict[int, set[str]] = {}
-        self._state: dict[int, _State] = {}
+        self._state: dict[int, _State] = self.merged.states  # type: ignore[assignment]
 
     def forget(self, conid: int) -> None:
         self._state.pop(conid, None)

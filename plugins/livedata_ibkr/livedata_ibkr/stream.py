@@ -1,6 +1,8 @@
 """The gateway websocket: level-one quotes (``smd``) and live order updates (``sor``).
 
-One :class:`IbkrStream` is one connection. :meth:`connect` opens the socket with the tickle session in the
+One :class:`IbkrStream` is one connection, on :class:`~livedata_core.websocket_stream.WebSocketStream` (a reader
+task reads every frame from :meth:`connect` on; the merged fields per conid live in the instance's merge book,
+``ctx.quotes``, so the first quote after a reconnect is as complete as the last one). :meth:`connect` opens the socket with the tickle session in the
 ``api`` cookie (or sends it when the gateway says ``waiting for session``), waits for ``sts`` authenticated,
 and starts a keep-alive task that sends ``ech+hb`` and re-sends every ``smd`` before the gateway expires it
 (10 minutes). Order updates start in the background: the ``GET /iserver/account/orders`` pre-flight IBKR
@@ -16,20 +18,19 @@ After :meth:`close`, :meth:`events` hands over what was received but not yet rea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect as ws_connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
-from websockets.protocol import State
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from livedata_core.aio_tools import reraise_if_cancelling, within
+from livedata_core.aio_tools import within
 from livedata_core.errors import AuthError, LivedataError, StreamError, SymbolsRefused
+from livedata_core.merge import MergeBook
 from livedata_core.redis_url import mask_url
-from livedata_core.streaming import HEARTBEAT, BrokerStream, StreamStats
+from livedata_core.streaming import HEARTBEAT
+from livedata_core.websocket_stream import Tap, WebSocketStream
 
 from .parsers import BROKER, parse_order
 from .quotes import QuoteBook, smd_message, umd_message
@@ -70,100 +71,106 @@ class QuietWebsocketLogger(logging.LoggerAdapter):
             super().log(level, msg, *args, **kwargs)
 
 
-class IbkrStream(BrokerStream):
-    """Quotes and order updates from the Client Portal gateway websocket."""
+class IbkrStream(WebSocketStream):
+    """Quotes and order updates from the Client Portal gateway websocket, on
+    :class:`~livedata_core.websocket_stream.WebSocketStream` (its reader task, close and tap).
 
-    def __init__(self, session: IbkrSession, settings: IbkrSettings, log: logging.Logger) -> None:
-        super().__init__()
-        self.stats = StreamStats(log)
+    :param quotes: the instance's merge book (``ctx.quotes``), where the merged fields per conid live across
+        reconnects; by default one of this stream's own.
+    :param tap: sees every frame in and out (:data:`~livedata_core.websocket_stream.Tap`).
+    """
+
+    name = "IBKR websocket"
+
+    def __init__(self, session: IbkrSession, settings: IbkrSettings, log: logging.Logger,
+                 quotes: MergeBook | None = None, tap: Tap | None = None) -> None:  # fmt: skip
+        super().__init__(settings.websocket_url, log=log, tap=tap)
         self.session = session
         self.settings = settings
-        self.log = log
         self.heartbeat_timeout = settings.heartbeat_timeout
-        self.book = QuoteBook(BROKER, self.stats)
+        self.open_timeout = settings.connect_timeout
+        self.connect_timeout = None  # the login has its own: ws_auth_timeout
+        self.close_timeout = CLOSE_WAIT
+        self.max_frame_bytes = 4 * 1024 * 1024
+        self.read_rest_timeout = 0  # a frame that ends the stream ends the reading too
+        self.book = QuoteBook(BROKER, self.stats, quotes)
         self.conid_of: dict[str, int] = {}
         self.renewals = 0
-        self._ws: ClientConnection | None = None
-        self._early: list[dict[str, Any]] = []
         self._keepalive: asyncio.Task[None] | None = None
         self._orders_task: asyncio.Task[None] | None = None  # the pre-flight, then sor+{}
-        self._closed = False  # close() was called: events() only hands over what is left
-        self._closed_ws: ClientConnection | None = None  # the connection close() closed, for that hand-over
-        self._failure: StreamError | AuthError | None = None  # why events() must end although the socket is fine
 
     # -- connection ----------------------------------------------------------------------------------------
 
-    async def connect(self) -> None:
-        self.session.check()
+    def connect_options(self) -> dict[str, Any]:
         token = self.session.ws_token
         headers = {"User-Agent": "livedata-ibkr/0.1"}
         if token:
             headers["Cookie"] = "api=" + orjson.dumps({"session": token}).decode()
-        url = self.settings.websocket_url
-        try:
-            self._ws = await ws_connect(
-                url,
-                ssl=self.session.client.ssl if url.startswith("wss") else None,
-                additional_headers=headers,
-                open_timeout=self.settings.connect_timeout,
-                close_timeout=CLOSE_WAIT,  # then websockets aborts the TCP connection itself
-                ping_interval=None,  # the gateway's own heartbeats (system hb every 10 s) are watched instead
-                proxy=None,
-                max_size=4 * 1024 * 1024,
-                logger=QuietWebsocketLogger(self.log.getChild("websocket")),
-            )
-        except InvalidStatus as exc:
+        return {
+            **super().connect_options(),
+            "ssl": self.session.client.ssl if self.url.startswith("wss") else None,
+            "additional_headers": headers,
+            "ping_interval": None,  # the gateway's own heartbeats (system hb every 10 s) are watched instead
+            "proxy": None,
+            "logger": QuietWebsocketLogger(self.log.getChild("websocket")),
+        }
+
+    def connect_failed(self, exc: Exception) -> Exception:
+        if isinstance(exc, InvalidStatus):
             if exc.response.status_code in (401, 403):
                 self.session.mark_lost(f"websocket refused with HTTP {exc.response.status_code}")
-                raise AuthError(f"IBKR websocket refused the session (HTTP {exc.response.status_code})") from None
-            raise StreamError(f"IBKR websocket handshake failed (HTTP {exc.response.status_code})") from None
-        except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
-            raise StreamError(f"IBKR websocket {mask_url(url)} not reachable ({type(exc).__name__}: {exc})") from None
-        try:
-            await within(self._await_authenticated(token), self.settings.ws_auth_timeout)
-            # Nothing below awaits: a cancellation that came as the login finished must stop us here, or the
-            # tasks would start for a stream nobody reads.
-            reraise_if_cancelling()
-        except TimeoutError:
-            await self.close()
-            raise StreamError(
-                f"IBKR websocket sent no authenticated status within {self.settings.ws_auth_timeout:g}s"
-            ) from None
-        except BaseException:
-            await self.close()
-            raise
+                return AuthError(f"IBKR websocket refused the session (HTTP {exc.response.status_code})")
+            return StreamError(f"IBKR websocket handshake failed (HTTP {exc.response.status_code})")
+        return StreamError(f"IBKR websocket {mask_url(self.url)} not reachable ({type(exc).__name__}: {exc})")
+
+    def connection_lost(self, exc: ConnectionClosed) -> Exception:
+        code = exc.rcvd.code if exc.rcvd else "no close frame"
+        return StreamError(f"IBKR websocket dropped ({code})")
+
+    async def connect(self) -> None:
+        self.session.check()
+        await super().connect()
         self._keepalive = asyncio.create_task(self._keep_alive(), name="ibkr-ws-keepalive")
         if self.settings.stream_orders:
             self._orders_task = asyncio.create_task(self._subscribe_orders(), name="ibkr-ws-orders")
+
+    async def login(self) -> None:
+        try:
+            await within(self._await_authenticated(self.session.ws_token), self.settings.ws_auth_timeout)
+        except TimeoutError:
+            raise StreamError(
+                f"IBKR websocket sent no authenticated status within {self.settings.ws_auth_timeout:g}s"
+            ) from None
 
     # Frames right after connect:
     # {"message":"waiting for session"}              (no cookie: answer with {"session":"<tickle session>"})
     # {"topic":"system","success":"user123"}
     # {"topic":"sts","args":{"authenticated":true}}
     async def _await_authenticated(self, token: str | None) -> None:
-        assert self._ws is not None
-        while True:
-            try:
-                raw = await self._ws.recv()
-            except ConnectionClosed as exc:
-                raise StreamError(f"IBKR websocket closed during login ({exc.rcvd.code if exc.rcvd else 'no close frame'})") from None
-            frame = self._decode(raw)
-            if frame is None:
-                continue
-            if frame.get("message") == "waiting for session":
-                if not token:
-                    raise AuthError("IBKR websocket wants a session but /tickle gave none")
-                await self._send(orjson.dumps({"session": token}).decode())
-                continue
-            if frame.get("topic") == "sts":
-                args = frame.get("args") if isinstance(frame.get("args"), dict) else {}
-                if args.get("authenticated") is True:
-                    return
-                if args.get("authenticated") is False:
-                    self.session.mark_lost("websocket status says not authenticated")
-                    raise AuthError("IBKR websocket reports the session is not authenticated")
-                continue
-            self._early.append(frame)
+        """Until ``sts`` says whether the session is authenticated (the reader answers ``waiting for session``
+        with ``token`` meanwhile: :meth:`_on_login_frame`)."""
+        self._login_token = token
+        frame = await self.request(None, match=_says_authenticated, what="the websocket login",
+                                   timeout=self.settings.ws_auth_timeout + 1)  # fmt: skip
+        if frame["args"]["authenticated"] is False:
+            self.session.mark_lost("websocket status says not authenticated")
+            raise AuthError("IBKR websocket reports the session is not authenticated")
+
+    def _on_login_frame(self, frame: dict[str, Any]) -> Any:
+        """A frame before the login finished: the ``sts`` answer, a request for the session, or an early frame."""
+        if self.offer(frame):
+            return None
+        if frame.get("message") == "waiting for session":
+            token = self._login_token
+            if not token:
+                self.fail(AuthError("IBKR websocket wants a session but /tickle gave none"))
+                return None
+            sending = asyncio.get_running_loop().create_task(self._send(orjson.dumps({"session": token}).decode()))
+            sending.add_done_callback(_retrieve)  # a failed send is a closed socket: the reader reports it
+            return None
+        if frame.get("topic") == "sts":
+            return None
+        return self._handle(frame)
 
     async def _subscribe_orders(self) -> None:
         """The orders pre-flight, then ``sor+{}``; runs beside the reader (see :meth:`_orders_preflight`).
@@ -207,7 +214,7 @@ class IbkrStream(BrokerStream):
                 if now >= next_renew:
                     next_renew = now + self.settings.renew_interval
                     await self._renew()
-            except StreamError:
+            except LivedataError:
                 return  # the reader sees the close and ends events()
 
     async def _renew(self) -> None:
@@ -223,16 +230,14 @@ class IbkrStream(BrokerStream):
         if self._ws is None:
             raise StreamError("IBKR websocket is not connected")
         try:
-            await self._ws.send(text)
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else "no close frame"
-            raise StreamError(f"IBKR websocket closed while sending ({code})") from None
+            await self.send(text)
+        except StreamError:
+            raise StreamError("IBKR websocket closed while sending") from None
 
     async def close(self) -> None:
         """Stop the keep-alive and a pending orders pre-flight, and close the websocket. Never raises (but a
         cancellation); bounded by :data:`KEEPALIVE_STOP_WAIT` + :data:`CLOSE_WAIT`; the socket is closed even
         when this is cancelled."""
-        self._closed = True
         try:
             tasks = {t for t in (self._keepalive, self._orders_task) if t is not None and not t.done()}
             self._keepalive = self._orders_task = None
@@ -241,13 +246,8 @@ class IbkrStream(BrokerStream):
             if tasks:
                 await asyncio.wait(tasks, timeout=KEEPALIVE_STOP_WAIT)  # propagates our own cancellation
         finally:
-            await self._shutdown()
+            await super().close()
 
-    async def _shutdown(self) -> None:
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            self._closed_ws = ws
-            await _close_ws(ws)
 
     # -- subscriptions -------------------------------------------------------------------------------------
 
@@ -303,10 +303,7 @@ class IbkrStream(BrokerStream):
 
     async def _fail(self, error: StreamError | AuthError) -> None:
         """End :meth:`events` with ``error``: the runner then reconnects and subscribes everything again."""
-        self._failure = error
-        ws = self._ws
-        if ws is not None:
-            await _close_ws(ws)  # wakes the reader, which raises the failure
+        await self.end(error)  # closes the socket, which wakes the reader
 
     async def unsubscribe(self, symbols: Sequence[str]) -> None:
         for symbol in symbols:
@@ -322,55 +319,38 @@ class IbkrStream(BrokerStream):
 
     # -- reading -------------------------------------------------------------------------------------------
 
+    def check_alive(self) -> None:
+        self.session.check()  # lost authentication seen by the tickle ends events() (AuthError)
+
     async def events(self) -> AsyncIterator[Any]:
         """Yield quotes, orders and heartbeats until the socket closes.
 
         A frame that was read is always handled and yielded; only then does lost authentication (seen by the
         tickle) raise :class:`AuthError`. Called again after :meth:`close`, it yields what the closed socket
-        still holds and ends, without checking the session: those order updates are published, not lost.
+        had delivered and ends, without checking the session: those order updates are published, not lost.
         """
-        draining = self._closed
-        ws = self._closed_ws if draining else self._ws
-        if ws is None:
-            if draining:
-                return
+        if self._ws is None and not self._closing:
             raise StreamError("IBKR stream used before connect()")
-        early, self._early = self._early, []
-        for frame in early:
-            item = self._handle_or_skip(frame) if draining else self._handle(frame)
-            if item is not None:
-                yield item
-        while True:
-            if not draining:
-                if self._failure is not None:
-                    raise self._failure
-                self.session.check()
-            try:
-                raw = await ws.recv()
-            except ConnectionClosed as exc:
-                if draining:
-                    return
-                if self._failure is not None:
-                    raise self._failure from None
-                if isinstance(exc, ConnectionClosedOK):
-                    return
-                code = exc.rcvd.code if exc.rcvd else "no close frame"
-                raise StreamError(f"IBKR websocket dropped ({code})") from None
-            if isinstance(raw, str) and raw.startswith("ech"):
-                yield HEARTBEAT  # the echo of our ech+hb
-                continue
-            frame = self._decode(raw)
-            if frame is None:
-                continue
-            item = self._handle_or_skip(frame) if draining else self._handle(frame)
-            if item is not None:
-                yield item
-
-    def _handle_or_skip(self, frame: dict[str, Any]) -> Any:
-        # After close(): a status frame saying the session is lost changes nothing any more.
+        draining = self._closing
         try:
-            return self._handle(frame)
+            async for item in super().events():
+                yield item
         except LivedataError:
+            if not draining:
+                raise
+
+    def on_frame(self, raw: str | bytes) -> Any:
+        if isinstance(raw, str) and raw.startswith("ech"):
+            return HEARTBEAT  # the echo of our ech+hb
+        frame = self._decode(raw)
+        if frame is None:
+            return None
+        try:
+            if not self.ready:
+                return self._on_login_frame(frame)
+            return self._handle(frame)
+        except LivedataError as exc:  # the session is lost: events() yields what came before, then raises
+            self.fail(exc)
             return None
 
     def _decode(self, raw: str | bytes) -> dict[str, Any] | None:
@@ -448,13 +428,12 @@ def _short(value: Any) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-async def _close_ws(ws: ClientConnection) -> None:
-    """The closing handshake, at most :data:`CLOSE_WAIT` seconds; then (or when cancelled) abort the TCP
-    connection, so no socket outlives the stream."""
-    try:
-        await within(ws.close(), CLOSE_WAIT)
-    except Exception:  # TimeoutError, or the connection broke meanwhile
-        pass
-    finally:
-        if ws.state is not State.CLOSED:
-            ws.transport.abort()
+def _says_authenticated(frame: Any) -> bool:
+    """Whether ``frame`` is the ``sts`` status that ends the login (authenticated true or false)."""
+    args = frame.get("args") if frame.get("topic") == "sts" else None
+    return isinstance(args, dict) and args.get("authenticated") in (True, False)
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
