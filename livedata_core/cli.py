@@ -77,19 +77,25 @@ def _redis_args(parser: argparse.ArgumentParser, config: bool = True) -> None:
         parser.add_argument("--config", "-c", metavar="FILE", help="TOML configuration (default: ./livedata.toml if present)")
 
 
-def _url_and_prefix(args: argparse.Namespace) -> tuple[str | None, str]:
-    """Redis URL and prefix: flags, then environment, then the config file, then the defaults."""
+def _url_and_prefix(args: argparse.Namespace) -> tuple[Any, str]:
+    """Redis URL and prefix: flags, then environment, then the config file, then the defaults. With sentinels or a
+    cluster in the config file's ``[redis]``, the first is a ``RedisTopology`` (its URL the flag's or the
+    environment's if given)."""
     url = args.redis_url or os.environ.get("LIVEDATA_REDIS_URL")
     prefix = args.prefix if args.prefix is not None else os.environ.get("LIVEDATA_PREFIX")
     config_path = getattr(args, "config", None)
     if (url is None or prefix is None) and (config_path or os.path.exists("livedata.toml")):
+        import attrs
+
         from .runner import load_config_file
 
         redis_config = load_config_file(config_path).redis
-        if url is None and redis_config.explicit:
-            url = redis_config.url
         if prefix is None:
             prefix = redis_config.prefix
+        if redis_config.topology.kind != "single":
+            return attrs.evolve(redis_config, url=url or redis_config.url).topology, prefix or ""
+        if url is None and redis_config.explicit:
+            url = redis_config.url
     return url, prefix or ""
 
 
@@ -124,16 +130,18 @@ def _setup(args: argparse.Namespace) -> None:
 # -- run -----------------------------------------------------------------------------------------------------
 
 
-def _redis_problem(url: str) -> tuple[bool, str] | None:
-    """``None`` if Redis answers PING at ``url``; else ``(unreachable, message)``: ``unreachable`` is ``False``
-    when something answered but refused (password, database number). The message names the cause; the URL in
-    it is masked."""
+def _redis_problem(url: Any) -> tuple[bool, str] | None:
+    """``None`` if Redis answers PING at ``url`` (a URL or a ``RedisTopology``); else ``(unreachable, message)``:
+    ``unreachable`` is ``False`` when something answered but refused (password, database number). The message
+    names the cause; the URL in it is masked."""
     import redis
 
-    from .redis_url import mask_url, parse_redis_url, tls_hint
+    from .redis_topology import as_topology, sync_client
+    from .redis_url import parse_redis_url, tls_hint
 
-    shown = mask_url(url)
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+    topology = as_topology(url)
+    url, shown = topology.url, topology.describe()
+    client = sync_client(topology, socket_connect_timeout=1, socket_timeout=2)
     try:
         client.ping()
         return None
@@ -151,8 +159,9 @@ def _redis_problem(url: str) -> tuple[bool, str] | None:
         client.close()
 
 
-def _check_redis(url: str | None) -> None:
-    """Raise ``PublishError`` saying why, unless Redis answers at ``url`` (``None``: the environment's)."""
+def _check_redis(url: Any) -> None:
+    """Raise ``PublishError`` saying why, unless Redis answers at ``url`` (a URL or a ``RedisTopology``; ``None``:
+    the environment's)."""
     from .redis_url import redis_url_from_env
 
     problem = _redis_problem(url or redis_url_from_env()[0])
@@ -219,10 +228,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_broker_settings(config, _config_path(args), from_file)
     runner = Runner(config)  # checks brokers, symbols and settings before anything is started
     embedded = None
-    problem = _redis_problem(config.redis.url)
+    problem = _redis_problem(config.redis.topology)
     if problem is not None:
         unreachable, message = problem
-        if not unreachable or config.redis.explicit or args.no_embedded:
+        chosen = config.redis.explicit or config.redis.topology.kind != "single"  # sentinels, cluster: no stand-in
+        if not unreachable or chosen or args.no_embedded:
             raise PublishError(f"{message}. {'Start it, or fix' if unreachable else 'Fix'} LIVEDATA_REDIS_URL / --redis-url.")
         embedded = _start_embedded_redis()
         config = attrs.evolve(config, redis=attrs.evolve(config.redis, url=embedded.url))
@@ -285,8 +295,6 @@ def _watch_command(args: argparse.Namespace, embedded_url: str | None) -> str:
 
 
 async def _run(runner: Any, quiet: bool, watch: str) -> None:
-    from .redis_url import mask_url
-
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, runner.stop)
@@ -298,7 +306,7 @@ async def _run(runner: Any, quiet: bool, watch: str) -> None:
     if not quiet:
         brokers = ", ".join(f"{n} ({_count(len(rt.symbols), 'symbol')})" for n, rt in runner.runtimes.items())
         print(
-            f"livedata: running {brokers} -> {mask_url(runner.config.redis.url)}; channels live_data:<type>:<id>. "
+            f"livedata: running {brokers} -> {runner.config.redis.topology.describe()}; channels live_data:<type>:<id>. "
             "Ctrl-C to stop.",
             file=sys.stderr,
         )
@@ -373,7 +381,7 @@ def _control(args: argparse.Namespace) -> Any:
     url, prefix = _url_and_prefix(args)
     client = ControlClient(url, prefix, timeout=args.timeout)
     try:
-        _check_redis(client.url)
+        _check_redis(client.topology)
     except PublishError:
         client.close()
         raise
@@ -492,14 +500,16 @@ def _tail_spec(spec: str) -> str:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     from .channels import pattern
-    from .redis_url import mask_url, redis_url_from_env
+    from .redis_topology import as_topology
     from .subscriber import subscribe
 
     url, prefix = _url_and_prefix(args)
     specs = [_tail_spec(spec) for spec in args.patterns]
     watched = ", ".join(pattern(spec, prefix) for spec in specs)  # also checks them before anything connects
     _check_redis(url)
-    _print_err(f"listening to {watched} at {mask_url(url or redis_url_from_env()[0])} (Ctrl-C to stop)")
+    topology = as_topology(url)
+    how = " (sharded: channels found from the latest keys)" if topology.sharded else ""
+    _print_err(f"listening to {watched} at {topology.describe()}{how} (Ctrl-C to stop)")
 
     def back() -> None:
         _print_err("Redis is back; listening again (what was published while it was away is not shown)")

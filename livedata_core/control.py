@@ -29,7 +29,7 @@ import redis
 
 from .channels import MAX_IDENTIFIER_LENGTH, control_channel, status_key, validate_prefix
 from .errors import LivedataError, PublishError
-from .redis_url import mask_url, parse_redis_url, redis_url_from_env
+from .redis_topology import RedisTopology, as_topology, sync_client
 
 __all__ = [
     "COMMANDS",
@@ -140,19 +140,20 @@ def validate_command(data: Any, prefix: str = "") -> dict[str, Any]:
 class ControlClient:
     """Send commands to a running runner and read its status.
 
-    :param url: Redis URL; default ``LIVEDATA_REDIS_URL`` or ``redis://localhost:6379/0``.
+    :param url: Redis URL, or a :class:`~livedata_core.redis_topology.RedisTopology` (with sentinels: the
+        current master); default ``LIVEDATA_REDIS_URL`` or ``redis://localhost:6379/0``.
     :param prefix: the runner's deployment prefix.
     """
 
-    def __init__(self, url: str | None = None, prefix: str = "", timeout: float = 10.0) -> None:
-        self.url = url or redis_url_from_env()[0]
-        parse_redis_url(self.url)
+    def __init__(self, url: str | RedisTopology | None = None, prefix: str = "", timeout: float = 10.0) -> None:
+        self.topology = as_topology(url)
+        self.url = self.topology.url
         self.prefix = validate_prefix(prefix)
         self.timeout = timeout
-        self._redis = redis.Redis.from_url(self.url, socket_connect_timeout=5, socket_timeout=timeout + 5)
+        self._redis = sync_client(self.topology, socket_connect_timeout=5, socket_timeout=timeout + 5)
 
     def __repr__(self) -> str:
-        return f"ControlClient({mask_url(self.url)!r})"
+        return f"ControlClient({self.topology.describe()!r})"
 
     def close(self) -> None:
         self._redis.close()
@@ -181,7 +182,7 @@ class ControlClient:
                 listeners = self._redis.publish(control_channel(self.prefix), raw)
                 if listeners == 0:
                     raise NoRunner(
-                        f"no runner is listening on {control_channel(self.prefix)} at {mask_url(self.url)}; "
+                        f"no runner is listening on {control_channel(self.prefix)} at {self.topology.describe()}; "
                         "is `livedata run` running with the same Redis URL and prefix?"
                     )
                 deadline = time.monotonic() + self.timeout
@@ -199,7 +200,7 @@ class ControlClient:
             finally:
                 pubsub.close()
         except redis.RedisError as exc:
-            raise PublishError(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
+            raise PublishError(f"cannot reach Redis at {self.topology.describe()}: {exc}") from None
 
     def subscribe(self, broker: str, symbols: list[str]) -> dict[str, list[str]]:
         """Ask the runner to stream more symbols from the instance named ``broker`` (``"tos_ira"``; the plugin's name
@@ -228,7 +229,7 @@ class ControlClient:
         try:
             raw = self._redis.get(status_key(self.prefix))
         except redis.RedisError as exc:
-            raise PublishError(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
+            raise PublishError(f"cannot reach Redis at {self.topology.describe()}: {exc}") from None
         return orjson.loads(raw) if raw else None
 
 

@@ -25,6 +25,9 @@ These helpers add typed models, short channel specs, the latest value and reconn
 
 Specs are ``<type>:<identifier>`` (``quotes:AAPL``) or patterns with ``*`` (``quotes:*``); the
 ``live_data:`` root and the deployment prefix are added for you.
+
+``url`` may be a :class:`~livedata_core.redis_topology.RedisTopology`: with sentinels every function reads from
+the current master (a subscription is made again on the new master after a failover, like after a restart).
 """
 
 from __future__ import annotations
@@ -39,11 +42,10 @@ from typing import Any
 import attrs
 import orjson
 import redis
-import redis.asyncio as aioredis
 
 from .channels import book_key, latest_key, parse_channel, pattern
 from .models import MODEL_FOR_TYPE, from_dict
-from .redis_url import mask_url, parse_redis_url, redis_url_from_env
+from .redis_topology import RedisTopology, as_topology, async_client, sync_client
 from .backoff import Backoff
 
 __all__ = ["Message", "asubscribe", "book", "latest", "subscribe"]
@@ -67,11 +69,9 @@ class Message:
     data: Any
 
 
-def _resolve_url(url: str | None) -> str:
+def _resolve_url(url: "str | RedisTopology | None") -> RedisTopology:
     # Checked here so that a typo or a missing TLS file is a ConfigError naming it, not a redis-py error later.
-    url = url or redis_url_from_env()[0]
-    parse_redis_url(url)
-    return url
+    return as_topology(url)
 
 
 def _split(specs: tuple[str, ...], prefix: str) -> tuple[list[str], list[str]]:
@@ -116,11 +116,11 @@ def _no_retries(asynchronous: bool) -> dict[str, Any]:
     return {"retry": (AsyncRetry if asynchronous else Retry)(NoBackoff(), 0)}
 
 
-def _lost(url: str, exc: Exception, delay: float) -> None:
-    log.warning("subscriber lost Redis at %s (%s); subscribing again in %.1fs", mask_url(url), exc, delay)
+def _lost(url: RedisTopology, exc: Exception, delay: float) -> None:
+    log.warning("subscriber lost Redis at %s (%s); subscribing again in %.1fs", url.describe(), exc, delay)
 
 
-def subscribe(*specs: str, url: str | None = None, prefix: str = "", models: bool = True,
+def subscribe(*specs: str, url: "str | RedisTopology | None" = None, prefix: str = "", models: bool = True,
               on_reconnect: Callable[[], object] | None = None) -> Iterator[Message]:
     """Yield :class:`Message` for every payload published on the given channels or patterns (blocking).
 
@@ -140,7 +140,7 @@ def subscribe(*specs: str, url: str | None = None, prefix: str = "", models: boo
     """
     channels, patterns = _split(specs, prefix)
     url = _resolve_url(url)
-    client = redis.Redis.from_url(url, **_no_retries(asynchronous=False))
+    client = sync_client(url, **_no_retries(asynchronous=False))
     backoff = Backoff(RECONNECT_INITIAL, RECONNECT_MAX)
     subscribed_once = False
     try:
@@ -152,7 +152,7 @@ def subscribe(*specs: str, url: str | None = None, prefix: str = "", models: boo
                 if patterns:
                     pubsub.psubscribe(*patterns)
                 if subscribed_once:
-                    log.info("subscriber: subscribed again at %s", mask_url(url))
+                    log.info("subscriber: subscribed again at %s", url.describe())
                     if on_reconnect is not None:
                         on_reconnect()
                 subscribed_once = True
@@ -173,7 +173,7 @@ def subscribe(*specs: str, url: str | None = None, prefix: str = "", models: boo
         client.close()
 
 
-async def asubscribe(*specs: str, url: str | None = None, prefix: str = "", models: bool = True,
+async def asubscribe(*specs: str, url: "str | RedisTopology | None" = None, prefix: str = "", models: bool = True,
                      on_reconnect: Callable[[], object] | None = None) -> AsyncIterator[Message]:
     """Async version of :func:`subscribe`: reconnects the same way, and may miss the same messages (see there).
 
@@ -182,7 +182,7 @@ async def asubscribe(*specs: str, url: str | None = None, prefix: str = "", mode
     """
     channels, patterns = _split(specs, prefix)
     url = _resolve_url(url)
-    client = aioredis.Redis.from_url(url, **_no_retries(asynchronous=True))
+    client = async_client(url, **_no_retries(asynchronous=True))
     backoff = Backoff(RECONNECT_INITIAL, RECONNECT_MAX)
     subscribed_once = False
     try:
@@ -194,7 +194,7 @@ async def asubscribe(*specs: str, url: str | None = None, prefix: str = "", mode
                 if patterns:
                     await pubsub.psubscribe(*patterns)
                 if subscribed_once:
-                    log.info("subscriber: subscribed again at %s", mask_url(url))
+                    log.info("subscriber: subscribed again at %s", url.describe())
                     if on_reconnect is not None:
                         result = on_reconnect()
                         if inspect.isawaitable(result):
@@ -217,9 +217,10 @@ async def asubscribe(*specs: str, url: str | None = None, prefix: str = "", mode
         await client.aclose()
 
 
-def latest(kind: str, identifier: str, *, url: str | None = None, prefix: str = "", models: bool = True) -> Any:
+def latest(kind: str, identifier: str, *, url: "str | RedisTopology | None" = None, prefix: str = "",
+           models: bool = True) -> Any:
     """The last payload published on a channel (a model, or a dict with ``models=False``), or ``None``."""
-    client = redis.Redis.from_url(_resolve_url(url))
+    client = sync_client(_resolve_url(url))
     try:
         raw = client.get(latest_key(kind, identifier, prefix))
     finally:
@@ -230,7 +231,8 @@ def latest(kind: str, identifier: str, *, url: str | None = None, prefix: str = 
     return from_dict(MODEL_FOR_TYPE[kind], data) if models else data
 
 
-def book(kind: str, account_id: str, *, url: str | None = None, prefix: str = "", models: bool = True) -> dict[str, Any]:
+def book(kind: str, account_id: str, *, url: "str | RedisTopology | None" = None, prefix: str = "",
+         models: bool = True) -> dict[str, Any]:
     """An account's whole current book: ``{symbol: Position}`` for ``positions`` (closed positions are gone) or
     ``{currency: Balance}`` for ``balances``; empty when nothing was published (or ``latest`` is off).
 
@@ -238,7 +240,7 @@ def book(kind: str, account_id: str, *, url: str | None = None, prefix: str = ""
     apply the messages that arrive.
     """
     key = book_key(kind, account_id, prefix)
-    client = redis.Redis.from_url(_resolve_url(url))
+    client = sync_client(_resolve_url(url))
     try:
         raw = client.hgetall(key)
     finally:

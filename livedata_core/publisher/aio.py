@@ -15,6 +15,15 @@ positions and balances also update their account's book hash ``live_data:book:<t
 HGETALL gives the whole current book), and orders and transactions are appended to a capped stream
 ``live_data:stream:<type>:<id>``; latest keys with books, and streams, can each be turned off.
 
+Beyond one server (docs/scaling.md): given a :class:`~livedata_core.redis_topology.RedisTopology` with sentinels,
+the publisher asks them where the master is on every (re)connect, checks that the server it reached is the master
+(``ROLE``), and treats a ``READONLY`` reply (a demoted master) as a lost connection. With ``wait_replicas`` each
+pipeline that carries account events ends with ``WAIT``: its events count as published (``flush``, ``stats``)
+only once that many replicas have them. Events WAIT did not see replicated are kept (later events still flow to
+the master and its subscribers), asked about again by the next WAIT, and if the connection is lost first they
+are sent again, in order, to wherever the master then is: a failover cannot lose an event the old master had
+alone (a subscriber or stream may see it twice).
+
 Data of a broker that is not real (the demo) can be made to expire (:meth:`AsyncPublisher.expire`): each
 latest key, book hash and stream it writes then lives only so long after its last write, so it never outlives
 the broker as a symbol's current value. What is published on the channels is the same.
@@ -36,7 +45,8 @@ import orjson
 from ..channels import book_key, channel, latest_key, stream_key
 from ..errors import PublishError
 from ..models import Quote, check_model, finite_quote, to_dict
-from ..redis_url import mask_url, parse_redis_url, redis_url_from_env
+from ..redis_topology import RedisTopology, as_topology, async_client, master_address, with_address
+from ..redis_url import mask_url, parse_redis_url
 from .encoding import book_entry, dumps
 from .resp import RespConnection, command
 from ..aio_tools import within
@@ -53,6 +63,9 @@ TRANSIENT_ERRORS = ("LOADING", "READONLY", "OOM", "NOREPLICAS", "MISCONF", "BUSY
 # Error replies about the connection itself (credentials, a full server): reconnect with backoff, send all again.
 CONNECTION_ERRORS = ("NOAUTH", "NOPERM", "WRONGPASS")
 REPLY_TIMEOUT = 10.0
+MAX_RECONNECT_DELAY = 5.0
+# With sentinels a new master appears within seconds of a failover: reconnects are tried at least every second.
+MAX_SENTINEL_RECONNECT_DELAY = 1.0
 STREAM_TYPES = frozenset({"orders", "transactions"})
 MAX_CACHED_HEADS = 100_000
 
@@ -69,6 +82,8 @@ class PublisherStats:
     batches: int = 0
     errors: int = 0
     reconnects: int = 0
+    unreplicated: int = 0
+    """WAITs that came back with fewer replicas than ``wait_replicas``: their events were asked about again."""
     connected: bool = False
     last_error: str | None = None
     last_publish_at: float | None = None
@@ -77,7 +92,8 @@ class PublisherStats:
 class AsyncPublisher:
     """Publish models to Redis from asyncio code.
 
-    :param url: Redis URL; default ``LIVEDATA_REDIS_URL`` or ``redis://localhost:6379/0``.
+    :param url: Redis URL, or a :class:`~livedata_core.redis_topology.RedisTopology` (sentinels, ``WAIT``);
+        default ``LIVEDATA_REDIS_URL`` or ``redis://localhost:6379/0``.
     :param prefix: deployment prefix for every channel and key.
     :param latest: also keep the last payload per channel under ``live_data:latest:...`` and each account's
         positions and balances in the hashes ``live_data:book:...``.
@@ -89,7 +105,7 @@ class AsyncPublisher:
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | RedisTopology | None = None,
         *,
         prefix: str = "",
         latest: bool = True,
@@ -98,8 +114,22 @@ class AsyncPublisher:
         max_batch: int = 20_000,
         expire_after: dict[str, float] | None = None,
     ) -> None:
-        self.url = url or redis_url_from_env()[0]
+        self.topology = as_topology(url)
+        if self.topology.cluster:
+            raise ValueError("AsyncPublisher speaks to one server or a Sentinel master; use ClusterPublisher for a cluster")
+        self.url = self.topology.url
         self._target = parse_redis_url(self.url)
+        self._sentinel = bool(self.topology.sentinels)
+        self._max_reconnect_delay = MAX_SENTINEL_RECONNECT_DELAY if self._sentinel else MAX_RECONNECT_DELAY
+        self._wait_command = (
+            command(b"WAIT", str(self.topology.wait_replicas).encode(), str(round(self.topology.wait_timeout * 1000)).encode())
+            if self.topology.wait_replicas else None
+        )
+        self._unreplicated_streak = 0
+        # Events written to the master that no WAIT has yet seen on enough replicas, oldest first: sent again if the
+        # connection is lost before one does.
+        self._unreplicated: deque[_Event] = deque()
+        self._rewait_at = 0.0
         self.prefix = prefix
         self.latest = latest
         self.streams = streams
@@ -134,7 +164,7 @@ class AsyncPublisher:
             self.expire(broker, seconds)
 
     def __repr__(self) -> str:
-        return f"AsyncPublisher({mask_url(self.url)!r})"
+        return f"AsyncPublisher({self.topology.describe()!r})"
 
     # -- public API ----------------------------------------------------------------------------------------
 
@@ -253,11 +283,11 @@ class AsyncPublisher:
         # short-lived redis-py connection of their own.
         import redis.asyncio as aioredis
 
-        client = aioredis.Redis.from_url(self.url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = async_client(self.topology, socket_connect_timeout=timeout, socket_timeout=timeout)
         try:
             return await within(call(client), timeout)
         except (aioredis.RedisError, OSError, TimeoutError) as exc:
-            raise PublishError(f"cannot read {what} from Redis at {mask_url(self.url)}: {exc}") from None
+            raise PublishError(f"cannot read {what} from Redis at {self.topology.describe()}: {exc}") from None
         finally:
             await client.aclose()
 
@@ -265,7 +295,8 @@ class AsyncPublisher:
     def pending(self) -> int:
         """How many payloads are queued or sent but not yet confirmed by Redis."""
         retry = self._retry.messages if self._retry is not None else 0
-        return len(self._quotes) + len(self._reliable) + retry + sum(b.messages for b in self._in_flight)
+        in_flight = sum(b.messages for b in self._in_flight)
+        return len(self._quotes) + len(self._reliable) + retry + in_flight + len(self._unreplicated)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until Redis has confirmed everything published before this call (a quote replaced by a newer one
@@ -289,8 +320,11 @@ class AsyncPublisher:
         """Write what is queued (up to ``timeout`` seconds), then disconnect.
 
         Returns how many account events (orders, transactions, positions, balances) could not be written;
-        each is logged at error level with its channel and payload, so nothing is lost silently.
+        each is logged at error level with its channel and payload, so nothing is lost silently. With
+        ``wait_replicas``, events written to the master that no replica confirmed in time are logged (warning,
+        with their payloads) but not counted: they are in Redis unless the master fails before replicating them.
         """
+        held = {id(event) for event in self._unreplicated}
         if self._task is not None:
             await self.flush(timeout)
             for task in (self._task, self._reader_task):
@@ -309,7 +343,14 @@ class AsyncPublisher:
         self._closed = True
         await self._conn.close()
         self.stats.connected = False
-        unpublished = [event for event in self._reliable if event.publish]  # not the book-only removals
+        unreplicated = [event for event in self._reliable if event.publish and id(event) in held]
+        if unreplicated:
+            log.warning("%d account events were written to the master but no replica confirmed them before shutdown",
+                        len(unreplicated))  # fmt: skip
+            for event in unreplicated:
+                log.warning("unreplicated %s on %s: %s", event.kind, event.channel.decode(), event.payload.decode())
+        # Not the book-only removals, nor those the master has.
+        unpublished = [event for event in self._reliable if event.publish and id(event) not in held]
         if unpublished:
             log.error("%d account events were not published because Redis was unreachable at shutdown", len(unpublished))
             for event in unpublished:
@@ -372,14 +413,18 @@ class AsyncPublisher:
                 await asyncio.sleep(0.1)
 
     def _has_work(self) -> bool:
-        return bool(self._quotes or self._reliable or self._retry is not None)
+        return bool(self._quotes or self._reliable or self._retry is not None or self._rewait_due())
+
+    def _rewait_due(self) -> bool:
+        """Held unreplicated events and no event batch to carry a WAIT: time for a WAIT of its own?"""
+        return bool(self._unreplicated) and time.monotonic() >= self._rewait_at and not self._events_in_flight()
 
     def _events_in_flight(self) -> bool:
-        return any(batch.reliable or batch.retry for batch in self._in_flight)
+        return any(batch.reliable or batch.retry or batch.wait_at >= 0 for batch in self._in_flight)
 
     def _next_reconnect_delay(self) -> float:
         delay = self._reconnect_delay * (0.5 + random.random() / 2)
-        self._reconnect_delay = min(self._reconnect_delay * 2, 5.0)
+        self._reconnect_delay = min(self._reconnect_delay * 2, self._max_reconnect_delay)
         return delay
 
     async def _take_retry(self) -> "_Batch | None":
@@ -396,18 +441,34 @@ class AsyncPublisher:
         return batch
 
     async def _connect(self) -> None:
+        if self._sentinel:
+            host, port = await master_address(self.topology)
+            url = with_address(self.url, host, port)
+            self._conn.target = attrs.evolve(self._target, url=url, host=host, port=port)
         try:
             await self._conn.connect()
+            if self._sentinel:
+                await self._check_master()
         except PublishError:
             raise
         except Exception as exc:  # whatever else a broken peer causes, as a connection failure
             await self._conn.close()
-            raise PublishError(f"cannot connect to Redis at {mask_url(self.url)}: {type(exc).__name__}: {exc}") from None
+            raise PublishError(f"cannot connect to Redis at {mask_url(self._conn.target.url)}: "
+                               f"{type(exc).__name__}: {exc}") from None  # fmt: skip
         self._generation += 1
         if self.stats.reconnects or not self.stats.connected:
-            log.info("connected to Redis at %s", mask_url(self.url))
+            log.info("connected to Redis at %s", mask_url(self._conn.target.url))
         self.stats.connected = True
         self._reader_task = asyncio.create_task(self._read_replies(self._generation), name="livedata-publisher-replies")
+
+    async def _check_master(self) -> None:
+        # Right after a failover a sentinel may still name the old master, back as a replica: writing there would
+        # only earn READONLY replies.
+        role = (await within(self._conn.execute(command(b"ROLE"), 1), self._conn.connect_timeout))[0]
+        if isinstance(role, hiredis.ReplyError) or not role or role[0] != b"master":
+            await self._conn.close()
+            raise PublishError(f"Redis at {mask_url(self._conn.target.url)} is not the master of "
+                               f"{self.topology.service!r} (yet)")  # fmt: skip
 
     async def _read_replies(self, generation: int) -> None:
         try:
@@ -425,6 +486,8 @@ class AsyncPublisher:
                     batch = self._in_flight[0]
                     if isinstance(reply, hiredis.ReplyError):
                         self._error_reply(batch, reply)
+                    elif batch.answered == batch.wait_at:
+                        self._wait_reply(batch, reply)
                     elif batch.failed_books:
                         self._keep_book_order(batch)
                     batch.answered += 1
@@ -440,10 +503,21 @@ class AsyncPublisher:
             await self._connection_lost(exc, generation)
 
     def _batch_done(self, batch: "_Batch") -> None:
-        failed_events = {id(owner) for _, owner in batch.failed if isinstance(owner, _Event) and owner.publish}
+        failed_events = {id(event) for _, owner in batch.failed for event in _events_of(owner) if event.publish}
         refused = batch.refused - failed_events  # an event partly written for good is not "published"
         self.stats.refused += len(refused)
-        self.stats.published += batch.messages - len(failed_events) - len(refused)
+        held = 0
+        if batch.unreplicated:
+            # Written, but not seen on enough replicas: held until a later WAIT sees them, resent if the link drops.
+            for event in batch.reliable or batch.retry:
+                if id(event) not in failed_events and id(event) not in refused:
+                    self._unreplicated.append(event)
+                    held += event.publish
+        elif batch.wait_at >= 0 and self._unreplicated:
+            # A WAIT covers every earlier write of the connection: the held events are replicated now.
+            self.stats.published += sum(event.publish for event in self._unreplicated)
+            self._unreplicated.clear()
+        self.stats.published += batch.messages - len(failed_events) - len(refused) - held
         self.stats.batches += 1
         self.stats.last_publish_at = time.time()
         self._reconnect_delay = 0.05  # the connection really works
@@ -460,8 +534,14 @@ class AsyncPublisher:
                 commands = pending.commands + commands
                 owners = pending.owners + owners
                 covers = max(covers, pending.covers)
-            events = list({id(o): o for o in owners if isinstance(o, _Event)}.values())
+            events = list({id(e): e for o in owners for e in _events_of(o)}.values())
+            wait_at = -1
+            if self._wait_command is not None and events:
+                wait_at = len(commands)
+                commands.append(self._wait_command)
+                owners.append(_Wait(events))
             self._retry = _Batch(b"".join(commands), owners, len(events), {}, [], commands=commands, retry=events)
+            self._retry.wait_at = wait_at
             self._retry.covers = covers
             self._retry.is_retry = True
             self._wakeup.set()
@@ -482,7 +562,10 @@ class AsyncPublisher:
     def _confirm(self, covers: int) -> None:
         # Batches are answered in order, but a retry of failed commands is answered after later batches: nothing
         # is confirmed past a retry until the retry itself is answered.
+        # Held unreplicated events are not confirmed either (see _batch_done).
         self._covered_seq = max(self._covered_seq, covers)
+        if self._unreplicated:
+            return
         if self._retry is None and not any(b.is_retry for b in self._in_flight) and self._covered_seq > self._confirmed_seq:
             self._confirmed_seq = self._covered_seq
             self._confirmed.set()
@@ -496,6 +579,13 @@ class AsyncPublisher:
         owner = batch.owners[batch.answered]
         if code in CONNECTION_ERRORS or "max number of clients" in text:
             raise PublishError(f"Redis refused the connection: {text}")
+        if code == "READONLY" and self._sentinel:
+            # The master was demoted: find the new one; what this connection had unanswered goes there again.
+            raise PublishError(f"Redis at {mask_url(self._conn.target.url)} is no longer the master: {text}")
+        if isinstance(owner, _Wait):
+            # WAIT refused: the events' replication is unknown, so they are held as unreplicated.
+            self._wait_reply(batch, text)
+            return
         if code in TRANSIENT_ERRORS:
             command = batch.commands[batch.answered]
             batch.failed.append((command, owner))
@@ -511,6 +601,26 @@ class AsyncPublisher:
                       owner.payload.decode())
         else:
             log.error("Redis refused a command: %s", text)
+
+    def _wait_reply(self, batch: "_Batch", replicas: Any) -> None:
+        """WAIT's answer: the events of the batch count as published once ``wait_replicas`` replicas have them."""
+        wanted = self.topology.wait_replicas
+        if isinstance(replicas, int) and replicas >= wanted:
+            if self._unreplicated_streak:
+                log.info("account events reach %d replica(s) again", wanted)
+            self._unreplicated_streak = 0
+            return
+        batch.unreplicated = True
+        self.stats.unreplicated += 1
+        self._unreplicated_streak += 1
+        if self._unreplicated_streak in (1, 10) or self._unreplicated_streak % 100 == 0:
+            log.warning("account events reached %s of %d replica(s) within %gs (%d time(s) in a row); they are not "
+                        "counted as published until a replica has them, and sent again if the master changes first", replicas, wanted, self.topology.wait_timeout,
+                        self._unreplicated_streak)  # fmt: skip
+        # With no new events to carry one, a WAIT of its own asks again after a pause (growing up to 2 s).
+        pause = min(2.0, 0.1 * 2 ** min(self._unreplicated_streak, 5))
+        self._rewait_at = time.monotonic() + pause
+        asyncio.get_running_loop().call_later(pause, self._wakeup.set)
 
     async def _connection_lost(self, exc: PublishError, generation: int) -> None:
         if generation != self._generation:
@@ -538,6 +648,9 @@ class AsyncPublisher:
         if self._retry is not None:
             self._reliable.extendleft(reversed(self._retry.retry))
             self._retry = None
+        if self._unreplicated:  # older than anything above: written, but maybe only to a master that is gone
+            self._reliable.extendleft(reversed(self._unreplicated))
+            self._unreplicated.clear()
 
     def _note_error(self, exc: Exception) -> None:
         if self.stats.connected:
@@ -615,6 +728,11 @@ class AsyncPublisher:
         if latest_pairs:
             commands.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(latest_pairs)) + b"".join(latest_pairs))
             owners.append(None)
+        wait_at = -1
+        if self._wait_command is not None and (reliable or self._rewait_due()):
+            wait_at = len(commands)
+            commands.append(self._wait_command)
+            owners.append(_Wait(reliable))
         # Covers every publish before the oldest one still queued (max_batch may leave some for the next batch).
         oldest = min(self._quote_seqs.values(), default=self._published_seq + 1) if self._quotes else self._published_seq + 1
         if self._reliable:
@@ -632,6 +750,7 @@ class AsyncPublisher:
         messages = len(quotes) + sum(1 for event in reliable if event.publish)
         batch = _Batch(b"".join(commands), owners, messages, quotes, reliable, commands=commands)
         batch.covers = covers
+        batch.wait_at = wait_at
         return batch
 
 
@@ -691,11 +810,29 @@ class _Event:
         self.expire_commands = tuple(command(b"PEXPIRE", key, milliseconds) for key in keys)
 
 
+class _Wait:
+    """The owner of a pipeline's closing ``WAIT``: the account events whose replication it asks about."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: list[_Event]) -> None:
+        self.events = events
+
+
+def _events_of(owner: Any) -> list[_Event]:
+    """The account events a command belongs to (a WAIT belongs to all of its pipeline's)."""
+    if isinstance(owner, _Event):
+        return [owner]
+    if isinstance(owner, _Wait):
+        return owner.events
+    return []
+
+
 class _Batch:
     """One pipeline sent to Redis, what it carried, and whose each command is, until all replies are in."""
 
     __slots__ = ("data", "commands", "owners", "answered", "messages", "quotes", "reliable", "retry", "failed",
-                 "generation", "sent_at", "covers", "is_retry", "failed_books", "refused")
+                 "generation", "sent_at", "covers", "is_retry", "failed_books", "refused", "wait_at", "unreplicated")
 
     def __init__(
         self,
@@ -723,3 +860,5 @@ class _Batch:
         self.is_retry = False
         self.failed_books: set[tuple[bytes, bytes]] = set()  # (key, field) of book writes refused in this batch
         self.refused: set[int] = set()  # id() of events a command of which Redis refused for good
+        self.wait_at = -1  # the index of the closing WAIT command (-1: none)
+        self.unreplicated = False  # its WAIT saw fewer replicas than wanted

@@ -15,7 +15,10 @@ listed). An identifier that is not a string or cannot be a channel name raises
 :class:`~livedata_core.errors.InvalidIdentifier`. The ``broker`` field defaults to ``"external"``.
 
 Redis comes from ``LIVEDATA_REDIS_URL`` (default ``redis://localhost:6379/0``) unless :func:`configure` says
-otherwise. Connection failures raise :class:`~livedata_core.errors.PublishError` with the URL's password masked.
+otherwise: a URL, or a :class:`~livedata_core.redis_topology.RedisTopology` (with sentinels each call writes to
+the current master; with ``wait_replicas`` an account event that did not reach that many replicas raises
+``PublishError``, so the caller publishes it again). Connection failures raise
+:class:`~livedata_core.errors.PublishError` with the URL's password masked.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import redis
 from ..channels import book_key, channel, latest_key, stream_key, validate_prefix
 from ..errors import PublishError
 from ..models import to_dict
-from ..redis_url import mask_url, parse_redis_url, redis_url_from_env
+from ..redis_topology import RedisTopology, as_topology, sync_client
 from .encoding import book_entry, dumps, payload_for
 
 __all__ = [
@@ -42,21 +45,22 @@ __all__ = [
 
 _lock = threading.Lock()
 _settings: dict[str, Any] = {"url": None, "prefix": "", "latest": True, "streams": True, "stream_maxlen": 10_000}
-_client: redis.Redis | None = None
+_client: Any = None
 
 
 def configure(
-    url: str | None = None,
+    url: str | RedisTopology | None = None,
     *,
     prefix: str = "",
     latest: bool = True,
     streams: bool = True,
     stream_maxlen: int = 10_000,
 ) -> None:
-    """Set where and how the module-level functions publish. ``url=None`` means ``LIVEDATA_REDIS_URL``."""
+    """Set where and how the module-level functions publish. ``url=None`` means ``LIVEDATA_REDIS_URL``; a
+    :class:`~livedata_core.redis_topology.RedisTopology` names sentinels or a cluster."""
     global _client
     if url is not None:
-        parse_redis_url(url)
+        as_topology(url)
     validate_prefix(prefix)
     with _lock:
         _settings.update(url=url, prefix=prefix, latest=latest, streams=streams, stream_maxlen=stream_maxlen)
@@ -65,14 +69,13 @@ def configure(
         _client = None
 
 
-def _get_client() -> tuple[redis.Redis, str]:
+def _get_client() -> tuple[Any, RedisTopology]:
     global _client
-    url = _settings["url"] or redis_url_from_env()[0]
+    topology = as_topology(_settings["url"])
     with _lock:
         if _client is None:
-            parse_redis_url(url)
-            _client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
-        return _client, url
+            _client = sync_client(topology, socket_connect_timeout=5, socket_timeout=10)
+        return _client, topology
 
 
 def _publish(kind: str, identifier: str, data: Any, id_field: str) -> int:
@@ -93,10 +96,18 @@ def _publish(kind: str, identifier: str, data: Any, id_field: str) -> int:
                 pipe.hset(book_key(kind, identifier, prefix), field, payload)
     if _settings["streams"] and kind in ("orders", "transactions"):
         pipe.xadd(stream_key(kind, identifier, prefix), {"data": payload}, maxlen=_settings["stream_maxlen"], approximate=True)
+    wait = url.wait_replicas if kind != "quotes" else 0
+    if wait:
+        pipe.execute_command("WAIT", wait, round(url.wait_timeout * 1000))
     try:
-        return int(pipe.execute()[0])
+        replies = pipe.execute()
     except redis.RedisError as exc:
-        raise PublishError(f"could not publish to Redis at {mask_url(url)}: {exc}") from None
+        raise PublishError(f"could not publish to Redis at {url.describe()}: {exc}") from None
+    if wait and replies[-1] < wait:
+        raise PublishError(f"the {kind} payload of {identifier} reached the master at {url.describe()} but only "
+                           f"{replies[-1]} of {wait} replica(s) within {url.wait_timeout:g}s: it may be lost in a "
+                           "failover; publish it again")  # fmt: skip
+    return int(replies[0])
 
 
 def publish_quote(symbol: str, quote: Any) -> int:

@@ -13,8 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..ops.health import OpsServer
 from ..ops.staleness import StalenessWatch
-from ..publisher import AsyncPublisher
-from ..redis_url import mask_url
+from ..publisher import make_publisher
 from ..tokens import TokenStore, resolve_token_store
 from .broker_runtime import CLOSE_TIMEOUT, DRAIN_TIMEOUT, BrokerRuntime
 from .config import RunnerConfig
@@ -60,8 +59,8 @@ class Runner:
         self, config: RunnerConfig, *, token_store: TokenStore | None = None, clock: Callable[[], float] | None = None
     ) -> None:
         self.config = config
-        self.publisher = AsyncPublisher(
-            config.redis.url,
+        self.publisher = make_publisher(
+            config.redis.topology,
             prefix=config.redis.prefix,
             latest=config.redis.latest,
             streams=config.redis.streams,
@@ -93,7 +92,7 @@ class Runner:
                     raise ConfigError(f"brokers.{name}.{EXPIRE_SETTING}: {exc}") from None
         self.pollers = {name: AccountPoller(rt) for name, rt in self.runtimes.items()}
         self.control = ControlServer(
-            config.redis.url, config.redis.prefix, self._handle_command, self.status, config.status_interval
+            config.redis.topology, config.redis.prefix, self._handle_command, self.status, config.status_interval
         )
         # Per-symbol staleness (checks each instance's market_hours against the session classes: ConfigError).
         self.staleness = StalenessWatch(self.runtimes, config.market_hours, self._announce, config.redis.prefix,
@@ -104,7 +103,7 @@ class Runner:
         self.ready = asyncio.Event()
 
     def __repr__(self) -> str:
-        return f"Runner(brokers={sorted(self.runtimes)}, redis={mask_url(self.config.redis.url)!r})"
+        return f"Runner(brokers={sorted(self.runtimes)}, redis={self.config.redis.topology.describe()!r})"
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -123,7 +122,7 @@ class Runner:
                 await self.ops.close()
             raise
         self.started_at = time.time()
-        log.info("publishing to %s (prefix %r)", mask_url(self.config.redis.url), self.config.redis.prefix)
+        log.info("publishing to %s (prefix %r)", self.config.redis.topology.describe(), self.config.redis.prefix)
         tasks: list[asyncio.Task[Any]] = []
         for name, rt in self.runtimes.items():
             if rt.broker.has("stream"):
@@ -217,7 +216,7 @@ class Runner:
             "pid": os.getpid(),
             "started_at": self.started_at,
             "now": time.time(),
-            "redis": mask_url(self.config.redis.url),
+            "redis": self.config.redis.topology.describe(),
             "prefix": self.config.redis.prefix,
             "publisher": {
                 "connected": stats.connected,
@@ -227,6 +226,7 @@ class Runner:
                 "pending": self.publisher.pending,
                 "errors": stats.errors,
                 "reconnects": stats.reconnects,
+                "unreplicated": stats.unreplicated,
                 "last_error": stats.last_error,
             },
             "brokers": {name: rt.snapshot() for name, rt in self.runtimes.items()},

@@ -8,6 +8,8 @@ Example ``livedata.toml``::
     latest = true                      # keep live_data:latest:<type>:<id> and live_data:book:<type>:<account>
     streams = true                     # append orders and transactions to live_data:stream:<type>:<id>
     stream_maxlen = 10000              # 1 to 1,000,000
+    # sentinels = ["10.0.0.1:26379", "10.0.0.2:26379"]; service = "mymaster"   (docs/scaling.md)
+    # cluster = true; nodes = ["10.0.0.6:7000"]; sharded = true                (docs/scaling.md)
 
     [backoff]
     initial = 0.5                      # seconds before the first reconnect
@@ -48,6 +50,7 @@ from ..ops.market_hours import parse_classes, parse_patterns
 from ..limits import (
     MAX_INTERVAL, MAX_STREAM_MAXLEN, MAX_SYMBOLS_CAP, MAX_TIMEOUT, MAX_WAIT, Between, between, seconds,
 )
+from ..redis_topology import DEFAULT_WAIT_TIMEOUT, MAX_WAIT_TIMEOUT, RedisTopology
 from ..redis_url import DEFAULT_REDIS_URL, parse_redis_url
 
 __all__ = [
@@ -132,11 +135,27 @@ class RedisConfig:
     latest: bool = True
     streams: bool = True
     stream_maxlen: int = 10_000
+    sentinels: tuple[str, ...] = ()
+    """Sentinels (``host:port`` or URLs) watching ``service``: the master is asked of them (docs/scaling.md)."""
+    service: str | None = None
+    cluster: bool = False
+    """``url`` (and ``nodes``) are seed nodes of a Redis Cluster."""
+    nodes: tuple[str, ...] = ()
+    sharded: bool = False
+    """On a cluster: SPUBLISH, and consumers SSUBSCRIBE."""
+    wait_replicas: int = 0
+    """Account events count as published once this many replicas have them (``WAIT``); 0: off."""
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT
 
     def __repr__(self) -> str:
-        from ..redis_url import mask_url
+        return f"RedisConfig({self.topology.describe()!r}, prefix={self.prefix!r})"
 
-        return f"RedisConfig(url={mask_url(self.url)!r}, prefix={self.prefix!r})"
+    @property
+    def topology(self) -> RedisTopology:
+        """Where Redis is, as every livedata client takes it."""
+        return RedisTopology(self.url, sentinels=self.sentinels, service=self.service, cluster=self.cluster,
+                             nodes=self.nodes, sharded=self.sharded, wait_replicas=self.wait_replicas,
+                             wait_timeout=self.wait_timeout)  # fmt: skip
 
 
 @attrs.frozen
@@ -221,7 +240,7 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _redis(data: dict[str, Any], env: dict[str, str]) -> RedisConfig:
-    _unknown(data, {"url", "prefix", "latest", "streams", "stream_maxlen"}, "[redis]")
+    _unknown(data, {"url", "prefix", "latest", "streams", "stream_maxlen", *_TOPOLOGY_KEYS}, "[redis]")
     url = env.get("LIVEDATA_REDIS_URL") or data.get("url")
     explicit = bool(url)
     url = url or DEFAULT_REDIS_URL
@@ -236,14 +255,44 @@ def _redis(data: dict[str, Any], env: dict[str, str]) -> RedisConfig:
     except InvalidIdentifier as exc:
         raise ConfigError(f"redis.prefix: {exc}") from None
     maxlen = _whole(data.get("stream_maxlen", 10_000), "redis.stream_maxlen", _BOUNDS["redis.stream_maxlen"])
-    return RedisConfig(
+    config = RedisConfig(
         url=url,
         explicit=explicit,
         prefix=prefix,
         latest=_bool(data.get("latest", True), "redis.latest"),
         streams=_bool(data.get("streams", True), "redis.streams"),
         stream_maxlen=maxlen,
+        **_topology(data),
     )
+    config.topology  # checks the combination (sentinels with service, sharded with cluster...)
+    return config
+
+
+_TOPOLOGY_KEYS = ("sentinels", "service", "cluster", "nodes", "sharded", "wait_replicas", "wait_timeout")
+
+
+def _topology(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``[redis]`` keys of Sentinel and Cluster (docs/scaling.md), each checked on its own."""
+    out: dict[str, Any] = {}
+    if "sentinels" in data:
+        out["sentinels"] = _strings(data["sentinels"], "redis.sentinels")
+        if not out["sentinels"]:
+            raise ConfigError("redis.sentinels is empty: name at least one sentinel ('host:port'), or leave it out")
+    if "service" in data:
+        if not isinstance(data["service"], str) or not data["service"].strip():
+            raise ConfigError(f"redis.service must be the name the sentinels know the master by, was {data['service']!r}")
+        out["service"] = data["service"]
+    for key in ("cluster", "sharded"):
+        if key in data:
+            out[key] = _bool(data[key], f"redis.{key}")
+    if "nodes" in data:
+        out["nodes"] = _strings(data["nodes"], "redis.nodes")
+    # WAIT is on by default with sentinels: a failover must not lose an account event the old master had alone.
+    out["wait_replicas"] = _whole(data.get("wait_replicas", 1 if out.get("sentinels") else 0), "redis.wait_replicas",
+                                  between(0, 100))  # fmt: skip
+    if "wait_timeout" in data:
+        out["wait_timeout"] = _number(data["wait_timeout"], "redis.wait_timeout", seconds(0.001, MAX_WAIT_TIMEOUT))
+    return out
 
 
 def _broker(name: str, data: Any) -> BrokerConfig | None:

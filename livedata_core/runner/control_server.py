@@ -9,12 +9,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from ..channels import control_channel, status_key
 from ..control import MAX_COMMAND_BYTES, command_id, reply_channel, validate_command
 from ..errors import LivedataError
 from ..logs import mask_secrets
+from ..redis_topology import RedisTopology, async_client
 from ..backoff import Backoff
 from ..aio_tools import reraise_if_cancelling, within
 
@@ -31,13 +31,15 @@ log = logging.getLogger("livedata.runner.control")
 class ControlServer:
     """Subscribe to ``live_data:control`` and answer commands; write status to ``live_data:status``.
 
+    :param url: a Redis URL or a :class:`~livedata_core.redis_topology.RedisTopology` (with sentinels the
+        listener follows the master: after a failover it subscribes again on the new one).
     :param handler: ``await handler(command_dict)`` returns the result or raises ``LivedataError``/``ValueError``.
     :param status: returns the current status dict.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | RedisTopology,
         prefix: str,
         handler: Callable[[dict[str, Any]], Awaitable[Any]],
         status: Callable[[], dict[str, Any]],
@@ -47,7 +49,7 @@ class ControlServer:
         self.handler = handler
         self.status = status
         self.status_interval = status_interval
-        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+        self.redis = async_client(url, socket_connect_timeout=3, socket_timeout=5)
         self.ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 

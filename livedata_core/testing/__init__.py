@@ -21,6 +21,13 @@ so nothing reaches a real Redis. Fixtures:
 ``published``
     A :class:`PublishedCollector` listening to ``live_data:*`` on ``redis_server``: everything published
     during the test, as models, with ``wait_for(...)`` / ``wait_for_async(...)``.
+``sentinel_set``
+    A :class:`~livedata_core.testing.topology.SentinelSet` of the test's own: a master, a replica and three
+    sentinels (``redis-server --sentinel``) on loopback; ``.topology()``, ``.kill_master()``,
+    ``.wait_for_promotion(port)``. Takes several seconds to start (sentinels must find each other).
+``redis_cluster``
+    A :class:`~livedata_core.testing.topology.LocalCluster` of three masters (``--cluster-enabled yes``) for the
+    test module; ``.topology(sharded=True)``. Skipped, saying why, where the server is older than Redis 7.
 ``frame_server``
     A factory: ``frame_server(frames, on_message=..., ...)`` starts a :class:`FrameServer` in its own thread
     (a :class:`ServerThread`) and stops it after the test.
@@ -42,9 +49,11 @@ from .published import PublishedCollector
 from .registry import registered_plugin
 from .running import running
 from .threads import ServerThread
+from .topology import LocalCluster, SentinelSet, topology_skip_reason
 from .websocket import FrameServer
 
-__all__ = ["FrameServer", "PublishedCollector", "ServerThread", "registered_plugin", "running"]
+__all__ = ["FrameServer", "LocalCluster", "PublishedCollector", "SentinelSet", "ServerThread", "registered_plugin",
+           "running"]  # fmt: skip
 
 
 # Settings a developer may have exported for real use; a test must never publish to that Redis or run with that
@@ -98,6 +107,32 @@ def published(redis_url):
     collector = PublishedCollector(redis_url).start()
     yield collector
     collector.close()
+
+
+@pytest.fixture
+def sentinel_set():
+    """A master, a replica and three sentinels of the test's own (see :class:`SentinelSet`)."""
+    reason = topology_skip_reason("sentinel")
+    if reason:
+        pytest.skip(reason)
+    sentinels = SentinelSet()
+    try:
+        yield sentinels.start()
+    finally:
+        sentinels.close()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster():
+    """A three-master Redis Cluster for the test module (see :class:`LocalCluster`)."""
+    reason = topology_skip_reason("cluster")
+    if reason:
+        pytest.skip(reason)
+    cluster = LocalCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.close()
 
 
 @pytest.fixture
