@@ -7,7 +7,9 @@ Starts a private redis-server (loopback) and prints:
 
 1. throughput: quotes/s through the core AsyncPublisher (pre-built quotes), through the whole runner with the
    demo broker streaming as fast as it can, and through a naive ``json.dumps`` + ``await publish`` loop;
-   counted by Redis itself (INFO commandstats), not by the client;
+   counted by Redis itself (INFO commandstats), not by the client; then the runner with metrics off and on
+   (``[metrics]``: the /metrics server, scraped every second, and the sampled publish latency), each twice,
+   alternating (target: metrics cost at most 5%);
 2. latency publish-to-subscriber p50/p99/max at a steady 10k quotes/s, measured in a separate subscriber
    process, for the core publisher and for the naive loop;
 3. memory: resident size while quotes arrive about 10x faster than Redis accepts them (redis-server is
@@ -74,16 +76,23 @@ async def core_throughput(url: str, port: int, seconds: float) -> float:
     return (publish_calls(port) - before) / elapsed
 
 
-async def runner_throughput(url: str, port: int, seconds: float) -> tuple[float, int]:
+async def runner_throughput(url: str, port: int, seconds: float, metrics: bool = False) -> tuple[float, int]:
     from livedata_core.runner import Runner, load_config
     from livedata_core.tokens import MemoryTokenStore
 
-    config = load_config({"redis": {"url": url}, "brokers": {"demo": {
+    data = {"redis": {"url": url}, "brokers": {"demo": {
         "symbols": SYMBOLS, "quotes_per_second": 0, "batch": 1000, "order_every": 0,
-        "poll": {"positions": 0, "balances": 0, "orders": 0, "transactions": 0}}}})
-    runner = Runner(config, token_store=MemoryTokenStore())
+        "poll": {"positions": 0, "balances": 0, "orders": 0, "transactions": 0}}}}
+    if metrics:
+        data["metrics"] = {"port": 0}
+    runner = Runner(load_config(data), token_store=MemoryTokenStore())
     task = asyncio.create_task(runner.run())
     await runner.ready.wait()
+    scraping = threading.Event()
+    scraper = None
+    if metrics:  # as Prometheus would, from outside the event loop (more often: every second)
+        scraper = threading.Thread(target=scrape_every_second, args=(f"{runner.ops.url}/metrics", scraping), daemon=True)
+        scraper.start()
     await asyncio.sleep(0.5)
     before = publish_calls(port)
     start = time.perf_counter()
@@ -91,9 +100,20 @@ async def runner_throughput(url: str, port: int, seconds: float) -> tuple[float,
     elapsed = time.perf_counter() - start
     rate = (publish_calls(port) - before) / elapsed
     conflated = runner.publisher.stats.conflated
+    scraping.set()
+    if scraper is not None:
+        scraper.join(5)
     runner.stop()
     await task
     return rate, conflated
+
+
+def scrape_every_second(url: str, stop: threading.Event) -> None:
+    import httpx
+
+    with httpx.Client(timeout=5) as http:
+        while not stop.wait(1.0):
+            http.get(url).raise_for_status()
 
 
 async def naive_throughput(port: int, seconds: float) -> float:
@@ -256,6 +276,14 @@ def main() -> int:
         print(f"   core AsyncPublisher                     {core:>10,.0f} quotes/s   ({core / naive:.1f}x naive; target >= 100,000)")
         full, conflated = asyncio.run(runner_throughput(url, port, s))
         print(f"   runner + demo broker, end to end        {full:>10,.0f} quotes/s   (generation included; {conflated} conflated)")
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(2):
+            for metrics in (False, True):
+                rates[metrics].append(asyncio.run(runner_throughput(url, port, s, metrics=metrics))[0])
+        off, on = (sum(rates[m]) / 2 for m in (False, True))
+        print(f"   runner, metrics off (two runs)          {rates[False][0]:>10,.0f} {rates[False][1]:>10,.0f} quotes/s")
+        print(f"   runner, metrics on, scraped every 1 s   {rates[True][0]:>10,.0f} {rates[True][1]:>10,.0f} quotes/s   "
+              f"(cost {(off - on) / off:+.1%} of the mean; target at most 5%)")
 
         print("\n2. latency publish -> subscriber at 10,000 quotes/s (separate subscriber process, raw socket + hiredis)")
         for label, naive_flag in (("naive loop", True), ("core AsyncPublisher", False)):

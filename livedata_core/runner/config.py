@@ -21,10 +21,15 @@ Example ``livedata.toml``::
     max_symbols = 5000                 # cap on symbols streamed at once; default: the broker's own limit
     accounts = ["DEMO-1"]              # default: every account the broker reports
     poll = { positions = 5, balances = 5, orders = 2, transactions = 10 }   # seconds; 0 turns one off
+    stale_after = 300                  # seconds silent in session before resubscribe, then stale (0: off)
+    market_hours = { "BTC*" = "always" }   # symbol glob = session class (docs/operations.md)
     quotes_per_second = 20             # any other key is the broker's own setting
 
     [brokers.demo_b]                   # ...unless it names one: a second instance of the demo plugin
     plugin = "demo"
+
+    [metrics]                          # opt in: /metrics, /healthz, /readyz (docs/operations.md)
+    port = 9464
 
 Every error names the key (``brokers.demo.poll.orders``) and says what is wrong. Every number is bounded by
 what consumes it (see :mod:`livedata_core.limits`): a value out of range is refused, never cut short.
