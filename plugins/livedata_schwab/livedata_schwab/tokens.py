@@ -226,6 +226,7 @@ class TokenManager:
         age = now - record.refresh_issued_at / 1000
         left = self.settings.refresh_max_days * DAY - age
         until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(record.refresh_issued_at / 1000 + self.settings.refresh_max_days * DAY))
+        self.status["refresh_token_expires_at"] = record.refresh_issued_at / 1000 + self.settings.refresh_max_days * DAY
         if left <= 0:
             self.status[STATUS_KEY] = f"expired at {until}: {self.hint}"
             raise LoginRequired(f"the Schwab refresh token expired at {until} (they last 7 days): {self.hint}")

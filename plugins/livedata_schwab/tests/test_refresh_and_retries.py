@@ -90,6 +90,8 @@ def test_refresh_token_age_warns_then_requires_login(fake_schwab, settings_for, 
         run(go(store))
     assert "expires in 1d 14h" in status["refresh_token"] and "livedata auth schwab" in status["refresh_token"]
     assert "Schwab refresh token expires in 1d 14h" in caplog.text
+    left_days = (status["refresh_token_expires_at"] - time.time()) / 86400  # what the days-left metric reads
+    assert 1.5 < left_days < 1.7, left_days
 
     expired = saved_tokens(issued_days_ago=7.1, expires_in_s=60)
     with pytest.raises(LoginRequired, match="expired.*run `livedata auth schwab`"):
