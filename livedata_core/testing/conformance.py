@@ -19,19 +19,33 @@ Fixture                             Needed    What it returns
 ``conformance_settings``            no        the ``[brokers.NAME]`` settings (default ``{}``)
 ``conformance_token_store``         no        a token store holding working tokens (default: empty memory store)
 ``conformance_symbols``             stream    symbols the fake server quotes
-``conformance_server``              stream    the running fake server; ``drop()`` cuts every connection
+``conformance_server``              stream    the running fake server; ``drop()`` cuts every connection;
+                                              ``send_heartbeat()`` if the real broker sends heartbeats (TC-Q05)
 ``conformance_account``             fetch_*   an account id the fake server knows
 ``conformance_secrets``             no        strings that must never be logged (API keys, tokens)
 ``conformance_unknown_account``     no        an account id the broker does not have (``NO-SUCH-ACCOUNT``)
 ``conformance_invalid_symbols``     no        symbols the broker must refuse (``["", "AAPL*", "A?B"]``)
 ``conformance_unreachable_settings`` no       settings pointing at a port nobody listens on (TC-ERR-03)
 ``conformance_bad_credentials``     no        settings with credentials the fake server rejects (TC-ERR-04)
+``conformance_bad_token_store``     no        a token store holding credentials the fake server rejects
+                                              (TC-ERR-04; default: an empty memory store)
+``conformance_seed``                no        ``seed(kind, account_id)``: make the fake server hold at least one
+                                              item of ``kind`` (``"positions"``, ``"balances"``, ``"orders"``,
+                                              ``"transactions"``) for the account (TC-ACC-02..06)
+``conformance_refused_symbols``     no        symbols that normalise but the fake server refuses (TC-Q04)
+``conformance_fake_sends_no_heartbeats`` no   why TC-Q05 cannot run: the fake server sends no heartbeats where
+                                              the real one does (default ``""``: it runs)
 ``conformance_timeout``             no        seconds to wait for data (default 10)
 ==================================  ========  ===============================================================
 
 Each test is named after its ID (``test_TC_Q01_...``), so ``pytest -k TC_Q01`` runs one. A group whose
 capability the broker does not declare is skipped with the reason; an optional check whose fixture is not
-defined is skipped, naming the fixture.
+defined is skipped, naming the fixture. No check passes on nothing: a fetch that returns an empty list is
+seeded first (``conformance_seed``) or the test is skipped saying so, never passed.
+
+Secrets (TC-SEC, and every error message of TC-ERR-01..04) are the strings of ``conformance_secrets`` and every
+string value of a settings field that hides itself in ``repr`` (``attrs.field(repr=False)`` or a masking repr), as
+in ``conformance_bad_credentials`` and ``conformance_unreachable_settings``.
 """
 
 from __future__ import annotations
@@ -81,8 +95,15 @@ OPTIONAL_FIXTURES: dict[str, Any] = {
     "conformance_secrets": list,
     "conformance_unknown_account": lambda: "NO-SUCH-ACCOUNT",
     "conformance_invalid_symbols": lambda: ["", "AAPL*", "A?B"],
+    "conformance_bad_token_store": MemoryTokenStore,
+    "conformance_fake_sends_no_heartbeats": lambda: "",
     "conformance_timeout": lambda: 10.0,
 }
+
+KIND_OF_HOOK = {"fetch_positions": "positions", "fetch_balances": "balances", "fetch_orders": "orders",
+                "fetch_transactions": "transactions"}  # fmt: skip
+QUIET_STREAM_MAX_WAIT = 30.0
+"""TC-Q05 watches a quiet stream for two heartbeat timeouts; a stream whose timeout is longer is skipped."""
 
 TRANSPORT_LOGGERS = ("websockets", "httpx", "httpcore", "asyncio", "hpack", "urllib3")
 """Third-party loggers TC-SEC-01 does not read: they log raw frames and headers at DEBUG, and ``livedata``
@@ -186,6 +207,25 @@ def check_capabilities(broker: Broker) -> None:
         f"declared capabilities {sorted(declared)} but implemented hooks {sorted(implemented)}: every capability "
         "needs the hook of the same name, and every such hook must be declared"
     )
+
+
+def _heartbeat_sender(server: Any) -> Any:
+    """A call that makes the fake server send one heartbeat as the real broker does on a quiet connection (its
+    ``send_heartbeat()``; on a :class:`~livedata_core.testing.ServerThread`, run on the server's loop), or ``None``
+    when it has none: the broker sends no heartbeats, and the stream must make them (from pings)."""
+    inner = getattr(server, "server", None)
+    if callable(getattr(server, "call", None)) and callable(getattr(inner, "send_heartbeat", None)):
+        return lambda: asyncio.to_thread(server.call, inner.send_heartbeat)
+    send = getattr(server, "send_heartbeat", None)
+    return send if callable(send) else None
+
+
+async def _beat(send: Any, every: float) -> None:
+    while True:
+        result = send()
+        if inspect.isawaitable(result):
+            await result
+        await asyncio.sleep(every)
 
 
 async def read_quotes(stream: BrokerStream, symbols: Sequence[str], timeout: float) -> list[Quote]:
@@ -312,9 +352,79 @@ class Harness:
         server = self.fixture("conformance_server")
         return server.drop()
 
+    def secrets(self, *settings: Any) -> list[str]:
+        """``conformance_secrets`` and the hidden string settings of each ``settings`` (see the module docs)."""
+        found = [s for s in self.fixture("conformance_secrets") if s]
+        for ctx_settings in settings:
+            found += secret_setting_values(ctx_settings)
+        return found
+
+    def seed(self, kind: str, account_id: str) -> bool:
+        """Ask the plugin's fake server for data of ``kind`` (``conformance_seed``); ``False`` if it has no seeder."""
+        try:
+            seeder = self.request.getfixturevalue("conformance_seed")
+        except pytest.FixtureLookupError as exc:
+            if exc.argname != "conformance_seed":
+                raise
+            return False
+        seeder(kind, account_id)
+        return True
+
+    def not_empty(self, items: list[Any], hook: str, account_id: str, seeded: bool) -> None:
+        """Skip (visibly) or fail a check that would otherwise pass on an empty list."""
+        if items:
+            return
+        kind = KIND_OF_HOOK[hook]
+        if seeded:
+            raise AssertionError(f"{hook}({account_id!r}) returned no {kind} after conformance_seed({kind!r}) made "
+                                 "the fake server hold some")  # fmt: skip
+        pytest.skip(f"{hook}({account_id!r}) returned no {kind}, so nothing was checked: make your fake server "
+                    f"return some for the account, or define `conformance_seed` (seed({kind!r}, account_id))")
+
 
 def _run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def secret_setting_values(settings: Any) -> list[str]:
+    """The string values of the settings fields that hide themselves in ``repr`` (``repr=False`` or a masking
+    repr), nested settings included: what must never appear in a message."""
+    import attrs
+
+    found: list[str] = []
+    if settings is None or not attrs.has(type(settings)):
+        return found
+    for field in attrs.fields(type(settings)):
+        value = getattr(settings, field.name, None)
+        if attrs.has(type(value)):
+            found += secret_setting_values(value)
+        elif isinstance(value, str) and len(value) >= 4 and field.repr is not True:
+            found.append(value)
+    return found
+
+
+def _no_secret(text: str, secrets: Iterable[str], where: str) -> None:
+    for secret in secrets:
+        if secret and secret in text:
+            raise AssertionError(f"{where} contains a secret: {text[:300]!r}")
+
+
+async def _expect_error(
+    awaitable: Any, expected: type[BaseException], what: str, timeout: float, secrets: Sequence[str], why: str
+) -> BaseException:
+    """Await ``awaitable``; assert it raises ``expected`` (a livedata error) without a secret in its message."""
+    try:
+        result = await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"{what} neither returned nor raised within {timeout:g}s; {why}") from None
+    except Exception as exc:  # noqa: BLE001 - judged below
+        _core_error(exc, what)
+        assert isinstance(exc, expected), (
+            f"{what} raised {type(exc).__name__}: {exc}; expected {expected.__name__}: {why}"
+        )
+        _no_secret(f"{exc} {exc!r}", secrets, f"the {type(exc).__name__} of {what}")
+        return exc
+    raise AssertionError(f"{what} returned {result!r} instead of raising {expected.__name__}: {why}")
 
 
 def _core_error(exc: BaseException, what: str) -> None:
@@ -472,6 +582,142 @@ class ConformanceSuite:
             for quote in collector.quotes:
                 check_quote(quote, broker.name, symbols)
 
+    def test_TC_Q03_subscribe_while_events_are_read(self, conformance: Harness) -> None:
+        """TC-Q03: ``subscribe()`` called while ``events()`` is being read (the runner's live control does that)
+        works: quotes for the symbols added then arrive on the same connection, and the reader does not fail."""
+        broker = conformance.require("stream")
+        symbols = conformance.symbols()
+        if len(symbols) < 2:
+            pytest.skip("`conformance_symbols` needs two symbols or more to subscribe some while reading")
+        conformance.fixture("conformance_server")
+        first, later = symbols[:1], symbols[1:]
+        timeout = conformance.timeout
+
+        async def scenario() -> list[Quote]:
+            async with conformance.session() as ctx, conformance.stream(ctx, first) as stream:
+                seen: dict[str, Quote] = {}
+                events = stream.events()
+
+                async def read() -> None:
+                    async for item in events:
+                        for model in item if type(item) is list else [item]:
+                            if isinstance(model, Quote):
+                                seen[model.symbol] = model
+
+                reader = asyncio.create_task(read())
+                try:
+                    async with asyncio.timeout(timeout):
+                        while first[0] not in seen:
+                            assert not reader.done(), f"events() ended before a quote for {first[0]}"
+                            await asyncio.sleep(0.01)
+                        await asyncio.wait_for(stream.subscribe(later), timeout)
+                        while not set(later) <= set(seen):
+                            if reader.done():
+                                reader.result()
+                                raise AssertionError("events() ended after subscribe() was called while reading")
+                            await asyncio.sleep(0.01)
+                except TimeoutError:
+                    raise AssertionError(
+                        f"no quote for {sorted(set(later) - set(seen))} within {timeout:g}s of subscribing them while "
+                        "events() was read: subscribe() must be safe to call concurrently with events()"
+                    ) from None
+                finally:
+                    reader.cancel()
+                    with contextlib.suppress(BaseException):
+                        await reader
+                    with contextlib.suppress(Exception):
+                        await events.aclose()  # type: ignore[attr-defined]
+                return list(seen.values())
+
+        for quote in _run(scenario()):
+            check_quote(quote, broker.name, symbols)
+
+    def test_TC_Q04_refused_symbols_raise_SymbolsRefused(self, conformance: Harness) -> None:
+        """TC-Q04: subscribing symbols the broker refuses (unknown to it, over its limit) raises SymbolsRefused
+        naming exactly those; the others of the call are subscribed and quote on the same connection."""
+        from ..errors import SymbolsRefused
+
+        broker = conformance.require("stream")
+        refused = [broker.normalize_symbol(s) for s in conformance.optional(
+            "conformance_refused_symbols", "symbols the broker refuses raise SymbolsRefused naming them")]
+        symbols = conformance.symbols()
+        conformance.fixture("conformance_server")
+
+        async def scenario() -> list[Quote]:
+            async with conformance.session() as ctx:
+                stream = await broker.call("stream", ctx=ctx)
+                try:
+                    await asyncio.wait_for(stream.connect(), conformance.timeout)
+                    try:
+                        await asyncio.wait_for(stream.subscribe([*symbols, *refused]), conformance.timeout)
+                    except SymbolsRefused as exc:
+                        assert set(exc.symbols) == set(refused), (
+                            f"SymbolsRefused names {exc.symbols}; the refused ones are {refused}"
+                        )
+                    except Exception as exc:
+                        raise AssertionError(
+                            f"subscribe({[*symbols, *refused]}) raised {type(exc).__name__}: {exc}; raise "
+                            f"SymbolsRefused(message, {refused!r}) and keep the rest subscribed"
+                        ) from exc
+                    else:
+                        raise AssertionError(f"subscribe() accepted {refused}, which the server refuses, in silence")
+                    return await read_quotes(stream, symbols, conformance.timeout)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(stream.close(), 5)
+
+        for quote in _run(scenario()):
+            check_quote(quote, broker.name, symbols)
+
+    def test_TC_Q05_quiet_stream_sends_heartbeats(self, conformance: Harness) -> None:
+        """TC-Q05: a connected stream with nothing subscribed yields something (HEARTBEAT at least) more often
+        than its ``heartbeat_timeout``, for two timeouts in a row: otherwise the runner's watchdog reconnects a
+        healthy but quiet connection over and over. A broker that sends no heartbeats needs them made from pings."""
+        broker = conformance.require("stream")
+        beat = _heartbeat_sender(conformance.fixture("conformance_server"))
+        unfaithful = conformance.fixture("conformance_fake_sends_no_heartbeats")
+        if unfaithful:
+            pytest.skip(f"the fake server sends no heartbeats where the real one does: {unfaithful}")
+
+        async def scenario() -> None:
+            async with conformance.session() as ctx:
+                stream = await broker.call("stream", ctx=ctx)
+                timeout = stream.heartbeat_timeout
+                if timeout is None:
+                    pytest.skip(f"{type(stream).__name__}.heartbeat_timeout is None: the runner never reconnects on silence")
+                if timeout > QUIET_STREAM_MAX_WAIT:
+                    pytest.skip(f"{type(stream).__name__}.heartbeat_timeout is {timeout:g}s; set it to "
+                                f"{QUIET_STREAM_MAX_WAIT:g}s or less in `conformance_settings` to check heartbeats")
+                events = stream.events()
+                try:
+                    await asyncio.wait_for(stream.connect(), conformance.timeout)
+                    loop = asyncio.get_running_loop()
+                    end = loop.time() + 2 * timeout
+                    last = loop.time()
+                    beating = asyncio.create_task(_beat(beat, timeout / 3)) if beat is not None else None
+                    while loop.time() < end:
+                        try:
+                            await asyncio.wait_for(events.__anext__(), timeout)
+                        except StopAsyncIteration:
+                            raise AssertionError("events() ended on a quiet but healthy connection") from None
+                        except asyncio.TimeoutError:
+                            raise AssertionError(
+                                f"nothing from events() for {timeout:g}s (the stream's heartbeat_timeout) with no "
+                                "symbol subscribed: yield HEARTBEAT when the broker sends one, or make heartbeats "
+                                "from pings if it sends none"
+                            ) from None
+                        last = loop.time()
+                    assert last > 0
+                    if beating is not None:
+                        beating.cancel()
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(stream.close(), 5)
+                    with contextlib.suppress(Exception):
+                        await events.aclose()  # type: ignore[attr-defined]
+
+        _run(scenario())
+
     # -- TC-ACC: account data --------------------------------------------------------------------------------
 
     def test_TC_ACC_01_accounts(self, conformance: Harness) -> None:
@@ -490,9 +736,11 @@ class ConformanceSuite:
             assert account.broker == broker.name
         assert account_id in [a.account_id for a in accounts], f"{account_id!r} is not among the accounts"
 
-    def _check_fetch(self, conformance: Harness, hook: str) -> None:
+    def _fetch_checked(self, conformance: Harness, hook: str) -> list[Any]:
+        """Seed, fetch, and check every item of ``hook`` for the test account; skip or fail on nothing."""
         broker = conformance.require(hook)
         account_id = conformance.fixture("conformance_account")
+        seeded = conformance.seed(KIND_OF_HOOK[hook], account_id)
 
         async def scenario() -> Any:
             async with conformance.session() as ctx:
@@ -502,33 +750,76 @@ class ConformanceSuite:
         assert isinstance(items, list), f"{hook} returned {type(items).__name__}, not a list"
         for item in items:
             check_account_model(item, ACCOUNT_MODELS[hook], broker.name, account_id)
+        conformance.not_empty(items, hook, account_id, seeded)
+        return items
 
     def test_TC_ACC_02_positions(self, conformance: Harness) -> None:
-        """TC-ACC-02: fetch_positions returns Positions of the requested account with float numbers."""
-        self._check_fetch(conformance, "fetch_positions")
+        """TC-ACC-02: fetch_positions returns Positions of the requested account with float numbers (at least
+        one: an empty answer is seeded with ``conformance_seed`` or skipped, never passed)."""
+        self._fetch_checked(conformance, "fetch_positions")
 
     def test_TC_ACC_03_balances(self, conformance: Harness) -> None:
         """TC-ACC-03: fetch_balances returns Balances of the requested account with float numbers."""
-        self._check_fetch(conformance, "fetch_balances")
+        self._fetch_checked(conformance, "fetch_balances")
 
     def test_TC_ACC_04_orders(self, conformance: Harness) -> None:
         """TC-ACC-04: fetch_orders returns Orders of the requested account, each status in ORDER_STATUSES."""
-        self._check_fetch(conformance, "fetch_orders")
+        self._fetch_checked(conformance, "fetch_orders")
 
     def test_TC_ACC_05_transactions(self, conformance: Harness) -> None:
         """TC-ACC-05: fetch_transactions returns Transactions of the requested account with ids and types."""
-        self._check_fetch(conformance, "fetch_transactions")
+        self._fetch_checked(conformance, "fetch_transactions")
+
+    def test_TC_ACC_06_ids_are_stable_across_polls(self, conformance: Harness) -> None:
+        """TC-ACC-06: two polls with the same ``since`` give every order and transaction of the first one the
+        same id in the second. The runner publishes each id once: an id made up per poll (a new uuid) would
+        publish every fill again on every poll."""
+        broker = conformance.broker
+        hooks = [h for h in ("fetch_orders", "fetch_transactions") if broker.has(h)]
+        if not hooks:
+            pytest.skip(f"broker {broker.name!r} declares neither fetch_orders nor fetch_transactions")
+        account_id = conformance.fixture("conformance_account")
+        seeded = {hook: conformance.seed(KIND_OF_HOOK[hook], account_id) for hook in hooks}
+        since = int(time.time() * 1000) - 86_400_000
+        id_field = {"fetch_orders": "order_id", "fetch_transactions": "transaction_id"}
+
+        async def scenario() -> dict[str, tuple[list[Any], list[Any]]]:
+            polls = {}
+            async with conformance.session() as ctx:
+                for hook in hooks:
+                    first = await broker.call(hook, ctx=ctx, account_id=account_id, since=since)
+                    second = await broker.call(hook, ctx=ctx, account_id=account_id, since=since)
+                    polls[hook] = (list(first), list(second))
+            return polls
+
+        checked = 0
+        for hook, (first, second) in _run(scenario()).items():
+            if not first:
+                continue
+            checked += 1
+            ids_first = [getattr(item, id_field[hook]) for item in first]
+            ids_second = {getattr(item, id_field[hook]) for item in second}
+            lost = [i for i in ids_first if i not in ids_second]
+            assert not lost, (
+                f"{hook}: {len(lost)} of {len(ids_first)} ids of the first poll are not in the second ({lost[:3]}...; "
+                f"second poll: {sorted(ids_second)[:3]}...): ids must come from the broker's data (its order or "
+                "execution id), never be made up per poll"
+            )
+        if not checked:
+            conformance.not_empty([], hooks[-1], account_id, any(seeded.values()))
 
     # -- TC-ERR: errors --------------------------------------------------------------------------------------
 
     def test_TC_ERR_01_unknown_account(self, conformance: Harness) -> None:
-        """TC-ERR-01: asking for an account the broker does not have either returns well-formed (possibly
-        empty) data or raises a livedata_core error, never a bare KeyError, httpx or websockets error."""
+        """TC-ERR-01: asking for an account the broker does not have raises a livedata_core error (naming no
+        secret), never a bare KeyError, httpx or websockets error, and never returns data: data for an account
+        it does not have can only be another account's, relabelled."""
         broker = conformance.broker
         hooks = [h for h in ACCOUNT_MODELS if broker.has(h)]
         if not hooks:
             pytest.skip(f"broker {broker.name!r} declares no fetch_positions/balances/orders/transactions")
         account_id = conformance.fixture("conformance_unknown_account")
+        secrets = conformance.secrets()
 
         async def scenario() -> None:
             async with conformance.session() as ctx:
@@ -537,11 +828,20 @@ class ConformanceSuite:
                         items = await conformance.fetch(ctx, hook, account_id)
                     except Exception as exc:
                         _core_error(exc, f"{hook}({account_id!r})")
+                        _no_secret(str(exc), secrets, f"the error of {hook}({account_id!r})")
                         continue
-                    for item in items:
-                        check_account_model(item, ACCOUNT_MODELS[hook], broker.name, account_id)
+                    assert not items, (
+                        f"{hook}({account_id!r}) returned {len(items)} item(s) for an account the broker does not "
+                        f"have (the first: {items[0]!r}): raise BrokerError naming the account instead"
+                    )
+                    empty.append(hook)
 
+        empty: list[str] = []
         _run(scenario())
+        if empty:
+            pytest.skip(f"{', '.join(empty)} returned an empty list for {account_id!r}, an account the broker does not "
+                        "have, so refusing it was not checked: raise BrokerError naming the account, and a mistyped "
+                        "account id is not polled as empty forever")  # fmt: skip
 
     def test_TC_ERR_02_invalid_symbols_are_refused(self, conformance: Harness) -> None:
         """TC-ERR-02: symbols that can never be valid raise InvalidIdentifier (not another exception)."""
@@ -557,61 +857,82 @@ class ConformanceSuite:
                 ) from exc
             raise AssertionError(f"normalize_symbol({symbol!r}) accepted it as {normalised!r}")
 
-    def test_TC_ERR_03_unreachable_server(self, conformance: Harness) -> None:
-        """TC-ERR-03: with the server unreachable, hooks raise livedata_core errors, and a stream's connect()
-        raises StreamError (so the runner backs off and retries instead of logging a crash)."""
+    async def _every_hook_fails(
+        self, conformance: Harness, ctx: BrokerContext, expected: type[BaseException], why: str, secrets: list[str],
+        account_id: str, authenticated: bool,
+    ) -> None:
+        """After ``authenticate`` (whatever it did): the stream's connect() and every fetch raise ``expected``.
+
+        When ``authenticate`` raised, a stream hook that cannot build its stream without the session it would have
+        made is let off (the runner never asks it then); a stream it does build is held to its connect()."""
         broker = conformance.broker
+        timeout = conformance.timeout
+        if broker.has("stream"):
+            stream = None
+            try:
+                stream = await asyncio.wait_for(broker.call("stream", ctx=ctx), timeout)
+            except Exception as exc:  # a stream hook that needs the session may refuse at once, as livedata errors
+                if authenticated or isinstance(exc, LivedataError):
+                    _core_error(exc, "the stream hook")
+                    assert isinstance(exc, expected), f"the stream hook raised {type(exc).__name__}: {exc}; {why}"
+                    _no_secret(str(exc), secrets, "the stream hook's error")
+            if stream is not None:
+                assert isinstance(stream, BrokerStream), f"the stream hook returned {type(stream).__name__}"
+                try:
+                    await _expect_error(stream.connect(), expected, "the stream's connect()", timeout, secrets, why)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(stream.close(), 5)
+        for hook in [h for h in ("fetch_accounts", *ACCOUNT_MODELS) if broker.has(h)]:
+            call = broker.call(hook, ctx=ctx, account_id=account_id, since=int(time.time() * 1000) - 86_400_000)
+            await _expect_error(call, expected, f"{hook}({account_id!r})", timeout, secrets, why)
+
+    def test_TC_ERR_03_unreachable_server(self, conformance: Harness) -> None:
+        """TC-ERR-03: with the server unreachable, ``authenticate`` raises a livedata_core error or succeeds, and
+        whatever it did, the stream's connect() and every fetch raise livedata_core errors (so the runner backs
+        off and retries instead of logging a crash), none naming a secret."""
         settings = conformance.optional(
             "conformance_unreachable_settings", "an unreachable server gives livedata_core errors"
         )
+        broker = conformance.broker
+        account_id = conformance.fixture("conformance_account") if any(broker.has(h) for h in ACCOUNT_MODELS) else "ACC"
+        why = "an unreachable server must raise a livedata_core error (StreamError, BrokerError...)"
 
         async def scenario() -> None:
             ctx = conformance.context(settings, MemoryTokenStore())
+            secrets = conformance.secrets(ctx.settings)
+            authenticated = True
             if broker.has("authenticate"):
-                try:
+                try:  # refusing to start is a fine answer; going on is checked all the same
                     await asyncio.wait_for(broker.call("authenticate", ctx=ctx), conformance.timeout)
-                except LivedataError:
-                    return  # refusing to start is a fine answer
+                except LivedataError as exc:
+                    _no_secret(str(exc), secrets, "the error of authenticate")
+                    authenticated = False
                 except Exception as exc:
                     _core_error(exc, "authenticate against an unreachable server")
-            if broker.has("stream"):
-                stream = await broker.call("stream", ctx=ctx)
-                with pytest.raises(StreamError):
-                    await asyncio.wait_for(stream.connect(), conformance.timeout)
-                await stream.close()
-            for hook in [h for h in ("fetch_accounts", *ACCOUNT_MODELS) if broker.has(h)]:
-                try:
-                    result = await asyncio.wait_for(
-                        broker.call(hook, ctx=ctx, account_id="ACC", since=0), conformance.timeout
-                    )
-                except Exception as exc:
-                    _core_error(exc, f"{hook} against an unreachable server")
-                else:  # data from a cache or another source is fine, as long as it is a list
-                    assert isinstance(result, list), f"{hook} returned {type(result).__name__}, not a list"
+            await self._every_hook_fails(conformance, ctx, LivedataError, why, secrets, account_id, authenticated)
 
         _run(scenario())
 
     def test_TC_ERR_04_bad_credentials(self, conformance: Harness) -> None:
-        """TC-ERR-04: credentials the broker rejects raise AuthError (or LoginRequired) from the first hook that
-        talks to the broker: authenticate, else the stream's connect(), else fetch_accounts."""
+        """TC-ERR-04: credentials the broker rejects raise AuthError (or LoginRequired) from ``authenticate``, and
+        then from the stream's connect() and every fetch as well (a stream login refused is an AuthError, so the
+        runner re-authenticates, not a StreamError), none naming a secret."""
         broker = conformance.broker
         settings = conformance.optional("conformance_bad_credentials", "rejected credentials raise AuthError")
         if broker.has("stream"):
             conformance.fixture("conformance_server")
+        account_id = conformance.fixture("conformance_account") if any(broker.has(h) for h in ACCOUNT_MODELS) else "ACC"
+        why = "rejected credentials must raise AuthError (or LoginRequired), so the runner logs in again"
 
         async def scenario() -> None:
-            ctx = conformance.context(settings, MemoryTokenStore())
-            with pytest.raises(AuthError):
-                if broker.has("authenticate"):
-                    await broker.call("authenticate", ctx=ctx)
-                elif broker.has("stream"):
-                    stream = await broker.call("stream", ctx=ctx)
-                    try:
-                        await stream.connect()
-                    finally:
-                        await stream.close()
-                else:
-                    await broker.call("fetch_accounts", ctx=ctx)
+            ctx = conformance.context(settings, conformance.fixture("conformance_bad_token_store"))
+            secrets = conformance.secrets(ctx.settings)
+            authenticated = not broker.has("authenticate")
+            if not authenticated:
+                await _expect_error(broker.call("authenticate", ctx=ctx), AuthError, "authenticate", conformance.timeout,
+                                    secrets, why)  # fmt: skip
+            await self._every_hook_fails(conformance, ctx, AuthError, why, secrets, account_id, authenticated)
 
         _run(scenario())
 
