@@ -90,3 +90,34 @@ def test_livedata_run_drives_it_with_the_tutorials_configuration(redis_server, t
     assert quote.get("broker") == "example" and quote.get("symbol") == "AAPL", err
     assert proc.returncode == 0, err
     assert "k-123" not in err
+
+
+def test_after_a_reconnect_no_published_quote_is_less_complete(published, redis_url):
+    """The example merges trades and quotes in ctx.quotes, which outlives the connection: the first update after a
+    reconnect (a trade) still publishes the bid and ask known before it."""
+    import asyncio
+
+    from livedata_core.runner import Runner, load_config
+    from livedata_core.testing import ServerThread, running
+    from livedata_core.tokens import MemoryTokenStore
+    from livedata_example.exchange import Exchange
+
+    _require_installed()
+    with ServerThread(Exchange(api_key="k-1", interval=0.05)) as exchange:
+        table = {"url": exchange.url, "api_key": "k-1", "symbols": ["AAPL"]}
+        config = load_config({"redis": {"url": redis_url}, "brokers": {"example": table},
+                              "backoff": {"initial": 0.02, "max": 0.1}}, env={})  # fmt: skip
+
+        async def scenario():
+            async with running(Runner(config, token_store=MemoryTokenStore())) as runner:
+                await published.wait_for_async("quotes", "AAPL", where=lambda q: None not in (q.bid, q.last))
+                before = len(published.messages)
+                exchange.drop()
+                status = runner.status()["brokers"]["example"]
+                while runner.status()["brokers"]["example"]["reconnects"] == status["reconnects"]:
+                    await asyncio.sleep(0.02)
+                await published.wait_for_async("quotes", "AAPL", after=before, count=4)
+            return [m.data for m in published.messages[before:] if m.kind == "quotes"]
+
+        after = asyncio.run(scenario())
+    assert after and all(None not in (q.bid, q.ask, q.last, q.volume) for q in after)

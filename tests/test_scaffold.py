@@ -1,4 +1,5 @@
-"""``livedata plugin new NAME``: the generated project installs, its own tests pass, and livedata lists it.
+"""``livedata plugin new NAME``: the example plugin under a new name; the generated project installs, its own tests
+pass, and livedata lists it; the REST-only variant too.
 
 The project is installed into a throw-away venv that sees this environment's packages (through a ``.pth``
 file calling ``site.addsitedir``), so the shared environment is never changed.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,10 +19,13 @@ import pytest
 
 from livedata_core.cli import main
 from livedata_core.errors import ConfigError
+from livedata_core import scaffold
 from livedata_core.scaffold import FILES, create_plugin
 
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "livedata_example"
 
-@pytest.mark.parametrize("name", ["Acme", "1acme", "acme-fx", "", "a" * 33, "class", "demo", "acme fx"])
+
+@pytest.mark.parametrize("name", ["Acme", "1acme", "acme-fx", "", "a" * 33, "class", "demo", "example", "acme fx"])
 def test_bad_names_are_refused_with_a_reason(tmp_path, name):
     with pytest.raises(ConfigError) as info:
         create_plugin(name, tmp_path)
@@ -40,10 +45,37 @@ def test_cli_writes_every_file(tmp_path, capsys):
     assert main(["plugin", "new", "acme", "-d", str(tmp_path)]) == 0
     root = tmp_path / "livedata-acme"
     written = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    assert written == sorted(f.replace("$package", "livedata_acme") for f in FILES)
+    assert written == sorted([f.replace("livedata_example", "livedata_acme") for f in FILES] + ["README.md"])
     assert f"created {root}" in capsys.readouterr().out
     pyproject = (root / "pyproject.toml").read_text()
     assert '[project.entry-points.livedata]\nacme = "livedata_acme"' in pyproject
+    for path in root.rglob("*.py"):
+        compile(path.read_text(), str(path), "exec")
+
+
+def test_the_project_is_the_example_under_the_new_name_read_from_the_example_itself(tmp_path, monkeypatch):
+    root = create_plugin("acme_fx", tmp_path)
+    stream = (root / "livedata_acme_fx" / "stream.py").read_text()
+    expected = (EXAMPLE / "livedata_example" / "stream.py").read_text()
+    expected = expected.replace("Example", "AcmeFx").replace('BROKER = "example"', 'BROKER = "acme_fx"')
+    assert stream == expected
+    assert "livedata_example" not in (root / "tests" / "conftest.py").read_text()
+    # No copy of the example in scaffold.py: a change to the example is in the next generated project.
+    copy = tmp_path / "changed-example"
+    shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    changed = copy / "livedata_example" / "stream.py"
+    changed.write_text(changed.read_text().replace("ping_interval = 1.0", "ping_interval = 2.5"))
+    monkeypatch.setattr(scaffold, "example_root", lambda: copy)
+    again = create_plugin("acme_fy", tmp_path)
+    assert "ping_interval = 2.5" in (again / "livedata_acme_fy" / "stream.py").read_text()
+
+
+def test_the_rest_variant_has_no_stream(tmp_path):
+    root = create_plugin("acme", tmp_path, rest=True)
+    assert not (root / "livedata_acme" / "stream.py").exists()
+    init = (root / "livedata_acme" / "__init__.py").read_text()
+    assert "stream" not in init and "websocket" not in init
+    assert '"quotes"' not in (root / "tests" / "test_runner.py").read_text()
     for path in root.rglob("*.py"):
         compile(path.read_text(), str(path), "exec")
 
@@ -68,8 +100,12 @@ def _venv_seeing_this_env(where: Path) -> Path:
     return python
 
 
-def test_generated_project_installs_passes_its_tests_and_is_listed(tmp_path):
-    root = create_plugin("acme", tmp_path)
+@pytest.mark.parametrize(("rest", "capabilities"), [
+    (False, ["authenticate", "fetch_accounts", "fetch_balances", "fetch_positions", "stream"]),
+    (True, ["authenticate", "fetch_accounts", "fetch_balances", "fetch_positions"]),
+], ids=["websocket", "rest"])  # fmt: skip
+def test_generated_project_installs_passes_its_tests_and_is_listed(tmp_path, rest, capabilities):
+    root = create_plugin("acme", tmp_path, rest=rest)
     python = _venv_seeing_this_env(tmp_path / "venv")
 
     installed = _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(root)], root, timeout=120)
@@ -86,4 +122,4 @@ def test_generated_project_installs_passes_its_tests_and_is_listed(tmp_path):
     plugins = json.loads(listing.stdout)
     [record] = [p for p in plugins["plugins"] if p["broker"] == "acme"]
     assert (record["distribution"], record["version"]) == ("livedata-acme", "0.1.0")
-    assert record["capabilities"] == ["fetch_accounts", "fetch_positions", "stream"]
+    assert record["capabilities"] == capabilities

@@ -81,7 +81,7 @@ async def shutdown(ctx: BrokerContext) -> None:
 
 @hookimpl
 def stream(ctx: BrokerContext) -> ExampleStream:
-    return ExampleStream(ctx.settings.url, ctx.settings.api_key)
+    return ExampleStream(ctx.settings.url, ctx.settings.api_key, ctx.quotes)  # ctx.quotes outlives the stream
 
 
 @hookimpl

@@ -6,13 +6,15 @@ One port serves both. HTTP requests carry the API key in the ``X-Api-Key`` heade
     GET /accounts/ACC-1/positions      [{"symbol": "AAPL", "qty": 10, "avg_price": 150.0}]
     GET /accounts/ACC-1/balances       {"cash": 1000.0, "currency": "USD"}
 
-The websocket is at ``/stream``. The client logs in, then subscribes; the exchange sends a quote per
-subscribed symbol every ``interval`` seconds, or a heartbeat when nothing is subscribed::
+The websocket is at ``/stream``. Every request carries an ``id`` its reply repeats. Every ``interval`` seconds
+the exchange sends a trade or a quote (alternately) per subscribed symbol: only what changed. It sends no
+heartbeats (a quiet client pings)::
 
-    > {"op": "login", "key": "..."}          < {"type": "ready"}  or  {"type": "error", "message": "..."}
-    > {"op": "subscribe", "symbols": ["AAPL"]}
-    < {"type": "quote", "symbol": "AAPL", "bid": 150.12, "ask": 150.14, "last": 150.13, "time": 1718000000000}
-    < {"type": "heartbeat"}
+    > {"id": 1, "op": "login", "key": "..."}                < {"id": 1, "ok": true}  or  {"id": 1, "ok": false, "error": "..."}
+    > {"id": 2, "op": "subscribe", "symbols": ["AAPL", "ZZZZ"]}   < {"id": 2, "ok": true, "refused": ["ZZZZ"]}
+    > {"id": 3, "op": "unsubscribe", "symbols": ["AAPL"]}   < {"id": 3, "ok": true}
+    < {"type": "trade", "symbol": "AAPL", "price": 150.13, "size": 100, "volume": 120400, "time": 1718000000000}
+    < {"type": "quote", "symbol": "AAPL", "bid": 150.12, "ask": 150.14, "time": 1718000000050}
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ ACCOUNTS = {
         "balances": {"cash": 1000.0, "currency": "USD"},
     }
 }
+UNLISTED = {"ZZZZ"}  # symbols the exchange refuses
 
 
 class Exchange:
@@ -43,6 +46,7 @@ class Exchange:
         self.interval = interval
         self.rng = random.Random(seed)
         self.prices: dict[str, float] = {}
+        self.volumes: dict[str, int] = {}
         self.clients: set[ServerConnection] = set()
         self.port = 0
         self._server: Server | None = None
@@ -77,38 +81,44 @@ class Exchange:
         return connection.respond(404, json.dumps({"error": f"no such resource {request.path}"}))
 
     async def _stream(self, connection: ServerConnection) -> None:
-        login = json.loads(await connection.recv())
-        if login.get("op") != "login" or login.get("key") != self.api_key:
-            await connection.send(json.dumps({"type": "error", "message": "login refused"}))
-            return
-        await connection.send(json.dumps({"type": "ready"}))
-        self.clients.add(connection)
         symbols: set[str] = set()
-        ticker = asyncio.create_task(self._tick(connection, symbols))
+        ticker = None
         try:
             async for message in connection:
                 request = json.loads(message)
-                if request.get("op") == "subscribe":
-                    symbols.update(request["symbols"])
+                reply = {"id": request.get("id"), "ok": True}
+                if ticker is None:  # the first request must be a good login
+                    if request.get("op") != "login" or request.get("key") != self.api_key:
+                        await connection.send(json.dumps({**reply, "ok": False, "error": "login refused"}))
+                        return
+                    self.clients.add(connection)
+                    ticker = asyncio.create_task(self._tick(connection, symbols))
+                elif request.get("op") == "subscribe":
+                    reply["refused"] = [s for s in request["symbols"] if s in UNLISTED]
+                    symbols.update(set(request["symbols"]) - UNLISTED)
                 elif request.get("op") == "unsubscribe":
                     symbols.difference_update(request["symbols"])
+                await connection.send(json.dumps(reply))
         except ConnectionClosed:
             pass
         finally:
-            ticker.cancel()
+            if ticker is not None:
+                ticker.cancel()
             self.clients.discard(connection)
 
     async def _tick(self, connection: ServerConnection, symbols: set[str]) -> None:
         with contextlib.suppress(ConnectionClosed):
-            while True:
+            for n in range(10**9):
                 await asyncio.sleep(self.interval)
-                if not symbols:
-                    await connection.send(json.dumps({"type": "heartbeat"}))
                 for symbol in sorted(symbols):
-                    await connection.send(json.dumps(self._quote(symbol)))
+                    await connection.send(json.dumps(self._update(symbol, trade=n % 2 == 0)))
 
-    def _quote(self, symbol: str) -> dict:
+    def _update(self, symbol: str, trade: bool) -> dict:
         last = self.prices.get(symbol) or round(self.rng.uniform(20, 500), 2)
+        now = int(time.time() * 1000)
+        if not trade:
+            return {"type": "quote", "symbol": symbol, "bid": round(last - 0.01, 2), "ask": round(last + 0.01, 2), "time": now}
         last = self.prices[symbol] = round(max(0.05, last + self.rng.choice((-0.01, 0.0, 0.01))), 2)
-        return {"type": "quote", "symbol": symbol, "bid": round(last - 0.01, 2), "ask": round(last + 0.01, 2),
-                "last": last, "time": int(time.time() * 1000)}
+        size = self.rng.choice((100, 200, 500))
+        self.volumes[symbol] = self.volumes.get(symbol, 0) + size
+        return {"type": "trade", "symbol": symbol, "price": last, "size": size, "volume": self.volumes[symbol], "time": now}

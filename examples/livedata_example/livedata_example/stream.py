@@ -1,85 +1,74 @@
-"""The Example exchange's quote stream: its websocket protocol spoken as a livedata ``BrokerStream``."""
+"""The Example exchange's quote stream, on livedata's ``WebSocketStream``.
+
+The base owns the socket: its reader, the request/reply matching, pings for heartbeats, closing. This class
+speaks the protocol: login and subscriptions are requests answered by id, and trades and quotes are partial
+updates merged per symbol in the instance's merge book (``ctx.quotes``), which outlives the connection.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import websockets
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
-
-from livedata_core import HEARTBEAT, AuthError, BrokerStream, Quote, StreamError, now_ms
+from livedata_core import AuthError, BrokerError, SymbolsRefused
+from livedata_core.merge import MergeBook
+from livedata_core.websocket_stream import WebSocketStream
 
 BROKER = "example"
+# Which fields of each update type carry which quote field.
+UPDATES = {"trade": {"price": "last", "size": "last_size", "volume": "volume"}, "quote": {"bid": "bid", "ask": "ask"}}
 
 
-class ExampleStream(BrokerStream):
+class ExampleStream(WebSocketStream):
     """One websocket connection to the Example exchange. The runner connects, subscribes, reads, closes."""
 
+    name = "the Example exchange"
     heartbeat_timeout = 5.0
+    ping_interval = 1.0  # the exchange sends no heartbeats: each pong is one
 
-    def __init__(self, url: str, api_key: str) -> None:
-        super().__init__()
-        self.url = url.replace("http", "ws", 1) + "/stream"
-        self._api_key = api_key
-        self._ws: Any = None
+    def __init__(self, url: str, api_key: str, quotes: MergeBook) -> None:
+        super().__init__(url.replace("http", "ws", 1) + "/stream")
+        self._api_key = api_key  # never in a message or repr
+        self._quotes = quotes
+        self._symbols: set[str] = set()
+        self._next_id = 0
 
-    def __repr__(self) -> str:
-        return f"ExampleStream({self.url!r})"  # never the key
-
-    async def connect(self) -> None:
-        try:
-            self._ws = await websockets.connect(self.url, open_timeout=5)
-            await self._ws.send(json.dumps({"op": "login", "key": self._api_key}))
-            reply = json.loads(await self._ws.recv())
-        except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
-            raise StreamError(f"cannot connect to {self.url}: {type(exc).__name__}: {exc}") from None
-        if reply.get("type") != "ready":
-            raise AuthError(f"the Example exchange refused the login: {reply.get('message')}")
+    async def login(self) -> None:
+        await self._call("login", key=self._api_key)
 
     async def subscribe(self, symbols: Sequence[str]) -> None:
-        await self._send({"op": "subscribe", "symbols": list(symbols)})
+        self._symbols.update(symbols)
+        refused = (await self._call("subscribe", symbols=list(symbols))).get("refused") or []
+        if refused:
+            self._symbols.difference_update(refused)
+            raise SymbolsRefused(f"the Example exchange does not list {', '.join(refused)}", refused)
 
     async def unsubscribe(self, symbols: Sequence[str]) -> None:
-        await self._send({"op": "unsubscribe", "symbols": list(symbols)})
+        self._symbols.difference_update(symbols)
+        await self._call("unsubscribe", symbols=list(symbols))
+        self._quotes.forget(symbols)
 
-    async def _send(self, message: dict) -> None:
-        try:
-            await self._ws.send(json.dumps(message))
-        except ConnectionClosed as exc:
-            raise StreamError(f"connection lost: {exc}") from None
+    async def _call(self, op: str, **fields: Any) -> dict:
+        """One request; its reply carries the same id."""
+        self._next_id += 1
+        reply = await self.request({"id": self._next_id, "op": op, **fields}, key=self._next_id, what=op)
+        if not reply.get("ok"):
+            error = AuthError if op == "login" else BrokerError
+            raise error(f"the Example exchange refused {op}: {reply.get('error')}")
+        return reply
 
-    async def events(self) -> AsyncIterator[Any]:
-        try:
-            async for raw in self._ws:
-                frame = json.loads(raw)
-                if frame.get("type") == "quote":
-                    quote = self._quote(frame)
-                    if quote is not None:
-                        yield quote
-                elif frame.get("type") == "heartbeat":
-                    yield HEARTBEAT
-                else:
-                    self.stats.skip("unknown frame", frame)
-        except ConnectionClosed as exc:
-            raise StreamError(f"connection lost: {exc}") from None
-
-    def _quote(self, frame: dict) -> Quote | None:
-        try:
-            return Quote(
-                broker=BROKER,
-                symbol=frame["symbol"],
-                bid=float(frame["bid"]),
-                ask=float(frame["ask"]),
-                last=float(frame["last"]),
-                timestamp=int(frame["time"]),
-                received_at=now_ms(),
-            )
-        except (KeyError, TypeError, ValueError):
-            self.stats.skip("malformed quote", frame)
+    def on_frame(self, raw: str | bytes) -> Any:
+        frame = self.decode(raw)
+        if not isinstance(frame, dict):
             return None
-
-    async def close(self) -> None:
-        if self._ws is not None:
-            await self._ws.close()
+        if "id" in frame:
+            self.resolve(frame["id"], frame)
+            return None
+        fields = UPDATES.get(frame.get("type"))
+        symbol = frame.get("symbol")
+        if fields is None or symbol not in self._symbols:
+            self.stats.skip("unknown frame or symbol", frame)
+            return None
+        update = {name: frame[key] for key, name in fields.items() if key in frame}
+        time = frame.get("time")
+        return self._quotes.merge(symbol, update, timestamp=time if type(time) is int else None, stats=self.stats)

@@ -41,6 +41,11 @@ def conformance_symbols():
 
 
 @pytest.fixture
+def conformance_refused_symbols():
+    return ["ZZZZ"]
+
+
+@pytest.fixture
 def conformance_account():
     return "ACC-1"
 

@@ -19,12 +19,13 @@ def test_runner_publishes_quotes_positions_and_balances(exchange, api_key, publi
 
     async def scenario():
         async with running(Runner(config, token_store=MemoryTokenStore())):
-            quotes = await published.wait_for_async("quotes", "AAPL")
+            # Trades and quotes arrive apart; once both came, each quote carries both (the merge book).
+            quotes = await published.wait_for_async("quotes", "AAPL", where=lambda q: None not in (q.bid, q.last))
             positions = await published.wait_for_async("positions", "ACC-1")
             balances = await published.wait_for_async("balances", "ACC-1")
         return quotes[0], positions[0], balances[0]
 
     quote, position, balance = asyncio.run(scenario())
-    assert quote.broker == "example" and quote.bid < quote.ask
+    assert quote.broker == "example" and quote.bid < quote.ask and quote.volume > 0
     assert (position.symbol, position.quantity, position.average_price) == ("AAPL", 10.0, 150.0)
     assert (balance.cash, balance.currency) == (1000.0, "USD")
