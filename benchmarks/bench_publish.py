@@ -5,7 +5,8 @@
 
 Starts a private redis-server (loopback) and prints:
 
-1. throughput: quotes/s through the core AsyncPublisher (pre-built quotes), through the whole runner with the
+1. throughput: quotes/s through the core AsyncPublisher (pre-built quotes), through the ClusterPublisher to a
+   local three-master Redis Cluster (sharded and plain pub/sub; skipped before Redis 7), through the whole runner with the
    demo broker streaming as fast as it can, and through a naive ``json.dumps`` + ``await publish`` loop;
    counted by Redis itself (INFO commandstats), not by the client; then the runner with metrics off and on
    (``[metrics]``: the /metrics server, scraped every second, and the sampled publish latency), each twice,
@@ -129,6 +130,43 @@ async def naive_throughput(port: int, seconds: float) -> float:
     elapsed = time.perf_counter() - start
     await client.aclose()
     return (publish_calls(port) - before) / elapsed
+
+
+async def cluster_throughput(seconds: float) -> tuple[float, float] | str:
+    """Quotes/s through the ClusterPublisher to a local three-master cluster, with sharded (SPUBLISH) and plain
+    PUBLISH; counted by the nodes. A string says why it could not run."""
+    from livedata_core.publisher import make_publisher
+    from livedata_core.testing.topology import LocalCluster, topology_skip_reason
+
+    reason = topology_skip_reason("cluster")
+    if reason:
+        return reason
+    cluster = LocalCluster().start()
+    try:
+        rates = []
+        for sharded in (True, False):
+            word = "spublish" if sharded else "publish"
+
+            def calls() -> int:
+                return sum(int(redis.Redis(port=n.port).info("commandstats").get(f"cmdstat_{word}", {}).get("calls", 0))
+                           for n in cluster.nodes)
+
+            pub = make_publisher(cluster.topology(sharded=sharded), latest=True)
+            await pub.start()
+            quotes = make_quotes(len(SYMBOLS))
+            before = calls()
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                for q in quotes:
+                    pub.publish(q)
+                await asyncio.sleep(0)
+            await pub.flush(60)
+            elapsed = time.perf_counter() - start
+            await pub.close()
+            rates.append((calls() - before) / elapsed)
+        return rates[0], rates[1]
+    finally:
+        cluster.close()
 
 
 # -- 2. latency ------------------------------------------------------------------------------------------------
@@ -274,6 +312,13 @@ def main() -> int:
         print(f"   naive json.dumps + await publish loop   {naive:>10,.0f} quotes/s")
         core = asyncio.run(core_throughput(url, port, s))
         print(f"   core AsyncPublisher                     {core:>10,.0f} quotes/s   ({core / naive:.1f}x naive; target >= 100,000)")
+        cluster = asyncio.run(cluster_throughput(s))
+        if isinstance(cluster, str):
+            print(f"   ClusterPublisher, 3-master cluster      skipped: {cluster}")
+        else:
+            print(f"   ClusterPublisher, 3 masters, SPUBLISH   {cluster[0]:>10,.0f} quotes/s   "
+                  f"({cluster[0] / core:.2f}x the single server; redis-py's cluster pipeline, all on this host)")
+            print(f"   ClusterPublisher, 3 masters, PUBLISH    {cluster[1]:>10,.0f} quotes/s   (broadcast to every node)")
         full, conflated = asyncio.run(runner_throughput(url, port, s))
         print(f"   runner + demo broker, end to end        {full:>10,.0f} quotes/s   (generation included; {conflated} conflated)")
         rates: dict[bool, list[float]] = {False: [], True: []}

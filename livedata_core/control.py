@@ -29,7 +29,7 @@ import redis
 
 from .channels import MAX_IDENTIFIER_LENGTH, control_channel, status_key, validate_prefix
 from .errors import LivedataError, PublishError
-from .redis_topology import RedisTopology, as_topology, sync_client
+from .redis_topology import RedisTopology, as_topology, sync_client, sync_pubsub_client
 
 __all__ = [
     "COMMANDS",
@@ -151,12 +151,17 @@ class ControlClient:
         self.prefix = validate_prefix(prefix)
         self.timeout = timeout
         self._redis = sync_client(self.topology, socket_connect_timeout=5, socket_timeout=timeout + 5)
+        # On a cluster, commands and replies go through one node (see redis_topology.sync_pubsub_client).
+        self._pubsub_redis = (sync_pubsub_client(self.topology, socket_connect_timeout=5, socket_timeout=timeout + 5)
+                              if self.topology.cluster else self._redis)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"ControlClient({self.topology.describe()!r})"
 
     def close(self) -> None:
         self._redis.close()
+        if self._pubsub_redis is not self._redis:
+            self._pubsub_redis.close()
 
     def __enter__(self) -> "ControlClient":
         return self
@@ -176,10 +181,10 @@ class ControlClient:
         if len(raw) > MAX_COMMAND_BYTES:
             raise ControlError(f"the command is {len(raw)} bytes; the runner reads at most {MAX_COMMAND_BYTES}")
         try:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._pubsub_redis.pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe(reply_to)
             try:
-                listeners = self._redis.publish(control_channel(self.prefix), raw)
+                listeners = self._pubsub_redis.publish(control_channel(self.prefix), raw)
                 if listeners == 0:
                     raise NoRunner(
                         f"no runner is listening on {control_channel(self.prefix)} at {self.topology.describe()}; "

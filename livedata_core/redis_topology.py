@@ -24,8 +24,8 @@ from .errors import ConfigError
 from .redis_url import mask_url, parse_redis_url, redis_url_from_env
 
 __all__ = [
-    "DEFAULT_WAIT_TIMEOUT", "MAX_WAIT_TIMEOUT", "RedisTopology", "as_topology", "async_client", "master_address",
-    "sync_client", "with_address",
+    "DEFAULT_WAIT_TIMEOUT", "MAX_WAIT_TIMEOUT", "RedisTopology", "as_topology", "async_client", "async_pubsub_client",
+    "master_address", "sync_client", "sync_pubsub_client", "with_address",
 ]  # fmt: skip
 
 DEFAULT_WAIT_TIMEOUT = 0.5
@@ -72,6 +72,8 @@ class RedisTopology:
             raise ConfigError("redis.nodes names cluster seed nodes: set cluster = true too")
         if self.sharded and not self.cluster:
             raise ConfigError("redis.sharded (SPUBLISH/SSUBSCRIBE) is for a cluster: set cluster = true too")
+        if self.cluster and self.wait_replicas:
+            raise ConfigError("redis.wait_replicas is for one server or sentinels; a cluster does not support it here")
         if (self.sentinels or self.cluster) and target.unix_path:
             raise ConfigError("redis.url: a unix:// socket cannot be used with sentinels or a cluster")
         if self.cluster and target.db:
@@ -209,6 +211,28 @@ def async_client(topology: "str | RedisTopology | None", **options: Any) -> Any:
         kwargs.pop("retry", None)
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in topology.seeds()], **kwargs)
     return aioredis.Redis.from_url(topology.url, **options)
+
+
+def sync_pubsub_client(topology: "str | RedisTopology | None", **options: Any) -> Any:
+    """The client to ``SUBSCRIBE``/``PSUBSCRIBE`` and ``PUBLISH`` with: :func:`sync_client`, except on a cluster,
+    where it is a plain client of the URL's node (plain ``PUBLISH`` is broadcast to every node, and ``PUBLISH``
+    counts only the subscribers of the node it was sent to: publisher and listener of a reply meet there)."""
+    import redis
+
+    topology = as_topology(topology)
+    if topology.cluster:
+        return redis.Redis.from_url(topology.url, **options)
+    return sync_client(topology, **options)
+
+
+def async_pubsub_client(topology: "str | RedisTopology | None", **options: Any) -> Any:
+    """The asyncio version of :func:`sync_pubsub_client`."""
+    import redis.asyncio as aioredis
+
+    topology = as_topology(topology)
+    if topology.cluster:
+        return aioredis.Redis.from_url(topology.url, **options)
+    return async_client(topology, **options)
 
 
 def _node_kwargs(url: str) -> dict[str, Any]:

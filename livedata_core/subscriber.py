@@ -27,7 +27,12 @@ Specs are ``<type>:<identifier>`` (``quotes:AAPL``) or patterns with ``*`` (``qu
 ``live_data:`` root and the deployment prefix are added for you.
 
 ``url`` may be a :class:`~livedata_core.redis_topology.RedisTopology`: with sentinels every function reads from
-the current master (a subscription is made again on the new master after a failover, like after a restart).
+the current master (a subscription is made again on the new master after a failover, like after a restart). On a
+cluster without ``sharded``, subscriptions go to the URL's node (plain ``PUBLISH`` reaches every node). With
+``sharded``, :func:`subscribe` uses ``SSUBSCRIBE``, which has no patterns: a pattern is resolved to the channels
+that have a latest key (``live_data:latest:...``, so ``[redis] latest`` must be on), looked up again every
+:data:`SHARDED_RESCAN` seconds; a channel's first messages before it has a latest key and before the next look-up
+are not seen (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -43,12 +48,15 @@ import attrs
 import orjson
 import redis
 
-from .channels import book_key, latest_key, parse_channel, pattern
+from .channels import ROOT, book_key, latest_key, parse_channel, pattern
 from .models import MODEL_FOR_TYPE, from_dict
-from .redis_topology import RedisTopology, as_topology, async_client, sync_client
+from .redis_topology import RedisTopology, as_topology, async_pubsub_client, sync_client, sync_pubsub_client
 from .backoff import Backoff
 
-__all__ = ["Message", "asubscribe", "book", "latest", "subscribe"]
+__all__ = ["SHARDED_RESCAN", "Message", "asubscribe", "book", "latest", "subscribe"]
+
+SHARDED_RESCAN = 5.0
+"""Seconds between look-ups of the channels a pattern stands for, with sharded pub/sub."""
 
 log = logging.getLogger("livedata.subscriber")
 
@@ -85,7 +93,7 @@ def _split(specs: tuple[str, ...], prefix: str) -> tuple[list[str], list[str]]:
 
 
 def _decode(message: dict[str, Any], prefix: str, models: bool) -> Message | None:
-    if message.get("type") not in ("message", "pmessage"):
+    if message.get("type") not in ("message", "pmessage", "smessage"):
         return None
     channel = message["channel"]
     channel = channel.decode() if isinstance(channel, bytes) else channel
@@ -140,7 +148,10 @@ def subscribe(*specs: str, url: "str | RedisTopology | None" = None, prefix: str
     """
     channels, patterns = _split(specs, prefix)
     url = _resolve_url(url)
-    client = sync_client(url, **_no_retries(asynchronous=False))
+    if url.sharded:
+        yield from _sharded(channels, patterns, url, prefix, models, on_reconnect)
+        return
+    client = sync_pubsub_client(url, **_no_retries(asynchronous=False))
     backoff = Backoff(RECONNECT_INITIAL, RECONNECT_MAX)
     subscribed_once = False
     try:
@@ -182,7 +193,9 @@ async def asubscribe(*specs: str, url: "str | RedisTopology | None" = None, pref
     """
     channels, patterns = _split(specs, prefix)
     url = _resolve_url(url)
-    client = async_client(url, **_no_retries(asynchronous=True))
+    if url.sharded:
+        raise ValueError("sharded pub/sub (SSUBSCRIBE) is supported by subscribe(); asubscribe() needs sharded = false")
+    client = async_pubsub_client(url, **_no_retries(asynchronous=True))
     backoff = Backoff(RECONNECT_INITIAL, RECONNECT_MAX)
     subscribed_once = False
     try:
@@ -215,6 +228,67 @@ async def asubscribe(*specs: str, url: "str | RedisTopology | None" = None, pref
                 await pubsub.aclose()
     finally:
         await client.aclose()
+
+
+def _sharded(channels: list[str], patterns: list[str], url: RedisTopology, prefix: str, models: bool,
+             on_reconnect: Callable[[], object] | None) -> Iterator[Message]:
+    """:func:`subscribe` on a cluster with sharded pub/sub: SSUBSCRIBE to the channels, and to those the patterns
+    stand for as found from the latest keys (again every SHARDED_RESCAN seconds)."""
+    client = sync_client(url)
+    backoff = Backoff(RECONNECT_INITIAL, RECONNECT_MAX)
+    subscribed_once = reconnecting = False
+    try:
+        while True:
+            pubsub = client.pubsub()
+            subscribed: set[str] = set()
+            try:
+                rescan_at = 0.0
+                while True:
+                    if time.monotonic() >= rescan_at:
+                        wanted = set(channels) | _channels_of(client, patterns, prefix)
+                        new = sorted(wanted - subscribed)
+                        if new:
+                            pubsub.ssubscribe(*new)
+                            subscribed.update(new)
+                        rescan_at = time.monotonic() + SHARDED_RESCAN
+                        subscribed_once = True
+                        backoff.reset()
+                        if reconnecting:
+                            reconnecting = False
+                            log.info("subscriber: subscribed again at %s", url.describe())
+                            if on_reconnect is not None:
+                                on_reconnect()
+                    if not subscribed:
+                        time.sleep(min(1.0, max(0.0, rescan_at - time.monotonic())))
+                        continue
+                    raw = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if raw is not None:
+                        message = _decode(raw, prefix, models)
+                        if message is not None:
+                            yield message
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if not subscribed_once or isinstance(exc, redis.AuthenticationError):
+                    raise
+                delay = backoff.next_delay()
+                _lost(url, exc, delay)
+                time.sleep(delay)
+                reconnecting = True
+            finally:
+                pubsub.close()
+    finally:
+        client.close()
+
+
+def _channels_of(client: Any, patterns: list[str], prefix: str) -> set[str]:
+    """The channels matching ``patterns`` that have a latest key, from a SCAN of every node."""
+    root = f"{prefix}:{ROOT}" if prefix else ROOT
+    found: set[str] = set()
+    for full in patterns:
+        rest = full[len(root) + 1:]
+        for key in client.scan_iter(match=f"{root}:latest:{rest}", count=1000):
+            key = key.decode() if isinstance(key, bytes) else key
+            found.add(f"{root}:{key[len(root) + len(':latest:'):]}")
+    return found
 
 
 def latest(kind: str, identifier: str, *, url: "str | RedisTopology | None" = None, prefix: str = "",

@@ -103,6 +103,8 @@ class AsyncPublisher:
     :param expire_after: ``{broker: seconds}``, as :meth:`expire` for each.
     """
 
+    _CLUSTER = False  # ClusterPublisher sets it: the same queues, another writer
+
     def __init__(
         self,
         url: str | RedisTopology | None = None,
@@ -115,8 +117,9 @@ class AsyncPublisher:
         expire_after: dict[str, float] | None = None,
     ) -> None:
         self.topology = as_topology(url)
-        if self.topology.cluster:
-            raise ValueError("AsyncPublisher speaks to one server or a Sentinel master; use ClusterPublisher for a cluster")
+        if self.topology.cluster and not self._CLUSTER:
+            raise ValueError("AsyncPublisher speaks to one server or a Sentinel master; for a cluster use "
+                             "livedata_core.publisher.make_publisher (a ClusterPublisher)")
         self.url = self.topology.url
         self._target = parse_redis_url(self.url)
         self._sentinel = bool(self.topology.sentinels)

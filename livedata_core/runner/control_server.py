@@ -14,7 +14,7 @@ from ..channels import control_channel, status_key
 from ..control import MAX_COMMAND_BYTES, command_id, reply_channel, validate_command
 from ..errors import LivedataError
 from ..logs import mask_secrets
-from ..redis_topology import RedisTopology, async_client
+from ..redis_topology import RedisTopology, async_client, async_pubsub_client
 from ..backoff import Backoff
 from ..aio_tools import reraise_if_cancelling, within
 
@@ -50,6 +50,9 @@ class ControlServer:
         self.status = status
         self.status_interval = status_interval
         self.redis = async_client(url, socket_connect_timeout=3, socket_timeout=5)
+        # On a cluster, commands and replies go through one node (see redis_topology.async_pubsub_client).
+        self.pubsub_redis = (async_pubsub_client(url, socket_connect_timeout=3, socket_timeout=5)
+                             if isinstance(url, RedisTopology) and url.cluster else self.redis)  # fmt: skip
         self.ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -64,14 +67,15 @@ class ControlServer:
         if final_status is not None:
             with contextlib.suppress(Exception):
                 await within(self._store_status(final_status), 1.0)
-        with contextlib.suppress(Exception):
-            await self.redis.aclose()
+        for client in {id(self.redis): self.redis, id(self.pubsub_redis): self.pubsub_redis}.values():
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     async def _listen(self) -> None:
         channel = control_channel(self.prefix)
         backoff = Backoff(0.2, 5.0)
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.pubsub_redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(channel)
                 self.ready.set()
@@ -119,7 +123,7 @@ class ControlServer:
             reply = {"id": request_id, "ok": False, "error": mask_secrets(f"{type(exc).__name__}: {exc}")}
         if reply_to:
             try:
-                await self.redis.publish(reply_to, _dumps(reply))
+                await self.pubsub_redis.publish(reply_to, _dumps(reply))
             except Exception as exc:
                 reraise_if_cancelling()
                 log.warning("could not answer a control command: %s", exc)
