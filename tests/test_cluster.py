@@ -179,3 +179,26 @@ def test_the_seeds_plain_redis_py_subscriber_works_with_sharded_off(redis_cluste
         run.wait(30)
         pubsub.close()
         node.close()
+
+
+def test_live_data_redis_publishes_to_the_cluster_with_spublish(redis_cluster):
+    from livedata_core.publisher import sync
+
+    topology = redis_cluster.topology(sharded=True)
+    client = RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+    pubsub = client.pubsub()
+    pubsub.ssubscribe("live_data:orders:SYNC1")
+    sync.configure(topology)
+    try:
+        assert sync.publish_order("SYNC1", {"order_id": "9", "status": "open"}) == 1  # one sharded subscriber
+        message = None
+        for _ in range(50):
+            message = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message is not None:
+                break
+        assert message is not None and orjson.loads(message["data"])["order_id"] == "9"
+        assert client.xlen("live_data:stream:orders:SYNC1") == 1
+    finally:
+        sync.configure()
+        pubsub.close()
+        client.close()

@@ -84,7 +84,10 @@ def _publish(kind: str, identifier: str, data: Any, id_field: str) -> int:
     payload = dumps(to_dict(model))
     client, url = _get_client()
     pipe = client.pipeline(transaction=False)
-    pipe.publish(channel(kind, identifier, prefix), payload)
+    if url.sharded:  # a cluster with sharded pub/sub (docs/scaling.md)
+        pipe.execute_command("SPUBLISH", channel(kind, identifier, prefix), payload)
+    else:
+        pipe.publish(channel(kind, identifier, prefix), payload)
     if _settings["latest"]:
         pipe.set(latest_key(kind, identifier, prefix), payload)
         book = book_entry(model)
