@@ -32,7 +32,7 @@ import attrs
 import pytest
 
 import livedata_example
-from livedata_core import BrokerInfo, Transaction, hookimpl
+from livedata_core import HEARTBEAT, BrokerInfo, Transaction, hookimpl
 from livedata_core.errors import AuthError, LivedataError, StreamError
 from livedata_core.hookspecs import BROKER_HOOKS
 from livedata_core.testing import registered_plugin
@@ -59,13 +59,15 @@ def secrets_of(ctx):
     return [s for s in found if s]
 
 
-def broken_stream(ctx, connect):
-    """The example's stream with connect() replaced by connect(original, ctx, self)."""
+def broken_stream(ctx, connect=None, **methods):
+    """The example's stream with connect() replaced by connect(original, ctx, self), and other methods by
+    method(original, self, *args)."""
     stream = EXAMPLE["stream"](ctx=ctx)
     base = type(stream)
-    stream.__class__ = type("Broken" + base.__name__, (base,), {{
-        "connect": lambda self: connect(base.connect, ctx, self),
-    }})
+    replaced = {{name: (lambda f, o: lambda self, *a: f(o, self, *a))(f, getattr(base, name)) for name, f in methods.items()}}
+    if connect is not None:
+        replaced["connect"] = lambda self: connect(base.connect, ctx, self)
+    stream.__class__ = type("Broken" + base.__name__, (base,), replaced)
     return stream
 
 
@@ -169,6 +171,23 @@ for _hook in ("fetch_positions", "fetch_balances", "fetch_orders", "fetch_transa
     if _hook in EXAMPLE:
         FAULTS[_hook] = lambda ctx, account_id, since=0: []
 ''', ""),
+    # Heartbeats from the broker are read but not yielded: a quiet stream looks dead to the runner.
+    "drops_heartbeats": ('''
+async def _events(original, self):
+    async for item in original(self):
+        if item is not HEARTBEAT:
+            yield item
+FAULTS["stream"] = lambda ctx: broken_stream(ctx, events=_events)
+''', ""),
+    # Only the first subscribe() of a connection is sent: symbols added while events() is read never quote.
+    "subscribe_once": ('''
+async def _subscribe(original, self, symbols):
+    if getattr(self, "_subscribed_once", False):
+        return
+    self._subscribed_once = True
+    await original(self, symbols)
+FAULTS["stream"] = lambda ctx: broken_stream(ctx, subscribe=_subscribe)
+''', ""),
     # An account it does not have answered with another account's data, relabelled.
     "relabelled_account": ('''
 def _relabelled(hook):
@@ -186,7 +205,7 @@ for _hook in ("fetch_positions", "fetch_balances", "fetch_orders", "fetch_transa
 ''', ""),
 }
 
-CHECKS = ("TC_ERR_01", "TC_ERR_03", "TC_ERR_04", "TC_ACC_02", "TC_ACC_03", "TC_ACC_05", "TC_ACC_06", "TC_SEC_02")
+CHECKS = ("TC_Q03", "TC_Q05", "TC_ERR_01", "TC_ERR_03", "TC_ERR_04", "TC_ACC_02", "TC_ACC_03", "TC_ACC_05", "TC_ACC_06", "TC_SEC_02")
 
 # What the suite must say about each variant (variant -> check -> outcome).
 EXPECTED = {
@@ -197,7 +216,15 @@ EXPECTED = {
     "empty_lists": {"TC_ACC_02": "FAILED", "TC_ACC_03": "FAILED"},
     "empty_lists_unseeded": {"TC_ACC_02": "SKIPPED", "TC_ACC_03": "SKIPPED"},
     "relabelled_account": {"TC_ERR_01": "FAILED"},
+    "drops_heartbeats": {"TC_Q05": "FAILED"},
+    "subscribe_once": {"TC_Q03": "FAILED"},
 }
+
+
+def _selection() -> str:
+    """pytest -k: every check for the faithful wrapper, for each variant the checks it must fail."""
+    wanted = {"faithful": CHECKS, **{variant: tuple(checks) for variant, checks in EXPECTED.items()}}
+    return " or ".join(f"(TestVariant_{variant} and ({' or '.join(checks)}))" for variant, checks in wanted.items())
 
 
 @pytest.fixture(scope="module")
@@ -216,11 +243,11 @@ def outcomes(tmp_path_factory) -> tuple[dict[str, dict[str, str]], str]:
     env["LIVEDATA_LOAD_PLUGINS"] = ""  # the example is registered by each variant's fixture only
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "livedata_core.testing", "-p", "no:cacheprovider", "-v", "-rfs",
-         "--rootdir", str(root), "-k", " or ".join(CHECKS), str(root)],
+         "--rootdir", str(root), "-k", _selection(), str(root)],
         cwd=root, env=env, capture_output=True, text=True, timeout=600,
     )
     found: dict[str, dict[str, str]] = {}
-    pattern = r"^\S*?::TestVariant_(\w+?)::test_(TC_[A-Z]+_\d+)_\w* (PASSED|FAILED|SKIPPED|ERROR)"
+    pattern = r"^\S*?::TestVariant_(\w+?)::test_(TC_[A-Z]+_?\d+)_\w* (PASSED|FAILED|SKIPPED|ERROR)"
     for variant, check, outcome in re.findall(pattern, result.stdout, re.M):
         found.setdefault(variant, {})[check] = outcome
     return found, result.stdout
@@ -251,3 +278,5 @@ def test_failures_say_what_is_wrong(outcomes):
     assert "after conformance_seed('positions') made the fake server hold some" in out
     assert "returned no positions, so nothing was checked" in out
     assert "for an account the broker does not have" in out
+    assert "nothing from events() for" in out and "with no symbol subscribed" in out
+    assert "of subscribing them while events() was read" in out
