@@ -94,6 +94,9 @@ def build_wheels(out: Path) -> list[Path]:
         for index, project in enumerate(_projects()):
             source = Path(tmp) / "src" / f"{index}-{project.name}"
             shutil.copytree(project, source, ignore=_NOT_SOURCES)
+            if project == ROOT:  # `livedata plugin new` copies the example plugin: core's wheel carries it
+                shutil.copytree(ROOT / "examples" / "livedata_example", source / "livedata_core" / "example",
+                                ignore=_NOT_SOURCES)  # fmt: skip
             sources.append(str(source))
         wheels = Path(tmp) / "wheels"
         subprocess.run([str(python), "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",

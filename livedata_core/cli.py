@@ -720,7 +720,7 @@ async def _publish_all(args: argparse.Namespace, items: list[Any]) -> None:
 def cmd_plugin_new(args: argparse.Namespace) -> int:
     from .scaffold import create_plugin
 
-    path = create_plugin(args.name, args.directory)
+    path = create_plugin(args.name, args.directory, rest=args.rest)
     print(f"created {path}\nnext: pip install -e {path} && livedata plugins")
     return EXIT_OK
 
@@ -829,6 +829,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "that pass as generated. Then `pip install -e` it and it shows in `livedata plugins`.")
     pn.add_argument("name", metavar="NAME", help="broker name, e.g. 'acme'")
     pn.add_argument("--directory", "-d", default=".", help="where to create livedata-NAME/ (default: here)")
+    pn.add_argument("--rest", action="store_true",
+                    help="a broker with account data only, polled over REST (default: a websocket stream too)")
     pn.set_defaults(func=cmd_plugin_new)
     # -v and --log-json work after the command too (`livedata run -v`).
     for command_parser in [*sub.choices.values(), pn]:

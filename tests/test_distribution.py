@@ -196,6 +196,11 @@ def test_wheels_install_in_a_fresh_venv_and_the_demo_runs(wheels, tmp_path, priv
     listing = json.loads(_run([bin_dir / "livedata", "plugins", "--json"], tmp_path).stdout)
     assert {p["broker"] for p in listing["plugins"]} == BROKERS and listing["errors"] == []
 
+    # `livedata plugin new` works from the wheel (it copies the example plugin the wheel carries).
+    (tmp_path / "new").mkdir()
+    _run([bin_dir / "livedata", "plugin", "new", "acme", "-d", tmp_path / "new"], tmp_path)
+    assert (tmp_path / "new" / "livedata-acme" / "pyproject.toml").is_file()
+
     # The demo publishes to a private redis-server for 2 s and stops cleanly on Ctrl-C.
     log = tmp_path / "demo.log"
     with PublishedCollector(private_redis.url) as published, log.open("w") as output:
