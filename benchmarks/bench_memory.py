@@ -13,8 +13,10 @@ Prints, every ``--every`` seconds, the resident size (RSS, read from /proc) of b
 tracemalloc counts it, the order events published so far and their rate, the account events waiting for
 Redis, and the size of each bounded structure (the order and transaction dedupe sets against their bounds).
 At the end: RSS and heap at the end of warm-up (``--warmup``, default 40% of the run) and at the end, the
-growth per minute after warm-up, and the tracemalloc top growers between the two, and how many account events
-the runner could not write before it exited (Redis is up at the end, so none should be).
+growth per minute after warm-up, the tracemalloc top growers between the two, the Python memory blocks in use
+(``sys.getallocatedblocks``: flat while the RSS creeps means the allocator holds free memory, not the runner),
+the RSS before and after glibc's ``malloc_trim(0)``, and how many account events the runner could not write
+before it exited (Redis is up at the end, so none should be).
 
 tracemalloc (one frame) makes the child slower and adds its own bookkeeping to the RSS, and taking the warm-up
 snapshot raises the RSS once (the final snapshot reuses that memory): the RSS after warm-up is read after that
@@ -70,6 +72,20 @@ quotes_per_second = 20
 # -- the child: one runner, sampling itself ------------------------------------------------------------------
 
 
+def release_free_memory() -> tuple[float, float] | None:
+    """RSS before and after glibc's ``malloc_trim(0)``: how much of the RSS was memory the allocator kept free."""
+    import ctypes
+    import os
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    before = rss_mb(os.getpid())
+    libc.malloc_trim(0)
+    return before, rss_mb(os.getpid())
+
+
 def child(config_path: str, samples_path: str, every: float, warmup: float, duration: float, trace: bool) -> None:
     import tracemalloc
 
@@ -120,8 +136,11 @@ def child(config_path: str, samples_path: str, every: float, warmup: float, dura
                 "seen_transactions_limit": rt.transaction_events._seen.limit,
                 "demo_transactions": len(rt.ctx.session.account.transactions) if rt.ctx.session else 0,
                 "quote_heads": len(runner.publisher._quote_heads),
+                # Python objects' memory blocks: flat while RSS creeps means the allocator, not the runner, holds it.
+                "blocks": sys.getallocatedblocks(),
             }
             if elapsed >= duration:
+                line["trim"] = release_free_memory()
                 if trace and first is not None:
                     last = tracemalloc.take_snapshot()
                     line["top"] = [str(s) for s in last.compare_to(first, "lineno")[:12]]
@@ -238,7 +257,7 @@ def main() -> int:
     load = Run("load", args.order_rate, args, tmp)
     base = Run("baseline", 0, args, tmp) if args.baseline else None
     runs = [r for r in (load, base) if r is not None]
-    print(f"{'t':>5} {'RSS':>7} {'base':>7} {'heap':>6} {'orders':>8} {'ord/s':>6} {'queued':>6} "
+    print(f"{'t':>5} {'RSS':>7} {'base':>7} {'heap':>6} {'blocks':>7} {'orders':>8} {'ord/s':>6} {'queued':>6} "
           f"{'seen orders':>14} {'seen trans.':>14} {'demo tx':>7} {'redis':>5}")
     start = time.monotonic()
     next_kill = start + args.kill_every
@@ -270,6 +289,7 @@ def main() -> int:
                 last_orders, last_t = s["orders"], s["t"]
                 heap = f"{s['heap']:6.1f}" if s.get("heap") is not None else "     -"
                 print(f"{elapsed:5.0f} {load.rss[-1][1]:7.1f} {base.rss[-1][1] if base else float('nan'):7.1f} {heap} "
+                      f"{s['blocks']:7d} "
                       f"{s['orders']:8d} {rate:6.0f} {s['pending']:6d} "
                       f"{s['seen_orders']:>6}/{s['seen_orders_limit']:<7} {s['seen_transactions']:>6}/"
                       f"{s['seen_transactions_limit']:<7} {s['demo_transactions']:7d} "
@@ -289,6 +309,14 @@ def main() -> int:
     if base is not None:
         b0, b1 = (base.warm or base.rss[-1])[1], (base.end or base.rss[-1])[1]
         print(f"baseline RSS (no orders, no kills): after warm-up {b0:.1f} MB, end {b1:.1f} MB ({b1 - b0:+.1f} MB)")
+    samples = [json.loads(l) for l in load.samples.read_text().splitlines() if '"blocks"' in l]
+    warm_sample = next((b for b in samples if b.get("warm")), None)
+    if warm_sample is not None:
+        print(f"Python memory blocks (sys.getallocatedblocks): after warm-up {warm_sample['blocks']}, end "
+              f"{samples[-1]['blocks']} ({samples[-1]['blocks'] - warm_sample['blocks']:+d})")
+    trim = samples[-1].get("trim") if samples else None
+    if trim:
+        print(f"glibc malloc_trim(0) at the end: RSS {trim[0]:.1f} -> {trim[1]:.1f} MB (what the allocator held free)")
     if load.last:
         s = load.last
         full = (s["seen_orders"] >= s["seen_orders_limit"] - 10
