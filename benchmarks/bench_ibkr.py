@@ -33,10 +33,10 @@ import time
 import orjson
 
 from livedata_core.models import Quote
-from livedata_core.plugins import get_broker
+from livedata_core.plugin_kit.plugins import get_broker
 from livedata_core.publisher import AsyncPublisher
 from livedata_core.redis_server import RedisServer
-from livedata_core.streaming import StreamStats
+from livedata_core.plugin_kit.streaming import StreamStats
 from livedata_ibkr.quotes import QuoteBook, smd_message
 from livedata_ibkr.testing import SESSION_TOKEN, FakeGateway
 

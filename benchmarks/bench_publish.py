@@ -79,7 +79,7 @@ async def core_throughput(url: str, port: int, seconds: float) -> float:
 
 async def runner_throughput(url: str, port: int, seconds: float, metrics: bool = False) -> tuple[float, int]:
     from livedata_core.runner import Runner, load_config
-    from livedata_core.tokens import MemoryTokenStore
+    from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
     data = {"redis": {"url": url}, "brokers": {"demo": {
         "symbols": SYMBOLS, "quotes_per_second": 0, "batch": 1000, "order_every": 0,

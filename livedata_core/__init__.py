@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .broker import Broker, BrokerContext, BrokerInfo
+from . import _moved
+
+_moved.install()  # old module paths (livedata_core.streaming, ...) keep importing: see _moved.py
+
+from .plugin_kit.broker import Broker, BrokerContext, BrokerInfo
 from .errors import (
     AuthError,
     BrokerError,
@@ -27,9 +31,9 @@ from .errors import (
     StreamError,
     SymbolsRefused,
 )
-from .hookspecs import hookimpl
+from .plugin_kit.hookspecs import hookimpl
 from .models import Account, Balance, Order, Position, Quote, Transaction, from_dict, make_quote, now_ms, to_dict
-from .streaming import HEARTBEAT, BrokerStream
+from .plugin_kit.streaming import HEARTBEAT, BrokerStream
 
 if TYPE_CHECKING:
     from .publisher import sync as live_data_redis

@@ -342,7 +342,7 @@ def _summary(status: dict[str, Any]) -> str:
 def cmd_plugins(args: argparse.Namespace) -> int:
     import attrs
 
-    from .plugins import load_errors, plugin_records
+    from .plugin_kit.plugins import load_errors, plugin_records
     from .tables import render_table
 
     records = plugin_records()
@@ -537,11 +537,11 @@ def _broker_context(args: argparse.Namespace) -> tuple[Any, Any]:
     """The plugin and context of the instance ``args.broker`` names: a ``[brokers.NAME]`` table of the configuration
     file (``-c``, else ./livedata.toml), with its settings, its own tokens and the login it links to; else a plugin
     of that name with its default settings."""
-    from .plugins import get_broker
+    from .plugin_kit.plugins import get_broker
     from .runner import load_config_file
     from .runner.config import BrokerConfig
     from .runner.instances import make_contexts, plan_instances
-    from .tokens import resolve_token_store
+    from .plugin_kit.tokens import resolve_token_store
 
     name = args.broker
     path = _config_path(args)
@@ -569,7 +569,7 @@ def _ask_credentials(broker: Any, ctx: Any, from_env: bool) -> dict[str, str]:
     """The broker's declared credentials, typed (secrets without echo) or from ``LIVEDATA_<INSTANCE>_<NAME>``."""
     import getpass
 
-    from .tokens import credential_env
+    from .plugin_kit.tokens import credential_env
 
     values: dict[str, str] = {}
     for credential in broker.info.credentials:
@@ -594,7 +594,7 @@ def _auth_credentials(broker: Any, ctx: Any, from_env: bool) -> int:
     """``livedata auth`` of an API-key broker: store its credentials in the instance's token record, then check
     them with ``authenticate`` if the broker has it (credentials it rejects are not kept). No value is printed."""
     from .errors import AuthError
-    from .tokens import credential_env, save_credentials
+    from .plugin_kit.tokens import credential_env, save_credentials
 
     values = _ask_credentials(broker, ctx, from_env)
     before = ctx.tokens.load(ctx.token_key)
@@ -641,7 +641,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
         raise ConfigError(f"--from-env is for brokers that declare credentials; {broker.name!r} declares none")
     if not broker.has("login") and ctx.login is not None:
         # tos_ira streams with the login of schwab_ira: logging in means logging in that instance.
-        from .plugins import get_broker
+        from .plugin_kit.plugins import get_broker
 
         _print_err(f"{ctx.instance} uses the login of {ctx.login.instance}; logging in {ctx.login.instance}")
         broker, ctx = get_broker(ctx.login.broker), ctx.login

@@ -51,7 +51,7 @@ MAX_SYMBOLS = 1000
 MAX_ID_LENGTH = 64
 """Characters of a string ``id``, and of a ``reply_to`` after the reply prefix."""
 MAX_BROKER_LENGTH = 32
-"""Characters of a broker name (as :class:`~livedata_core.broker.BrokerInfo` allows)."""
+"""Characters of a broker name (as :class:`~livedata_core.plugin_kit.broker.BrokerInfo` allows)."""
 MAX_COMMAND_BYTES = 256 * 1024
 """The longest command the runner reads: 1,000 symbols of 64 characters need about 70 KB (four times that
 in the longest UTF-8); anything longer is refused before it is parsed."""

@@ -15,7 +15,7 @@ from livedata_core.errors import AuthError, LoginRequired
 from livedata_core.ops import REFRESH_TOKEN_EXPIRES_AT
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import registered_plugin
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
 SECRET = "s3cr3t-app-secret-never-shown"
 TOKEN_DAYS_LEFT = 3.5

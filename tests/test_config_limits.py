@@ -14,7 +14,7 @@ import attrs
 import pytest
 
 from livedata_core.errors import ConfigError
-from livedata_core.plugins import get_brokers
+from livedata_core.plugin_kit.plugins import get_brokers
 from livedata_core.runner import Runner, load_config
 
 URL = "redis://127.0.0.1:1/0"  # Runner() connects to nothing

@@ -163,7 +163,7 @@ def test_check_quote_names_what_is_wrong():
 
 def test_registered_plugin_registers_for_the_block_only():
     from livedata_core.errors import PluginError
-    from livedata_core.plugins import get_brokers
+    from livedata_core.plugin_kit.plugins import get_brokers
     from livedata_core.testing import registered_plugin
 
     class Tiny:

@@ -34,10 +34,10 @@ import pytest
 import livedata_example
 from livedata_core import HEARTBEAT, BrokerInfo, Transaction, hookimpl
 from livedata_core.errors import AuthError, LivedataError, StreamError
-from livedata_core.hookspecs import BROKER_HOOKS
+from livedata_core.plugin_kit.hookspecs import BROKER_HOOKS
 from livedata_core.testing import registered_plugin
 from livedata_core.testing.conformance import secret_setting_values
-from livedata_core.plugins import get_brokers
+from livedata_core.plugin_kit.plugins import get_brokers
 
 get_brokers()  # load plugins now, with LIVEDATA_LOAD_PLUGINS="" (the tests' clean environment drops it later)
 

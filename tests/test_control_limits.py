@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from livedata_core.control import MAX_COMMAND_BYTES, ControlClient, ControlError
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import running
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
 OFF = {"positions": 0, "balances": 0, "orders": 0, "transactions": 0}
 

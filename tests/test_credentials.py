@@ -23,14 +23,14 @@ from distributions import make_distribution
 from livedata_core.errors import ConfigError, LoginRequired, PluginError
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import registered_plugin, running
-from livedata_core.tokens import Credential, FileTokenStore, MemoryTokenStore
+from livedata_core.plugin_kit.tokens import Credential, FileTokenStore, MemoryTokenStore
 
 KEY_ID = "AKID-4471-public"
 SECRET = "s3cr3t-9f2e7d1c-never-shown"
 
 KEYED = f'''
 from livedata_core import AuthError, BrokerInfo, Position, hookimpl
-from livedata_core.tokens import Credential
+from livedata_core.plugin_kit.tokens import Credential
 
 
 @hookimpl
@@ -126,7 +126,7 @@ def test_the_runner_reads_stored_credentials_and_env_ones_override(keyed, redis_
             await published.wait_for_async("positions", account)
 
     # Stored as `livedata auth keyed` stores them:
-    from livedata_core.tokens import save_credentials
+    from livedata_core.plugin_kit.tokens import save_credentials
 
     save_credentials(store, "keyed", {"api_key": KEY_ID, "api_secret": SECRET})
     table = {"accounts": ["K1"], "poll": poll}

@@ -8,7 +8,7 @@ import pytest
 
 from livedata_core.cli import build_parser
 from livedata_core.errors import ConfigError
-from livedata_core.plugins import get_brokers
+from livedata_core.plugin_kit.plugins import get_brokers
 from livedata_core.runner import Runner, load_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from livedata_core.plugins import get_broker
+from livedata_core.plugin_kit.plugins import get_broker
 
 CAPABILITIES = ["authenticate", "fetch_accounts", "fetch_balances", "fetch_positions", "stream"]
 
@@ -99,7 +99,7 @@ def test_after_a_reconnect_no_published_quote_is_less_complete(published, redis_
 
     from livedata_core.runner import Runner, load_config
     from livedata_core.testing import ServerThread, running
-    from livedata_core.tokens import MemoryTokenStore
+    from livedata_core.plugin_kit.tokens import MemoryTokenStore
     from livedata_example.exchange import Exchange
 
     _require_installed()

@@ -19,7 +19,7 @@ from livedata_core.errors import ConfigError
 from livedata_core.models import make_quote
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import registered_plugin, running
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
 LIVEDATA = [sys.executable, "-m", "livedata_core.cli"]
 FAST_POLL = {"positions": 0.1, "balances": 0.1, "orders": 0.1, "transactions": 0.1}

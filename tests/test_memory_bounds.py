@@ -18,7 +18,7 @@ from livedata_core.publisher.encoding import dumps
 from livedata_core.runner import Runner, load_config
 from livedata_core.runner.changes import DEDUPE_SLACK, OrderEvents
 from livedata_core.testing import PublishedCollector, registered_plugin, running
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
 
 def order(order_id, status="filled", account="A1", **fields):

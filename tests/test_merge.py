@@ -11,12 +11,12 @@ import math
 
 import pytest
 
-from livedata_core.broker import BrokerContext
-from livedata_core.merge import MergeBook
+from livedata_core.plugin_kit.broker import BrokerContext
+from livedata_core.plugin_kit.merge import MergeBook
 from livedata_core.runner import Runner, load_config
-from livedata_core.streaming import StreamStats
+from livedata_core.plugin_kit.streaming import StreamStats
 from livedata_core.testing.published import PublishedCollector
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
 
 def test_partial_updates_merge_into_complete_quotes():

@@ -13,7 +13,7 @@ from livedata_core import BrokerInfo, BrokerStream, HEARTBEAT, Order, Quote, Tra
 from livedata_core.errors import InvalidIdentifier
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import registered_plugin, running
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
 FAST = {"initial": 0.05, "max": 0.2, "login_retry": 0.5}
 

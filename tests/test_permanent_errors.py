@@ -12,7 +12,7 @@ from livedata_core import BrokerInfo, BrokerStream, Position, hookimpl
 from livedata_core.errors import NotEntitled, PermanentError
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import registered_plugin, running
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
 CLOSED = "A-CLOSED"
 OPEN = "A-OPEN"

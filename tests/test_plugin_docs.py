@@ -77,7 +77,7 @@ def markdown(doc: str) -> str:
 
 
 def test_markdown_rendering_of_docstrings():
-    doc = "Use :class:`~livedata_core.broker.BrokerInfo` and ``ctx``.\n\n:param ctx: the context,\n    more.\n:return: a thing.\n:raises AuthError: refused."
+    doc = "Use :class:`~livedata_core.plugin_kit.broker.BrokerInfo` and ``ctx``.\n\n:param ctx: the context,\n    more.\n:return: a thing.\n:raises AuthError: refused."
     assert markdown(doc) == ("Use `BrokerInfo` and `ctx`.\n\n- `ctx`: the context,\n  more.\n- Returns a thing.\n"
                              "- Raises `AuthError`: refused.")  # fmt: skip
 

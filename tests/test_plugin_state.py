@@ -12,7 +12,7 @@ import asyncio
 from livedata_core import AuthError, BrokerInfo, Order, hookimpl
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import registered_plugin, running
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
 
 class WindowedOrders:
@@ -61,7 +61,7 @@ def test_state_survives_reauthentication(redis_server, published):
 
 
 def test_state_is_per_instance_and_not_in_reprs():
-    from livedata_core.plugins import get_broker
+    from livedata_core.plugin_kit.plugins import get_broker
 
     demo = get_broker("demo")
     one, two = demo.make_context({}, instance="demo"), demo.make_context({}, instance="demo_b")

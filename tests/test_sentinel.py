@@ -24,7 +24,7 @@ from livedata_core.redis_server import RedisServer
 from livedata_core.redis_topology import RedisTopology
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import running
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
 
 # -- configuration ---------------------------------------------------------------------------------------------

@@ -14,9 +14,10 @@ import pytest
 from keyring.backend import KeyringBackend
 
 from livedata_core import hookimpl, tokens
+from livedata_core.plugin_kit import token_stores
 from livedata_core.errors import ConfigError
-from livedata_core.plugins import register_plugin, unregister_plugin
-from livedata_core.tokens import (
+from livedata_core.plugin_kit.plugins import register_plugin, unregister_plugin
+from livedata_core.plugin_kit.tokens import (
     FileTokenStore,
     KeyringTokenStore,
     MemoryTokenStore,
@@ -94,7 +95,7 @@ def test_file_store_write_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypat
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tokens.json, "dump", boom)
+    monkeypatch.setattr(token_stores.json, "dump", boom)
     with pytest.raises(OSError):
         store.save("schwab", {"access_token": "new"})
     monkeypatch.undo()

@@ -15,9 +15,9 @@ import pytest
 from livedata_core.aio_tools import within
 from livedata_core.errors import StreamError
 from livedata_core.redis_server import free_port
-from livedata_core.streaming import HEARTBEAT
+from livedata_core.plugin_kit.streaming import HEARTBEAT
 from livedata_core.testing import FrameServer
-from livedata_core.websocket_stream import WebSocketStream
+from livedata_core.plugin_kit.websocket_stream import WebSocketStream
 
 
 class EchoStream(WebSocketStream):
@@ -349,3 +349,40 @@ def test_a_dropped_connection_fails_the_waiting_request_and_ends_events():
 
     raised, ended = run(main())
     assert raised == ended and raised.startswith("the echo server connection was lost")
+
+
+def test_frames_stay_out_of_debug_logs_after_a_logging_config_resets_the_levels():
+    # Django's LOGGING naming "livedata" resets every existing child logger's level (logging.config.dictConfig);
+    # websockets' DEBUG records of each frame (a login frame carries a token) must still not be logged.
+    import logging
+    import logging.config
+
+    livedata, ws = logging.getLogger("livedata"), logging.getLogger("livedata.websocket")
+    saved = (livedata.level, livedata.handlers[:], livedata.propagate, ws.level)
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                               "loggers": {"livedata": {"level": "DEBUG"}}})  # fmt: skip
+    livedata.addHandler(Keep(logging.DEBUG))
+    try:
+        async def main():
+            async with HoldingServer() as server:
+                stream = EchoStream(server.url)
+                await stream.connect()
+                value = await stream.echo("secret-token-42")
+                await stream.close()
+                return value
+
+        assert run(main()) == "secret-token-42"
+        logging.getLogger("livedata.websocket_test").debug("probe")  # the handler does see DEBUG records
+    finally:
+        livedata.setLevel(saved[0])
+        livedata.handlers[:] = saved[1]
+        livedata.propagate = saved[2]
+        ws.setLevel(saved[3])
+    assert "probe" in seen
+    assert not [m for m in seen if "secret-token-42" in m]

@@ -33,12 +33,12 @@ from typing import Any
 
 import attrs
 
-from ..broker import BrokerContext, BrokerInfo
+from ..plugin_kit.broker import BrokerContext, BrokerInfo
 from ..errors import InvalidIdentifier
-from ..hookspecs import hookimpl
-from ..limits import MAX_INTERVAL, MAX_TIMEOUT, between, seconds
+from ..plugin_kit.hookspecs import hookimpl
+from ..plugin_kit.limits import MAX_INTERVAL, MAX_TIMEOUT, between, seconds
 from ..models import Account, Balance, Order, Position, Quote, Transaction, now_ms
-from ..streaming import HEARTBEAT, BrokerStream
+from ..plugin_kit.streaming import HEARTBEAT, BrokerStream
 
 NAME = "demo"
 ACCOUNT = "DEMO-1"

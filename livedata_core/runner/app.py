@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..ops.health import OpsServer
 from ..ops.staleness import StalenessWatch
 from ..publisher import make_publisher
-from ..tokens import TokenStore, resolve_token_store
+from ..plugin_kit.tokens import TokenStore, resolve_token_store
 from .broker_runtime import CLOSE_TIMEOUT, DRAIN_TIMEOUT, BrokerRuntime
 from .config import RunnerConfig
 from .control_server import ControlServer
@@ -49,7 +49,7 @@ class Runner:
 
     :param token_store: one store for every instance (tests, applications; each instance keeps its tokens under
         its own key, ``ctx.token_key``); by default each instance gets the store
-        :func:`livedata_core.tokens.resolve_token_store` picks for it.
+        :func:`livedata_core.plugin_kit.tokens.resolve_token_store` picks for it.
     :param clock: the wall clock that decides whether a symbol's market is open (default ``time.time``; tests set
         the day and hour). With ``config.metrics``, :attr:`ops` serves ``/metrics``, ``/healthz`` and ``/readyz``
         while :meth:`run` runs (docs/operations.md).

@@ -3,7 +3,7 @@
 The lifecycle every broker needs lives here once: authenticate (again after an ``AuthError``), open a stream,
 subscribe every wanted symbol, read events into the publisher, watch for silence, and on any failure close,
 back off with jitter and start over. A plugin only speaks its protocol (see
-:mod:`livedata_core.streaming`).
+:mod:`livedata_core.plugin_kit.streaming`).
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from typing import Any
 
 import attrs
 
-from ..broker import Broker, BrokerContext
+from ..plugin_kit.broker import Broker, BrokerContext
 from ..errors import (
     AuthError, BrokerError, ConfigError, InvalidIdentifier, LivedataError, LoginRequired, NotSupported, PermanentError,
     PluginError, StreamError, SymbolsRefused,
 )
 from ..models import Balance, Order, Position, Quote, Transaction, to_dict
 from ..publisher import AsyncPublisher
-from ..streaming import HEARTBEAT, BrokerStream, StreamStats
-from ..tokens import TokenStore
+from ..plugin_kit.streaming import HEARTBEAT, BrokerStream, StreamStats
+from ..plugin_kit.tokens import TokenStore
 from ..backoff import Backoff
 from .config import BackoffConfig, BrokerConfig
 from .changes import OrderEvents, SeenSet, TransactionEvents
@@ -333,7 +333,7 @@ class BrokerRuntime:
         """Count an item that cannot be published and log it at error level, in full (it may be an order).
 
         A reason that recurs (a broker sending a bad value in every quote) is logged as
-        :class:`~livedata_core.streaming.StreamStats` logs skips: the first ``LOG_FIRST`` in this process, then
+        :class:`~livedata_core.plugin_kit.streaming.StreamStats` logs skips: the first ``LOG_FIRST`` in this process, then
         every ``LOG_EVERY``-th; ``livedata status`` counts them all. ``every_time`` logs each one: account
         events, each of which is data lost (:meth:`publish` counts and logs each refused state once).
         """

@@ -32,7 +32,7 @@ Example ``livedata.toml``::
     port = 9464
 
 Every error names the key (``brokers.demo.poll.orders``) and says what is wrong. Every number is bounded by
-what consumes it (see :mod:`livedata_core.limits`): a value out of range is refused, never cut short.
+what consumes it (see :mod:`livedata_core.plugin_kit.limits`): a value out of range is refused, never cut short.
 
 A broker's own setting may also come from the environment, ``LIVEDATA_<INSTANCE>_<SETTING>`` (upper-case:
 ``LIVEDATA_DEMO_QUOTES_PER_SECOND=50``), which overrides the file (see :func:`instance_env`).
@@ -48,11 +48,11 @@ from typing import Any
 
 import attrs
 
-from ..broker import name_problem
+from ..plugin_kit.broker import RUNNER_KEYS, name_problem
 from ..channels import validate_identifier, validate_prefix
 from ..errors import ConfigError, InvalidIdentifier
 from ..ops.market_hours import parse_classes, parse_patterns
-from ..limits import (
+from ..plugin_kit.limits import (
     MAX_INTERVAL, MAX_STREAM_MAXLEN, MAX_SYMBOLS_CAP, MAX_TIMEOUT, MAX_WAIT, Between, between, seconds,
 )
 from ..redis_topology import DEFAULT_WAIT_TIMEOUT, MAX_WAIT_TIMEOUT, RedisTopology
@@ -72,7 +72,6 @@ __all__ = [
 ]
 
 DEFAULT_DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY", "BRK.B", "/ESZ24", "$SPX")
-RUNNER_KEYS = frozenset({"enabled", "plugin", "symbols", "accounts", "poll", "max_symbols", "stale_after", "market_hours"})
 DEFAULT_STALE_AFTER = 300.0
 """Seconds a subscribed symbol may be silent while its market is open before it is resubscribed and reported stale."""
 POLL_KINDS = ("positions", "balances", "orders", "transactions")
@@ -82,7 +81,7 @@ CORE_ENV = frozenset({
 })
 """Core's own environment variables: never a broker's setting, whatever its instance is called."""
 
-# What each core number may be (see livedata_core.limits for why).
+# What each core number may be (see livedata_core.plugin_kit.limits for why).
 _BOUNDS = {
     "redis.stream_maxlen": between(1, MAX_STREAM_MAXLEN),
     "backoff": seconds(0.001, MAX_WAIT),

@@ -4,7 +4,7 @@ An *instance* is one ``[brokers.NAME]`` table: its ``plugin`` key (by default th
 it runs, with its own settings, symbols, accounts, tokens and status row. :func:`plan_instances` checks what
 only the plugins can tell (an unknown plugin, more instances than a plugin allows, a login link that names no
 instance of the right plugin, two logins configured with one account) and :func:`make_contexts` builds each
-instance's :class:`~livedata_core.broker.BrokerContext`, linked to the context of the instance whose login it
+instance's :class:`~livedata_core.plugin_kit.broker.BrokerContext`, linked to the context of the instance whose login it
 uses.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 
 import attrs
 
-from ..broker import Broker, BrokerContext
+from ..plugin_kit.broker import Broker, BrokerContext
 from ..errors import ConfigError
-from ..plugins import get_broker
-from ..tokens import TokenStore
+from ..plugin_kit.plugins import get_broker
+from ..plugin_kit.tokens import TokenStore
 from .config import BrokerConfig
 
 __all__ = ["Instance", "login_of", "make_contexts", "plan_instances"]

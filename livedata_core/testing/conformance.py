@@ -62,13 +62,13 @@ from typing import Any
 
 import pytest
 
-from ..broker import Broker, BrokerContext, BrokerInfo
+from ..plugin_kit.broker import Broker, BrokerContext, BrokerInfo
 from ..errors import AuthError, InvalidIdentifier, LivedataError, StreamError
-from ..hookspecs import CAPABILITIES, OPTIONAL_HOOKS
+from ..plugin_kit.hookspecs import CAPABILITIES, OPTIONAL_HOOKS
 from ..models import ORDER_STATUSES, Account, Balance, Order, Position, Quote, Transaction, check_model, now_ms
-from ..plugins import get_broker
-from ..streaming import BrokerStream
-from ..tokens import MemoryTokenStore
+from ..plugin_kit.plugins import get_broker
+from ..plugin_kit.streaming import BrokerStream
+from ..plugin_kit.tokens import MemoryTokenStore
 from .published import PublishedCollector
 
 __all__ = [

@@ -6,8 +6,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from ..broker import Broker
-from ..plugins import register_plugin, unregister_plugin
+from ..plugin_kit.broker import Broker
+from ..plugin_kit.plugins import register_plugin, unregister_plugin
 
 __all__ = ["registered_plugin"]
 
@@ -16,7 +16,7 @@ __all__ = ["registered_plugin"]
 def registered_plugin(plugin: Any, name: str | None = None) -> Iterator[Broker | None]:
     """Register ``plugin`` (a module, class or object with hookimpls) and unregister it afterwards.
 
-    Yields its :class:`~livedata_core.broker.Broker` (``None`` for an application plugin such as a
+    Yields its :class:`~livedata_core.plugin_kit.broker.Broker` (``None`` for an application plugin such as a
     ``token_store``). Raises :class:`~livedata_core.errors.PluginError` if the plugin is refused, with the
     same message ``livedata plugins`` would show::
 

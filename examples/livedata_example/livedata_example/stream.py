@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from livedata_core import AuthError, BrokerError, SymbolsRefused
-from livedata_core.merge import MergeBook
-from livedata_core.websocket_stream import WebSocketStream
+from livedata_core.plugin_kit.merge import MergeBook
+from livedata_core.plugin_kit.websocket_stream import WebSocketStream
 
 BROKER = "example"
 # Which fields of each update type carry which quote field.

@@ -4,7 +4,7 @@ import asyncio
 
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import running
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
 
 def test_runner_publishes_quotes_positions_and_balances(exchange, api_key, published, redis_url):

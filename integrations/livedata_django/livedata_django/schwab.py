@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 from livedata_core.models import to_dict
-from livedata_core.plugins import get_broker
+from livedata_core.plugin_kit.plugins import get_broker
 from livedata_core.publisher import AsyncPublisher
 from livedata_core.errors import ConfigError, LivedataError, PublishError
 from livedata_schwab.client import make_http

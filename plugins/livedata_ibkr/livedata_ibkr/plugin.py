@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import quote
 
 from livedata_core import hookimpl
-from livedata_core.broker import BrokerContext, BrokerInfo
+from livedata_core.plugin_kit.broker import BrokerContext, BrokerInfo
 from livedata_core.errors import AuthError, BrokerError, LoginRequired
 from livedata_core.models import Account, Balance, Order, Position
 

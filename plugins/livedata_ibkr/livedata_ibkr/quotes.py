@@ -1,7 +1,7 @@
 """Level-one market data: the ``smd`` field codes and merging delta frames into complete quotes.
 
 The merged fields per conid live in the instance's merge book (``ctx.quotes``,
-:class:`~livedata_core.merge.MergeBook`), so they outlive the connection; what is subscribed (``symbols_of``)
+:class:`~livedata_core.plugin_kit.merge.MergeBook`), so they outlive the connection; what is subscribed (``symbols_of``)
 belongs to the connection.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from livedata_core.merge import MergeBook
+from livedata_core.plugin_kit.merge import MergeBook
 from livedata_core.models import Quote, now_ms
-from livedata_core.streaming import StreamStats
+from livedata_core.plugin_kit.streaming import StreamStats
 
 from .values import BadValue, parse_int, parse_number, parse_price
 

@@ -1,6 +1,6 @@
 """The gateway websocket: level-one quotes (``smd``) and live order updates (``sor``).
 
-One :class:`IbkrStream` is one connection, on :class:`~livedata_core.websocket_stream.WebSocketStream` (a reader
+One :class:`IbkrStream` is one connection, on :class:`~livedata_core.plugin_kit.websocket_stream.WebSocketStream` (a reader
 task reads every frame from :meth:`connect` on; the merged fields per conid live in the instance's merge book,
 ``ctx.quotes``, so the first quote after a reconnect is as complete as the last one). :meth:`connect` opens the socket with the tickle session in the
 ``api`` cookie (or sends it when the gateway says ``waiting for session``), waits for ``sts`` authenticated,
@@ -27,10 +27,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from livedata_core.aio_tools import within
 from livedata_core.errors import AuthError, LivedataError, StreamError, SymbolsRefused
-from livedata_core.merge import MergeBook
+from livedata_core.plugin_kit.merge import MergeBook
 from livedata_core.redis_url import mask_url
-from livedata_core.streaming import HEARTBEAT
-from livedata_core.websocket_stream import Tap, WebSocketStream
+from livedata_core.plugin_kit.streaming import HEARTBEAT
+from livedata_core.plugin_kit.websocket_stream import Tap, WebSocketStream
 
 from .parsers import BROKER, parse_order
 from .quotes import QuoteBook, smd_message, umd_message
@@ -73,11 +73,11 @@ class QuietWebsocketLogger(logging.LoggerAdapter):
 
 class IbkrStream(WebSocketStream):
     """Quotes and order updates from the Client Portal gateway websocket, on
-    :class:`~livedata_core.websocket_stream.WebSocketStream` (its reader task, close and tap).
+    :class:`~livedata_core.plugin_kit.websocket_stream.WebSocketStream` (its reader task, close and tap).
 
     :param quotes: the instance's merge book (``ctx.quotes``), where the merged fields per conid live across
         reconnects; by default one of this stream's own.
-    :param tap: sees every frame in and out (:data:`~livedata_core.websocket_stream.Tap`).
+    :param tap: sees every frame in and out (:data:`~livedata_core.plugin_kit.websocket_stream.Tap`).
     """
 
     name = "IBKR websocket"

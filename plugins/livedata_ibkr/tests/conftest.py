@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from livedata_core.plugins import get_broker
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.plugins import get_broker
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
 # Short timings so the whole suite stays fast; pacing stays on (its own test checks it).
 FAST = {

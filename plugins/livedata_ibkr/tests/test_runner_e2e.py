@@ -8,7 +8,7 @@ from livedata_core.errors import BrokerError
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing.published import PublishedCollector
 from livedata_core.testing.running import running
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_ibkr.testing import FakeGateway
 
 

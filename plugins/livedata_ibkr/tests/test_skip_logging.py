@@ -9,9 +9,9 @@ import pytest
 from livedata_core import streaming
 from livedata_core.models import Quote
 from livedata_core.runner import Runner, load_config
-from livedata_core.streaming import HEARTBEAT
+from livedata_core.plugin_kit.streaming import HEARTBEAT
 from livedata_core.testing.running import running
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_ibkr.testing import FakeGateway
 
 REASON = "ibkr: unknown topic"

@@ -78,7 +78,7 @@ def test_renew_interval_must_be_below_the_ten_minute_subscription_lifetime(ibkr,
 
 
 def test_gateway_urls_with_credentials_are_masked_in_errors():
-    from livedata_core.plugins import get_broker
+    from livedata_core.plugin_kit.plugins import get_broker
 
     with pytest.raises(ConfigError) as error:
         get_broker("ibkr").make_context({"base_url": "http://user:S3CRET@10.0.0.5:5000/v1/api"})

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 
 from livedata_core.errors import AuthError, BrokerError, ConfigError, RateLimited
-from livedata_core.retry_after import parse_retry_after
-from livedata_core.tokens import TokenStore
+from livedata_core.plugin_kit.retry_after import parse_retry_after
+from livedata_core.plugin_kit.tokens import TokenStore
 
 from .ratelimit import RateLimiter
 from .settings import SchwabSettings

@@ -25,7 +25,7 @@ from typing import TextIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from livedata_core.errors import AuthError, ConfigError
-from livedata_core.tokens import TokenStore
+from livedata_core.plugin_kit.tokens import TokenStore
 
 from .client import make_http
 from .settings import SchwabSettings

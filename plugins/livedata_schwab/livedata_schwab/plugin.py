@@ -68,7 +68,7 @@ def token_key(ctx: BrokerContext) -> str:
 
 def _token_store(ctx: BrokerContext) -> Any:
     if ctx.tokens is None:
-        from livedata_core.tokens import resolve_token_store
+        from livedata_core.plugin_kit.tokens import resolve_token_store
 
         ctx.tokens = resolve_token_store(token_key(ctx))
     return ctx.tokens

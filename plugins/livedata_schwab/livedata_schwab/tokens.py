@@ -3,7 +3,7 @@
 Schwab access tokens live 30 minutes; the refresh token lives 7 days from the login that issued it and
 refreshing does not extend it. Creating new tokens invalidates the old ones, so a refresh must happen once
 even when many tasks (and several processes sharing one token store) notice the expiry together: an
-``asyncio.Lock`` serialises this process, :func:`livedata_core.tokens.token_lock` the others, and the store
+``asyncio.Lock`` serialises this process, :func:`livedata_core.plugin_kit.tokens.token_lock` the others, and the store
 is read again after taking each lock.
 """
 
@@ -18,8 +18,8 @@ import attrs
 import httpx
 
 from livedata_core.errors import AuthError, BrokerError, LoginRequired, RateLimited
-from livedata_core.retry_after import parse_retry_after
-from livedata_core.tokens import TokenStore, token_lock
+from livedata_core.plugin_kit.retry_after import parse_retry_after
+from livedata_core.plugin_kit.tokens import TokenStore, token_lock
 
 from .settings import SchwabSettings
 

@@ -8,7 +8,7 @@ import ssl
 import pytest
 import trustme
 
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_schwab.settings import SchwabSettings
 from livedata_schwab.testing import APP_KEY, APP_SECRET, FakeSchwab, FakeSchwabServer
 

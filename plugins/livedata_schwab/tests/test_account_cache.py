@@ -7,7 +7,7 @@ import json
 
 import redis
 
-from livedata_core.plugins import get_broker
+from livedata_core.plugin_kit.plugins import get_broker
 from livedata_core.runner import Runner, load_config
 
 HASH_MARGIN = "A" * 64  # the fake Schwab's hash of account 12345678 (conftest.py)

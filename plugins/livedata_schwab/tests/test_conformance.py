@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 from livedata_core.errors import AuthError, BrokerError, LivedataError
-from livedata_core.plugins import get_broker
+from livedata_core.plugin_kit.plugins import get_broker
 from livedata_core.testing.conformance import ConformanceSuite
 
 

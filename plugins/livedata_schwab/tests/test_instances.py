@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from livedata_core.errors import LoginRequired
-from livedata_core.plugins import get_broker
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.plugins import get_broker
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_schwab import oauth
 from livedata_schwab.client import SchwabClient
 

@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from livedata_core.errors import AuthError, ConfigError, LoginRequired
-from livedata_core.plugins import get_broker
+from livedata_core.plugin_kit.plugins import get_broker
 from livedata_core.publisher import AsyncPublisher
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_schwab import oauth
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from livedata_core.errors import AuthError, LoginRequired, RateLimited
-from livedata_core.tokens import FileTokenStore
+from livedata_core.plugin_kit.tokens import FileTokenStore
 from livedata_schwab.client import SchwabClient, parse_retry_after
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from livedata_core.plugins import get_broker
+from livedata_core.plugin_kit.plugins import get_broker
 from livedata_core.models import now_ms
 from livedata_schwab.plugin import MAX_WINDOW_REQUESTS
 

@@ -20,7 +20,7 @@ import orjson
 from livedata_core.channels import validate_identifier
 from livedata_core.errors import InvalidIdentifier
 from livedata_core.models import Order
-from livedata_core.streaming import StreamStats
+from livedata_core.plugin_kit.streaming import StreamStats
 from livedata_schwab.parsers import order_status as schwab_order_status
 
 __all__ = ["ActivityParser", "EVENTS", "SCHWAB_STATUSES", "decode_number", "message_digest", "status_for_word"]

@@ -21,7 +21,7 @@ from livedata_schwab.settings import SchwabSettings
 from livedata_schwab.tokens import TOKEN_KEY
 
 from livedata_core import BrokerInfo, hookimpl
-from livedata_core.broker import BrokerContext
+from livedata_core.plugin_kit.broker import BrokerContext
 
 from . import symbols
 from .activity import ActivityParser
@@ -64,7 +64,7 @@ class SchwabLogin:
 def schwab_login(ctx: BrokerContext) -> SchwabLogin:
     """The linked Schwab instance's login (``ctx.login``), else this instance's ``schwab`` settings with the tokens
     under the key ``schwab`` in its own token store."""
-    from livedata_core.tokens import resolve_token_store
+    from livedata_core.plugin_kit.tokens import resolve_token_store
 
     linked = getattr(ctx, "login", None)
     if linked is not None:

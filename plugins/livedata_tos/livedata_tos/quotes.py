@@ -2,7 +2,7 @@
 
 :class:`QuoteBook` keeps the last value of every field per symbol and turns each ``data`` item into a complete
 :class:`~livedata_core.models.Quote`. One call parses every item of a frame in one pass and returns a list. The
-merged fields are kept in the instance's merge book (``ctx.quotes``, :class:`~livedata_core.merge.MergeBook`), one
+merged fields are kept in the instance's merge book (``ctx.quotes``, :class:`~livedata_core.plugin_kit.merge.MergeBook`), one
 list of slots per symbol, so they outlive the connection: the first quote after a reconnect is as complete as the
 last one before it. What is subscribed (wanted, muted) belongs to the connection and stays here.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from livedata_core.merge import MergeBook
+from livedata_core.plugin_kit.merge import MergeBook
 from livedata_core.models import Quote, make_quote
-from livedata_core.streaming import StreamStats
+from livedata_core.plugin_kit.streaming import StreamStats
 
 from .symbols import EQUITIES, FUTURES
 

@@ -1,6 +1,6 @@
 """The Schwab streamer client: one websocket, one login, level-one quotes and account activity.
 
-Built on :class:`~livedata_core.websocket_stream.WebSocketStream`: its reader task owns the socket from
+Built on :class:`~livedata_core.plugin_kit.websocket_stream.WebSocketStream`: its reader task owns the socket from
 :meth:`TosStream.connect` on, answers the one command in flight (commands are sent one at a time under a lock,
 each waiting for its response by ``requestid``), parses ``data`` frames into models and queues one list per frame
 for :meth:`TosStream.events`. Reconnecting is the runner's job: ``events()`` ends when the server closes politely
@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 
 from livedata_core.errors import AuthError, BrokerError, LoginRequired, StreamError, SymbolsRefused
-from livedata_core.merge import MergeBook
+from livedata_core.plugin_kit.merge import MergeBook
 from livedata_core.models import now_ms
-from livedata_core.streaming import HEARTBEAT
-from livedata_core.websocket_stream import Tap, WebSocketStream, url_host
+from livedata_core.plugin_kit.streaming import HEARTBEAT
+from livedata_core.plugin_kit.websocket_stream import Tap, WebSocketStream, url_host
 
 from .activity import ActivityParser
 from .protocol import SEVERING_CODES, StreamerInfo, error_for_code, request
@@ -92,7 +92,7 @@ class StreamerTokens:
 
 
 class TosStream(WebSocketStream):
-    """A :class:`~livedata_core.websocket_stream.WebSocketStream` for the Schwab streamer.
+    """A :class:`~livedata_core.plugin_kit.websocket_stream.WebSocketStream` for the Schwab streamer.
 
     :param info: the login identity from ``/userPreference`` (:class:`~livedata_tos.protocol.StreamerInfo`).
     :param tokens: the access-token source (:class:`StreamerTokens`).
@@ -103,7 +103,7 @@ class TosStream(WebSocketStream):
         refused command are written there.
     :param quotes: the instance's merge book (``ctx.quotes``), where the merged level-one fields live across
         reconnects; by default one of this stream's own.
-    :param tap: sees every frame in and out (:data:`~livedata_core.websocket_stream.Tap`).
+    :param tap: sees every frame in and out (:data:`~livedata_core.plugin_kit.websocket_stream.Tap`).
     """
 
     name = "the Schwab streamer"

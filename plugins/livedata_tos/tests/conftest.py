@@ -24,7 +24,7 @@ import pytest
 
 from livedata_core.redis_server import free_port
 from livedata_core.testing import ServerThread
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_schwab.tokens import TokenRecord
 from livedata_tos.symbols import EQUITIES, FUTURES
 from livedata_tos.testing import FakeStreamer, data_frame

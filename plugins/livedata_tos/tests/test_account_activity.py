@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 
 from livedata_core.runner import Runner, load_config
 from livedata_core.runner.changes import OrderEvents
-from livedata_core.streaming import HEARTBEAT, StreamStats
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.streaming import HEARTBEAT, StreamStats
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_tos import plugin
 from livedata_tos.activity import ActivityParser
 from livedata_tos.stream import TosStream

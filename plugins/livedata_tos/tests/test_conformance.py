@@ -14,7 +14,7 @@ import asyncio
 import pytest
 
 from livedata_core.errors import AuthError, BrokerError, StreamError
-from livedata_core.plugins import get_broker
+from livedata_core.plugin_kit.plugins import get_broker
 from livedata_core.redis_server import free_port
 from livedata_core.testing.conformance import ConformanceSuite
 

@@ -12,7 +12,7 @@ from livedata_core.aio_tools import within
 from livedata_core.errors import AuthError, BrokerError, StreamError
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import running
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_tos import plugin
 from livedata_tos.settings import TosSettings
 from livedata_tos.stream import TosStream

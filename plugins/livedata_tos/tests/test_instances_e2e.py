@@ -17,7 +17,7 @@ import pytest
 
 from livedata_core.runner import Runner, load_config_file
 from livedata_core.testing import ServerThread, running
-from livedata_core.tokens import FileTokenStore
+from livedata_core.plugin_kit.tokens import FileTokenStore
 from livedata_schwab.testing import APP_KEY, APP_SECRET, FakeSchwab, FakeSchwabServer, account_json
 from livedata_tos.testing import FakeStreamer
 

@@ -7,7 +7,7 @@ import pytest
 
 from livedata_core.errors import ConfigError
 from livedata_core.runner import Runner, load_config
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
 APP = {"app_key": "k" * 32, "app_secret": "s" * 16}
 

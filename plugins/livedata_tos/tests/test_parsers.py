@@ -8,7 +8,7 @@ import pytest
 
 from livedata_core.errors import AuthError, BrokerError, ConnectionLimit, InvalidIdentifier, StreamError
 from livedata_core.models import ORDER_STATUSES, from_dict, to_dict, Quote
-from livedata_core.streaming import StreamStats
+from livedata_core.plugin_kit.streaming import StreamStats
 from livedata_tos.activity import ActivityParser, decode_number
 from livedata_tos.protocol import StreamerInfo, error_for_code
 from livedata_tos.quotes import QuoteBook, request_fields

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from livedata_core.models import ORDER_STATUSES
-from livedata_core.streaming import StreamStats
+from livedata_core.plugin_kit.streaming import StreamStats
 from livedata_tos.activity import ActivityParser, decode_number
 from livedata_tos.quotes import QuoteBook
 from livedata_tos.symbols import EQUITIES

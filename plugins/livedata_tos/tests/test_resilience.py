@@ -9,8 +9,8 @@ import json
 import redis.asyncio as aioredis
 
 from livedata_core.runner import Runner, load_config
-from livedata_core.streaming import HEARTBEAT
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.streaming import HEARTBEAT
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_tos import plugin
 from livedata_tos.stream import TosStream
 from livedata_tos.testing import FakeSchwabClient, FakeStreamer, FakeTokens, open_stream

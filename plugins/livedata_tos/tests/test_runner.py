@@ -9,9 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from livedata_core.errors import ConfigError
-from livedata_core.plugins import get_broker
+from livedata_core.plugin_kit.plugins import get_broker
 from livedata_core.runner import Runner, load_config
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_tos import plugin
 from livedata_tos.testing import FakeSchwabClient, FakeStreamer, FakeTokens, activity_item
 

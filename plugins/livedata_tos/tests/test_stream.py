@@ -12,7 +12,7 @@ import redis
 from livedata_core.errors import AuthError, ConnectionLimit, StreamError, SymbolsRefused
 from livedata_core.models import Order
 from livedata_core.publisher import AsyncPublisher
-from livedata_core.streaming import HEARTBEAT
+from livedata_core.plugin_kit.streaming import HEARTBEAT
 from livedata_tos.stream import StreamerTokens, TosStream
 from livedata_tos.testing import FakeStreamer, activity_item, open_stream
 

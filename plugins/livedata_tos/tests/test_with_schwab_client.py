@@ -10,7 +10,7 @@ import httpx
 import respx
 
 from livedata_core.runner import Runner, load_config
-from livedata_core.tokens import MemoryTokenStore
+from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_schwab.tokens import TokenRecord
 from livedata_tos.testing import FakeStreamer
 

@@ -25,7 +25,7 @@ class Command(BaseCommand):
                             help="print the login URL and read the redirect URL pasted here (no callback server)")  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from livedata_core.plugins import get_broker
+        from livedata_core.plugin_kit.plugins import get_broker
 
         mask_secrets_in_handlers()
         name = options["broker"]

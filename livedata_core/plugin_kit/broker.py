@@ -15,12 +15,12 @@ from typing import Any
 import attrs
 import cattrs
 
-from .errors import ConfigError, NotSupported, PluginError
+from ..errors import ConfigError, NotSupported, PluginError
 from .hookspecs import CAPABILITIES
 from .limits import MAX_SYMBOLS_CAP, EachValue, bounds_of, number_problem
-from .models import describe_validation_error
+from ..models import describe_validation_error
 from .merge import MergeBook
-from .tokens import Credential, Credentials, TokenStore, as_credentials, load_credentials
+from .token_stores import Credential, Credentials, TokenStore, as_credentials, load_credentials
 
 __all__ = ["DEFAULT_MAX_SYMBOLS", "NAME_RULE", "Broker", "BrokerContext", "BrokerInfo", "name_problem", "structure_settings"]
 
@@ -46,7 +46,7 @@ class BrokerInfo:
 
     :param name: short lower-case name used in configuration, the CLI and payloads (``"schwab"``).
     :param capabilities: the hooks this broker implements and core may call (see
-        :data:`~livedata_core.hookspecs.CAPABILITIES`).
+        :data:`~livedata_core.plugin_kit.hookspecs.CAPABILITIES`).
     :param settings_cls: an attrs class for the broker's own settings (the ``[brokers.NAME]`` table less the
         runner's keys); ``None`` when the broker takes none.
     :param description: one line for ``livedata plugins``.
@@ -60,7 +60,7 @@ class BrokerInfo:
         "schwab_ira"``); without it, the instance named like that plugin is used if there is one. Core checks the
         link and gives the hooks that instance's context as :attr:`BrokerContext.login` (and to the settings'
         ``check_config(login=...)``, see :func:`structure_settings`).
-    :param credentials: what an API-key broker needs stored (:class:`~livedata_core.tokens.Credential`, or a plain
+    :param credentials: what an API-key broker needs stored (:class:`~livedata_core.plugin_kit.tokens.Credential`, or a plain
         name for a secret): ``livedata auth <instance>`` asks for each and saves them in the instance's token record,
         and the hooks read them with :meth:`BrokerContext.credentials`. Default: none.
     """
@@ -118,7 +118,7 @@ class BrokerContext:
         never under a fixed key, so that two logins of one plugin keep their own tokens.
     :ivar login: for a plugin that logs in with another plugin's login (:attr:`BrokerInfo.login_plugin`): the
         context of the linked instance (its ``settings``, ``tokens``, ``token_key``); ``None`` when none is linked.
-    :ivar quotes: this instance's merge book (:class:`~livedata_core.merge.MergeBook`): partial quote updates
+    :ivar quotes: this instance's merge book (:class:`~livedata_core.plugin_kit.merge.MergeBook`): partial quote updates
         merged per symbol. Created once per context, so it outlives every connection: hand it to each stream
         (a quote published after a reconnect is then never less complete than the last one before it).
     """
@@ -165,10 +165,8 @@ _SEQUENCES = (list, tuple, set, frozenset, collections.abc.Sequence, collections
 _MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 
 
-def _runner_keys() -> frozenset[str]:
-    from .runner.config import RUNNER_KEYS  # not at import time: the runner imports this module
-
-    return RUNNER_KEYS
+RUNNER_KEYS = frozenset({"enabled", "plugin", "symbols", "accounts", "poll", "max_symbols", "stale_after", "market_hours"})
+"""Keys of a ``[brokers.NAME]`` table that the runner reads itself; no plugin setting may take one of these names."""
 
 
 def _child(key: str, name: Any) -> str:
@@ -277,7 +275,7 @@ def _check_number(value: Any, key: str, whole: bool) -> None:
 
 
 def _check_bounds(validator: Any, value: Any, key: str) -> None:
-    """The field's declared bounds (:func:`livedata_core.limits.between`), checked here to name the whole key."""
+    """The field's declared bounds (:func:`livedata_core.plugin_kit.limits.between`), checked here to name the whole key."""
     for bounds in bounds_of(validator):
         if isinstance(bounds, EachValue):
             items = value.items() if isinstance(value, dict) else ()
@@ -334,7 +332,7 @@ def structure_settings(
     :param login: the linked login's context, for ``check_config``.
     :param env: this instance's environment variables, without their ``LIVEDATA_<INSTANCE>_`` prefix.
     """
-    runner_keys = _runner_keys()
+    runner_keys = RUNNER_KEYS
     key = where.strip("[]")
     if env and cls is not None and attrs.has(cls):
         data = {**data, **_settings_from_env(cls, env, key.removeprefix("brokers."), runner_keys)}
@@ -483,7 +481,7 @@ class Broker:
 
     def normalize_symbol(self, symbol: str) -> str:
         """The broker's form of ``symbol``, checked for channel safety."""
-        from .channels import validate_identifier
+        from ..channels import validate_identifier
 
         if not isinstance(symbol, str):
             raise ConfigError(f"symbol must be a string, was {type(symbol).__name__}")

@@ -6,7 +6,7 @@ to say its name and capabilities, and the hooks for those capabilities. Implemen
 
 pluggy calls a hook on every plugin at once and has no async hooks, so broker hooks are never called through
 ``pm.hook``: core looks up the one implementation that belongs to the broker it is driving
-(:meth:`livedata_core.broker.Broker.call`) and awaits it if it returns an awaitable. A broker that did not
+(:meth:`livedata_core.plugin_kit.broker.Broker.call`) and awaits it if it returns an awaitable. A broker that did not
 declare a capability is never asked for it: core raises :class:`~livedata_core.errors.NotSupported`.
 pluggy still does the checking: an implementation whose name matches no spec, or whose arguments are not
 among the spec's, is reported when the plugin loads and the plugin is skipped.
@@ -24,9 +24,9 @@ import pluggy
 
 if TYPE_CHECKING:
     from .broker import BrokerContext, BrokerInfo
-    from .models import Account, Balance, Order, Position, Transaction
+    from ..models import Account, Balance, Order, Position, Transaction
     from .streaming import BrokerStream
-    from .tokens import TokenStore
+    from .token_stores import TokenStore
 
 PROJECT = "livedata"
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -44,7 +44,7 @@ def broker_info() -> BrokerInfo:
 
     Called once when the plugin loads. Every broker plugin must implement it.
 
-    :return: a :class:`~livedata_core.broker.BrokerInfo`.
+    :return: a :class:`~livedata_core.plugin_kit.broker.BrokerInfo`.
     """
 
 
@@ -110,7 +110,7 @@ def stream(ctx: BrokerContext) -> BrokerStream:
     it; reconnecting with backoff, the heartbeat watchdog and resubscribing are the runner's job.
     Capability: ``stream``.
 
-    :return: a :class:`~livedata_core.streaming.BrokerStream`.
+    :return: a :class:`~livedata_core.plugin_kit.streaming.BrokerStream`.
     """
 
 

@@ -1,13 +1,13 @@
 """A base class for brokers that stream over one websocket: the plumbing every such broker needs.
 
-:class:`WebSocketStream` is a :class:`~livedata_core.streaming.BrokerStream` that owns the connection; a
+:class:`WebSocketStream` is a :class:`~livedata_core.plugin_kit.streaming.BrokerStream` that owns the connection; a
 subclass speaks the broker's protocol in four methods:
 
 =======================  ========================================================================================
 Override                 What it does
 =======================  ========================================================================================
 ``on_frame(raw)``        required: parse one received frame; return what ``events()`` yields for it (a model, a
-                         list of models, :data:`~livedata_core.streaming.HEARTBEAT`) or ``None``. Hand replies
+                         list of models, :data:`~livedata_core.plugin_kit.streaming.HEARTBEAT`) or ``None``. Hand replies
                          to waiting requests with :meth:`~WebSocketStream.resolve` (by id) or
                          :meth:`~WebSocketStream.offer` (by predicate).
 ``login()``              log in once the socket is open (the reader already runs: use :meth:`~WebSocketStream.request`)
@@ -35,7 +35,7 @@ What the base owns:
 - **cancellation-safe close**: :meth:`~WebSocketStream.close` never raises but a cancellation, is bounded, and
   leaves no socket open even when cancelled (the TCP connection is aborted when the closing handshake does not
   finish in time). After it, ``events()`` hands over what was received but not yet read, then ends.
-- **counted skips**: ``self.stats`` (:class:`~livedata_core.streaming.StreamStats`, logging to ``self.log``); a
+- **counted skips**: ``self.stats`` (:class:`~livedata_core.plugin_kit.streaming.StreamStats`, logging to ``self.log``); a
   frame whose ``on_frame`` raises is counted as ``frame could not be parsed``, never the end of the stream.
 - **a tap**: ``stream.tap = callable(direction, data, time)`` sees every data frame, ``"in"`` as received and
   ``"out"`` as sent, with the wall-clock time (``time.time()``) before it is parsed or after it was sent. Set it
@@ -59,8 +59,8 @@ import orjson
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidURI
 
-from .aio_tools import reraise_if_cancelling, within
-from .errors import StreamError
+from ..aio_tools import reraise_if_cancelling, within
+from ..errors import StreamError
 from .streaming import HEARTBEAT, BrokerStream, StreamStats
 
 __all__ = ["Tap", "WebSocketStream", "url_host"]
@@ -71,9 +71,18 @@ wire (``str`` for text frames, ``bytes`` for binary ones), ``time`` the wall-clo
 
 _END = object()
 # websockets logs every frame at DEBUG, abridged but not redacted (a login frame carries a token): its logger is
-# held at INFO whatever level the application sets.
+# held at INFO whatever level the application sets, by a filter too, because logging.config.dictConfig (Django's
+# LOGGING naming "livedata") resets the level of every existing child logger and leaves its filters.
+
+
+class _NothingBelowInfo(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
 _WS_LOG = logging.getLogger("livedata.websocket")
 _WS_LOG.setLevel(logging.INFO)
+_WS_LOG.addFilter(_NothingBelowInfo())
 
 
 class _Waiter:

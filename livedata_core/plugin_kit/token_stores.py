@@ -10,7 +10,8 @@ Three stores ship with core:
   in ``$LIVEDATA_TOKEN_DIR`` or ``~/.config/livedata/tokens``.
 * :class:`MemoryTokenStore`: this process only (tests, demos).
 
-:func:`resolve_token_store` picks one for an instance. :func:`token_lock` gives a lock shared by every process
+:func:`~livedata_core.plugin_kit.tokens.resolve_token_store` picks one for an instance (asking the plugins first, so it lives
+beside the plugin loader; this module imports no plugin machinery). :func:`token_lock` gives a lock shared by every process
 on the machine, so two processes using one store never refresh the same tokens over each other.
 
 An API-key broker declares the credentials it needs (:class:`Credential`, in ``BrokerInfo.credentials``);
@@ -35,7 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from .errors import ConfigError, LoginRequired, PluginError
+from ..errors import ConfigError, LoginRequired, PluginError
 
 try:  # POSIX only; elsewhere the lock is per process (see TokenLock)
     import fcntl
@@ -55,7 +56,6 @@ __all__ = [
     "credential_env",
     "keyring_usable",
     "load_credentials",
-    "resolve_token_store",
     "save_credentials",
     "token_lock",
 ]
@@ -308,47 +308,6 @@ def keyring_usable() -> bool:
             continue
         usable.append(b)
     return bool(usable)
-
-
-def resolve_token_store(instance: str, plugin: str | None = None) -> TokenStore:
-    """The token store for the instance ``instance`` of ``plugin`` (by default the plugin named like it).
-
-    In order: the first plugin answering the ``token_store`` hook, told the instance and the plugin (an
-    application keeping tokens in its own database, which may map an instance to one of its users); else
-    ``$LIVEDATA_TOKEN_STORE`` (``keyring``, ``file`` or ``memory``); else the keyring when a real backend exists;
-    else the file store. Logs one line saying which. The instance's tokens live under the key ``instance``.
-    """
-    from .plugins import get_plugin_manager
-
-    store = get_plugin_manager().hook.token_store(broker=instance, instance=instance, plugin=plugin or instance)
-    if store is not None:
-        log.info("tokens for %s: %r (from a plugin)", instance, store)
-        return store
-    choice = os.environ.get(STORE_ENV, "").strip().lower()
-    if choice:
-        if choice == "keyring":
-            if not keyring_usable():
-                raise ConfigError(
-                    f"{STORE_ENV}=keyring but no usable keyring backend is installed; "
-                    f"install one (for example `pip install keyrings.alt`) or set {STORE_ENV}=file"
-                )
-            chosen: TokenStore = KeyringTokenStore()
-        elif choice == "file":
-            chosen = FileTokenStore()
-        elif choice == "memory":
-            chosen = MemoryTokenStore()
-        else:
-            raise ConfigError(f"{STORE_ENV}={choice!r} is not one of keyring, file, memory")
-        log.info("tokens for %s: %r (%s=%s)", instance, chosen, STORE_ENV, choice)
-        return chosen
-    if keyring_usable():
-        chosen = KeyringTokenStore()
-        log.info("tokens for %s: %r (system keyring)", instance, chosen)
-    else:
-        chosen = FileTokenStore()
-        log.info("tokens for %s: %r (no usable keyring backend)", instance, chosen)
-    return chosen
-
 
 
 # -- credentials of API-key brokers ---------------------------------------------------------------------------

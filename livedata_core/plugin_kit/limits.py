@@ -4,7 +4,7 @@ Every numeric setting is bounded by what consumes it (Redis, the OS, the broker,
 value out of range stops ``livedata run`` at start with the key named instead of failing later, or being
 changed without a word. A plugin declares a field's bounds with ``attrs.field(validator=between(...))``; when
 the ``[brokers.NAME]`` table is loaded, core checks them before the settings class is built
-(:func:`livedata_core.broker.structure_settings`), so the message names the whole key::
+(:func:`livedata_core.plugin_kit.broker.structure_settings`), so the message names the whole key::
 
     brokers.tos.schwab.request_timeout must be at most 3600, was 1e+20
 

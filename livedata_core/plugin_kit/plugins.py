@@ -28,7 +28,7 @@ import pluggy
 
 from . import hookspecs
 from .broker import Broker, BrokerInfo
-from .errors import ConfigError, PluginError
+from ..errors import ConfigError, PluginError
 
 __all__ = [
     "DEFAULT_PLUGINS",

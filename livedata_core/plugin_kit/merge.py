@@ -5,7 +5,7 @@ ask, a delta with one field. :class:`MergeBook` keeps the last known value of ev
 update into a complete :class:`~livedata_core.models.Quote`.
 
 It lives with the broker *instance*, not the connection: core creates one per
-:class:`~livedata_core.broker.BrokerContext` (``ctx.quotes``) and a plugin hands it to each stream it makes. So after a
+:class:`~livedata_core.plugin_kit.broker.BrokerContext` (``ctx.quotes``) and a plugin hands it to each stream it makes. So after a
 reconnect the first update for a symbol (say, a bid and ask) is merged into what was known before it (the last
 trade), and the quote published is never less complete than the last one before the reconnect. A stream forgets a
 symbol (:meth:`MergeBook.forget`) when it is unsubscribed, so a later subscription starts afresh.
@@ -33,7 +33,7 @@ import math
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
-from .models import Quote, make_quote, now_ms
+from ..models import Quote, make_quote, now_ms
 from .streaming import StreamStats
 
 __all__ = ["MERGED_FIELDS", "MergeBook"]

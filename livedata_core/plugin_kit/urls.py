@@ -10,8 +10,8 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
-from .redis_url import mask_url
+from ..errors import ConfigError
+from ..redis_url import mask_url
 
 __all__ = ["is_loopback_host", "refuse_plain_text_off_this_machine"]
 

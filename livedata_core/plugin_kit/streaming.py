@@ -1,6 +1,6 @@
 """The stream contract between a broker plugin and the runner.
 
-A plugin's :func:`~livedata_core.hookspecs.stream` hook returns a :class:`BrokerStream`. The plugin speaks its
+A plugin's :func:`~livedata_core.plugin_kit.hookspecs.stream` hook returns a :class:`BrokerStream`. The plugin speaks its
 broker's protocol; the runner owns the lifecycle that every broker needs:
 
 ==========================  ===================================================================
