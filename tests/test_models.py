@@ -5,7 +5,7 @@ import attrs
 import pytest
 
 from livedata_core.models import Account, Balance, Order, Position, Quote, Transaction, from_dict, make_quote, to_dict
-from livedata_core.publisher.encoding import dumps
+from livedata_core.redis_io.publisher.encoding import dumps
 
 
 def test_quote_round_trips_through_json():

@@ -15,8 +15,8 @@ import redis
 from livedata_core import live_data_redis
 from livedata_core.errors import PublishError
 from livedata_core.models import Balance, Order, Position, Quote, Transaction
-from livedata_core.publisher import AsyncPublisher
-from livedata_core.redis_url import mask_url, parse_redis_url
+from livedata_core.redis_io.publisher import AsyncPublisher
+from livedata_core.redis_io.url import mask_url, parse_redis_url
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_latest_value_and_order_stream(redis_server, sync_publisher):
 
 
 def test_the_book_holds_every_open_position_and_a_balance_per_currency(redis_server, sync_publisher):
-    from livedata_core.subscriber import book
+    from livedata_core.redis_io.subscriber import book
 
     sync_publisher.publish_position("B1", {"symbol": "AAPL", "quantity": 3})
     sync_publisher.publish_position("B1", {"symbol": "MSFT", "quantity": -5})
@@ -103,7 +103,7 @@ def test_the_book_holds_every_open_position_and_a_balance_per_currency(redis_ser
 
 
 def test_async_publisher_keeps_the_book_like_the_sync_one(redis_server):
-    from livedata_core.subscriber import book
+    from livedata_core.redis_io.subscriber import book
 
     async def go():
         pub = AsyncPublisher(redis_server.url, prefix="ab")
@@ -190,7 +190,7 @@ def test_password_protected_redis(private_redis_with_password):
 
 @pytest.fixture
 def private_redis_with_password():
-    from livedata_core.redis_server import RedisServer
+    from livedata_core.redis_io.server import RedisServer
 
     server = RedisServer(password="pw").start()
     yield server
@@ -433,7 +433,7 @@ def test_flush_returns_under_a_steady_flow_of_more_symbols_than_one_batch_holds(
 
 def test_a_refused_book_write_is_replayed_before_the_later_write_of_the_same_position(redis_server):
     """Out of memory, Redis refuses HSET but not HDEL: the retry must not put a closed position back."""
-    from livedata_core.subscriber import book
+    from livedata_core.redis_io.subscriber import book
 
     r = redis.Redis(port=redis_server.port)
 

@@ -13,7 +13,7 @@ import redis
 
 from distributions import BURST, make_distribution
 from livedata_core import Account, Balance, BrokerInfo, BrokerStream, HEARTBEAT, Order, Position, Quote, Transaction, hookimpl, plugins
-from livedata_core.control import ControlClient, ControlError, NoRunner
+from livedata_core.redis_io.control import ControlClient, ControlError, NoRunner
 from livedata_core.errors import AuthError, BrokerError, ConfigError, RateLimited, StreamError
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import registered_plugin, running
@@ -462,7 +462,7 @@ class HoldingsBroker:
 
 
 def test_a_restart_publishes_positions_closed_meanwhile_and_not_unchanged_ones_again(redis_server):
-    from livedata_core.subscriber import book
+    from livedata_core.redis_io.subscriber import book
 
     r = redis.Redis(port=redis_server.port)
     # What an earlier run left in the book: AAPL as the broker still reports it, TSLA since sold.
@@ -492,7 +492,7 @@ class CashBroker:
 
 
 def test_a_currency_no_longer_reported_leaves_the_balances_book_and_unchanged_ones_are_not_repeated(redis_server):
-    from livedata_core.subscriber import book
+    from livedata_core.redis_io.subscriber import book
 
     r = redis.Redis(port=redis_server.port)
     eur = dict(CashBroker.usd, currency="EUR", cash=7.0)

@@ -16,12 +16,12 @@ import orjson
 import pytest
 import redis
 
-from livedata_core.control import ControlClient
+from livedata_core.redis_io.control import ControlClient
 from livedata_core.errors import ConfigError, PublishError
 from livedata_core.models import Order, Quote, Transaction, to_dict
-from livedata_core.publisher import AsyncPublisher
-from livedata_core.redis_server import RedisServer
-from livedata_core.redis_topology import RedisTopology
+from livedata_core.redis_io.publisher import AsyncPublisher
+from livedata_core.redis_io.server import RedisServer
+from livedata_core.redis_io.topology import RedisTopology
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import running
 from livedata_core.plugin_kit.tokens import MemoryTokenStore
@@ -94,7 +94,7 @@ async def _published_once_a_replica_has_them(private_redis):
 
 
 def test_live_data_redis_raises_when_an_order_reaches_no_replica(private_redis):
-    from livedata_core.publisher import sync
+    from livedata_core.redis_io.publisher import sync
 
     sync.configure(RedisTopology(private_redis.url, wait_replicas=1, wait_timeout=0.05))
     try:
@@ -148,7 +148,7 @@ async def _failover_scenario(sentinel_set):
 
     async def consume_streams() -> None:
         """A consumer reading the streams through the sentinels (XREAD from the last id it saw)."""
-        from livedata_core.redis_topology import async_client
+        from livedata_core.redis_io.topology import async_client
 
         last = {"live_data:stream:orders:DEMO-1": "0-0", "live_data:stream:transactions:DEMO-1": "0-0"}
         client = async_client(topology, socket_timeout=2, socket_connect_timeout=1)

@@ -9,7 +9,7 @@ import redis
 
 from livedata_core import live_data_redis
 from livedata_core.models import Order, Quote
-from livedata_core.subscriber import asubscribe, latest, subscribe
+from livedata_core.redis_io.subscriber import asubscribe, latest, subscribe
 
 
 def _publish_soon(redis_server, *calls):

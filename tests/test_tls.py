@@ -24,11 +24,11 @@ import redis
 from livedata_core import live_data_redis
 from livedata_core.errors import ConfigError, PublishError
 from livedata_core.models import Quote
-from livedata_core.publisher import AsyncPublisher
-from livedata_core.redis_server import find_redis_server, free_port
-from livedata_core.redis_url import mask_url, parse_redis_url
+from livedata_core.redis_io.publisher import AsyncPublisher
+from livedata_core.redis_io.server import find_redis_server, free_port
+from livedata_core.redis_io.url import mask_url, parse_redis_url
 from livedata_core.runner import load_config
-from livedata_core.subscriber import subscribe
+from livedata_core.redis_io.subscriber import subscribe
 
 trustme = pytest.importorskip("trustme")
 

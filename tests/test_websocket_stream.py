@@ -14,7 +14,7 @@ import pytest
 
 from livedata_core.aio_tools import within
 from livedata_core.errors import StreamError
-from livedata_core.redis_server import free_port
+from livedata_core.redis_io.server import free_port
 from livedata_core.plugin_kit.streaming import HEARTBEAT
 from livedata_core.testing import FrameServer
 from livedata_core.plugin_kit.websocket_stream import WebSocketStream

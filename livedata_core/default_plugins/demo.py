@@ -15,7 +15,7 @@
 Demo prices are not real, but they are published on the real channels (``live_data:quotes:AAPL``), so a plain
 subscriber sees them like any other. So that they never outlive the demo as a symbol's current value, the
 demo declares its data ephemeral with the ``expire_after`` setting: the runner then has every key written for
-it expire that long after its last write (:meth:`~livedata_core.publisher.AsyncPublisher.expire`). While the
+it expire that long after its last write (:meth:`~livedata_core.redis_io.publisher.AsyncPublisher.expire`). While the
 demo runs, each update renews its key; a symbol updated less often than that (many symbols at a low
 ``quotes_per_second``) has no latest value between updates.
 """

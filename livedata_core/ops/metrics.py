@@ -145,7 +145,7 @@ class LatencySampler:
     frame) to Redis confirming the pipeline that carried it.
 
     Every :data:`SAMPLE_INTERVAL` seconds the newest quote of each instance (if new) is taken, the publisher is
-    flushed (:meth:`~livedata_core.publisher.AsyncPublisher.flush` returns once Redis confirmed everything published
+    flushed (:meth:`~livedata_core.redis_io.publisher.AsyncPublisher.flush` returns once Redis confirmed everything published
     before), and the time of the last confirmed batch less the quote's receipt is observed. A sample costs the
     publish path nothing; it can run late by at most one batch.
     """

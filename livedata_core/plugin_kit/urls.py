@@ -11,7 +11,7 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from ..redis_url import mask_url
+from ..redis_io.url import mask_url
 
 __all__ = ["is_loopback_host", "refuse_plain_text_off_this_machine"]
 

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..ops.health import OpsServer
 from ..ops.staleness import StalenessWatch
-from ..publisher import make_publisher
+from ..redis_io.publisher import make_publisher
 from ..plugin_kit.tokens import TokenStore, resolve_token_store
 from .broker_runtime import CLOSE_TIMEOUT, DRAIN_TIMEOUT, BrokerRuntime
 from .config import RunnerConfig
@@ -44,7 +44,7 @@ class Runner:
 
     A broker whose settings have an ``expire_after`` field (:data:`EXPIRE_SETTING`) declares its data
     ephemeral: what the runner writes to Redis for it expires that many seconds after its last write
-    (:meth:`AsyncPublisher.expire <livedata_core.publisher.AsyncPublisher.expire>`), so a demo price never stays
+    (:meth:`AsyncPublisher.expire <livedata_core.redis_io.publisher.AsyncPublisher.expire>`), so a demo price never stays
     behind as a symbol's current value. Messages on the channels are the same.
 
     :param token_store: one store for every instance (tests, applications; each instance keeps its tokens under

@@ -24,7 +24,7 @@ from ..errors import (
     PluginError, StreamError, SymbolsRefused,
 )
 from ..models import Balance, Order, Position, Quote, Transaction, to_dict
-from ..publisher import AsyncPublisher
+from ..redis_io.publisher import AsyncPublisher
 from ..plugin_kit.streaming import HEARTBEAT, BrokerStream, StreamStats
 from ..plugin_kit.tokens import TokenStore
 from ..backoff import Backoff
@@ -48,7 +48,7 @@ _SET_QUOTE_INSTANCE = Quote.__dict__["instance"].__set__  # a quote is frozen; t
 class BrokerRuntime:
     """Drive one instance of a broker: authentication, the supervised stream, and symbol subscriptions.
 
-    :param publisher: the runner's :class:`~livedata_core.publisher.AsyncPublisher`.
+    :param publisher: the runner's :class:`~livedata_core.redis_io.publisher.AsyncPublisher`.
     :param ctx: the instance's context (default: one made from ``config`` and ``tokens``).
     :param owners: which login publishes each account, shared by the runner's instances (default: this one's own).
     """

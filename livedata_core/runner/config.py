@@ -55,8 +55,8 @@ from ..ops.market_hours import parse_classes, parse_patterns
 from ..plugin_kit.limits import (
     MAX_INTERVAL, MAX_STREAM_MAXLEN, MAX_SYMBOLS_CAP, MAX_TIMEOUT, MAX_WAIT, Between, between, seconds,
 )
-from ..redis_topology import DEFAULT_WAIT_TIMEOUT, MAX_WAIT_TIMEOUT, RedisTopology
-from ..redis_url import DEFAULT_REDIS_URL, parse_redis_url
+from ..redis_io.topology import DEFAULT_WAIT_TIMEOUT, MAX_WAIT_TIMEOUT, RedisTopology
+from ..redis_io.url import DEFAULT_REDIS_URL, parse_redis_url
 
 __all__ = [
     "DEFAULT_DEMO_SYMBOLS",

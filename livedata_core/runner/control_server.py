@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 
 from ..channels import control_channel, status_key
-from ..control import MAX_COMMAND_BYTES, command_id, reply_channel, validate_command
+from ..redis_io.control import MAX_COMMAND_BYTES, command_id, reply_channel, validate_command
 from ..errors import LivedataError
 from ..logs import mask_secrets
-from ..redis_topology import RedisTopology, async_client, async_pubsub_client
+from ..redis_io.topology import RedisTopology, async_client, async_pubsub_client
 from ..backoff import Backoff
 from ..aio_tools import reraise_if_cancelling, within
 
@@ -31,7 +31,7 @@ log = logging.getLogger("livedata.runner.control")
 class ControlServer:
     """Subscribe to ``live_data:control`` and answer commands; write status to ``live_data:status``.
 
-    :param url: a Redis URL or a :class:`~livedata_core.redis_topology.RedisTopology` (with sentinels the
+    :param url: a Redis URL or a :class:`~livedata_core.redis_io.topology.RedisTopology` (with sentinels the
         listener follows the master: after a failover it subscribes again on the new one).
     :param handler: ``await handler(command_dict)`` returns the result or raises ``LivedataError``/``ValueError``.
     :param status: returns the current status dict.

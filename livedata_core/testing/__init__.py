@@ -44,7 +44,7 @@ try:
 except ImportError:  # pragma: no cover - depends on how livedata-core was installed
     raise ImportError("livedata_core.testing needs pytest: pip install 'livedata-core[testing]'") from None
 
-from ..redis_server import RedisServer
+from ..redis_io.server import RedisServer
 from .published import PublishedCollector
 from .registry import registered_plugin
 from .running import running
@@ -158,7 +158,7 @@ def _server_version() -> tuple[int, ...]:
     import re
     import subprocess
 
-    from ..redis_server import find_redis_server
+    from ..redis_io.server import find_redis_server
 
     binary = find_redis_server()
     if binary is None:

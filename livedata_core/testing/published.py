@@ -13,7 +13,7 @@ import redis
 
 from ..channels import parse_channel, pattern
 from ..models import MODEL_FOR_TYPE, from_dict
-from ..subscriber import Message
+from ..redis_io.subscriber import Message
 
 __all__ = ["PublishedCollector"]
 
@@ -23,7 +23,7 @@ class PublishedCollector:
 
     A background thread reads the subscription, so the collector works both in plain test functions and while
     an event loop (a :class:`~livedata_core.runner.Runner`) runs in the test's thread. Payloads become
-    :class:`~livedata_core.subscriber.Message` objects whose ``data`` is a model (``Quote``, ``Order``, ...),
+    :class:`~livedata_core.redis_io.subscriber.Message` objects whose ``data`` is a model (``Quote``, ``Order``, ...),
     or the plain dict when it does not fit the model.
 
     :param url: the Redis to listen to.

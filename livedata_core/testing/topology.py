@@ -2,7 +2,7 @@
 
 Each is started from ``redis-server`` processes on free ports (``redis-server --sentinel`` for the sentinels,
 ``--cluster-enabled yes`` for cluster nodes), keeps nothing on disk beyond a temporary directory, and is stopped by
-:meth:`close`. The binary is the one :func:`~livedata_core.redis_server.find_redis_server` picks.
+:meth:`close`. The binary is the one :func:`~livedata_core.redis_io.server.find_redis_server` picks.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..redis_server import find_redis_server, free_port
-from ..redis_topology import RedisTopology
+from ..redis_io.server import find_redis_server, free_port
+from ..redis_io.topology import RedisTopology
 
 __all__ = ["LocalCluster", "SentinelSet", "redis_version", "topology_skip_reason"]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from livedata_core.redis_server import free_port
+from livedata_core.redis_io.server import free_port
 from livedata_core.testing import ServerThread
 from livedata_example.exchange import Exchange
 

@@ -5,7 +5,7 @@ Register handlers in a ``livedata_handlers.py`` module of any installed app (fou
     from livedata_django.listen import on
 
     @on("positions:*")
-    def keep_positions(message):          # a livedata_core.subscriber.Message; message.data is a Position
+    def keep_positions(message):          # a livedata_core.redis_io.subscriber.Message; message.data is a Position
         Position.objects.update_or_create(account_id=message.identifier, symbol=message.data.symbol,
                                           defaults={"quantity": message.data.quantity})
 
@@ -42,9 +42,9 @@ from django.utils.module_loading import autodiscover_modules
 
 from livedata_core.channels import CHANNEL_TYPES, ROOT, parse_channel, pattern
 from livedata_core.models import MODEL_FOR_TYPE, from_dict
-from livedata_core.redis_url import mask_url
+from livedata_core.redis_io.url import mask_url
 from livedata_core.backoff import Backoff
-from livedata_core.subscriber import Message
+from livedata_core.redis_io.subscriber import Message
 
 __all__ = ["HANDLER_MODULE", "Listener", "Registry", "autodiscover", "on", "registry"]
 

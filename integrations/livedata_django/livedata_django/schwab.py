@@ -12,7 +12,7 @@ from typing import Any
 
 from livedata_core.models import to_dict
 from livedata_core.plugin_kit.plugins import get_broker
-from livedata_core.publisher import AsyncPublisher
+from livedata_core.redis_io.publisher import AsyncPublisher
 from livedata_core.errors import ConfigError, LivedataError, PublishError
 from livedata_schwab.client import make_http
 from livedata_schwab.oauth import authorize_url

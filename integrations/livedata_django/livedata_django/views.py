@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.urls import reverse
 
 from livedata_core.channels import MAX_IDENTIFIER_LENGTH, validate_identifier
-from livedata_core.control import MAX_SYMBOLS, ControlClient, ControlError, NoRunner
+from livedata_core.redis_io.control import MAX_SYMBOLS, ControlClient, ControlError, NoRunner
 from livedata_core.errors import (
     AuthError, BrokerError, ConfigError, InvalidIdentifier, LivedataError, LoginRequired, PublishError, RateLimited,
 )

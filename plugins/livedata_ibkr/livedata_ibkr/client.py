@@ -14,7 +14,7 @@ import orjson
 
 from livedata_core.errors import AuthError, BrokerError, RateLimited, StreamError
 from livedata_core.plugin_kit.retry_after import parse_retry_after
-from livedata_core.redis_url import mask_url
+from livedata_core.redis_io.url import mask_url
 
 from .pacing import ENDPOINT_INTERVALS, Pacer
 from .settings import IbkrSettings, ssl_context

@@ -9,7 +9,7 @@ import attrs
 
 from livedata_core.errors import ConfigError
 from livedata_core.plugin_kit.limits import MAX_TIMEOUT, MAX_WAIT, between, each_value, seconds
-from livedata_core.redis_url import mask_url
+from livedata_core.redis_io.url import mask_url
 from livedata_core.plugin_kit.urls import is_loopback_host, refuse_plain_text_off_this_machine
 
 __all__ = ["IbkrSettings", "is_loopback_host", "ssl_context"]

@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from livedata_core.aio_tools import within
 from livedata_core.errors import AuthError, LivedataError, StreamError, SymbolsRefused
 from livedata_core.plugin_kit.merge import MergeBook
-from livedata_core.redis_url import mask_url
+from livedata_core.redis_io.url import mask_url
 from livedata_core.plugin_kit.streaming import HEARTBEAT
 from livedata_core.plugin_kit.websocket_stream import Tap, WebSocketStream
 

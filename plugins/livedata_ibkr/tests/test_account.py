@@ -5,7 +5,7 @@ import asyncio
 import orjson
 import redis
 
-from livedata_core.publisher import AsyncPublisher
+from livedata_core.redis_io.publisher import AsyncPublisher
 from livedata_ibkr.pacing import Pacer, endpoint_key
 from livedata_ibkr.testing import FakeGateway
 

@@ -8,7 +8,7 @@ import redis
 
 from livedata_core.errors import AuthError, LoginRequired, StreamError, SymbolsRefused
 from livedata_core.models import Order, Quote
-from livedata_core.publisher import AsyncPublisher
+from livedata_core.redis_io.publisher import AsyncPublisher
 from livedata_core.plugin_kit.streaming import HEARTBEAT
 from livedata_ibkr.testing import FakeGateway
 

@@ -15,7 +15,7 @@ import attrs
 
 from livedata_core.errors import ConfigError
 from livedata_core.plugin_kit.limits import MAX_TIMEOUT, MAX_WAIT, between, seconds
-from livedata_core.redis_url import mask_url
+from livedata_core.redis_io.url import mask_url
 from livedata_core.plugin_kit.urls import refuse_plain_text_off_this_machine
 
 __all__ = ["APP_KEY_ENV", "APP_SECRET_ENV", "SchwabSettings", "TRANSACTION_TYPES"]

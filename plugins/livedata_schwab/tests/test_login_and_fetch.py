@@ -15,7 +15,7 @@ import redis
 
 from livedata_core.errors import AuthError, ConfigError, LoginRequired
 from livedata_core.plugin_kit.plugins import get_broker
-from livedata_core.publisher import AsyncPublisher
+from livedata_core.redis_io.publisher import AsyncPublisher
 from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_schwab import oauth
 

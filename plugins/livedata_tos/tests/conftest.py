@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from livedata_core.redis_server import free_port
+from livedata_core.redis_io.server import free_port
 from livedata_core.testing import ServerThread
 from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_schwab.tokens import TokenRecord

@@ -15,7 +15,7 @@ import pytest
 
 from livedata_core.errors import AuthError, BrokerError, StreamError
 from livedata_core.plugin_kit.plugins import get_broker
-from livedata_core.redis_server import free_port
+from livedata_core.redis_io.server import free_port
 from livedata_core.testing.conformance import ConformanceSuite
 
 

@@ -11,7 +11,7 @@ import redis
 
 from livedata_core.errors import AuthError, ConnectionLimit, StreamError, SymbolsRefused
 from livedata_core.models import Order
-from livedata_core.publisher import AsyncPublisher
+from livedata_core.redis_io.publisher import AsyncPublisher
 from livedata_core.plugin_kit.streaming import HEARTBEAT
 from livedata_tos.stream import StreamerTokens, TosStream
 from livedata_tos.testing import FakeStreamer, activity_item, open_stream
@@ -291,7 +291,7 @@ def test_refused_subscribe_is_logged_and_counted_and_the_stream_keeps_working(ca
 
 def test_unreachable_streamer_and_silent_streamer_raise_stream_error():
     async def main():
-        from livedata_core.redis_server import free_port
+        from livedata_core.redis_io.server import free_port
 
         async with FakeStreamer() as fake:
             info = fake.info()

@@ -15,7 +15,7 @@ first for every ``SUBSCRIBE`` / ``PSUBSCRIBE`` (its ``data`` is the number of su
 
 These helpers add typed models, short channel specs, the latest value and reconnecting after a Redis restart::
 
-    from livedata_core.subscriber import subscribe, latest
+    from livedata_core.redis_io.subscriber import subscribe, latest
 
     for message in subscribe("quotes:AAPL", "orders:*"):
         print(message.kind, message.identifier, message.data)   # data is a Quote, an Order, ...
@@ -26,7 +26,7 @@ These helpers add typed models, short channel specs, the latest value and reconn
 Specs are ``<type>:<identifier>`` (``quotes:AAPL``) or patterns with ``*`` (``quotes:*``); the
 ``live_data:`` root and the deployment prefix are added for you.
 
-``url`` may be a :class:`~livedata_core.redis_topology.RedisTopology`: with sentinels every function reads from
+``url`` may be a :class:`~livedata_core.redis_io.topology.RedisTopology`: with sentinels every function reads from
 the current master (a subscription is made again on the new master after a failover, like after a restart). On a
 cluster without ``sharded``, subscriptions go to the URL's node (plain ``PUBLISH`` reaches every node). With
 ``sharded``, :func:`subscribe` uses ``SSUBSCRIBE``, which has no patterns: a pattern is resolved to the channels
@@ -48,10 +48,10 @@ import attrs
 import orjson
 import redis
 
-from .channels import ROOT, book_key, latest_key, parse_channel, pattern
-from .models import MODEL_FOR_TYPE, from_dict
-from .redis_topology import RedisTopology, as_topology, async_pubsub_client, sync_client, sync_pubsub_client
-from .backoff import Backoff
+from ..channels import ROOT, book_key, latest_key, parse_channel, pattern
+from ..models import MODEL_FOR_TYPE, from_dict
+from .topology import RedisTopology, as_topology, async_pubsub_client, sync_client, sync_pubsub_client
+from ..backoff import Backoff
 
 __all__ = ["SHARDED_RESCAN", "Message", "asubscribe", "book", "latest", "subscribe"]
 

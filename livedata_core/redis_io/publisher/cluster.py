@@ -1,4 +1,4 @@
-"""Publishing to a Redis Cluster: the :class:`~livedata_core.publisher.aio.AsyncPublisher` queues with a writer
+"""Publishing to a Redis Cluster: the :class:`~livedata_core.redis_io.publisher.aio.AsyncPublisher` queues with a writer
 that routes every command by its key's slot.
 
 Quotes are conflated and account events queued in order exactly as for one server (the same ``publish()``,
@@ -18,7 +18,7 @@ is logged with the payload and counted, as on one server.
 
 Plain ``PUBLISH`` on a cluster reaches subscribers on every node (it is broadcast over the cluster bus, at a cost
 to every node); ``SPUBLISH`` stays on the node that owns the channel's slot, and consumers ``SSUBSCRIBE`` there
-(:func:`livedata_core.subscriber.subscribe` does, see docs/scaling.md).
+(:func:`livedata_core.redis_io.subscriber.subscribe` does, see docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import logging
 import time
 from typing import Any
 
-from ..aio_tools import within
-from ..channels import latest_key
-from ..errors import PublishError
-from ..models import Quote, to_dict
-from ..redis_topology import RedisTopology, async_client
+from ...aio_tools import within
+from ...channels import latest_key
+from ...errors import PublishError
+from ...models import Quote, to_dict
+from ..topology import RedisTopology, async_client
 from .aio import MAX_CACHED_HEADS, REPLY_TIMEOUT, TRANSIENT_ERRORS, AsyncPublisher, _Event
 from .encoding import dumps
 
@@ -44,7 +44,7 @@ log = logging.getLogger("livedata.publisher")
 class ClusterPublisher(AsyncPublisher):
     """Publish models to a Redis Cluster from asyncio code; the API and guarantees of :class:`AsyncPublisher`.
 
-    :param url: a :class:`~livedata_core.redis_topology.RedisTopology` with ``cluster=True`` (``sharded`` for
+    :param url: a :class:`~livedata_core.redis_io.topology.RedisTopology` with ``cluster=True`` (``sharded`` for
         ``SPUBLISH``).
     """
 

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
-from .errors import ConfigError
-from .redis_url import mask_url, parse_redis_url, redis_url_from_env
+from ..errors import ConfigError
+from .url import mask_url, parse_redis_url, redis_url_from_env
 
 __all__ = [
     "DEFAULT_WAIT_TIMEOUT", "MAX_WAIT_TIMEOUT", "RedisTopology", "as_topology", "async_client", "async_pubsub_client",
@@ -254,7 +254,7 @@ async def master_address(topology: RedisTopology, timeout: float = 2.0) -> tuple
     from redis.asyncio.sentinel import Sentinel
     from redis.exceptions import RedisError
 
-    from .errors import PublishError
+    from ..errors import PublishError
 
     sentinel_kwargs = {"socket_timeout": timeout, "socket_connect_timeout": timeout, **topology.sentinel_kwargs()}
     manager = Sentinel(topology.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs)

@@ -3,7 +3,7 @@
 
 from typing import Any
 
-from ..redis_topology import RedisTopology, as_topology
+from ..topology import RedisTopology, as_topology
 from .aio import AsyncPublisher, PublisherStats
 
 __all__ = ["AsyncPublisher", "PublisherStats", "make_publisher"]

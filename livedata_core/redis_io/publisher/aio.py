@@ -15,7 +15,7 @@ positions and balances also update their account's book hash ``live_data:book:<t
 HGETALL gives the whole current book), and orders and transactions are appended to a capped stream
 ``live_data:stream:<type>:<id>``; latest keys with books, and streams, can each be turned off.
 
-Beyond one server (docs/scaling.md): given a :class:`~livedata_core.redis_topology.RedisTopology` with sentinels,
+Beyond one server (docs/scaling.md): given a :class:`~livedata_core.redis_io.topology.RedisTopology` with sentinels,
 the publisher asks them where the master is on every (re)connect, checks that the server it reached is the master
 (``ROLE``), and treats a ``READONLY`` reply (a demoted master) as a lost connection. With ``wait_replicas`` each
 pipeline that carries account events ends with ``WAIT``: its events count as published (``flush``, ``stats``)
@@ -42,14 +42,14 @@ import attrs
 import hiredis
 import orjson
 
-from ..channels import book_key, channel, latest_key, stream_key
-from ..errors import PublishError
-from ..models import Quote, check_model, finite_quote, to_dict
-from ..redis_topology import RedisTopology, as_topology, async_client, master_address, with_address
-from ..redis_url import mask_url, parse_redis_url
+from ...channels import book_key, channel, latest_key, stream_key
+from ...errors import PublishError
+from ...models import Quote, check_model, finite_quote, to_dict
+from ..topology import RedisTopology, as_topology, async_client, master_address, with_address
+from ..url import mask_url, parse_redis_url
 from .encoding import book_entry, dumps
 from .resp import RespConnection, command
-from ..aio_tools import within
+from ...aio_tools import within
 
 __all__ = ["AsyncPublisher", "PublisherStats"]
 
@@ -92,7 +92,7 @@ class PublisherStats:
 class AsyncPublisher:
     """Publish models to Redis from asyncio code.
 
-    :param url: Redis URL, or a :class:`~livedata_core.redis_topology.RedisTopology` (sentinels, ``WAIT``);
+    :param url: Redis URL, or a :class:`~livedata_core.redis_io.topology.RedisTopology` (sentinels, ``WAIT``);
         default ``LIVEDATA_REDIS_URL`` or ``redis://localhost:6379/0``.
     :param prefix: deployment prefix for every channel and key.
     :param latest: also keep the last payload per channel under ``live_data:latest:...`` and each account's
@@ -119,7 +119,7 @@ class AsyncPublisher:
         self.topology = as_topology(url)
         if self.topology.cluster and not self._CLUSTER:
             raise ValueError("AsyncPublisher speaks to one server or a Sentinel master; for a cluster use "
-                             "livedata_core.publisher.make_publisher (a ClusterPublisher)")
+                             "livedata_core.redis_io.publisher.make_publisher (a ClusterPublisher)")
         self.url = self.topology.url
         self._target = parse_redis_url(self.url)
         self._sentinel = bool(self.topology.sentinels)

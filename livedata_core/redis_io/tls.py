@@ -2,7 +2,7 @@
 handshake means.
 
 The arguments are redis-py's own names, which redis-py's ``from_url`` hands to its connections as they are, so
-every redis-py client and the publisher's own connection (:mod:`livedata_core.publisher.resp`, through
+every redis-py client and the publisher's own connection (:mod:`livedata_core.redis_io.publisher.resp`, through
 :meth:`TlsOptions.ssl_context`) read the same URL the same way.
 """
 
@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["TLS_ARGUMENTS", "TlsOptions", "tls_hint", "tls_options"]
 

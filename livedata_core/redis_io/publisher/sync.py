@@ -15,7 +15,7 @@ listed). An identifier that is not a string or cannot be a channel name raises
 :class:`~livedata_core.errors.InvalidIdentifier`. The ``broker`` field defaults to ``"external"``.
 
 Redis comes from ``LIVEDATA_REDIS_URL`` (default ``redis://localhost:6379/0``) unless :func:`configure` says
-otherwise: a URL, or a :class:`~livedata_core.redis_topology.RedisTopology` (with sentinels each call writes to
+otherwise: a URL, or a :class:`~livedata_core.redis_io.topology.RedisTopology` (with sentinels each call writes to
 the current master; with ``wait_replicas`` an account event that did not reach that many replicas raises
 ``PublishError``, so the caller publishes it again). Connection failures raise
 :class:`~livedata_core.errors.PublishError` with the URL's password masked.
@@ -28,10 +28,10 @@ from typing import Any
 
 import redis
 
-from ..channels import book_key, channel, latest_key, stream_key, validate_prefix
-from ..errors import PublishError
-from ..models import to_dict
-from ..redis_topology import RedisTopology, as_topology, sync_client
+from ...channels import book_key, channel, latest_key, stream_key, validate_prefix
+from ...errors import PublishError
+from ...models import to_dict
+from ..topology import RedisTopology, as_topology, sync_client
 from .encoding import book_entry, dumps, payload_for
 
 __all__ = [
@@ -57,7 +57,7 @@ def configure(
     stream_maxlen: int = 10_000,
 ) -> None:
     """Set where and how the module-level functions publish. ``url=None`` means ``LIVEDATA_REDIS_URL``; a
-    :class:`~livedata_core.redis_topology.RedisTopology` names sentinels or a cluster."""
+    :class:`~livedata_core.redis_io.topology.RedisTopology` names sentinels or a cluster."""
     global _client
     if url is not None:
         as_topology(url)

@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 import redis
 
-from .channels import MAX_IDENTIFIER_LENGTH, control_channel, status_key, validate_prefix
-from .errors import LivedataError, PublishError
-from .redis_topology import RedisTopology, as_topology, sync_client, sync_pubsub_client
+from ..channels import MAX_IDENTIFIER_LENGTH, control_channel, status_key, validate_prefix
+from ..errors import LivedataError, PublishError
+from .topology import RedisTopology, as_topology, sync_client, sync_pubsub_client
 
 __all__ = [
     "COMMANDS",
@@ -140,7 +140,7 @@ def validate_command(data: Any, prefix: str = "") -> dict[str, Any]:
 class ControlClient:
     """Send commands to a running runner and read its status.
 
-    :param url: Redis URL, or a :class:`~livedata_core.redis_topology.RedisTopology` (with sentinels: the
+    :param url: Redis URL, or a :class:`~livedata_core.redis_io.topology.RedisTopology` (with sentinels: the
         current master); default ``LIVEDATA_REDIS_URL`` or ``redis://localhost:6379/0``.
     :param prefix: the runner's deployment prefix.
     """

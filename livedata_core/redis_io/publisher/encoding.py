@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
-from ..channels import validate_identifier
-from ..errors import InvalidIdentifier
-from ..models import MODEL_FOR_TYPE, Balance, Position, check_model, from_dict
+from ...channels import validate_identifier
+from ...errors import InvalidIdentifier
+from ...models import MODEL_FOR_TYPE, Balance, Position, check_model, from_dict
 
 __all__ = ["book_entry", "dumps", "payload_for"]
 

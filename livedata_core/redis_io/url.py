@@ -1,6 +1,6 @@
 """Where Redis is: ``LIVEDATA_REDIS_URL`` (default ``redis://localhost:6379/0``), and how it is shown.
 
-Query arguments are redis-py's own names (``?db=2``, the ``ssl_*`` ones of :mod:`livedata_core.redis_tls`),
+Query arguments are redis-py's own names (``?db=2``, the ``ssl_*`` ones of :mod:`livedata_core.redis_io.tls`),
 which redis-py's ``from_url`` passes to its connections as they are. Only those the publisher's own connection
 understands too are accepted, so a typo is a ``ConfigError`` at start rather than a setting silently ignored.
 """
@@ -13,8 +13,8 @@ from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 import attrs
 
-from .errors import ConfigError
-from .redis_tls import TLS_ARGUMENTS, TlsOptions, tls_hint, tls_options
+from ..errors import ConfigError
+from .tls import TLS_ARGUMENTS, TlsOptions, tls_hint, tls_options
 
 __all__ = [
     "DEFAULT_REDIS_URL", "QUERY_ARGUMENTS", "RedisTarget", "TlsOptions", "mask_url", "parse_redis_url",

@@ -11,9 +11,9 @@ import asyncio
 
 import hiredis
 
-from ..errors import PublishError
-from ..redis_url import RedisTarget, mask_url, tls_hint
-from ..aio_tools import within
+from ...errors import PublishError
+from ..url import RedisTarget, mask_url, tls_hint
+from ...aio_tools import within
 
 __all__ = ["RespConnection", "command"]
 
