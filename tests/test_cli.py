@@ -248,7 +248,7 @@ def test_passwords_that_confuse_url_parsers_are_still_hidden(url, tmp_path):
 
 
 def _subparser(name):
-    from livedata_core.cli import build_parser
+    from livedata_core.cli.commands import build_parser
 
     parser = build_parser()
     action = next(a for a in parser._actions if a.dest == "command")

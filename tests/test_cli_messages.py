@@ -55,7 +55,7 @@ def test_one_symbol_is_not_one_symbols_and_status_lists_read_plainly(one_symbol_
 
 
 def test_status_prints_lists_and_mappings_as_text():
-    from livedata_core.cli import _plain
+    from livedata_core.cli.commands import _plain
 
     assert _plain(["DEMO-1", "DEMO-2"]) == "DEMO-1, DEMO-2"
     assert _plain({"bad_price": 2, "no_symbol": 1}) == "bad_price 2, no_symbol 1"

@@ -22,7 +22,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from livedata_core.scaffold import create_plugin
+from livedata_core.cli.scaffold import create_plugin
 from livedata_core.testing import PublishedCollector
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from livedata_core.cli import build_parser
+from livedata_core.cli.commands import build_parser
 from livedata_core.errors import ConfigError
 from livedata_core.plugin_kit.plugins import get_brokers
 from livedata_core.runner import Runner, load_config

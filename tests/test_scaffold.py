@@ -20,7 +20,7 @@ import pytest
 from livedata_core.cli import main
 from livedata_core.errors import ConfigError
 from livedata_core import scaffold
-from livedata_core.scaffold import FILES, create_plugin
+from livedata_core.cli.scaffold import FILES, create_plugin
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "livedata_example"
 

@@ -21,8 +21,8 @@ import keyword
 import re
 from pathlib import Path
 
-from . import __version__
-from .errors import ConfigError
+from .. import __version__
+from ..errors import ConfigError
 
 __all__ = ["FILES", "create_plugin", "example_root", "render", "validate_name"]
 
@@ -83,8 +83,8 @@ def example_root() -> Path:
 
     :raises ConfigError: neither is there (an installation built without the example).
     """
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "example", here.parent / "examples" / "livedata_example"):
+    package = Path(__file__).resolve().parents[1]  # livedata_core/
+    for candidate in (package / "example", package.parent / "examples" / "livedata_example"):
         if (candidate / "pyproject.toml").is_file():
             return candidate
     raise ConfigError(
@@ -146,7 +146,7 @@ def _renamed(text: str, name: str) -> str:
 def _cut(text: str, old: str, new: str, where: str) -> str:
     """``text`` with ``old`` replaced; the example changed in a way the scaffold does not know if it is missing."""
     if old not in text:
-        raise ConfigError(f"the example's {where} no longer contains {old!r}: update livedata_core/scaffold.py")
+        raise ConfigError(f"the example's {where} no longer contains {old!r}: update livedata_core/cli/scaffold.py")
     return text.replace(old, new)
 
 

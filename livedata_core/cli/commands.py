@@ -12,9 +12,9 @@ import sys
 import time
 from typing import Any
 
-from . import __version__
-from .errors import ConfigError, LivedataError, PublishError
-from .ops import REFRESH_TOKEN_EXPIRES_AT
+from .. import __version__
+from ..errors import ConfigError, LivedataError, PublishError
+from ..ops import REFRESH_TOKEN_EXPIRES_AT
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -87,7 +87,7 @@ def _url_and_prefix(args: argparse.Namespace) -> tuple[Any, str]:
     if (url is None or prefix is None) and (config_path or os.path.exists("livedata.toml")):
         import attrs
 
-        from .runner import load_config_file
+        from ..runner import load_config_file
 
         redis_config = load_config_file(config_path).redis
         if prefix is None:
@@ -112,7 +112,7 @@ def _check_broker_settings(config: Any, path: str | None, from_file: set[str]) -
     like the runner's own errors do (``livedata.toml: brokers.ibkr.compete must be true or false, was 'false'``)."""
     if path is None:
         return
-    from .runner.instances import make_contexts, plan_instances
+    from ..runner.instances import make_contexts, plan_instances
 
     try:
         instances = plan_instances(config.brokers)
@@ -122,7 +122,7 @@ def _check_broker_settings(config: Any, path: str | None, from_file: set[str]) -
 
 
 def _setup(args: argparse.Namespace) -> None:
-    from .logs import setup_logging
+    from ..logs import setup_logging
 
     setup_logging(getattr(args, "verbose", 0), json_lines=True if getattr(args, "log_json", False) else None)
 
@@ -136,8 +136,8 @@ def _redis_problem(url: Any) -> tuple[bool, str] | None:
     names the cause; the URL in it is masked."""
     import redis
 
-    from .redis_io.topology import as_topology, sync_client
-    from .redis_io.url import parse_redis_url, tls_hint
+    from ..redis_io.topology import as_topology, sync_client
+    from ..redis_io.url import parse_redis_url, tls_hint
 
     topology = as_topology(url)
     url, shown = topology.url, topology.describe()
@@ -162,7 +162,7 @@ def _redis_problem(url: Any) -> tuple[bool, str] | None:
 def _check_redis(url: Any) -> None:
     """Raise ``PublishError`` saying why, unless Redis answers at ``url`` (a URL or a ``RedisTopology``; ``None``:
     the environment's)."""
-    from .redis_io.url import redis_url_from_env
+    from ..redis_io.url import redis_url_from_env
 
     problem = _redis_problem(url or redis_url_from_env()[0])
     if problem is not None:
@@ -171,7 +171,7 @@ def _check_redis(url: Any) -> None:
 
 def _start_embedded_redis() -> Any:
     """A private redis-server on 6379 if that port is free, else on a free port (binaries: see redis_server)."""
-    from .redis_io.server import RedisServer, redis_server_candidates
+    from ..redis_io.server import RedisServer, redis_server_candidates
 
     if not redis_server_candidates():
         raise ConfigError(
@@ -200,8 +200,8 @@ def _start_embedded_redis() -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     import attrs
 
-    from .runner import Runner, load_config_file
-    from .runner.config import BrokerConfig
+    from ..runner import Runner, load_config_file
+    from ..runner.config import BrokerConfig
 
     env = dict(os.environ)
     if args.redis_url:
@@ -254,7 +254,7 @@ def _with_metrics_port(config: Any, port: int) -> Any:
     """``config`` serving metrics and health on ``port`` (``--metrics-port``; the host stays ``[metrics] host``)."""
     import attrs
 
-    from .runner.config import MetricsConfig
+    from ..runner.config import MetricsConfig
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"--metrics-port must be a TCP port from 0 (any free one) to 65535, was {port}")
@@ -281,7 +281,7 @@ def _watch_command(args: argparse.Namespace, embedded_url: str | None) -> str:
     Redis and prefix (a password in a --redis-url is shown masked, never printed)."""
     import shlex
 
-    from .redis_io.url import mask_url
+    from ..redis_io.url import mask_url
 
     words = []
     if args.config:
@@ -342,7 +342,7 @@ def _summary(status: dict[str, Any]) -> str:
 def cmd_plugins(args: argparse.Namespace) -> int:
     import attrs
 
-    from .plugin_kit.plugins import load_errors, plugin_records
+    from ..plugin_kit.plugins import load_errors, plugin_records
     from .tables import render_table
 
     records = plugin_records()
@@ -376,7 +376,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _control(args: argparse.Namespace) -> Any:
-    from .redis_io.control import ControlClient
+    from ..redis_io.control import ControlClient
 
     url, prefix = _url_and_prefix(args)
     client = ControlClient(url, prefix, timeout=args.timeout)
@@ -499,9 +499,9 @@ def _tail_spec(spec: str) -> str:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from .channels import pattern
-    from .redis_io.topology import as_topology
-    from .redis_io.subscriber import subscribe
+    from ..channels import pattern
+    from ..redis_io.topology import as_topology
+    from ..redis_io.subscriber import subscribe
 
     url, prefix = _url_and_prefix(args)
     specs = [_tail_spec(spec) for spec in args.patterns]
@@ -537,11 +537,11 @@ def _broker_context(args: argparse.Namespace) -> tuple[Any, Any]:
     """The plugin and context of the instance ``args.broker`` names: a ``[brokers.NAME]`` table of the configuration
     file (``-c``, else ./livedata.toml), with its settings, its own tokens and the login it links to; else a plugin
     of that name with its default settings."""
-    from .plugin_kit.plugins import get_broker
-    from .runner import load_config_file
-    from .runner.config import BrokerConfig
-    from .runner.instances import make_contexts, plan_instances
-    from .plugin_kit.tokens import resolve_token_store
+    from ..plugin_kit.plugins import get_broker
+    from ..runner import load_config_file
+    from ..runner.config import BrokerConfig
+    from ..runner.instances import make_contexts, plan_instances
+    from ..plugin_kit.tokens import resolve_token_store
 
     name = args.broker
     path = _config_path(args)
@@ -554,7 +554,7 @@ def _broker_context(args: argparse.Namespace) -> tuple[Any, Any]:
         except ConfigError as exc:
             configured = f"configured in {path}: {', '.join(brokers) or 'none'}" if path else "no configuration file"
             raise ConfigError(f"{name!r} is not an instance ({configured}) nor an installed plugin: {exc}") from None
-        from .runner.config import instance_env
+        from ..runner.config import instance_env
 
         brokers, where = {name: BrokerConfig(name=name, env=instance_env([name], os.environ)[name])}, None
     try:
@@ -569,7 +569,7 @@ def _ask_credentials(broker: Any, ctx: Any, from_env: bool) -> dict[str, str]:
     """The broker's declared credentials, typed (secrets without echo) or from ``LIVEDATA_<INSTANCE>_<NAME>``."""
     import getpass
 
-    from .plugin_kit.tokens import credential_env
+    from ..plugin_kit.tokens import credential_env
 
     values: dict[str, str] = {}
     for credential in broker.info.credentials:
@@ -593,8 +593,8 @@ def _ask_credentials(broker: Any, ctx: Any, from_env: bool) -> dict[str, str]:
 def _auth_credentials(broker: Any, ctx: Any, from_env: bool) -> int:
     """``livedata auth`` of an API-key broker: store its credentials in the instance's token record, then check
     them with ``authenticate`` if the broker has it (credentials it rejects are not kept). No value is printed."""
-    from .errors import AuthError
-    from .plugin_kit.tokens import credential_env, save_credentials
+    from ..errors import AuthError
+    from ..plugin_kit.tokens import credential_env, save_credentials
 
     values = _ask_credentials(broker, ctx, from_env)
     before = ctx.tokens.load(ctx.token_key)
@@ -641,7 +641,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
         raise ConfigError(f"--from-env is for brokers that declare credentials; {broker.name!r} declares none")
     if not broker.has("login") and ctx.login is not None:
         # tos_ira streams with the login of schwab_ira: logging in means logging in that instance.
-        from .plugin_kit.plugins import get_broker
+        from ..plugin_kit.plugins import get_broker
 
         _print_err(f"{ctx.instance} uses the login of {ctx.login.instance}; logging in {ctx.login.instance}")
         broker, ctx = get_broker(ctx.login.broker), ctx.login
@@ -661,7 +661,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
 def cmd_fetch(args: argparse.Namespace) -> int:
     import attrs
 
-    from .models import to_dict
+    from ..models import to_dict
     from .tables import COLUMNS, render_table
 
     kind = args.kind
@@ -706,7 +706,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 async def _publish_all(args: argparse.Namespace, items: list[Any]) -> None:
-    from .redis_io.publisher import AsyncPublisher
+    from ..redis_io.publisher import AsyncPublisher
 
     url, prefix = _url_and_prefix(args)
     publisher = AsyncPublisher(url, prefix=prefix)
@@ -850,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup(args)
     import redis
 
-    from .logs import mask_secrets
+    from ..logs import mask_secrets
 
     try:
         return args.func(args)
@@ -879,6 +879,3 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
