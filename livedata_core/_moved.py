@@ -33,6 +33,7 @@ MOVED = {
     "livedata_core.redis_topology": "livedata_core.redis_io.topology",
     "livedata_core.redis_url": "livedata_core.redis_io.url",
     "livedata_core.subscriber": "livedata_core.redis_io.subscriber",
+    "livedata_core.ops": "livedata_core.runner.ops",
     "livedata_core.scaffold": "livedata_core.cli.scaffold",
     "livedata_core.tables": "livedata_core.cli.tables",
 }

@@ -12,7 +12,7 @@ import attrs
 
 from livedata_core import BrokerInfo, BrokerStream, HEARTBEAT, Order, Quote, hookimpl
 from livedata_core.errors import AuthError, LoginRequired
-from livedata_core.ops import REFRESH_TOKEN_EXPIRES_AT
+from livedata_core.runner.ops import REFRESH_TOKEN_EXPIRES_AT
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import registered_plugin
 from livedata_core.plugin_kit.tokens import MemoryTokenStore

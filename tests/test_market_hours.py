@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from livedata_core.errors import ConfigError
-from livedata_core.ops.market_hours import (
+from livedata_core.runner.ops.market_hours import (
     BUILTIN_CLASSES, SessionMap, default_class, easter, parse_classes, us_early_closes, us_holidays,
 )
 

@@ -94,7 +94,7 @@ def test_no_metric_carries_a_secret_or_an_unbounded_label(scraped):
 
 
 def test_skip_reasons_are_bounded():
-    from livedata_core.ops.metrics import MAX_REASONS, _bounded
+    from livedata_core.runner.ops.metrics import MAX_REASONS, _bounded
 
     reasons = {f"reason {i}": i + 1 for i in range(MAX_REASONS + 20)}
     bounded = _bounded(reasons)

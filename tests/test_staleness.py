@@ -13,8 +13,8 @@ import redis
 
 from livedata_core import cli
 from livedata_core.errors import ConfigError
-from livedata_core.ops.market_hours import SessionMap
-from livedata_core.ops.staleness import SymbolStaleness
+from livedata_core.runner.ops.market_hours import SessionMap
+from livedata_core.runner.ops.staleness import SymbolStaleness
 from livedata_core.runner import load_config
 from livedata_core.testing import running
 

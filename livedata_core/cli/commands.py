@@ -14,7 +14,6 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ConfigError, LivedataError, PublishError
-from ..ops import REFRESH_TOKEN_EXPIRES_AT
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -422,6 +421,8 @@ def _ago(ts: float | None, now: float) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from ..runner.ops import REFRESH_TOKEN_EXPIRES_AT  # here: the runner package is heavy for the other commands
+
     with _control(args) as client:
         status = client.status()
     if args.json:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
-from ..ops.health import OpsServer
-from ..ops.staleness import StalenessWatch
+from .ops.health import OpsServer
+from .ops.staleness import StalenessWatch
 from ..redis_io.publisher import make_publisher
 from ..plugin_kit.tokens import TokenStore, resolve_token_store
 from .broker_runtime import CLOSE_TIMEOUT, DRAIN_TIMEOUT, BrokerRuntime

@@ -470,7 +470,7 @@ class BrokerRuntime:
 
     async def resubscribe(self, symbols: list[str]) -> bool:
         """Unsubscribe and subscribe ``symbols`` again on the open stream (symbols gone silent while the connection
-        is alive: see :mod:`livedata_core.ops.staleness`). Returns whether it was done; a failure is recorded."""
+        is alive: see :mod:`livedata_core.runner.ops.staleness`). Returns whether it was done; a failure is recorded."""
         async with self._sub_lock:
             stream = self._stream
             symbols = [s for s in symbols if s in self.symbols]

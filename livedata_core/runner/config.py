@@ -51,7 +51,7 @@ import attrs
 from ..plugin_kit.broker import RUNNER_KEYS, name_problem
 from ..channels import validate_identifier, validate_prefix
 from ..errors import ConfigError, InvalidIdentifier
-from ..ops.market_hours import parse_classes, parse_patterns
+from .ops.market_hours import parse_classes, parse_patterns
 from ..plugin_kit.limits import (
     MAX_INTERVAL, MAX_STREAM_MAXLEN, MAX_SYMBOLS_CAP, MAX_TIMEOUT, MAX_WAIT, Between, between, seconds,
 )
@@ -121,7 +121,7 @@ class BrokerConfig:
     stale_after: float = DEFAULT_STALE_AFTER
     """Seconds a symbol may be silent while its market is open before it is resubscribed and reported stale (0: never)."""
     market_hours: tuple[tuple[str, str], ...] = ()
-    """Symbol glob pattern -> session class, tried in order (see :mod:`livedata_core.ops.market_hours`)."""
+    """Symbol glob pattern -> session class, tried in order (see :mod:`livedata_core.runner.ops.market_hours`)."""
     # The raw table may hold secrets (an app secret): its repr names the keys only.
     settings: dict[str, Any] = attrs.field(factory=dict, repr=lambda s: f"<keys: {', '.join(sorted(s)) or 'none'}>")
     env: dict[str, str] = attrs.field(factory=dict, repr=lambda e: f"<names: {', '.join(sorted(e)) or 'none'}>")
@@ -193,7 +193,7 @@ class RunnerConfig:
     metrics: MetricsConfig | None = None
     """The metrics and health server; ``None`` (no ``[metrics]`` table, no ``--metrics-port``): none runs."""
     market_hours: dict[str, Any] = attrs.field(factory=dict)
-    """Session classes by name (:class:`~livedata_core.ops.market_hours.SessionClass`): the built-in ones as changed
+    """Session classes by name (:class:`~livedata_core.runner.ops.market_hours.SessionClass`): the built-in ones as changed
     by ``[market_hours.<name>]`` tables; empty means the built-in ones."""
 
 

@@ -30,7 +30,7 @@ class BrokerStatus:
     """Symbols resubscribed because they were silent past ``stale_after`` while their market was open."""
     stale: dict[str, float] = attrs.field(factory=dict)
     """Subscribed symbols silent past ``stale_after`` while their market is open: symbol -> since when (the last
-    update, or when watching began; seconds since the epoch). See :mod:`livedata_core.ops.staleness`."""
+    update, or when watching began; seconds since the epoch). See :mod:`livedata_core.runner.ops.staleness`."""
     account_events: dict[str, int] = attrs.field(factory=dict)
     """Account events published, per type (``orders``...); quotes are ``messages`` less these."""
     last_error: str | None = None

@@ -1,6 +1,6 @@
 """When a symbol's market is open: trading sessions per symbol class, and US exchange holidays computed by rule.
 
-The staleness watch (:mod:`livedata_core.ops.staleness`) raises no alarm for a symbol whose session is closed, and
+The staleness watch (:mod:`livedata_core.runner.ops.staleness`) raises no alarm for a symbol whose session is closed, and
 counts a symbol's silence from no earlier than the start of its current session.
 
 **Sessions.** A :class:`SessionClass` opens on each of its ``days`` at ``open`` (local time of its ``timezone``) and
@@ -54,7 +54,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = [
     "BUILTIN_CLASSES",

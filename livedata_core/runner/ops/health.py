@@ -8,9 +8,9 @@ the middle of one) and answers ``GET`` (and ``HEAD``) only:
 ``/readyz``
     200 when, besides that, every instance does its job: an instance that streams is ``streaming``, one that only
     polls is ``polling``; none is in ``login_required``, none has given something up for good (``failed``) and no
-    subscribed symbol is stale while its market is open (:mod:`livedata_core.ops.staleness`). Else 503.
+    subscribed symbol is stale while its market is open (:mod:`livedata_core.runner.ops.staleness`). Else 503.
 ``/metrics``
-    The Prometheus text format (:mod:`livedata_core.ops.metrics`).
+    The Prometheus text format (:mod:`livedata_core.runner.ops.metrics`).
 
 Both health answers are JSON: ``{"status": "ok" | "unavailable", "reasons": [...], ...}``, each reason a sentence
 naming the instance, what is wrong, and the last error where there is one (secrets masked).
@@ -26,9 +26,9 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..aio_tools import within
-from ..errors import ConfigError
-from ..logs import mask_secrets
+from ...aio_tools import within
+from ...errors import ConfigError
+from ...logs import mask_secrets
 from .metrics import RunnerMetrics
 
 __all__ = ["PROBE_TIMEOUT", "OpsServer", "health_reasons", "readiness_reasons"]

@@ -5,7 +5,7 @@ after a while). The runner's read loop notes when each subscribed symbol last up
 in loop time); :class:`StalenessWatch` looks at those times a few times per ``stale_after``:
 
 1. a symbol silent for more than ``stale_after`` seconds while its session is open (see
-   :mod:`~livedata_core.ops.market_hours`; silence counts from no earlier than the session's start, the connection's
+   :mod:`~livedata_core.runner.ops.market_hours`; silence counts from no earlier than the session's start, the connection's
    start or the subscription) is **resubscribed once** (unsubscribe, subscribe);
 2. if it has still not updated ``min(stale_after / 4, 5)`` seconds later, it is **stale**: listed in its instance's
    status (``stale``: symbol -> since when), counted in metrics, failing ``/readyz``, logged, and announced on
@@ -28,8 +28,8 @@ from typing import Any
 import attrs
 import orjson
 
-from ..aio_tools import within
-from ..channels import event_channel
+from ...aio_tools import within
+from ...channels import event_channel
 from .market_hours import SessionClass, SessionMap
 
 __all__ = ["StalenessWatch", "SymbolStaleness", "Verdict"]

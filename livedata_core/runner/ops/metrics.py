@@ -1,4 +1,4 @@
-"""The runner's state as Prometheus metrics (served on ``/metrics`` by :mod:`livedata_core.ops.health`).
+"""The runner's state as Prometheus metrics (served on ``/metrics`` by :mod:`livedata_core.runner.ops.health`).
 
 Nearly everything is read from the runner's status when Prometheus scrapes (a custom collector), so metrics cost the
 publish path nothing. The one measurement of its own is the publish latency, sampled (:class:`LatencySampler`).
@@ -22,7 +22,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..channels import CHANNEL_TYPES
+from ...channels import CHANNEL_TYPES
 from . import REFRESH_TOKEN_EXPIRES_AT
 
 __all__ = ["LATENCY_BUCKETS", "MAX_REASONS", "LatencySampler", "RunnerCollector", "RunnerMetrics"]
