@@ -4,6 +4,7 @@ Public API::
 
     from livedata_core import live_data_redis          # the sync publisher: publish_quote("AAPL", {...})
     from livedata_core import hookimpl, BrokerInfo      # writing a broker plugin
+    from livedata_core import WebSocketStream, MergeBook, PermanentError, NotEntitled
     from livedata_core import Quote, Position, Balance, Order, Transaction, Account
 """
 
@@ -24,7 +25,9 @@ from .errors import (
     InvalidIdentifier,
     LivedataError,
     LoginRequired,
+    NotEntitled,
     NotSupported,
+    PermanentError,
     PluginError,
     PublishError,
     RateLimited,
@@ -32,10 +35,12 @@ from .errors import (
     SymbolsRefused,
 )
 from .plugin_kit.hookspecs import hookimpl
+from .plugin_kit.merge import MergeBook
 from .models import Account, Balance, Order, Position, Quote, Transaction, from_dict, make_quote, now_ms, to_dict
 from .plugin_kit.streaming import HEARTBEAT, BrokerStream
 
 if TYPE_CHECKING:
+    from .plugin_kit.websocket_stream import WebSocketStream
     from .redis_io.publisher import sync as live_data_redis
 
 __version__ = "0.1.0"
@@ -55,7 +60,10 @@ __all__ = [
     "InvalidIdentifier",
     "LivedataError",
     "LoginRequired",
+    "MergeBook",
+    "NotEntitled",
     "NotSupported",
+    "PermanentError",
     "Order",
     "PluginError",
     "Position",
@@ -65,6 +73,7 @@ __all__ = [
     "StreamError",
     "SymbolsRefused",
     "Transaction",
+    "WebSocketStream",
     "from_dict",
     "hookimpl",
     "live_data_redis",
@@ -75,9 +84,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The publisher imports redis; load it only when asked so `import livedata_core` stays light.
+    # The publisher imports redis and WebSocketStream websockets: load them only when asked, so
+    # `import livedata_core` stays light.
     if name == "live_data_redis":
         from .redis_io.publisher import sync
 
         return sync
+    if name == "WebSocketStream":
+        from .plugin_kit.websocket_stream import WebSocketStream
+
+        return WebSocketStream
     raise AttributeError(f"module 'livedata_core' has no attribute {name!r}")

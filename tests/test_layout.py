@@ -137,6 +137,24 @@ def test_old_module_paths_import_the_moved_modules_themselves():
     assert run.stdout.strip() == "ok", run.stderr
 
 
+def test_the_package_exports_what_a_plugin_author_uses_and_stays_light():
+    code = (
+        "import sys, livedata_core\n"
+        "assert 'websockets' not in sys.modules and 'redis' not in sys.modules, 'import livedata_core got heavy'\n"
+        "from livedata_core import MergeBook, NotEntitled, PermanentError, WebSocketStream\n"
+        "from livedata_core.errors import NotEntitled as N, PermanentError as P\n"
+        "from livedata_core.plugin_kit.merge import MergeBook as M\n"
+        "from livedata_core.plugin_kit.websocket_stream import WebSocketStream as W\n"
+        "assert (NotEntitled, PermanentError, MergeBook, WebSocketStream) == (N, P, M, W)\n"
+        "missing = [n for n in livedata_core.__all__ if not hasattr(livedata_core, n)]\n"
+        "assert not missing, missing\n"
+        "assert {'NotEntitled', 'PermanentError', 'MergeBook', 'WebSocketStream'} <= set(livedata_core.__all__)\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == "ok", run.stderr
+
+
 @pytest.mark.parametrize("old", sorted(_moved.MOVED))
 def test_every_old_path_is_the_module_at_its_new_path(old):
     assert importlib.import_module(old) is importlib.import_module(_moved.MOVED[old])
