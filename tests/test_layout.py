@@ -1,4 +1,4 @@
-"""Core's layout: no import cycles, and the module paths the guides and older code use keep importing."""
+"""Core's layout: no import cycles (not even through imports for type checkers only), and the module paths the guides and older code use keep importing."""
 
 from __future__ import annotations
 
@@ -27,12 +27,10 @@ def _module_name(path: Path) -> str:
 
 
 def _imports(tree: ast.Module, module: str, is_package: bool):
-    """Every module named by an import of ``tree``, inside functions too, but not under ``if TYPE_CHECKING``."""
+    """Every module named by an import of ``tree``: inside functions and under ``if TYPE_CHECKING`` too."""
 
     def visit(nodes):
         for node in nodes:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                continue
             if isinstance(node, ast.Import):
                 yield from (alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom):

@@ -16,7 +16,6 @@ import attrs
 import cattrs
 
 from ..errors import ConfigError, NotSupported, PluginError
-from .hookspecs import CAPABILITIES
 from .limits import MAX_SYMBOLS_CAP, EachValue, bounds_of, number_problem
 from ..models import describe_validation_error
 from .merge import MergeBook
@@ -40,13 +39,20 @@ def name_problem(name: Any) -> str | None:
             "at most 32 characters")
 
 
+CAPABILITIES = frozenset(
+    {"authenticate", "login", "stream", "fetch_accounts", "fetch_positions", "fetch_balances", "fetch_orders", "fetch_transactions"}
+)
+"""What a broker may declare in :attr:`BrokerInfo.capabilities`; each needs the hook of the same name
+(:mod:`~livedata_core.plugin_kit.hookspecs`)."""
+
+
 @attrs.frozen
 class BrokerInfo:
     """A broker's declaration, returned by its ``broker_info`` hook.
 
     :param name: short lower-case name used in configuration, the CLI and payloads (``"schwab"``).
     :param capabilities: the hooks this broker implements and core may call (see
-        :data:`~livedata_core.plugin_kit.hookspecs.CAPABILITIES`).
+        :data:`CAPABILITIES`).
     :param settings_cls: an attrs class for the broker's own settings (the ``[brokers.NAME]`` table less the
         runner's keys); ``None`` when the broker takes none.
     :param description: one line for ``livedata plugins``.

@@ -206,10 +206,5 @@ BROKER_HOOKS = (
 )
 """Hooks that are called for one broker only, never across plugins."""
 
-CAPABILITIES = frozenset(
-    {"authenticate", "login", "stream", "fetch_accounts", "fetch_positions", "fetch_balances", "fetch_orders", "fetch_transactions"}
-)
-"""What a broker may declare in :attr:`BrokerInfo.capabilities`; each needs the hook of the same name."""
-
 OPTIONAL_HOOKS = frozenset({"normalize_symbol", "shutdown"})
-"""Broker hooks that need no capability."""
+"""Broker hooks that need no capability (the others are :data:`~livedata_core.plugin_kit.broker.CAPABILITIES`)."""

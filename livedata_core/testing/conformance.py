@@ -62,9 +62,9 @@ from typing import Any
 
 import pytest
 
-from ..plugin_kit.broker import Broker, BrokerContext, BrokerInfo
+from ..plugin_kit.broker import CAPABILITIES, Broker, BrokerContext, BrokerInfo
 from ..errors import AuthError, InvalidIdentifier, LivedataError, StreamError
-from ..plugin_kit.hookspecs import CAPABILITIES, OPTIONAL_HOOKS
+from ..plugin_kit.hookspecs import OPTIONAL_HOOKS
 from ..models import ORDER_STATUSES, Account, Balance, Order, Position, Quote, Transaction, check_model, now_ms
 from ..plugin_kit.plugins import get_broker
 from ..plugin_kit.streaming import BrokerStream
