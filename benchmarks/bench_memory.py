@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from livedata_core.redis_server import RedisServer
+from livedata_core.redis_io.server import RedisServer
 
 
 def rss_mb(pid: int) -> float:
