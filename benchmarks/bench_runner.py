@@ -1,7 +1,7 @@
 """End to end through the real runner: fake tos streamer -> `livedata run` -> redis-server -> subscriber.
 
-Run: ``python benchmarks/bench_runner.py`` (about 2 minutes; ``--profile`` adds a py-spy profile of the runner at
-saturation, ``--no-uvloop`` skips the uvloop variant, ``--quick`` shortens everything). Every part is its own
+Run: ``python benchmarks/bench_runner.py`` (about 3 minutes; ``--profile`` adds a py-spy profile of the runner at
+saturation, ``--no-uvloop`` and ``--no-ibkr`` skip those variants, ``--quick`` shortens everything). Every part is its own
 process: a private redis-server, the fake streamer (``livedata_tos.testing.FakeStreamer``), ``livedata run -c
 <config>`` (the console script, tos plugin, default settings; the config points the plugin at a fake Schwab REST
 server from ``livedata_schwab.testing`` whose ``/userPreference`` names the fake streamer, the saved login is a
@@ -47,6 +47,20 @@ py-spy) and no better p99, so it does not pay here (see the report for the figur
 pass per item that writes straight into the quote (merge + model build together), and dropping the duplicated
 per-quote checks (finite_quote in publish after the parser already produced floats, and BrokerRuntime's per-quote
 work).
+
+ibkr through the runner (one quote per WSS frame, 100 symbols; 1,250 samples while streaming): ~21 us CPU per
+quote, ~45k quotes/s, so per-frame costs dominate, not per-field ones:
+
+  38%  merge: ibkr QuoteBook.apply/_merge incl. parse_number/parse_price of the string values (values.py)
+  24%  websocket recv: TLS (SSLObject.read), websockets Frame.parse, and permessage-deflate decode (the runner's
+       client offers compression and the fake gateway accepts it)
+  11%  runtime loop: WebSocketStream._read_loop / BrokerRuntime._read per frame
+   9%  publisher validation: check_model on EVERY ibkr quote (15% inclusive): finite_quote returns False for any
+       quote whose ``extra`` is not None, and ibkr quotes always carry ``extra={"conid": ...}``, so each pays
+       the ~3 us slow path; a fast check that accepts a small dict of scalars in ``extra`` would remove it
+   7%  event loop (asyncio; one wake-up per frame)
+   6%  frame parse: IbkrStream._decode (orjson.loads) and dispatch
+   5%  publisher encode (conflation leaves ~3k PUBLISH/s for 100 symbols)
 """
 
 from __future__ import annotations
@@ -89,6 +103,7 @@ TARGET_P99_50K_MS = 1.0
 
 class Sizes:
     blast_frames = 6000  # 600k quotes through the runner
+    ibkr_frames = 200_000  # one quote each
     naive_frames = 300  # 30k quotes through the naive loop
     steady_seconds = 4.0
     profile_frames = 20000
@@ -221,7 +236,7 @@ def streamer_process(conn) -> None:
                         await ws.send(orjson.dumps(data_frame(EQUITIES, items)).decode())
                     await asyncio.sleep(0.05)
                     await ws.send(sentinel_frame(token))
-                    conn.send(n_frames)
+                    conn.send(n_frames * STEADY_PER_FRAME)
 
     asyncio.run(main())
 
@@ -233,6 +248,7 @@ class Streamer:
         self.proc.start()
         self.port = self.conn.recv()
         self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self.n_symbols = N_SYMBOLS + 1
 
     def call(self, *cmd):
         self.conn.send(cmd)
@@ -241,6 +257,97 @@ class Streamer:
     def close(self) -> None:
         self.conn.send(("stop",))
         self.proc.join(10)
+
+
+# -- child process: the fake IBKR gateway (item 3), same commands as the streamer ------------------------------
+
+IBKR_SYMBOLS = 99  # + the sentinel
+IBKR_CONID0 = 1_000_000
+
+
+def ibkr_symbols() -> list[str]:
+    """``SYMBOL@conid`` (no secdef lookups); the sentinel last."""
+    return [f"S{i:04d}@{IBKR_CONID0 + i}" for i in range(IBKR_SYMBOLS)] + [f"{SENTINEL}@{IBKR_CONID0 + IBKR_SYMBOLS}"]
+
+
+def gateway_process(conn) -> None:
+    """``livedata_ibkr.testing.FakeGateway`` (WSS with its own CA) answering the streamer's commands; one quote
+    per frame (``smd+conid``) as the gateway sends them; the send time (us) rides in field 7762 (volume)."""
+    from livedata_ibkr.testing import FakeGateway
+
+    def frame(i: int, fields: dict) -> str:
+        conid = IBKR_CONID0 + i
+        return orjson.dumps({"topic": f"smd+{conid}", "conid": conid, "conidEx": str(conid), "server_id": "q0",
+                             "_updated": 1_700_000_000_000, "6119": "q0", **fields}).decode()  # fmt: skip
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        encoded = [frame(i % IBKR_SYMBOLS, {"84": f"{100 + i % 7 - 0.01:.2f}", "86": f"{100 + i % 7 + 0.01:.2f}",
+                                            "31": f"{100 + i % 7}.00", "88": "1,300", "85": "500"})
+                   for i in range(997)]  # fmt: skip
+        async with FakeGateway(hb_interval=5.0) as gw:
+            conn.send(gw.settings())
+            while True:
+                cmd = await loop.run_in_executor(None, conn.recv)
+                if cmd[0] == "stop":
+                    return
+                if cmd[0] == "wait":
+                    await gw.wait_for(lambda: len(gw.clients) == 1 and all(
+                        gw.subscribed(IBKR_CONID0 + i) for i in range(cmd[1])), 60)  # fmt: skip
+                    conn.send("ok")
+                    continue
+                (client,) = gw.clients
+                ws = client.ws
+                if cmd[0] == "blast":
+                    _, frames, token = cmd
+                    first = time.time_ns() // 1000
+                    for f in range(frames):
+                        await ws.send(encoded[f % len(encoded)])
+                    await ws.send(frame(IBKR_SYMBOLS, {"31": "1.00", "7762": str(token)}))
+                    conn.send(first)
+                else:
+                    _, rate, seconds, token = cmd
+                    n = int(seconds * rate)
+                    start = loop.time() + 0.05
+                    for f in range(0, n, 10):  # wake up per 10 quotes (10 frames), as a busy gateway batches writes
+                        delay = start + f / rate - loop.time()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        for k in range(f, min(f + 10, n)):
+                            sent = str(time.time_ns() // 1000)
+                            await ws.send(frame(k % IBKR_SYMBOLS, {"31": f"{100 + k % 7}.00", "7762": sent}))
+                    await asyncio.sleep(0.05)
+                    await ws.send(frame(IBKR_SYMBOLS, {"31": "1.00", "7762": str(token)}))
+                    conn.send(n)
+
+    asyncio.run(main())
+
+
+class Gateway:
+    quotes_per_frame = 1
+    n_symbols = IBKR_SYMBOLS + 1
+
+    def __init__(self) -> None:
+        self.conn, child = mp.Pipe()
+        self.proc = mp.Process(target=gateway_process, args=(child,), daemon=True)
+        self.proc.start()
+        self.settings = self.conn.recv()
+
+    def call(self, *cmd):
+        self.conn.send(cmd)
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(("stop",))
+        self.proc.join(10)
+
+
+def write_ibkr_config(tmp: Path, settings: dict) -> Path:
+    lines = ["[brokers.ibkr]", f"symbols = {json.dumps(ibkr_symbols())}"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    path = tmp / "livedata-ibkr.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 # -- child process: the subscriber -------------------------------------------------------------------------
@@ -254,7 +361,7 @@ def subscriber_process(conn, port: int, pattern: str, token: int, timeout: float
     end = None
     for arrived, data in messages(port, pattern, timeout, ready=lambda: conn.send("ready")):
         quote = loads(data)
-        if quote["symbol"] == SENTINEL:
+        if quote["symbol"].startswith(SENTINEL):
             if quote["volume"] == token:
                 end = arrived
                 break
@@ -433,14 +540,14 @@ class Naive:
 _tokens = iter(range(1, 1_000_000))
 
 
-def throughput(streamer: Streamer, redis_server: RedisProcess, pid: int, frames: int) -> dict:
+def throughput(streamer, redis_server: RedisProcess, pid: int, frames: int) -> dict:
     token = next(_tokens)
-    sub = Subscriber(redis_server.port, f"live_data:quotes:{SENTINEL}", token)
+    sub = Subscriber(redis_server.port, f"live_data:quotes:{SENTINEL}*", token)
     calls0, cpu0 = redis_server.publish_calls(), cpu_seconds(pid)
     first = streamer.call("blast", frames, token)
     _, end = sub.result()
     cpu = cpu_seconds(pid) - cpu0
-    quotes = frames * PER_FRAME
+    quotes = frames * getattr(streamer, "quotes_per_frame", PER_FRAME)
     elapsed = (end - first) / 1e6
     return {"rate": quotes / elapsed, "published": (redis_server.publish_calls() - calls0) / elapsed,
             "cpu_us": cpu / quotes * 1e6, "elapsed": elapsed}  # fmt: skip
@@ -450,15 +557,15 @@ def latency(streamer: Streamer, redis_server: RedisProcess, pid: int, rate: int,
     token = next(_tokens)
     sub = Subscriber(redis_server.port, "live_data:quotes:*", token)
     cpu0 = cpu_seconds(pid)
-    n_frames = streamer.call("steady", rate, seconds, token)
+    quotes = streamer.call("steady", rate, seconds, token)
     latencies, _ = sub.result()
     cpu = cpu_seconds(pid) - cpu0
-    return {"lat": latencies, "cpu_us": cpu / (n_frames * STEADY_PER_FRAME) * 1e6}
+    return {"lat": latencies, "cpu_us": cpu / quotes * 1e6}
 
 
-def measure(name: str, target, streamer: Streamer, redis_server: RedisProcess, sizes, frames: int) -> dict:
+def measure(name: str, target, streamer, redis_server: RedisProcess, sizes, frames: int) -> dict:
     """Warm up, then throughput, latency at 10k and 50k quotes/s, RSS; stops the target."""
-    streamer.call("wait", N_SYMBOLS + 1)
+    streamer.call("wait", streamer.n_symbols)
     throughput(streamer, redis_server, target.pid, min(frames, 300))  # warm-up: caches, first allocations
     out = {"name": name, "tp": throughput(streamer, redis_server, target.pid, frames)}
     out["l10"] = latency(streamer, redis_server, target.pid, 10_000, sizes.steady_seconds)
@@ -514,7 +621,15 @@ def write_config(tmp: Path, rest_base: str) -> Path:
     return path
 
 
-def report(results: list[dict], fl: dict) -> None:
+def report(results: list[dict], fl: dict | None) -> None:
+    floor10 = float("nan")
+    if fl is not None:
+        floor10 = report_floor(fl)
+    for res in results:
+        report_one(res, floor10)
+
+
+def report_floor(fl: dict) -> float:
     ws10, ws50, r10, r50 = fl["ws10000"], fl["ws50000"], fl["redis10000"], fl["redis50000"]
     print(f"floor ws blast  (streamer -> bare websocket client, no parsing): {fl['ws_rate']:,.0f} quotes/s, "
           f"{fl['ws_cpu_us']:.2f} us CPU per quote in the client")  # fmt: skip
@@ -524,23 +639,26 @@ def report(results: list[dict], fl: dict) -> None:
     print(f"floor redis hop                                                  50k/s: {describe(r50)}")
     floor10 = p99_ms(ws10) + p99_ms(r10)
     print(f"floor p99 at 10k/s (ws hop + redis hop): {floor10:.3f} ms")
-    for res in results:
-        tp, l10, l50 = res["tp"], res["l10"], res["l50"]
-        print(f"\n== {res['name']}")
-        print(f"  throughput socket->Redis: {tp['rate']:,.0f} quotes/s ({tp['published']:,.0f} PUBLISH/s after "
-              f"conflation), {tp['cpu_us']:.2f} us CPU per quote")  # fmt: skip
-        print(f"  latency at 10k quotes/s: {describe(l10['lat'])}, {l10['cpu_us']:.2f} us CPU per quote")
-        print(f"  latency at 50k quotes/s: {describe(l50['lat'])}, {l50['cpu_us']:.2f} us CPU per quote")
-        print(f"  RSS {res['rss'][0]:.1f} MB (peak {res['rss'][1]:.1f} MB)")
-        if "stderr" in res:
-            print(f"  stderr: {res['stderr']}")
-        if res.get("targets"):
-            met = lambda ok: "MET" if ok else "NOT MET"  # noqa: E731
-            p10, p50 = p99_ms(l10["lat"]), p99_ms(l50["lat"])
-            print(f"  target >= {TARGET_RATE:,} quotes/s: {met(tp['rate'] >= TARGET_RATE)} ({tp['rate']:,.0f})")
-            print(f"  target p99 <= floor + {TARGET_OVER_FLOOR_MS} ms at 10k/s: "
-                  f"{met(p10 <= floor10 + TARGET_OVER_FLOOR_MS)} ({p10:.3f} vs {floor10 + TARGET_OVER_FLOOR_MS:.3f} ms)")  # fmt: skip
-            print(f"  target p99 <= {TARGET_P99_50K_MS} ms at 50k/s: {met(p50 <= TARGET_P99_50K_MS)} ({p50:.3f} ms)")
+    return floor10
+
+
+def report_one(res: dict, floor10: float) -> None:
+    tp, l10, l50 = res["tp"], res["l10"], res["l50"]
+    print(f"\n== {res['name']}")
+    print(f"  throughput socket->Redis: {tp['rate']:,.0f} quotes/s ({tp['published']:,.0f} PUBLISH/s after "
+          f"conflation), {tp['cpu_us']:.2f} us CPU per quote")  # fmt: skip
+    print(f"  latency at 10k quotes/s: {describe(l10['lat'])}, {l10['cpu_us']:.2f} us CPU per quote")
+    print(f"  latency at 50k quotes/s: {describe(l50['lat'])}, {l50['cpu_us']:.2f} us CPU per quote")
+    print(f"  RSS {res['rss'][0]:.1f} MB (peak {res['rss'][1]:.1f} MB)")
+    if "stderr" in res:
+        print(f"  stderr: {res['stderr']}")
+    if res.get("targets"):
+        met = lambda ok: "MET" if ok else "NOT MET"  # noqa: E731
+        p10, p50 = p99_ms(l10["lat"]), p99_ms(l50["lat"])
+        print(f"  target >= {TARGET_RATE:,} quotes/s: {met(tp['rate'] >= TARGET_RATE)} ({tp['rate']:,.0f})")
+        print(f"  target p99 <= floor + {TARGET_OVER_FLOOR_MS} ms at 10k/s: "
+              f"{met(p10 <= floor10 + TARGET_OVER_FLOOR_MS)} ({p10:.3f} vs {floor10 + TARGET_OVER_FLOOR_MS:.3f} ms)")  # fmt: skip
+        print(f"  target p99 <= {TARGET_P99_50K_MS} ms at 50k/s: {met(p50 <= TARGET_P99_50K_MS)} ({p50:.3f} ms)")
 
 
 # -- profile -----------------------------------------------------------------------------------------------
@@ -550,9 +668,10 @@ STAGES = [
     ("socket write (asyncio transport write)", ("Transport.write (", "sock_send", "writelines (")),
     ("websocket recv (asyncio read, websockets framing)", ("websockets/", "_read_ready", "data_received")),
     ("model build (make_Quote)", ("make_Quote", "make_quote")),
-    ("publisher validation (finite_quote)", ("finite_quote", "check_model")),
-    ("merge (QuoteBook: field deltas -> state)", ("QuoteBook.", "merge.py")),
-    ("frame parse + dispatch (orjson.loads, TosStream._on_frame)", ("TosStream.", "livedata_tos/")),
+    ("publisher validation (finite_quote, check_model)", ("finite_quote", "check_model", "_problems")),
+    ("merge (QuoteBook: field deltas -> state, value parsing)", ("QuoteBook.", "merge.py", "livedata_ibkr/values.py")),
+    ("frame parse + dispatch (orjson.loads, Tos/IbkrStream)", ("TosStream.", "IbkrStream.", "livedata_tos/",
+                                                              "livedata_ibkr/")),
     ("publisher (enqueue, to_dict, encode, RESP)", ("to_dict", "publisher", "encoding.py", "hiredis", "redis/")),
     ("runtime loop (BrokerRuntime, WebSocketStream, runner)", ("livedata_core/",)),
     ("event loop (asyncio / uvloop)", ("asyncio/", "uvloop")),
@@ -597,11 +716,11 @@ def summarize_profile(path: str) -> str:
     return "\n".join(lines)
 
 
-def profile(config: Path, env: dict, streamer: Streamer, redis_server: RedisProcess, sizes, uvloop: bool) -> str:
-    out = f"/tmp/bench_runner_profile{'_uvloop' if uvloop else ''}.txt"
+def profile(config: Path, env: dict, streamer, redis_server: RedisProcess, frames: int, uvloop: bool, tag: str) -> str:
+    out = f"/tmp/bench_runner_profile_{tag}{'_uvloop' if uvloop else ''}.txt"
     runner = Runner(config, env, uvloop=uvloop, profile_to=out)
-    streamer.call("wait", N_SYMBOLS + 1)
-    tp = throughput(streamer, redis_server, runner.pid, sizes.profile_frames)
+    streamer.call("wait", streamer.n_symbols)
+    tp = throughput(streamer, redis_server, runner.pid, frames)
     runner.stop()
     return f"(under py-spy: {tp['rate']:,.0f} quotes/s) " + summarize_profile(out)
 
@@ -615,10 +734,13 @@ def main() -> int:
     parser.add_argument("--no-uvloop", action="store_true", help="skip the uvloop variant")
     parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
     parser.add_argument("--profile-only", action="store_true", help="only the profile")
+    parser.add_argument("--no-ibkr", action="store_true", help="skip the ibkr runs")
+    parser.add_argument("--ibkr-only", action="store_true", help="only the ibkr runs")
     args = parser.parse_args()
     sizes = Sizes()
     if args.quick:
         sizes.blast_frames, sizes.naive_frames, sizes.steady_seconds, sizes.profile_frames = 1000, 100, 1.0, 3000
+        sizes.ibkr_frames = 20_000
     try:
         import uvloop  # noqa: F401
 
@@ -645,13 +767,38 @@ def main() -> int:
         print(f"bench_runner: {N_SYMBOLS} symbols, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
               f"redis-server {redis_server.version}")  # fmt: skip
         if args.profile or args.profile_only:
-            print("profile, default loop:", profile(config, env, streamer, redis_server, sizes, uvloop=False))
-            if have_uvloop:
-                print("profile, uvloop:", profile(config, env, streamer, redis_server, sizes, uvloop=True))
+            if not args.ibkr_only:
+                print("profile tos, default loop:", profile(config, env, streamer, redis_server, sizes.profile_frames,
+                                                            uvloop=False, tag="tos"))  # fmt: skip
+                if have_uvloop:
+                    print("profile tos, uvloop:", profile(config, env, streamer, redis_server, sizes.profile_frames,
+                                                          uvloop=True, tag="tos"))  # fmt: skip
+            if not args.no_ibkr:
+                gateway = Gateway()
+                try:
+                    ibkr_config = write_ibkr_config(tmp, gateway.settings)
+                    print("profile ibkr, default loop:", profile(ibkr_config, env, gateway, redis_server,
+                                                                 sizes.ibkr_frames, uvloop=False, tag="ibkr"))  # fmt: skip
+                finally:
+                    gateway.close()
             if args.profile_only:
                 return 0
-        fl = floors(streamer, redis_server, sizes)
         results = []
+        fl = None if args.ibkr_only else floors(streamer, redis_server, sizes)
+        if not args.no_ibkr:
+            gateway = Gateway()
+            try:
+                ibkr_config = write_ibkr_config(tmp, gateway.settings)
+                runner = Runner(ibkr_config, env)
+                results.append(measure("livedata run (ibkr plugin, default settings, one quote per WSS frame; "
+                                       "floor above is the tos plain-ws one)", runner, gateway, redis_server, sizes,
+                                       sizes.ibkr_frames))  # fmt: skip
+                results[-1]["targets"] = True
+            finally:
+                gateway.close()
+            if args.ibkr_only:
+                report(results, None)
+                return 0
         runner = Runner(config, env)
         results.append(measure("livedata run (tos plugin, default settings)", runner, streamer, redis_server, sizes,
                                sizes.blast_frames))  # fmt: skip
