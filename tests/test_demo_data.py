@@ -57,15 +57,16 @@ def test_after_the_demo_stops_its_prices_are_no_symbols_current_value(redis_serv
                 received and r.exists("live_data:stream:orders:DEMO-1") and r.exists("live_data:stream:transactions:DEMO-1")
             ):
                 await asyncio.sleep(0.05)
-            return latest("quotes", "AAPL", url=redis_server.url), book("positions", "DEMO-1", url=redis_server.url)
+            keys = set(_data_keys(r))  # now: once the runner stops, its keys expire within expire_after
+            return latest("quotes", "AAPL", url=redis_server.url), book("positions", "DEMO-1", url=redis_server.url), keys
 
-    during, positions = asyncio.run(go())
+    during, positions, keys = asyncio.run(go())
     listener.join(5)
     # While it runs, the demo is a broker like any other: subscribers get its quotes, late readers its latest value.
     assert len(received) == 3 and all(q["broker"] == "demo" and q["symbol"] == "AAPL" for q in received)
     assert during is not None and during.broker == "demo"
     assert positions and all(p.broker == "demo" for p in positions.values())
-    assert {"live_data:latest:quotes:AAPL", "live_data:book:positions:DEMO-1", "live_data:stream:orders:DEMO-1"} <= set(_data_keys(r))
+    assert {"live_data:latest:quotes:AAPL", "live_data:book:positions:DEMO-1", "live_data:stream:orders:DEMO-1"} <= keys
     # Once it has stopped, within its expiry, nothing it wrote is left.
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline and _data_keys(r):

@@ -63,7 +63,7 @@ from ..aio_tools import reraise_if_cancelling, within
 from ..errors import StreamError
 from .streaming import HEARTBEAT, BrokerStream, StreamStats
 
-__all__ = ["Tap", "WebSocketStream", "url_host"]
+__all__ = ["Tap", "WebSocketStream", "frames_logger", "url_host"]
 
 Tap = Callable[[str, "str | bytes", float], None]
 """``tap(direction, data, time)``: ``direction`` is ``"in"`` or ``"out"``, ``data`` the frame as sent on the
@@ -80,9 +80,16 @@ class _NothingBelowInfo(logging.Filter):
         return record.levelno >= logging.INFO
 
 
-_WS_LOG = logging.getLogger("livedata.websocket")
-_WS_LOG.setLevel(logging.INFO)
-_WS_LOG.addFilter(_NothingBelowInfo())
+def frames_logger(name: str) -> logging.Logger:
+    """A logger to hand ``websockets`` (``connect(logger=...)``) that never passes its DEBUG frame lines on."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(f, _NothingBelowInfo) for f in logger.filters):
+        logger.addFilter(_NothingBelowInfo())
+    return logger
+
+
+_WS_LOG = frames_logger("livedata.websocket")
 
 
 class _Waiter:

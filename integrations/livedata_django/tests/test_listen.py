@@ -100,9 +100,12 @@ def test_a_handler_updates_a_row_and_survives_a_redis_restart(database, redis_fo
 
 
 def test_a_restarted_listener_catches_up_on_orders_from_the_stream(database, redis_for_listen):
-    with Listening():
+    stream = f"live_data:stream:orders:{ACCOUNT}"
+    with Listening() as listening:
         order("1001", "open")
         wait_until(lambda: OrderEvent.objects.filter(order_id="1001").exists())
+        # The row is written before the checkpoint: stop only once the listener has remembered its place.
+        wait_until(lambda: stream in listening.listener._seen, what=lambda: "the checkpoint of the orders stream")
     order("1002", "open")  # while nobody listens
     order("1001", "filled")
     with Listening():

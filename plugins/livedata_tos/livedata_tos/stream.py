@@ -23,7 +23,7 @@ from livedata_core.errors import AuthError, BrokerError, LoginRequired, StreamEr
 from livedata_core.plugin_kit.merge import MergeBook
 from livedata_core.models import now_ms
 from livedata_core.plugin_kit.streaming import HEARTBEAT
-from livedata_core.plugin_kit.websocket_stream import Tap, WebSocketStream, url_host
+from livedata_core.plugin_kit.websocket_stream import Tap, WebSocketStream, frames_logger, url_host
 
 from .activity import ActivityParser
 from .protocol import SEVERING_CODES, StreamerInfo, error_for_code, request
@@ -37,9 +37,7 @@ LOGOUT_TIMEOUT = 0.8
 READ_REST_TIMEOUT = 0.5
 
 # websockets logs every frame at DEBUG, abridged but not redacted: the LOGIN frame carries the access token.
-# Its own logger, held at INFO, keeps frames out of the logs whatever level the application sets.
-_WS_LOG = logging.getLogger("livedata.websocket.tos")
-_WS_LOG.setLevel(logging.INFO)
+_WS_LOG = frames_logger("livedata.websocket.tos")
 
 
 class StreamerTokens:
