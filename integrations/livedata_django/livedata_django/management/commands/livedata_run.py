@@ -16,8 +16,19 @@ from ... import conf
 from ...logs import mask_secrets_in_handlers
 from ...tokens import ModelTokenStore
 
-TOKEN_BROKERS = ("schwab", "tos")
-"""Brokers whose login lives in the token store, under the key ``schwab``."""
+def schwab_token_keys(runner: Any) -> list[str]:
+    """The token-store keys of the Schwab logins the runner's instances use: each ``schwab`` instance's own (its
+    instance name), the Schwab instance a ``tos`` instance is linked to, or ``schwab`` for an unlinked ``tos``."""
+    keys = []
+    for runtime in runner.runtimes.values():
+        ctx = runtime.ctx
+        if ctx.login is not None:
+            keys.append(ctx.login.token_key)
+        elif ctx.broker == "schwab":
+            keys.append(ctx.token_key)
+        elif ctx.broker == "tos":
+            keys.append("schwab")
+    return list(dict.fromkeys(keys))
 
 
 class Command(BaseCommand):
@@ -44,10 +55,10 @@ class Command(BaseCommand):
                                       f"{', '.join(sorted(config.brokers))}")  # fmt: skip
                 config = attrs.evolve(config, brokers={b: config.brokers[b] for b in options["broker"]})
             store = ModelTokenStore()
-            if any(name in TOKEN_BROKERS for name in config.brokers):
-                user = store.check("schwab")
-                self.stderr.write(f"livedata_run: Schwab tokens of {user!r} in {store.model._meta.label}")
             self.runner = Runner(config, token_store=store)
+            for key in schwab_token_keys(self.runner):  # before anything starts: whose row serves each login
+                user = store.check(key)
+                self.stderr.write(f"livedata_run: Schwab tokens of {key!r}: {user!r}'s row in {store.model._meta.label}")
         except LivedataError as exc:
             raise CommandError(str(exc)) from None
         finally:
