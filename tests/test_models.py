@@ -110,6 +110,20 @@ def test_the_fast_quote_check_is_only_a_shortcut():
         check_model(flag)
 
 
+@pytest.mark.parametrize("extra, fast", [
+    ({"conid": 265598, "market_data": "RealTime", "last_flag": None}, True),  # IBKR's, on every quote
+    ({"conid": 2**64}, False), ({"x": float("nan")}, False), ({"x": True}, False), ({"x": [1]}, False),
+    ({1: "a"}, False),
+])
+def test_a_flat_extra_keeps_a_quote_on_the_fast_check_and_anything_else_goes_to_the_full_one(extra, fast):
+    from livedata_core.models import check_model, finite_quote
+
+    quote = Quote(broker="x", symbol="AAPL", bid=1.0, extra=extra)
+    assert finite_quote(quote) is fast
+    if fast:
+        assert check_model(quote) is quote  # the shortcut never passes what the full check refuses
+
+
 def test_an_order_status_must_be_one_of_the_closed_set():
     from livedata_core.models import ORDER_STATUSES, check_model
 
