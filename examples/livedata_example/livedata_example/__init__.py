@@ -19,6 +19,7 @@ from livedata_core import (
     Position,
     hookimpl,
 )
+from livedata_core.plugin_kit.tokens import Credential
 
 from .stream import BROKER, ExampleStream
 
@@ -30,7 +31,6 @@ class ExampleSettings:
     """The ``[brokers.example]`` settings."""
 
     url: str = "http://127.0.0.1:8765"
-    api_key: str = attrs.field(default="", repr=False)
 
 
 @hookimpl
@@ -39,6 +39,7 @@ def broker_info() -> BrokerInfo:
         name=BROKER,
         capabilities={"authenticate", "stream", "fetch_accounts", "fetch_positions", "fetch_balances"},
         settings_cls=ExampleSettings,
+        credentials=(Credential("api_key", "API key"),),  # `livedata auth example` stores it
         description="The Example exchange: websocket quotes, HTTP account data",
     )
 
@@ -53,15 +54,16 @@ def normalize_symbol(symbol: str) -> str:
 
 @hookimpl
 async def authenticate(ctx: BrokerContext) -> None:
-    if not ctx.settings.api_key:
-        raise LoginRequired("set api_key in [brokers.example]")
+    api_key = ctx.credentials()["api_key"]  # LoginRequired, saying how to give it, when none is set or stored
     if ctx.session is not None:
         await ctx.session.aclose()
-    ctx.session = httpx.AsyncClient(base_url=ctx.settings.url, headers={"X-Api-Key": ctx.settings.api_key}, timeout=5)
+    ctx.session = httpx.AsyncClient(base_url=ctx.settings.url, headers={"X-Api-Key": api_key}, timeout=5)
     await _get(ctx, "/accounts")  # proves the key works
 
 
 async def _get(ctx: BrokerContext, path: str):
+    if ctx.session is None:  # authenticate failed (no key): the runner calls it again before any fetch
+        raise LoginRequired("the Example exchange: not logged in")
     try:
         response = await ctx.session.get(path)
     except httpx.HTTPError as exc:
@@ -81,7 +83,7 @@ async def shutdown(ctx: BrokerContext) -> None:
 
 @hookimpl
 def stream(ctx: BrokerContext) -> ExampleStream:
-    return ExampleStream(ctx.settings.url, ctx.settings.api_key, ctx.quotes)  # ctx.quotes outlives the stream
+    return ExampleStream(ctx.settings.url, ctx.credentials()["api_key"], ctx.quotes)  # ctx.quotes outlives the stream
 
 
 @hookimpl

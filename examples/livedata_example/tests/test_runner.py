@@ -4,13 +4,11 @@ import asyncio
 
 from livedata_core.runner import Runner, load_config
 from livedata_core.testing import running
-from livedata_core.plugin_kit.tokens import MemoryTokenStore
 
 
-def test_runner_publishes_quotes_positions_and_balances(exchange, api_key, published, redis_url):
+def test_runner_publishes_quotes_positions_and_balances(exchange, tokens, published, redis_url):
     table = {
         "url": exchange.url,
-        "api_key": api_key,
         "symbols": ["aapl"],
         "accounts": ["ACC-1"],
         "poll": {"positions": 0.2, "balances": 0.2},
@@ -18,7 +16,7 @@ def test_runner_publishes_quotes_positions_and_balances(exchange, api_key, publi
     config = load_config({"redis": {"url": redis_url}, "brokers": {"example": table}}, env={})
 
     async def scenario():
-        async with running(Runner(config, token_store=MemoryTokenStore())):
+        async with running(Runner(config, token_store=tokens)):
             # Trades and quotes arrive apart; once both came, each quote carries both (the merge book).
             quotes = await published.wait_for_async("quotes", "AAPL", where=lambda q: None not in (q.bid, q.last))
             positions = await published.wait_for_async("positions", "ACC-1")
