@@ -382,6 +382,14 @@ class Harness:
                     f"return some for the account, or define `conformance_seed` (seed({kind!r}, account_id))")
 
 
+def _credential_values(ctx: Any) -> list[str]:
+    """The API keys and secrets a context's credentials hold (none when it has none): never in a message."""
+    try:
+        return [v for v in ctx.credentials().values() if isinstance(v, str) and v]
+    except Exception:  # no credentials declared, or none stored: nothing to look for
+        return []
+
+
 def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -899,8 +907,10 @@ class ConformanceSuite:
         why = "an unreachable server must raise a livedata_core error (StreamError, BrokerError...)"
 
         async def scenario() -> None:
-            ctx = conformance.context(settings, MemoryTokenStore())
-            secrets = conformance.secrets(ctx.settings)
+            # The plugin's working tokens or keys: with none, a broker with credentials stops at LoginRequired
+            # before it ever reaches the unreachable server, and a raw OSError there would go unseen.
+            ctx = conformance.context(settings, conformance.fixture("conformance_token_store"))
+            secrets = conformance.secrets(ctx.settings) + _credential_values(ctx)
             authenticated = True
             if broker.has("authenticate"):
                 try:  # refusing to start is a fine answer; going on is checked all the same
@@ -927,7 +937,7 @@ class ConformanceSuite:
 
         async def scenario() -> None:
             ctx = conformance.context(settings, conformance.fixture("conformance_bad_token_store"))
-            secrets = conformance.secrets(ctx.settings)
+            secrets = conformance.secrets(ctx.settings) + _credential_values(ctx)
             authenticated = not broker.has("authenticate")
             if not authenticated:
                 await _expect_error(broker.call("authenticate", ctx=ctx), AuthError, "authenticate", conformance.timeout,
