@@ -129,3 +129,12 @@ def test_tail_widens_its_columns_for_a_longer_identifier_and_keeps_them(redis_se
     lines = capsys.readouterr().out.splitlines()
     after = lines[next(i for i, l in enumerate(lines) if long in l):]
     assert len(after) >= 2 and len({l.index("bid=") for l in after}) == 1, "\n".join(lines)
+
+
+def test_tail_names_the_instance_so_two_logins_of_one_plugin_are_told_apart():
+    from livedata_core.cli.commands import _TailLines
+
+    lines = _TailLines()
+    ira = lines.format("quotes", "SPY", {"broker": "demo", "instance": "demo2", "bid": 1.0})
+    plain = lines.format("quotes", "SPY", {"broker": "demo", "bid": 1.0})  # an older publisher: no instance
+    assert " demo2 " in ira and " demo " in plain

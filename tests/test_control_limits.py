@@ -254,3 +254,26 @@ def test_the_documented_redis_acls_let_each_client_do_its_part_and_no_more():
     assert added == {"added": ["NVDA"], "already": []} and "NVDA" in status["brokers"]["demo"]["symbols"]
     assert quote and quote["broker"] == "demo" and orders and book and published > 0
     assert len(refused) == 2 and all("NOPERM" in r or "permission" in r for r in refused), refused
+
+
+def test_junk_on_the_control_channel_does_not_grow_the_log_with_it(redis_server, caplog):
+    """Anyone who can publish on the channel can send junk: 300 refusals log 5 lines, and the runner still answers."""
+    caplog.set_level(logging.WARNING, logger="livedata.runner.control")
+
+    async def go():
+        async with running(demo_runner(redis_server.url)) as runner:
+            await asyncio.wait_for(runner.control.ready.wait(), 5)
+            client = aioredis.Redis.from_url(redis_server.url)
+            try:
+                for i in range(300):
+                    await client.publish("live_data:control", f"junk{i}")
+            finally:
+                await client.aclose()
+            ping = reply_channel()
+            answered = await ask(redis_server.url, {"command": "ping", "reply_to": ping}, ping)
+            return answered, runner.control.refused
+
+    answered, refused = asyncio.run(go())
+    assert orjson.loads(answered)["ok"] is True and refused == 300
+    logged = [r.getMessage() for r in caplog.records if "refused control command" in r.getMessage()]
+    assert len(logged) == 5 and "from now on every 1000th is logged" in logged[-1], logged

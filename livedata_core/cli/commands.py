@@ -486,7 +486,8 @@ class _TailLines:
 
     def format(self, kind: str, identifier: str, data: dict[str, Any]) -> str:
         stamp = dt.datetime.now().strftime("%H:%M:%S.%f")[:-3]
-        channel, broker = f"{kind}:{identifier}", str(data.get("broker", "?"))
+        # The instance (which login) when the payload names one; it is the plugin's name for a single login.
+        channel, broker = f"{kind}:{identifier}", str(data.get("instance") or data.get("broker", "?"))
         self.channel_width = max(self.channel_width, len(channel))
         self.broker_width = max(self.broker_width, len(broker))
         fields = " ".join(f"{f}={data.get(f)}" for f in _TAIL_FIELDS.get(kind, ()) if data.get(f) is not None)

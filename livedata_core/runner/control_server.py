@@ -13,6 +13,7 @@ import orjson
 from ..channels import control_channel, status_key
 from ..redis_io.control import MAX_COMMAND_BYTES, command_id, reply_channel, validate_command
 from ..errors import LivedataError
+from ..plugin_kit.streaming import StreamStats
 from ..logs import mask_secrets
 from ..redis_io.topology import RedisTopology, async_client, async_pubsub_client
 from ..backoff import Backoff
@@ -54,6 +55,8 @@ class ControlServer:
         self.pubsub_redis = (async_pubsub_client(url, socket_connect_timeout=3, socket_timeout=5)
                              if isinstance(url, RedisTopology) and url.cluster else self.redis)  # fmt: skip
         self.ready = asyncio.Event()
+        self.refused = 0
+        """Commands refused so far (bad JSON, a bad field): logged like skips, the first few then every 1000th."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -116,7 +119,12 @@ class ControlServer:
             result = await self.handler(command)
             reply = {"id": request_id, "ok": True, "result": result}
         except (orjson.JSONDecodeError, ValueError, LivedataError) as exc:
-            log.warning("refused control command: %s", exc)
+            self.refused += 1
+            n = self.refused
+            # Anyone who can publish on the channel can send junk: the log must not grow with it.
+            if n <= StreamStats.LOG_FIRST or n % StreamStats.LOG_EVERY == 0:
+                more = f"; from now on every {StreamStats.LOG_EVERY}th is logged" if n == StreamStats.LOG_FIRST else ""
+                log.warning("refused control command (%d so far%s): %s", n, more, exc)
             reply = {"id": request_id, "ok": False, "error": mask_secrets(str(exc))}
         except Exception as exc:  # never let a command kill the listener
             log.exception("control command failed")
