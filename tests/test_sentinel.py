@@ -93,6 +93,31 @@ async def _published_once_a_replica_has_them(private_redis):
         replica.close()
 
 
+def test_while_replicas_lag_quotes_do_not_queue_behind_a_wait_on_every_event_batch(private_redis):
+    """Redis runs nothing after a WAIT on its connection until WAIT returns: with no replica, a WAIT on every batch
+    of account events held every quote for wait_timeout. While replicas lag, only the paced WAIT goes out, and the
+    held events are still counted once a replica has them (the test above)."""
+    asyncio.run(_few_waits_while_replicas_lag(private_redis))
+
+
+async def _few_waits_while_replicas_lag(private_redis):
+    admin = redis.Redis(port=private_redis.port)
+    admin.config_resetstat()
+    publisher = AsyncPublisher(RedisTopology(private_redis.url, wait_replicas=1, wait_timeout=0.2))
+    await publisher.start()
+    for i in range(40):
+        publisher.publish(Transaction(broker="t", account_id="A1", transaction_id=f"t{i}", type="TRADE"))
+        publisher.publish(Quote(broker="t", symbol="AAPL", last=float(i)))
+        await asyncio.sleep(0.05)
+    await publisher.flush(0.5)
+    waits = admin.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+    assert redis.Redis(port=private_redis.port).xlen("live_data:stream:transactions:A1") == 40  # all on the master
+    assert publisher.pending >= 40  # none counted as published: no replica has them
+    assert 1 <= waits <= 8, waits  # paced (0.2, 0.4, 0.8, 1.6 s...), not one per batch of events (40)
+    await publisher.close()
+    admin.close()
+
+
 def test_live_data_redis_raises_when_an_order_reaches_no_replica(private_redis):
     from livedata_core.redis_io.publisher import sync
 

@@ -482,6 +482,10 @@ class BrokerRuntime:
             except Exception as exc:
                 reraise_if_cancelling()
                 self._record_error(f"resubscribe {', '.join(symbols)} failed", exc)
+                # The unsubscribe may have gone through: the symbols would stay silent on a live connection. A new
+                # connection subscribes every wanted symbol, as after a subscribe the broker did not answer.
+                with contextlib.suppress(Exception, TimeoutError):
+                    await within(stream.close(), CLOSE_TIMEOUT)
                 return False
         return True
 

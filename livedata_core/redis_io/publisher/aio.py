@@ -63,6 +63,8 @@ TRANSIENT_ERRORS = ("LOADING", "READONLY", "OOM", "NOREPLICAS", "MISCONF", "BUSY
 # Error replies about the connection itself (credentials, a full server): reconnect with backoff, send all again.
 CONNECTION_ERRORS = ("NOAUTH", "NOPERM", "WRONGPASS")
 REPLY_TIMEOUT = 10.0
+# Account events held while replicas lag (on the master, not yet confirmed by WAIT), at most.
+MAX_UNREPLICATED = 100_000
 MAX_RECONNECT_DELAY = 5.0
 # With sentinels a new master appears within seconds of a failover: reconnects are tried at least every second.
 MAX_SENTINEL_RECONNECT_DELAY = 1.0
@@ -129,6 +131,7 @@ class AsyncPublisher:
             if self.topology.wait_replicas else None
         )
         self._unreplicated_streak = 0
+        self._unreplicated_capped = False
         # Events written to the master that no WAIT has yet seen on enough replicas, oldest first: sent again if the
         # connection is lost before one does.
         self._unreplicated: deque[_Event] = deque()
@@ -327,7 +330,7 @@ class AsyncPublisher:
         ``wait_replicas``, events written to the master that no replica confirmed in time are logged (warning,
         with their payloads) but not counted: they are in Redis unless the master fails before replicating them.
         """
-        held = {id(event) for event in self._unreplicated}
+        held: set[int] = set()
         if self._task is not None:
             await self.flush(timeout)
             for task in (self._task, self._reader_task):
@@ -342,6 +345,7 @@ class AsyncPublisher:
                     except Exception:  # the task's own failure was logged where it happened
                         pass
             self._task = self._reader_task = None
+            held = {id(event) for event in self._unreplicated}  # now, not before the flush: it may have added some
             self._requeue_unanswered()  # sent but never answered may not have arrived: not published
         self._closed = True
         await self._conn.close()
@@ -510,12 +514,14 @@ class AsyncPublisher:
         refused = batch.refused - failed_events  # an event partly written for good is not "published"
         self.stats.refused += len(refused)
         held = 0
-        if batch.unreplicated:
+        lagging = batch.wait_at < 0 and self._unreplicated_streak and self._wait_command is not None
+        if batch.unreplicated or lagging:
             # Written, but not seen on enough replicas: held until a later WAIT sees them, resent if the link drops.
             for event in batch.reliable or batch.retry:
                 if id(event) not in failed_events and id(event) not in refused:
                     self._unreplicated.append(event)
                     held += event.publish
+            self._cap_unreplicated()
         elif batch.wait_at >= 0 and self._unreplicated:
             # A WAIT covers every earlier write of the connection: the held events are replicated now.
             self.stats.published += sum(event.publish for event in self._unreplicated)
@@ -561,6 +567,19 @@ class AsyncPublisher:
             command = batch.commands[batch.answered]
             if command.startswith((_HSET, _HDEL)):
                 batch.failed.append((command, owner))
+
+    def _cap_unreplicated(self) -> None:
+        # Held events are on the master already; a replica outage of hours must not grow memory (and the resend
+        # after a reconnect) without end. Past MAX_UNREPLICATED the oldest count as published, said once per outage.
+        excess = len(self._unreplicated) - MAX_UNREPLICATED
+        if excess <= 0:
+            return
+        if not self._unreplicated_capped:
+            log.error("more than %d account events wait for a replica: the oldest are counted as published (they are "
+                      "on the master) and will not be sent again if it fails", MAX_UNREPLICATED)  # fmt: skip
+            self._unreplicated_capped = True
+        for _ in range(excess):
+            self.stats.published += self._unreplicated.popleft().publish
 
     def _confirm(self, covers: int) -> None:
         # Batches are answered in order, but a retry of failed commands is answered after later batches: nothing
@@ -612,6 +631,7 @@ class AsyncPublisher:
             if self._unreplicated_streak:
                 log.info("account events reach %d replica(s) again", wanted)
             self._unreplicated_streak = 0
+            self._unreplicated_capped = False
             return
         batch.unreplicated = True
         self.stats.unreplicated += 1
@@ -732,7 +752,10 @@ class AsyncPublisher:
             commands.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(latest_pairs)) + b"".join(latest_pairs))
             owners.append(None)
         wait_at = -1
-        if self._wait_command is not None and (reliable or self._rewait_due()):
+        # While replicas lag (the last WAIT fell short), ordinary batches carry no WAIT: Redis runs nothing after a
+        # WAIT on this connection until it returns, so every quote would wait wait_timeout behind it. Their events
+        # are held (see _batch_done) and the paced WAIT of _rewait_due covers them all.
+        if self._wait_command is not None and ((reliable and not self._unreplicated_streak) or self._rewait_due()):
             wait_at = len(commands)
             commands.append(self._wait_command)
             owners.append(_Wait(reliable))

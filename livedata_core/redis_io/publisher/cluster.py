@@ -91,30 +91,39 @@ class ClusterPublisher(AsyncPublisher):
 
     async def _cluster_writer(self) -> None:
         while True:
-            if not (self._quotes or self._reliable):
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            if not self.stats.connected:
-                try:
-                    await self._connect()
-                except PublishError as exc:
-                    self._note_error(exc)
-                    await asyncio.sleep(self._next_reconnect_delay())
-                    continue
-            quotes, events, covers = self._take()
             try:
-                owners, results = await self._send(quotes, events)
+                await self._write_once()
             except asyncio.CancelledError:
-                self._put_back(quotes, events, 0)
                 raise
-            except Exception as exc:  # the whole pipeline: no node reachable, the slot map lost...
-                self._put_back(quotes, events, 0)
-                self._note_error(PublishError(f"Redis Cluster {self.topology.describe()}: {type(exc).__name__}: {exc}"))
+            except Exception:  # a bug here must not stop publishing for good, as in the single-server writer
+                log.exception("cluster publisher failed; going on")
+                await asyncio.sleep(0.1)
+
+    async def _write_once(self) -> None:
+        if not (self._quotes or self._reliable):
+            self._wakeup.clear()
+            await self._wakeup.wait()
+            return
+        if not self.stats.connected:
+            try:
+                await self._connect()
+            except PublishError as exc:
+                self._note_error(exc)
                 await asyncio.sleep(self._next_reconnect_delay())
-                continue
-            if self._settle(quotes, events, owners, results, covers):
-                await asyncio.sleep(self._next_reconnect_delay())
+                return
+        quotes, events, covers = self._take()
+        try:
+            owners, results = await self._send(quotes, events)
+        except asyncio.CancelledError:
+            self._put_back(quotes, events, 0)
+            raise
+        except Exception as exc:  # the whole pipeline: no node reachable, the slot map lost...
+            self._put_back(quotes, events, 0)
+            self._note_error(PublishError(f"Redis Cluster {self.topology.describe()}: {type(exc).__name__}: {exc}"))
+            await asyncio.sleep(self._next_reconnect_delay())
+            return
+        if self._settle(quotes, events, owners, results, covers):
+            await asyncio.sleep(self._next_reconnect_delay())
 
     def _take(self) -> tuple[dict[str, Quote], list[_Event], int]:
         events: list[_Event] = []
