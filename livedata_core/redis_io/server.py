@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["RedisServer", "find_redis_server", "free_port", "redis_server_candidates"]
+__all__ = ["RedisServer", "find_redis_server", "free_port", "redis_server_candidates", "terminate"]
 
 log = logging.getLogger("livedata.redis_server")
 
@@ -174,13 +174,7 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server (SIGTERM) and wait for it."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         self.proc = None
 
     def restart(self) -> None:
@@ -197,3 +191,14 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def terminate(proc: "subprocess.Popen[bytes] | None", timeout: float = 5.0) -> None:
+    """SIGTERM a process and wait for it; SIGKILL it if it is still there after ``timeout`` seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)

@@ -172,45 +172,35 @@ def sync_client(topology: "str | RedisTopology | None", **options: Any) -> Any:
     """A redis-py client for the topology: ``redis.Redis`` (for sentinels: one that follows the master) or
     ``redis.cluster.RedisCluster``. ``options`` are redis-py's (``socket_timeout``...)."""
     import redis
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.sentinel import Sentinel
 
-    topology = as_topology(topology)
-    if topology.sentinels:
-        from redis.sentinel import Sentinel
-
-        kwargs = {**_node_kwargs(topology.url), **options}
-        sentinel_kwargs = {**_timeouts(options), **topology.sentinel_kwargs()}
-        manager = Sentinel(topology.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **kwargs)
-        return manager.master_for(topology.service, **kwargs)
-    if topology.cluster:
-        from redis.cluster import ClusterNode, RedisCluster
-
-        kwargs = {**_node_kwargs(topology.url), **options}
-        kwargs.pop("db", None)
-        kwargs.pop("retry", None)  # the cluster client keeps its own retries for MOVED/ASK
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in topology.seeds()], **kwargs)
-    return redis.Redis.from_url(topology.url, **options)
+    return _client(as_topology(topology), options, redis.Redis, Sentinel, RedisCluster, ClusterNode)
 
 
 def async_client(topology: "str | RedisTopology | None", **options: Any) -> Any:
     """The asyncio version of :func:`sync_client`."""
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    from redis.asyncio.sentinel import Sentinel
 
-    topology = as_topology(topology)
+    return _client(as_topology(topology), options, aioredis.Redis, Sentinel, RedisCluster, ClusterNode)
+
+
+def _client(topology: "RedisTopology", options: dict[str, Any], redis_cls: Any, sentinel_cls: Any, cluster_cls: Any,
+            node_cls: Any) -> Any:
+    # One recipe for redis-py's sync and asyncio classes, which take the same arguments.
     if topology.sentinels:
-        from redis.asyncio.sentinel import Sentinel
-
         kwargs = {**_node_kwargs(topology.url), **options}
         sentinel_kwargs = {**_timeouts(options), **topology.sentinel_kwargs()}
-        manager = Sentinel(topology.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **kwargs)
+        manager = sentinel_cls(topology.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **kwargs)
         return manager.master_for(topology.service, **kwargs)
     if topology.cluster:
-        from redis.asyncio.cluster import ClusterNode, RedisCluster
-
         kwargs = {**_node_kwargs(topology.url), **options}
         kwargs.pop("db", None)
-        kwargs.pop("retry", None)
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in topology.seeds()], **kwargs)
-    return aioredis.Redis.from_url(topology.url, **options)
+        kwargs.pop("retry", None)  # the cluster client keeps its own retries for MOVED/ASK
+        return cluster_cls(startup_nodes=[node_cls(h, p) for h, p in topology.seeds()], **kwargs)
+    return redis_cls.from_url(topology.url, **options)
 
 
 def sync_pubsub_client(topology: "str | RedisTopology | None", **options: Any) -> Any:

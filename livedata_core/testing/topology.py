@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..redis_io.server import find_redis_server, free_port
+from ..redis_io.server import find_redis_server, free_port, terminate
 from ..redis_io.topology import RedisTopology
 
 __all__ = ["LocalCluster", "SentinelSet", "redis_version", "topology_skip_reason"]
@@ -97,13 +97,7 @@ class _Node:
             self.proc.wait(5)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
 
 
 class SentinelSet:
