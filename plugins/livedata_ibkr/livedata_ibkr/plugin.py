@@ -65,7 +65,7 @@ async def login(ctx: BrokerContext, manual: bool) -> None:
         if not await session.wait_for_login(settings.browser_login_timeout):
             raise LoginRequired(
                 f"IBKR: no login at {session.login_url} within {settings.browser_login_timeout:g}s; "
-                f"run `livedata auth {getattr(ctx, 'instance', ctx.broker)}` again after logging in"
+                f"run `livedata auth {ctx.instance}` again after logging in"
             )
         print("IBKR gateway session is open.")
     finally:

@@ -17,7 +17,6 @@ from . import oauth
 from .client import SchwabClient, iso_ms
 from .parsers import Skips, parse_accounts, parse_balances, parse_orders, parse_positions, parse_transactions
 from .settings import SchwabSettings
-from .tokens import TOKEN_KEY
 
 DAY_MS = 86_400_000
 MAX_RANGE_MS = 364 * DAY_MS  # Schwab refuses order/transaction ranges longer than a year
@@ -61,22 +60,17 @@ def _settings(ctx: BrokerContext) -> SchwabSettings:
     return ctx.settings if ctx.settings is not None else SchwabSettings()
 
 
-def token_key(ctx: BrokerContext) -> str:
-    """The key of this instance's tokens in the token store: ``ctx.token_key`` (the instance's name)."""
-    return getattr(ctx, "token_key", None) or TOKEN_KEY
-
-
 def _token_store(ctx: BrokerContext) -> Any:
     if ctx.tokens is None:
         from livedata_core.plugin_kit.tokens import resolve_token_store
 
-        ctx.tokens = resolve_token_store(token_key(ctx))
+        ctx.tokens = resolve_token_store(ctx.token_key, plugin=ctx.broker)
     return ctx.tokens
 
 
 def _session(ctx: BrokerContext) -> SchwabSession:
     if not isinstance(ctx.session, SchwabSession):
-        client = SchwabClient(_settings(ctx), _token_store(ctx), ctx.log, status=ctx.status, token_key=token_key(ctx))
+        client = SchwabClient(_settings(ctx), _token_store(ctx), ctx.log, status=ctx.status, token_key=ctx.token_key)
         ctx.session = SchwabSession(client=client, skips=Skips(ctx.log))
     return ctx.session
 
@@ -97,7 +91,7 @@ async def authenticate(ctx: BrokerContext) -> None:
 @hookimpl
 async def login(ctx: BrokerContext, manual: bool) -> None:
     """Interactive OAuth login; saves tokens under this instance's ``ctx.token_key`` in ``ctx.tokens``."""
-    await oauth.login(_settings(ctx), _token_store(ctx), ctx.log, manual, key=token_key(ctx))
+    await oauth.login(_settings(ctx), _token_store(ctx), ctx.log, manual, key=ctx.token_key)
     if isinstance(ctx.session, SchwabSession):
         ctx.session.client.tokens.load()  # forget the old tokens in a live session
 

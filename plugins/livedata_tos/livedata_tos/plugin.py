@@ -66,20 +66,15 @@ def schwab_login(ctx: BrokerContext) -> SchwabLogin:
     under the key ``schwab`` in its own token store."""
     from livedata_core.plugin_kit.tokens import resolve_token_store
 
-    linked = getattr(ctx, "login", None)
+    linked = ctx.login
     if linked is not None:
         if linked.tokens is None:
-            linked.tokens = resolve_token_store(linked.token_key)
+            linked.tokens = resolve_token_store(linked.token_key, plugin=linked.broker)
         settings = linked.settings if linked.settings is not None else SchwabSettings()
         return SchwabLogin(settings, linked.tokens, linked.token_key, linked=True)
     if ctx.tokens is None:
-        ctx.tokens = resolve_token_store(getattr(ctx, "instance", ctx.broker))
+        ctx.tokens = resolve_token_store(ctx.instance, plugin=ctx.broker)
     return SchwabLogin(ctx.settings.schwab, ctx.tokens, TOKEN_KEY, linked=False)
-
-
-def _info_options() -> dict[str, Any]:
-    # login_plugin is new in livedata-core's BrokerInfo (broker instances); an older core does without it.
-    return {"login_plugin": "schwab"} if "login_plugin" in attrs.fields_dict(BrokerInfo) else {}
 
 
 @hookimpl
@@ -90,7 +85,7 @@ def broker_info() -> BrokerInfo:
         settings_cls=TosSettings,
         description="Schwab (thinkorswim) streamer: level-one equity/index/futures quotes and account activity",
         max_symbols=500,  # the streamer refuses more than about 500 keys per service (REACHED_SYMBOL_LIMIT)
-        **_info_options(),
+        login_plugin="schwab",  # streams with a Schwab instance's login (ctx.login)
     )
 
 
