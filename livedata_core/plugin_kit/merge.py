@@ -43,8 +43,6 @@ SIZE_FIELDS = ("volume", "bid_size", "ask_size", "last_size")
 MERGED_FIELDS = frozenset(PRICE_FIELDS + SIZE_FIELDS)
 """The :class:`~livedata_core.models.Quote` fields :meth:`MergeBook.merge` takes."""
 
-_ZERO_IS_UNKNOWN = ("open", "high", "low", "close", "mark")
-
 
 class _Merged:
     __slots__ = ("fields", "timestamp", "extra")
@@ -126,14 +124,13 @@ class MergeBook:
             return None
         f = state.fields
         get = f.get
-        if not any(get(name) is not None for name in ("bid", "ask", "last", "mark", "close")):
-            return None
+        if get("bid") is None and get("ask") is None and get("last") is None and get("mark") is None and get("close") is None:
+            return None  # no price yet
         bid, ask = get("bid"), get("ask")
         if bid == 0 and get("bid_size") == 0:
             bid = None
         if ask == 0 and get("ask_size") == 0:
             ask = None
-        unknown_zero = {name: (get(name) or None) for name in _ZERO_IS_UNKNOWN}
         return make_quote(
             self.broker,
             symbol,
@@ -144,11 +141,11 @@ class MergeBook:
             _float(get("bid_size")),
             _float(get("ask_size")),
             _float(get("last_size")),
-            _float(unknown_zero["open"]),
-            _float(unknown_zero["high"]),
-            _float(unknown_zero["low"]),
-            _float(unknown_zero["close"]),
-            _float(unknown_zero["mark"]),
+            _float(get("open") or None),  # a zero open/high/low/close/mark means "not known yet"
+            _float(get("high") or None),
+            _float(get("low") or None),
+            _float(get("close") or None),
+            _float(get("mark") or None),
             state.timestamp,
             received_at if received_at is not None else now_ms(),
             dict(state.extra) if state.extra else None,
