@@ -194,3 +194,13 @@ def test_the_default_cap_is_the_brokers_own_limit(broker, limit):
     message = refused({"brokers": {broker: {"symbols": symbols}}})
     assert f"{limit + 1} symbols configured, more than the cap of {limit} (brokers.{broker}.max_symbols, " in message
     build({"brokers": {broker: {"symbols": symbols, "max_symbols": limit + 1}}})  # more lines bought: raise it
+
+
+def test_the_redis_topology_is_built_once_and_a_bad_url_in_the_file_is_refused_while_the_environment_overrides_it():
+    from livedata_core.errors import ConfigError
+    from livedata_core.runner import load_config
+
+    redis = load_config({}, env={}).redis
+    assert redis.topology is redis.topology  # not rebuilt (URL and TLS files checked again) on every read
+    with pytest.raises(ConfigError, match="redis.url must be a string, was int"):
+        load_config({"redis": {"url": 5}}, env={"LIVEDATA_REDIS_URL": "redis://localhost:6379/0"})

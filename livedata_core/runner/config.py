@@ -150,16 +150,17 @@ class RedisConfig:
     wait_replicas: int = 0
     """Account events count as published once this many replicas have them (``WAIT``); 0: off."""
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
+    topology: RedisTopology = attrs.field(init=False, repr=False, eq=False)
+    """Where Redis is, as every livedata client takes it: built (and its URL and TLS files checked) once."""
+
+    def __attrs_post_init__(self) -> None:
+        topology = RedisTopology(self.url, sentinels=self.sentinels, service=self.service, cluster=self.cluster,
+                                 nodes=self.nodes, sharded=self.sharded, wait_replicas=self.wait_replicas,
+                                 wait_timeout=self.wait_timeout)  # fmt: skip
+        object.__setattr__(self, "topology", topology)
 
     def __repr__(self) -> str:
         return f"RedisConfig({self.topology.describe()!r}, prefix={self.prefix!r})"
-
-    @property
-    def topology(self) -> RedisTopology:
-        """Where Redis is, as every livedata client takes it."""
-        return RedisTopology(self.url, sentinels=self.sentinels, service=self.service, cluster=self.cluster,
-                             nodes=self.nodes, sharded=self.sharded, wait_replicas=self.wait_replicas,
-                             wait_timeout=self.wait_timeout)  # fmt: skip
 
 
 @attrs.frozen
@@ -245,6 +246,8 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
 
 def _redis(data: dict[str, Any], env: dict[str, str]) -> RedisConfig:
     _unknown(data, {"url", "prefix", "latest", "streams", "stream_maxlen", *_TOPOLOGY_KEYS}, "[redis]")
+    if "url" in data and not isinstance(data["url"], str):  # checked also while LIVEDATA_REDIS_URL overrides it
+        raise ConfigError(f"redis.url must be a string, was {type(data['url']).__name__}")
     url = env.get("LIVEDATA_REDIS_URL") or data.get("url")
     explicit = bool(url)
     url = url or DEFAULT_REDIS_URL
@@ -259,7 +262,7 @@ def _redis(data: dict[str, Any], env: dict[str, str]) -> RedisConfig:
     except InvalidIdentifier as exc:
         raise ConfigError(f"redis.prefix: {exc}") from None
     maxlen = _whole(data.get("stream_maxlen", 10_000), "redis.stream_maxlen", _BOUNDS["redis.stream_maxlen"])
-    config = RedisConfig(
+    return RedisConfig(  # which also checks the combination (sentinels with service, sharded with cluster...)
         url=url,
         explicit=explicit,
         prefix=prefix,
@@ -268,8 +271,6 @@ def _redis(data: dict[str, Any], env: dict[str, str]) -> RedisConfig:
         stream_maxlen=maxlen,
         **_topology(data),
     )
-    config.topology  # checks the combination (sentinels with service, sharded with cluster...)
-    return config
 
 
 _TOPOLOGY_KEYS = ("sentinels", "service", "cluster", "nodes", "sharded", "wait_replicas", "wait_timeout")
