@@ -36,7 +36,10 @@ from .errors import (
 )
 from .plugin_kit.hookspecs import hookimpl
 from .plugin_kit.merge import MergeBook
-from .models import Account, Balance, Order, Position, Quote, Transaction, from_dict, make_quote, now_ms, to_dict
+from .models import (
+    Account, Balance, Bar, Depth, DepthLevel, OptionQuote, Order, Position, Quote, Transaction, from_dict, make_option_quote,
+    make_quote, now_ms, to_dict,
+)
 from .plugin_kit.streaming import HEARTBEAT, BrokerStream
 
 if TYPE_CHECKING:
@@ -50,6 +53,7 @@ __all__ = [
     "Account",
     "AuthError",
     "Balance",
+    "Bar",
     "Broker",
     "BrokerContext",
     "BrokerError",
@@ -57,12 +61,15 @@ __all__ = [
     "BrokerStream",
     "ConfigError",
     "ConnectionLimit",
+    "Depth",
+    "DepthLevel",
     "InvalidIdentifier",
     "LivedataError",
     "LoginRequired",
     "MergeBook",
     "NotEntitled",
     "NotSupported",
+    "OptionQuote",
     "PermanentError",
     "Order",
     "PluginError",
@@ -77,6 +84,7 @@ __all__ = [
     "from_dict",
     "hookimpl",
     "live_data_redis",
+    "make_option_quote",
     "make_quote",
     "now_ms",
     "to_dict",

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 ROOT = "live_data"
-CHANNEL_TYPES = ("quotes", "positions", "balances", "orders", "transactions")
+CHANNEL_TYPES = ("quotes", "positions", "balances", "orders", "transactions", "bars", "depth")
 """The data types: a channel ``live_data:<type>:<identifier>`` carries that type's models, one identifier each."""
 EVENT_TYPES = ("stale",)
 """What the runner announces about itself on ``live_data:events:<type>`` (:func:`event_channel`): JSON objects, not
@@ -133,7 +133,7 @@ def latest_key(kind: str, identifier: str, prefix: str = "") -> str:
 
 @lru_cache(maxsize=65536)
 def stream_key(kind: str, identifier: str, prefix: str = "") -> str:
-    """The capped Redis Stream that keeps orders and transactions: ``live_data:stream:<type>:<id>``."""
+    """The capped Redis Stream that keeps orders, transactions and bars: ``live_data:stream:<type>:<id>``."""
     _check_type(kind)
     return f"{_root(prefix)}:stream:{kind}:{validate_identifier(identifier)}"
 

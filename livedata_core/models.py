@@ -36,7 +36,12 @@ import cattrs
 __all__ = [
     "Account",
     "Balance",
+    "Bar",
+    "Depth",
+    "DepthLevel",
+    "MARKET_TYPES",
     "MODEL_FOR_TYPE",
+    "OptionQuote",
     "Order",
     "ORDER_STATUSES",
     "Position",
@@ -45,7 +50,9 @@ __all__ = [
     "check_model",
     "finite_quote",
     "from_dict",
+    "make_option_quote",
     "make_quote",
+    "model_for",
     "now_ms",
     "to_dict",
 ]
@@ -82,6 +89,126 @@ class Quote:
     low: float | None = None
     close: float | None = None
     mark: float | None = None
+    timestamp: int | None = None
+    received_at: int = attrs.field(factory=now_ms)
+    extra: dict[str, Any] | None = None
+    instance: str | None = None
+
+    @property
+    def identifier(self) -> str:
+        return self.symbol
+
+
+@_frozen
+class OptionQuote:
+    """A complete quote of an option or a futures option. Published on ``quotes:{symbol}`` like a :class:`Quote`
+    (same channel, latest key and conflation), with every field of a Quote and the option's own after them.
+
+    Equity, futures and forex quotes stay :class:`Quote`: their payloads carry none of these fields. A consumer tells
+    the two apart by the ``strike`` key (:func:`model_for`). ``expiration`` is an ISO date (``"2026-12-18"``),
+    ``put_call`` is ``"call"`` or ``"put"``, ``implied_volatility`` a fraction or a percentage as the broker sends it
+    (the broker's page in docs/brokers says which), Greeks per contract unit as the broker sends them.
+    """
+
+    TYPE: ClassVar[str] = "quotes"
+
+    broker: str
+    symbol: str
+    bid: float | None = None
+    ask: float | None = None
+    last: float | None = None
+    volume: float | None = None
+    bid_size: float | None = None
+    ask_size: float | None = None
+    last_size: float | None = None
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    close: float | None = None
+    mark: float | None = None
+    open_interest: float | None = None
+    implied_volatility: float | None = None
+    delta: float | None = None
+    gamma: float | None = None
+    theta: float | None = None
+    vega: float | None = None
+    rho: float | None = None
+    theoretical_value: float | None = None
+    underlying_price: float | None = None
+    strike: float | None = None
+    expiration: str | None = None
+    put_call: str | None = None
+    multiplier: float | None = None
+    underlying: str | None = None
+    timestamp: int | None = None
+    received_at: int = attrs.field(factory=now_ms)
+    extra: dict[str, Any] | None = None
+    instance: str | None = None
+
+    @property
+    def identifier(self) -> str:
+        return self.symbol
+
+
+@_frozen
+class Bar:
+    """One completed OHLCV bar of one symbol. Published on ``bars:{symbol}``, kept under the latest key and
+    appended to the capped stream ``live_data:stream:bars:{symbol}`` in ``start`` order, each bar once.
+
+    ``interval`` is the bar's length in seconds (60 for 1-minute bars) and ``start`` the start of its period (ms
+    since the epoch). ``seq`` is the broker's sequence number where it sends one (the runner drops repeats by it).
+    ``backfilled`` is ``True`` for a bar the runner fetched after a gap (a reconnect, an outage) rather than
+    received live.
+    """
+
+    TYPE: ClassVar[str] = "bars"
+
+    broker: str
+    symbol: str
+    interval: int
+    start: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None = None
+    seq: int | None = None
+    backfilled: bool = False
+    timestamp: int | None = None
+    received_at: int = attrs.field(factory=now_ms)
+    extra: dict[str, Any] | None = None
+    instance: str | None = None
+
+    @property
+    def identifier(self) -> str:
+        return self.symbol
+
+
+@_frozen
+class DepthLevel:
+    """One price level of an order book: the price, the total size there and, where the broker says,
+    how many market makers or orders make it up (``count``)."""
+
+    price: float
+    size: float
+    count: int | None = None
+
+
+@_frozen
+class Depth:
+    """The order book of one symbol, its top levels: ``bids`` and ``asks`` best first. Published on
+    ``depth:{symbol}``, conflated per symbol like quotes (a slow consumer gets the newest book), latest key.
+
+    ``book`` names the broker's book it comes from where it has several (``"NASDAQ"``, ``"NYSE"``, ``"OPTIONS"``).
+    """
+
+    TYPE: ClassVar[str] = "depth"
+
+    broker: str
+    symbol: str
+    bids: list[DepthLevel] = attrs.field(factory=list)
+    asks: list[DepthLevel] = attrs.field(factory=list)
+    book: str | None = None
     timestamp: int | None = None
     received_at: int = attrs.field(factory=now_ms)
     extra: dict[str, Any] | None = None
@@ -247,7 +374,23 @@ class Account:
     extra: dict[str, Any] | None = None
 
 
-MODEL_FOR_TYPE: dict[str, type] = {m.TYPE: m for m in (Quote, Position, Balance, Order, Transaction)}
+MODEL_FOR_TYPE: dict[str, type] = {m.TYPE: m for m in (Quote, Position, Balance, Order, Transaction, Bar, Depth)}
+"""The model of each channel type. ``quotes`` carries :class:`OptionQuote` too: :func:`model_for` tells which."""
+
+MARKET_TYPES = (OptionQuote, Bar, Depth)
+"""The market-data models beyond :class:`Quote` that a stream may yield (the runner's hot path tests ``Quote``
+first, so these add nothing to a quote's cost)."""
+
+
+def model_for(kind: str, data: dict[str, Any]) -> type:
+    """The model class of a payload published on a ``kind`` channel: :data:`MODEL_FOR_TYPE`, except that a quote
+    with a ``strike`` key is an :class:`OptionQuote`.
+
+    :raises KeyError: ``kind`` is not a channel type.
+    """
+    if kind == "quotes" and type(data) is dict and "strike" in data:
+        return OptionQuote
+    return MODEL_FOR_TYPE[kind]
 
 converter = cattrs.Converter(forbid_extra_keys=False)
 
@@ -263,7 +406,21 @@ def _make_fast_to_dict(cls: type):
     return namespace[f"to_dict_{cls.__name__}"]
 
 
-_TO_DICT = {cls: _make_fast_to_dict(cls) for cls in (Quote, Position, Balance, Order, Transaction, Account)}
+_TO_DICT = {cls: _make_fast_to_dict(cls) for cls in (Quote, OptionQuote, Bar, DepthLevel, Position, Balance, Order,
+                                                      Transaction, Account)}
+
+
+def _depth_to_dict(obj: Depth) -> dict[str, Any]:
+    # The levels are models of their own: a payload is plain dicts and lists all the way down.
+    level = _TO_DICT[DepthLevel]
+    out = _TO_DICT_DEPTH(obj)
+    out["bids"] = [level(x) if type(x) is DepthLevel else x for x in obj.bids]
+    out["asks"] = [level(x) if type(x) is DepthLevel else x for x in obj.asks]
+    return out
+
+
+_TO_DICT_DEPTH = _make_fast_to_dict(Depth)
+_TO_DICT[Depth] = _depth_to_dict
 
 
 def _make_positional_factory(cls: type):
@@ -289,6 +446,13 @@ mark, timestamp, received_at, extra, instance=None)`` gives the same frozen obje
 in half the time. Every argument but ``instance`` (which plugins leave out: the runner fills it in) is required
 and nothing is checked or defaulted, so use it only where a quote is built per streamed item and the field order
 is spelled out next to the call.
+"""
+
+make_option_quote = _make_positional_factory(OptionQuote)
+make_option_quote.__doc__ = """Build an :class:`OptionQuote` from every field, positionally, in field order (as :func:`make_quote`):
+``make_option_quote(broker, symbol, bid, ask, last, volume, bid_size, ask_size, last_size, open, high, low, close,
+mark, open_interest, implied_volatility, delta, gamma, theta, vega, rho, theoretical_value, underlying_price, strike,
+expiration, put_call, multiplier, underlying, timestamp, received_at, extra, instance=None)``.
 """
 
 
@@ -373,6 +537,53 @@ def _check_str(name: str, value: Any) -> str | None:
     return None if isinstance(value, str) else f"{name}: must be a string, was {_describe(value)}"
 
 
+def _check_bool(name: str, value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"{name}: must be true or false, was {_describe(value)}"
+
+
+PUT_CALL = frozenset({"call", "put"})
+
+
+def _check_put_call(name: str, value: Any) -> str | None:
+    if type(value) is str and value in PUT_CALL:
+        return None
+    return f"{name}: {value!r} is not 'call' or 'put'"
+
+
+def _check_expiration(name: str, value: Any) -> str | None:
+    if type(value) is str and len(value) == 10 and value[4] == value[7] == "-" and (value[:4] + value[5:7] + value[8:]).isdigit():
+        return None
+    return f"{name}: {value!r} is not an ISO date (YYYY-MM-DD)"
+
+
+def _check_levels(name: str, value: Any) -> str | None:
+    if not isinstance(value, list):
+        return f"{name}: must be a list of price levels, was {_describe(value)}"
+    rules = _RULES[DepthLevel]
+    for i, level in enumerate(value):
+        where = f"{name}[{i}]"
+        if isinstance(level, DepthLevel):
+            data = _TO_DICT[DepthLevel](level)
+        elif isinstance(level, dict):
+            data = level
+            unknown = sorted(str(k) for k in data if k not in rules)
+            if unknown:
+                return f"{where}: unknown key(s): {', '.join(unknown)}; a level has price, size and count"
+            missing = [k for k, rule in rules.items() if rule.required and k not in data]
+            if missing:
+                return f"{where}: {', '.join(missing)} missing"
+        else:
+            return f"{where}: must be a price level (price, size, count), was {_describe(level)}"
+        for key, item in data.items():
+            rule = rules[key]
+            if item is None and rule.optional:
+                continue
+            problem = rule.check(f"{where}.{key}", item)
+            if problem:
+                return problem
+    return None
+
+
 def _check_status(name: str, value: Any) -> str | None:
     if type(value) is str and value in ORDER_STATUSES:
         return None
@@ -424,13 +635,20 @@ def _rules(cls: type) -> dict[str, _Rule]:
             check = _check_status
         elif field.name == "extra":
             check = _check_extra
+        elif field.name == "put_call":
+            check = _check_put_call
+        elif field.name == "expiration":
+            check = _check_expiration
+        elif typing.get_origin(base) is list:
+            check = _check_levels
         else:
-            check = {float: _check_number, int: _check_int, str: _check_str}[base]
+            check = {float: _check_number, int: _check_int, str: _check_str, bool: _check_bool}[base]
         out[field.name] = _Rule(check, optional, field.default is attrs.NOTHING)
     return out
 
 
-_RULES = {cls: _rules(cls) for cls in (Quote, Position, Balance, Order, Transaction, Account)}
+_RULES = {cls: _rules(cls) for cls in (Quote, OptionQuote, Bar, DepthLevel, Depth, Position, Balance, Order, Transaction,
+                                       Account)}
 
 
 def _problems(cls: type, data: dict[Any, Any], *, check_keys: bool) -> list[str]:

@@ -21,7 +21,7 @@ from ..models import describe_validation_error
 from .merge import MergeBook
 from .token_stores import Credential, Credentials, TokenStore, as_credentials, load_credentials
 
-__all__ = ["DEFAULT_MAX_SYMBOLS", "NAME_RULE", "Broker", "BrokerContext", "BrokerInfo", "name_problem", "structure_settings"]
+__all__ = ["DEFAULT_MAX_SYMBOLS", "KINDS", "NAME_RULE", "Broker", "BrokerContext", "BrokerInfo", "name_problem", "structure_settings"]
 
 DEFAULT_MAX_SYMBOLS = 1000
 """The cap on streamed symbols of a broker that declares none (:attr:`BrokerInfo.max_symbols`)."""
@@ -40,10 +40,15 @@ def name_problem(name: Any) -> str | None:
 
 
 CAPABILITIES = frozenset(
-    {"authenticate", "login", "stream", "fetch_accounts", "fetch_positions", "fetch_balances", "fetch_orders", "fetch_transactions"}
+    {"authenticate", "login", "stream", "fetch_accounts", "fetch_positions", "fetch_balances", "fetch_orders", "fetch_transactions",
+     "fetch_bars", "option_chain"}
 )
 """What a broker may declare in :attr:`BrokerInfo.capabilities`; each needs the hook of the same name
 (:mod:`~livedata_core.plugin_kit.hookspecs`)."""
+
+KINDS = ("quotes", "bars", "depth")
+"""The kinds of market data a stream may carry (:attr:`BrokerInfo.kinds`): each is subscribed per symbol, configured
+under ``[brokers.NAME]`` by the key of the same name (``symbols`` for quotes) and published on its channel type."""
 
 
 @attrs.frozen
@@ -66,6 +71,10 @@ class BrokerInfo:
         "schwab_ira"``); without it, the instance named like that plugin is used if there is one. Core checks the
         link and gives the hooks that instance's context as :attr:`BrokerContext.login` (and to the settings'
         ``check_config(login=...)``, see :func:`structure_settings`).
+    :param kinds: the kinds of market data the broker's stream carries, from :data:`KINDS`: ``"quotes"`` (top of book
+        of every asset class it streams), ``"bars"`` (:class:`~livedata_core.models.Bar`), ``"depth"``
+        (:class:`~livedata_core.models.Depth`). Default ``("quotes",)``. Configuration and ``livedata subscribe`` may
+        ask a broker only for the kinds it declares (``bars = [...]``, ``--bars``).
     :param credentials: what an API-key broker needs stored (:class:`~livedata_core.plugin_kit.tokens.Credential`, or a plain
         name for a secret): ``livedata auth <instance>`` asks for each and saves them in the instance's token record,
         and the hooks read them with :meth:`BrokerContext.credentials`. Default: none.
@@ -79,6 +88,7 @@ class BrokerInfo:
     max_instances: int | None = None
     login_plugin: str | None = None
     credentials: tuple[Credential, ...] = attrs.field(default=(), converter=as_credentials)
+    kinds: tuple[str, ...] = attrs.field(default=("quotes",), converter=tuple)
 
     def __attrs_post_init__(self) -> None:
         problem = name_problem(self.name)
@@ -95,6 +105,10 @@ class BrokerInfo:
                 f"broker {self.name!r} declares max_symbols={cap!r}; "
                 f"expected a whole number from 1 to {MAX_SYMBOLS_CAP}"
             )
+        odd = [k for k in self.kinds if k not in KINDS]
+        if odd or not self.kinds or len(set(self.kinds)) != len(self.kinds):
+            raise PluginError(f"broker {self.name!r} declares kinds={self.kinds!r}; expected distinct names from "
+                              f"{', '.join(KINDS)}")
         unknown = self.capabilities - CAPABILITIES
         if unknown:
             raise PluginError(
@@ -171,7 +185,8 @@ _SEQUENCES = (list, tuple, set, frozenset, collections.abc.Sequence, collections
 _MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 
 
-RUNNER_KEYS = frozenset({"enabled", "plugin", "symbols", "accounts", "poll", "max_symbols", "stale_after", "market_hours"})
+RUNNER_KEYS = frozenset({"enabled", "plugin", "symbols", "accounts", "poll", "max_symbols", "stale_after", "market_hours",
+                         "bars", "depth", "depth_levels"})
 """Keys of a ``[brokers.NAME]`` table that the runner reads itself; no plugin setting may take one of these names."""
 
 

@@ -24,7 +24,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .broker import BrokerContext, BrokerInfo
-    from ..models import Account, Balance, Order, Position, Transaction
+    from ..models import Account, Balance, Bar, Order, Position, Transaction
     from .streaming import BrokerStream
     from .token_stores import TokenStore
 
@@ -111,6 +111,42 @@ def stream(ctx: BrokerContext) -> BrokerStream:
     Capability: ``stream``.
 
     :return: a :class:`~livedata_core.plugin_kit.streaming.BrokerStream`.
+    """
+
+
+# -- Market data -----------------------------------------------------------------------------------------
+
+
+@hookspec
+def fetch_bars(ctx: BrokerContext, symbol: str, interval: int, start: int, end: int) -> list[Bar]:
+    """Return the completed bars of one symbol in a time range, from the broker's history. Capability:
+    ``fetch_bars``.
+
+    Called by the runner's bar gap filler (:mod:`livedata_core.runner.bars`) when minutes are missing: after a
+    reconnect or an outage, or when a live bar's start jumps past the last one published plus ``interval``. The
+    runner publishes what it returns with ``backfilled=True``, drops what it published already, and records in
+    status the minutes still missing: never invent a bar the broker does not have.
+
+    :param symbol: the normalised symbol, as subscribed with ``kind="bars"``.
+    :param interval: the bar length in seconds (60).
+    :param start: milliseconds since the epoch, inclusive (the start of the first missing bar).
+    :param end: milliseconds since the epoch, exclusive.
+    :return: :class:`~livedata_core.models.Bar` objects ordered by ``start``.
+    """
+
+
+@hookspec
+def option_chain(ctx: BrokerContext, underlying: str, expiration: str | None, strikes: int | None) -> list[str]:
+    """Return the option contracts of an underlying, as the symbols the stream takes. Capability: ``option_chain``.
+
+    Called by ``livedata subscribe NAME --chain AAPL [--expiration 2026-12-18] [--strikes 10]``; the runner
+    subscribes the contracts as quotes and shows the chain in status.
+
+    :param underlying: the normalised underlying symbol.
+    :param expiration: an ISO date (``"2026-12-18"``), or ``None`` for every expiration the broker returns.
+    :param strikes: how many strikes around the money, or ``None`` for the broker's default.
+    :return: the contract symbols (Schwab's form, e.g. ``"AAPL  261218C00200000"``).
+    :raises SymbolsRefused: the broker does not know ``underlying`` (or has no options on it); the message says so.
     """
 
 
@@ -203,6 +239,8 @@ BROKER_HOOKS = (
     "fetch_balances",
     "fetch_orders",
     "fetch_transactions",
+    "fetch_bars",
+    "option_chain",
 )
 """Hooks that are called for one broker only, never across plugins."""
 

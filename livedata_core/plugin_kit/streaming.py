@@ -8,8 +8,10 @@ Method                      Requirement
 ==========================  ===================================================================
 ``connect()``               required: open the connection and log in; return when ready
 ``events()``                required: async iterator of models, lists of models and heartbeats
-``subscribe(symbols)``      required for quotes: start streaming these (already normalised)
-``unsubscribe(symbols)``    required for quotes: stop streaming these
+``subscribe(symbols,``      required for each kind the broker declares (:attr:`BrokerInfo.kinds`):
+``kind="quotes")``          start streaming these (already normalised)
+``unsubscribe(symbols,``    stop streaming these
+``kind="quotes")``
 ``close()``                 recommended: log out politely and close; must not raise
 ``heartbeat_timeout``       seconds of silence after which the runner reconnects (``None``: never)
 ==========================  ===================================================================
@@ -25,7 +27,14 @@ control), so they must be safe to run concurrently with it. When ``events()`` en
 raises, the runner closes the stream, waits with exponential backoff and jitter, asks the plugin for a new
 stream, and subscribes again. A :class:`~livedata_core.errors.AuthError` makes it re-authenticate first.
 
-``events()`` yields :class:`~livedata_core.models.Quote`, :class:`~livedata_core.models.Order`,
+Kinds: the runner calls ``subscribe(symbols)`` (no ``kind`` argument) for quotes, so streams written before kinds
+existed keep working, and ``subscribe(symbols, kind="bars")`` / ``kind="depth"`` for the other kinds a broker
+declares in :attr:`~livedata_core.plugin_kit.broker.BrokerInfo.kinds`. For bars, yield every bar the broker sends
+(repeats included): the runner drops those it published already (by ``seq``, and by a ``start`` not after the last
+one published for the symbol) and fills gaps through the ``fetch_bars`` hook.
+
+``events()`` yields :class:`~livedata_core.models.Quote` (:class:`~livedata_core.models.OptionQuote` for options),
+:class:`~livedata_core.models.Bar`, :class:`~livedata_core.models.Depth`, :class:`~livedata_core.models.Order`,
 :class:`~livedata_core.models.Transaction` (and positions or balances if the broker streams them), a
 ``list`` of those for a frame that carries many, or :data:`HEARTBEAT` when the broker sent a heartbeat and
 nothing else. Anything yielded resets the watchdog. A malformed frame is the plugin's to log and count
@@ -117,19 +126,20 @@ class BrokerStream(abc.ABC):
     def events(self) -> AsyncIterator[Any]:
         """Yield models, lists of models and :data:`HEARTBEAT` until the connection ends."""
 
-    async def subscribe(self, symbols: Sequence[str]) -> None:
-        """Start streaming ``symbols``. The default refuses, for brokers that stream no quotes.
+    async def subscribe(self, symbols: Sequence[str], kind: str = "quotes") -> None:
+        """Start streaming ``symbols`` of ``kind`` (``"quotes"``, ``"bars"``, ``"depth"``). The default refuses,
+        for brokers that stream no quotes.
 
         Raise :class:`~livedata_core.errors.SymbolsRefused` naming the symbols the broker refused while the
         connection stays usable (the rest of the call still subscribed); ``StreamError`` when the connection broke.
         """
         if symbols:
-            raise NotImplementedError(f"{type(self).__name__} does not stream quotes")
+            raise NotImplementedError(f"{type(self).__name__} does not stream {kind}")
 
-    async def unsubscribe(self, symbols: Sequence[str]) -> None:
-        """Stop streaming ``symbols``."""
+    async def unsubscribe(self, symbols: Sequence[str], kind: str = "quotes") -> None:
+        """Stop streaming ``symbols`` of ``kind``."""
         if symbols:
-            raise NotImplementedError(f"{type(self).__name__} does not stream quotes")
+            raise NotImplementedError(f"{type(self).__name__} does not stream {kind}")
 
     async def close(self) -> None:
         """Log out and close the connection. Must not raise."""
