@@ -107,8 +107,8 @@ class SchwabClient:
 
     # -- requests ----------------------------------------------------------------------------------------------
 
-    async def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        """GET ``{api_base_url}{path}`` and return the decoded JSON.
+    async def get(self, path: str, params: dict[str, Any] | None = None, *, base: str | None = None) -> Any:
+        """GET ``{api_base_url}{path}`` (or ``{base}{path}``) and return the decoded JSON.
 
         Waits for the rate limiter; retries 429 (honouring ``Retry-After``), 5xx and network errors with
         backoff up to ``max_retries`` times; on 401 refreshes the token and tries once more, unless Schwab says
@@ -119,7 +119,7 @@ class SchwabClient:
             backed off. :raises LoginRequired: the refresh token is gone.
         :raises RateLimited: still 429 after the retries. :raises BrokerError: any other failure.
         """
-        url = self.settings.api_base_url.rstrip("/") + path
+        url = (base or self.settings.api_base_url).rstrip("/") + path
         refreshed = False
         attempt = 0
         while True:
@@ -275,6 +275,35 @@ class SchwabClient:
         params = {"startDate": iso_ms(start_ms), "endDate": iso_ms(end_ms), "types": ",".join(types)}
         data = await self.get(f"/accounts/{hash_value}/transactions", params)
         return _as_list(data, "/accounts/{hash}/transactions")
+
+    # -- market data ---------------------------------------------------------------------------------------
+
+    async def price_history(self, symbol: str, start_ms: int, end_ms: int, *, extended_hours: bool = True) -> dict:
+        """Raw ``GET /marketdata/v1/pricehistory`` of 1-minute candles between two times in ms
+        (``frequencyType=minute``, ``frequency=1``, ``startDate``/``endDate`` in ms since the epoch)."""
+        params = {"symbol": symbol, "periodType": "day", "frequencyType": "minute", "frequency": 1,
+                  "startDate": int(start_ms), "endDate": int(end_ms),
+                  "needExtendedHoursData": "true" if extended_hours else "false"}  # fmt: skip
+        data = await self.get("/pricehistory", params, base=self.settings.market_data_url)
+        if not isinstance(data, dict):
+            raise BrokerError("Schwab /pricehistory answered with something other than an object")
+        return data
+
+    async def option_chain(self, symbol: str, *, from_date: str | None = None, to_date: str | None = None,
+                           strike_count: int | None = None) -> dict:  # fmt: skip
+        """Raw ``GET /marketdata/v1/chains`` of one underlying (``contractType=ALL``; expirations between
+        ``fromDate`` and ``toDate``, ``yyyy-MM-dd``; ``strikeCount`` strikes around the money)."""
+        params: dict[str, Any] = {"symbol": symbol, "contractType": "ALL"}
+        if from_date:
+            params["fromDate"] = from_date
+        if to_date:
+            params["toDate"] = to_date
+        if strike_count:
+            params["strikeCount"] = int(strike_count)
+        data = await self.get("/chains", params, base=self.settings.market_data_url)
+        if not isinstance(data, dict):
+            raise BrokerError("Schwab /chains answered with something other than an object")
+        return data
 
 
 APP_ADVICE = (

@@ -91,6 +91,9 @@ class SchwabSettings:
     """The Trader API; plain ``http://`` only to this machine (a test server)."""
     auth_base_url: str = attrs.field(default="https://api.schwabapi.com/v1/oauth", validator=_api_url)
     """The OAuth endpoints; plain ``http://`` only to this machine."""
+    market_data_base_url: str | None = attrs.field(default=None, validator=attrs.validators.optional(_api_url))
+    """The Market Data API (``/pricehistory``, ``/chains``); by default ``api_base_url`` with ``/trader/v1``
+    replaced by ``/marketdata/v1`` (``https://api.schwabapi.com/marketdata/v1``)."""
     ca_file: str | None = None
     """A PEM file of extra certificate authorities to trust for the API (a TLS-inspecting proxy)."""
     requests_per_minute: float = attrs.field(default=120.0, validator=between(0, 60_000, min_exclusive=True))
@@ -125,6 +128,16 @@ class SchwabSettings:
     """Orders entered up to this many days ago are asked for on every poll, so status changes of older
     working orders (GTC) are seen too."""
     transaction_types: list[str] = attrs.field(factory=lambda: list(TRANSACTION_TYPES), validator=_known_types)
+
+    @property
+    def market_data_url(self) -> str:
+        """The Market Data API's base URL (:attr:`market_data_base_url`, or the one beside the Trader API)."""
+        if self.market_data_base_url:
+            return self.market_data_base_url.rstrip("/")
+        base = self.api_base_url.rstrip("/")
+        if base.endswith("/trader/v1"):
+            return base[: -len("/trader/v1")] + "/marketdata/v1"
+        return base.rsplit("/", 2)[0] + "/marketdata/v1"
 
     def check_config(self) -> None:
         """Called by livedata once the ``[brokers.schwab]`` table is loaded: the app key and secret must be known.

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-__all__ = ["APP_KEY", "APP_SECRET", "FakeSchwab", "FakeSchwabServer", "account_json"]
+__all__ = ["APP_KEY", "APP_SECRET", "FakeSchwab", "FakeSchwabServer", "account_json", "fake_candle", "option_chain_json"]
 
 APP_KEY = "K" * 32
 APP_SECRET = "S" * 16
@@ -205,6 +205,33 @@ USER_PREFERENCE = {
 }
 
 
+def fake_candle(symbol: str, start: int) -> dict:
+    """The 1-minute candle of ``symbol`` starting at ``start`` (ms) in the fakes' made-up market: the same for
+    every call, so a bar the fake streamer sends and the one ``/pricehistory`` answers for that minute agree."""
+    minute = start // 60_000
+    base = 100.0 + (int(hashlib.sha256(symbol.encode()).hexdigest()[:4], 16) % 400) + (minute % 97) / 4
+    return {"open": base, "high": base + 0.75, "low": base - 0.5, "close": base + 0.25,
+            "volume": 1000 + minute % 500, "datetime": start}  # fmt: skip
+
+
+def option_chain_json(underlying: str, expirations: list[str], strikes: list[float], price: float = 200.0) -> dict:
+    """A ``/chains`` answer: a call and a put for every expiration (``YYYY-MM-DD``) and strike."""
+    def side(right: str) -> dict:
+        out: dict[str, dict] = {}
+        for expiration in expirations:
+            key = f"{expiration}:30"
+            out[key] = {}
+            for strike in strikes:
+                symbol = f"{underlying:<6}{expiration[2:4]}{expiration[5:7]}{expiration[8:10]}{right}{round(strike * 1000):08d}"
+                out[key][f"{strike:.1f}"] = [{"putCall": "CALL" if right == "C" else "PUT", "symbol": symbol,
+                                              "strikePrice": strike, "expirationDate": f"{expiration}T20:00:00.000+00:00",
+                                              "multiplier": 100.0, "bidPrice": 1.0, "askPrice": 1.1}]  # fmt: skip
+        return out
+
+    return {"symbol": underlying, "status": "SUCCESS", "strategy": "SINGLE", "isDelayed": False,
+            "underlyingPrice": price, "callExpDateMap": side("C"), "putExpDateMap": side("P")}  # fmt: skip
+
+
 def account_json(number: str, account_type: str = "CASH", cash: float = 1000.0,
                  positions: list[dict] | None = None) -> dict:  # fmt: skip
     """A ``GET /accounts/{hash}?fields=positions`` answer for one account."""
@@ -240,6 +267,14 @@ class FakeSchwab:
         self.requests: list[dict] = []
         self.scripts: dict[str, list[tuple[int, dict, object]]] = {}
         self.base = ""
+        self.market_now_ms: Any = lambda: int(time.time() * 1000)
+        """``/pricehistory`` answers only minutes that ended before this clock (set it to the fake streamer's)."""
+        self.missing_minutes: set[tuple[str, int]] = set()
+        """``(symbol, start ms)`` of minutes ``/pricehistory`` has no candle for (an unfillable gap)."""
+        self.chains: dict[str, dict] = {
+            "AAPL": option_chain_json("AAPL", ["2026-12-18", "2027-01-15"], [190.0, 195.0, 200.0, 205.0, 210.0]),
+        }
+        """Underlying -> ``/chains`` answer; an underlying not here is answered ``status: FAILED``."""
         self.routes = {
             "/trader/v1/accounts/accountNumbers": ACCOUNT_NUMBERS,
             "/trader/v1/accounts": [copy.deepcopy(MARGIN_ACCOUNT), copy.deepcopy(CASH_ACCOUNT)],
@@ -351,6 +386,12 @@ def _handler(fake: FakeSchwab) -> type[BaseHTTPRequestHandler]:
             if token not in fake.access_tokens:
                 self._send(401, {"message": "Unauthorized", "errors": ["token invalid"]})
                 return
+            if parts.path == "/marketdata/v1/pricehistory":
+                self._send(*_price_history(fake, query))
+                return
+            if parts.path == "/marketdata/v1/chains":
+                self._send(*_chains(fake, query))
+                return
             if parts.path not in fake.routes:
                 self._send(400, {"message": "Invalid account number", "errors": []})
                 return
@@ -389,6 +430,46 @@ def _handler(fake: FakeSchwab) -> type[BaseHTTPRequestHandler]:
                 self._send(400, {"error": "unsupported_grant_type"})
 
     return Handler
+
+
+def _price_history(fake: FakeSchwab, query: dict[str, str]) -> tuple[int, object]:
+    # GET /marketdata/v1/pricehistory?symbol=AAPL&periodType=day&frequencyType=minute&frequency=1
+    #     &startDate=<ms>&endDate=<ms>: the candles of the minutes in [startDate, endDate] that have ended.
+    symbol = query.get("symbol", "")
+    try:
+        start, end = int(query["startDate"]), int(query["endDate"])
+    except (KeyError, ValueError):
+        return 400, {"message": "startDate and endDate must be epoch milliseconds", "errors": []}
+    if query.get("frequencyType") != "minute" or query.get("frequency") != "1" or not symbol:
+        return 400, {"message": "this fake serves 1-minute candles only", "errors": []}
+    now = fake.market_now_ms()
+    first = start - start % 60_000 + (60_000 if start % 60_000 else 0)
+    candles = [fake_candle(symbol, t) for t in range(first, min(end, now - 60_000) + 1, 60_000)
+               if (symbol, t) not in fake.missing_minutes]  # fmt: skip
+    return 200, {"symbol": symbol, "empty": not candles, "candles": candles}
+
+
+def _chains(fake: FakeSchwab, query: dict[str, str]) -> tuple[int, object]:
+    # GET /marketdata/v1/chains?symbol=AAPL&contractType=ALL&strikeCount=10&fromDate=...&toDate=...
+    symbol = query.get("symbol", "")
+    chain = fake.chains.get(symbol)
+    if chain is None:
+        return 200, {"symbol": symbol, "status": "FAILED", "callExpDateMap": {}, "putExpDateMap": {}}
+    chain = copy.deepcopy(chain)
+    low, high = query.get("fromDate", ""), query.get("toDate", "9999")
+    count = int(query["strikeCount"]) if query.get("strikeCount") else None
+    price = chain.get("underlyingPrice") or 0.0
+    for side in ("callExpDateMap", "putExpDateMap"):
+        kept = {}
+        for expiration, strikes in chain[side].items():
+            if not low <= expiration[:10] <= high:
+                continue
+            if count is not None:  # the strikeCount strikes nearest the underlying's price
+                nearest = sorted(strikes, key=lambda s: (abs(float(s) - price), float(s)))[:count]
+                strikes = {k: v for k, v in strikes.items() if k in nearest}
+            kept[expiration] = strikes
+        chain[side] = kept
+    return 200, chain
 
 
 class FakeSchwabServer:

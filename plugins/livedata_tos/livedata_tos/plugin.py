@@ -8,7 +8,8 @@ table (or the environment) and the tokens under the key ``schwab``, as before in
 ``authenticate`` builds a :class:`livedata_schwab.client.SchwabClient` on that login, reads ``streamerInfo`` from
 ``/userPreference``, and after the streamer denied a login forces a token refresh. ``stream`` returns a new
 :class:`~livedata_tos.stream.TosStream` for each connection. ``login`` (``livedata auth <instance>``) logs the
-Schwab login in, saving only its tokens.
+Schwab login in, saving only its tokens. ``fetch_bars`` reads the 1-minute bars a reconnect missed from Schwab's
+``/pricehistory``; ``option_chain`` resolves an underlying's contracts through ``/chains``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from livedata_schwab.settings import SchwabSettings
 from livedata_schwab.tokens import TOKEN_KEY
 
 from livedata_core import BrokerInfo, hookimpl
+from livedata_core.errors import NotSupported
+from livedata_core.models import Bar
+from livedata_schwab.marketdata import chain_symbols, parse_candles
 from livedata_core.plugin_kit.broker import BrokerContext
 
 from . import symbols
@@ -40,6 +44,8 @@ class TosSession:
     tokens: StreamerTokens
     activity: ActivityParser
     info: StreamerInfo | None = None
+    levelone: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    """The merged option, futures option and forex fields per symbol, kept across reconnects."""
 
 
 def make_client(settings: Any, tokens: Any, log: Any, status: dict[str, Any] | None = None, token_key: str = TOKEN_KEY) -> Any:
@@ -81,9 +87,11 @@ def schwab_login(ctx: BrokerContext) -> SchwabLogin:
 def broker_info() -> BrokerInfo:
     return BrokerInfo(
         name="tos",
-        capabilities={"authenticate", "login", "stream"},
+        capabilities={"authenticate", "login", "stream", "fetch_bars", "option_chain"},
         settings_cls=TosSettings,
-        description="Schwab (thinkorswim) streamer: level-one equity/index/futures quotes and account activity",
+        description="Schwab (thinkorswim) streamer: quotes of equities, indexes, futures, options, futures options "
+        "and forex; 1-minute bars; book depth; account activity",
+        kinds=("quotes", "bars", "depth"),
         max_symbols=500,  # the streamer refuses more than about 500 keys per service (REACHED_SYMBOL_LIMIT)
         login_plugin="schwab",  # streams with a Schwab instance's login (ctx.login)
     )
@@ -146,7 +154,41 @@ def stream(ctx: BrokerContext) -> TosStream:
         status=ctx.status,
         log=ctx.log,
         quotes=ctx.quotes,
+        levelone=session.levelone,
+        depth_levels=_depth_levels(ctx),
+        nyse_book=s.nyse_book,
     )
+
+
+def _depth_levels(ctx: BrokerContext) -> int | None:
+    """The runner's ``depth_levels`` for this instance, if the context carries it (it trims books itself too)."""
+    levels = getattr(ctx, "depth_levels", None)
+    return levels if isinstance(levels, int) and levels > 0 else None
+
+
+@hookimpl
+async def fetch_bars(ctx: BrokerContext, symbol: str, interval: int, start: int, end: int) -> list[Bar]:
+    """The 1-minute bars of ``symbol`` in ``[start, end)`` from ``/pricehistory`` (extended hours included)."""
+    if interval != 60:
+        raise NotSupported(f"Schwab's streamer sends 1-minute bars; no {interval} s bars to fetch")
+    session = await _session(ctx)
+    data = await session.client.price_history(symbol, start, end)
+    return parse_candles(data, broker=ctx.broker, symbol=symbol, interval=interval, start=start, end=end, log=ctx.log)
+
+
+@hookimpl
+async def option_chain(ctx: BrokerContext, underlying: str, expiration: str | None, strikes: int | None) -> list[str]:
+    """The option symbols of ``underlying`` from ``/chains`` (calls and puts; one expiration or all; the
+    ``strikes`` strikes nearest the money or Schwab's default)."""
+    session = await _session(ctx)
+    data = await session.client.option_chain(underlying, from_date=expiration, to_date=expiration, strike_count=strikes)
+    return [symbols.normalize_symbol(s) for s in chain_symbols(data, underlying)]
+
+
+async def _session(ctx: BrokerContext) -> TosSession:
+    if ctx.session is None:
+        await authenticate(ctx)
+    return ctx.session
 
 
 @hookimpl

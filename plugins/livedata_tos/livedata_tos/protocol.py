@@ -129,4 +129,6 @@ def error_for_code(
         return StreamError(f"the Schwab streamer stopped streaming: {text or 'no reason given'}")
     if code == 20 or (service == "ADMIN" and command == "LOGIN"):
         return StreamError(f"{what} failed with code {code} ({name}): {text}")
-    return BrokerError(f"{what} failed with code {code} ({name}): {text}")
+    error = BrokerError(f"{what} failed with code {code} ({name}): {text}")
+    error.code = code  # type: ignore[attr-defined]  # the stream asks a refused multi-symbol ADD again one by one
+    return error

@@ -54,6 +54,8 @@ class TosSettings:
     max_keys_per_command: int = attrs.field(default=300, validator=between(
         1, 500, reason="the streamer holds about 500 keys per service"))
     """Symbols per ADD/UNSUBS request."""
+    nyse_book: list[str] = attrs.field(factory=list)
+    """Equities whose depth comes from NYSE_BOOK; the others' comes from NASDAQ_BOOK (options': OPTIONS_BOOK)."""
 
     def check_config(self, login: object = None) -> None:
         """Called by livedata once the ``[brokers.tos]`` table is loaded: the Schwab app key and secret the

@@ -1,4 +1,4 @@
-"""The Schwab streamer client: one websocket, one login, level-one quotes and account activity.
+"""The Schwab streamer client: one websocket, one login, quotes, bars, book depth and account activity.
 
 Built on :class:`~livedata_core.plugin_kit.websocket_stream.WebSocketStream`: its reader task owns the socket from
 :meth:`TosStream.connect` on, answers the one command in flight (commands are sent one at a time under a lock,
@@ -6,6 +6,10 @@ each waiting for its response by ``requestid``), parses ``data`` frames into mod
 for :meth:`TosStream.events`. Reconnecting is the runner's job: ``events()`` ends when the server closes politely
 and raises otherwise. The merged level-one fields live in the instance's merge book (``ctx.quotes``), so the first
 quote after a reconnect is as complete as the last one before it.
+
+What to stream is asked per kind (:meth:`TosStream.subscribe` with ``kind``): ``quotes`` from the symbol's
+level-one service (equities, futures, options, futures options, forex), ``bars`` from CHART_EQUITY or
+CHART_FUTURES, ``depth`` from NASDAQ_BOOK, NYSE_BOOK or OPTIONS_BOOK (:mod:`livedata_tos.symbols` picks).
 """
 
 from __future__ import annotations
@@ -25,14 +29,17 @@ from livedata_core.models import now_ms
 from livedata_core.plugin_kit.streaming import HEARTBEAT
 from livedata_core.plugin_kit.websocket_stream import Tap, WebSocketStream, frames_logger, url_host
 
+from . import bars, books, options
 from .activity import ActivityParser
 from .protocol import SEVERING_CODES, StreamerInfo, error_for_code, request
 from .quotes import FIELDS, QuoteBook, request_fields
-from .symbols import service_for
+from .symbols import BOOKS, bar_service, book_service, service_for
 
 __all__ = ["StreamerTokens", "TosStream", "url_host"]
 
 ACCT_ACTIVITY = "ACCT_ACTIVITY"
+KINDS = ("quotes", "bars", "depth")
+_SPLIT_CODES = frozenset({22, 24})  # a refused SUBS/ADD of several symbols: ask again one by one
 LOGOUT_TIMEOUT = 0.8
 READ_REST_TIMEOUT = 0.5
 
@@ -102,6 +109,10 @@ class TosStream(WebSocketStream):
     :param quotes: the instance's merge book (``ctx.quotes``), where the merged level-one fields live across
         reconnects; by default one of this stream's own.
     :param tap: sees every frame in and out (:data:`~livedata_core.plugin_kit.websocket_stream.Tap`).
+    :param levelone: symbol -> merged fields of the options, futures options and forex quotes; pass one that
+        lives with the instance (the session's) so they outlive the connection too.
+    :param depth_levels: price levels per side in a published book (``None``: every level the streamer sends).
+    :param nyse_book: equities whose depth comes from NYSE_BOOK (the others' from NASDAQ_BOOK).
     """
 
     name = "the Schwab streamer"
@@ -126,6 +137,9 @@ class TosStream(WebSocketStream):
         log: logging.Logger | None = None,
         quotes: MergeBook | None = None,
         tap: Tap | None = None,
+        levelone: dict[str, dict[str, Any]] | None = None,
+        depth_levels: int | None = None,
+        nyse_book: Iterable[str] = (),
     ) -> None:
         super().__init__(url or info.url, log=log or logging.getLogger(f"livedata.broker.{broker}"), tap=tap)
         self.info = info
@@ -151,8 +165,20 @@ class TosStream(WebSocketStream):
         self._status = status if status is not None else {}
         self._tokens = tokens
         self._book = QuoteBook(broker, self.stats, quotes)
+        self._levelone = options.LevelOneBook(broker, self.stats, levelone)
+        self._bars = bars.BarParser(broker, self.stats)
+        self._books = books.BookParser(broker, self.stats, depth_levels)
+        self._nyse = frozenset(s.strip().upper() for s in nyse_book)
         self._activity = activity or ActivityParser(broker)
-        self._subscribed: dict[str, set[str]] = {name: set() for name in FIELDS}
+        # service -> the parser of its data, beside FIELDS' (the level-one equity and futures hot path)
+        self._parsers: dict[str, Any] = {}
+        for service in options.LEVELONE_FIELDS:
+            self._parsers[service] = (self._levelone, options.request_fields(service))
+        for service in bars.BAR_FIELDS:
+            self._parsers[service] = (self._bars, bars.request_fields(service))
+        for service in BOOKS:
+            self._parsers[service] = (self._books, books.request_fields(service))
+        self._subscribed: dict[str, set[str]] = {name: set() for name in (*FIELDS, *self._parsers)}
         self._lock = asyncio.Lock()
         self._requestid = 0
 
@@ -233,58 +259,95 @@ class TosStream(WebSocketStream):
         async for item in super().events():
             yield item
 
-    async def subscribe(self, symbols: Sequence[str]) -> None:
-        """ADD level-one subscriptions: ``/...`` symbols to LEVELONE_FUTURES, the rest to LEVELONE_EQUITIES.
+    async def subscribe(self, symbols: Sequence[str], kind: str = "quotes") -> None:
+        """ADD subscriptions of one kind: ``quotes`` from the symbol's level-one service, ``bars`` from
+        CHART_EQUITY / CHART_FUTURES, ``depth`` from NASDAQ_BOOK / NYSE_BOOK / OPTIONS_BOOK.
 
-        :raises SymbolsRefused: the server refused some of them on a live connection (code 19, symbol limit;
-            24, failed ADD), naming them; every other chunk was still sent and those symbols are subscribed.
+        :raises SymbolsRefused: some symbols were refused while the connection stays up, naming them only:
+            a kind Schwab has no service for (bars of an option, depth of a future), a refused service (code 11),
+            the symbol limit (code 19) or a failed ADD (a chunk refused with code 22 or 24 is asked again symbol
+            by symbol, so one unknown contract costs only itself). Every other symbol is subscribed.
         :raises StreamError, AuthError: a code that ends the connection.
         """
         refused: list[str] = []
         errors: list[str] = []
-        self._book.unmute(symbols)  # still subscribed after a refused UNSUBS: their quotes resume
-        for service, new in self._group(symbols, subscribed=False).items():
-            fields = request_fields(service)
+        groups, unsupported = self._group(symbols, kind, subscribed=False)
+        if unsupported:
+            refused.extend(unsupported)
+            errors.append(f"Schwab streams no {kind} for {', '.join(unsupported)}")
+        if kind == "quotes":
+            self._book.unmute(symbols)  # still subscribed after a refused UNSUBS: their quotes resume
+            self._levelone.unmute(symbols)
+        for service, new in groups.items():
+            parser, fields = self._parser(service)
             for chunk in _chunks(new, self.max_keys_per_command):
-                self._book.want(chunk)
-                try:
-                    await self._command(service, "ADD", {"keys": ",".join(chunk), "fields": fields})
-                except BrokerError as exc:
-                    self._book.forget(chunk)
-                    if _ends_connection(exc):
-                        raise
-                    self._command_failed("subscribe failed", exc, chunk)
-                    refused.extend(chunk)
-                    errors.append(str(exc))
-                    continue
-                except BaseException:
-                    self._book.forget(chunk)
-                    raise
-                self._subscribed[service].update(chunk)
-                self.log.debug("subscribed %s: %s", service, ",".join(chunk))
+                failed, error = await self._add(service, parser, fields, chunk)
+                if failed:
+                    refused.extend(failed)
+                    errors.append(error)
         if refused:
             raise SymbolsRefused(f"the Schwab streamer refused {', '.join(refused)}: {'; '.join(errors)}", refused)
 
-    async def unsubscribe(self, symbols: Sequence[str]) -> None:
-        """UNSUBS level-one symbols. Their quotes stop at once; their state is dropped once the server agrees.
+    async def _add(self, service: str, parser: Any, fields: str, chunk: list[str]) -> tuple[list[str], str]:
+        """ADD one chunk; the symbols refused and why (none: ``([], "")``)."""
+        parser.want(chunk)
+        try:
+            await self._command(service, "ADD", {"keys": ",".join(chunk), "fields": fields})
+        except BrokerError as exc:
+            parser.forget(chunk)
+            if _ends_connection(exc):
+                raise
+            if len(chunk) > 1 and _error_code(exc) in _SPLIT_CODES:
+                refused: list[str] = []
+                reasons: list[str] = []
+                for symbol in chunk:
+                    failed, error = await self._add(service, parser, fields, [symbol])
+                    refused.extend(failed)
+                    if failed:
+                        reasons.append(error)
+                return refused, "; ".join(dict.fromkeys(reasons))
+            self._command_failed("subscribe failed", exc, chunk)
+            return chunk, str(exc)
+        except BaseException:
+            parser.forget(chunk)
+            raise
+        self._subscribed[service].update(chunk)
+        self.log.debug("subscribed %s: %s", service, ",".join(chunk))
+        return [], ""
+
+    async def unsubscribe(self, symbols: Sequence[str], kind: str = "quotes") -> None:
+        """UNSUBS symbols of one kind. Their data stops at once; their state is dropped once the server agrees.
 
         A refusal on a live connection is logged and counted (``unsubscribe failed``); the symbols then stay
-        subscribed, their deltas still merged but not yielded, so a later :meth:`subscribe` of them resumes
-        with complete quotes.
+        subscribed, their level-one deltas still merged but not yielded, so a later :meth:`subscribe` of them
+        resumes with complete quotes.
         """
-        for service, old in self._group(symbols, subscribed=True).items():
+        groups, _ = self._group(symbols, kind, subscribed=True)
+        for service, old in groups.items():
+            parser, _ = self._parser(service)
+            quotes = service in FIELDS or service in options.LEVELONE_FIELDS
             for chunk in _chunks(old, self.max_keys_per_command):
-                self._book.mute(chunk)
+                if quotes:
+                    parser.mute(chunk)
+                else:
+                    parser.forget(chunk)
                 try:
                     await self._command(service, "UNSUBS", {"keys": ",".join(chunk)})
                 except BrokerError as exc:
                     if _ends_connection(exc):
                         raise
+                    if not quotes:
+                        parser.want(chunk)  # still subscribed: keep publishing what comes
                     self._command_failed("unsubscribe failed", exc, chunk)
                     continue
-                self._book.forget(chunk)
+                parser.forget(chunk)
                 self._subscribed[service].difference_update(chunk)
                 self.log.debug("unsubscribed %s: %s", service, ",".join(chunk))
+
+    def _parser(self, service: str) -> tuple[Any, str]:
+        if service in FIELDS:
+            return self._book, request_fields(service)
+        return self._parsers[service]
 
     async def view(self, service: str, fields: Iterable[int | str]) -> None:
         """VIEW: change the field list of every symbol of a level-one service (fields we do not map are
@@ -386,6 +449,9 @@ class TosStream(WebSocketStream):
                     out.extend(self._book.apply(service, entry.get("content"), entry.get("timestamp"), received_at))
                 elif service == ACCT_ACTIVITY:
                     out.extend(self._activity.apply(entry.get("content"), entry.get("timestamp"), received_at, self.stats))
+                elif service in self._parsers:
+                    parser = self._parsers[service][0]
+                    out.extend(parser.apply(service, entry.get("content"), entry.get("timestamp"), received_at))
                 else:
                     self.stats.skip("unknown service", service)
             except Exception as exc:
@@ -451,13 +517,27 @@ class TosStream(WebSocketStream):
         self.stats.skip(what, f"{exc} (symbols: {','.join(symbols)[:200]})")
         self.log.error("%s for %s: %s", what, ",".join(symbols)[:200], exc)
 
-    def _group(self, symbols: Sequence[str], *, subscribed: bool) -> dict[str, list[str]]:
+    def _group(self, symbols: Sequence[str], kind: str, *, subscribed: bool) -> tuple[dict[str, list[str]], list[str]]:
+        """The symbols per service of ``kind`` whose subscription state is ``subscribed``, and those Schwab has
+        no service of that kind for."""
+        if kind not in KINDS:
+            raise ValueError(f"tos streams {', '.join(KINDS)}, not {kind!r}")
         groups: dict[str, list[str]] = {}
+        unsupported: list[str] = []
         for symbol in dict.fromkeys(symbols):
-            service = service_for(symbol)
-            if (symbol in self._subscribed[service]) == subscribed:
+            if kind == "quotes":
+                service = service_for(symbol)
+            elif kind == "bars":
+                service = bar_service(symbol)
+            else:
+                service = book_service(symbol, self._nyse)
+                if subscribed and service is not None and symbol not in self._subscribed[service]:
+                    service = next((b for b in BOOKS if symbol in self._subscribed[b]), service)
+            if service is None:
+                unsupported.append(symbol)
+            elif (symbol in self._subscribed[service]) == subscribed:
                 groups.setdefault(service, []).append(symbol)
-        return groups
+        return groups, unsupported
 
 
 def _lenient_loads(raw: str | bytes) -> Any:
@@ -479,6 +559,11 @@ def _code(answer: dict) -> int | None:
     content = answer.get("content")
     code = content.get("code") if isinstance(content, dict) else None
     return code if type(code) is int else None
+
+
+def _error_code(exc: Exception) -> int | None:
+    """The response code of a refused command (:func:`~livedata_tos.protocol.error_for_code` sets it)."""
+    return getattr(exc, "code", None)
 
 
 def _ends_connection(exc: Exception) -> bool:

@@ -11,6 +11,14 @@ For tests and benchmarks of this plugin and for anyone checking a livedata runne
 It answers LOGIN (accepting the tokens in ``valid_tokens``, or any token when that is ``None``), SUBS, ADD,
 UNSUBS and VIEW (keeping the subscriptions per service), and LOGOUT (then closes). Tests push data, heartbeats,
 account activity and notices, force response codes, and drop connections.
+
+Bars come from a made-up market on a clock the test moves (:attr:`FakeStreamer.clock`): :meth:`FakeStreamer.advance`
+moves it and sends, for every minute that ends, a CHART_EQUITY / CHART_FUTURES bar of each subscribed symbol;
+:meth:`FakeStreamer.outage` cuts the connections and refuses new ones while the clock moves on, so "the
+connection was down for 3 minutes" takes milliseconds. The bars are :func:`livedata_schwab.testing.fake_candle`'s,
+the same ``/pricehistory`` of :class:`livedata_schwab.testing.FakeSchwab` answers (point its ``market_now_ms`` at
+``fake.clock.now_ms``). An ADD of a chart symbol is answered with the last bar that ended (as a repeat, same
+``seq``, when the client had it already).
 """
 
 from __future__ import annotations
@@ -28,8 +36,8 @@ from websockets.exceptions import ConnectionClosed
 
 from .protocol import StreamerInfo
 
-__all__ = ["FakeSchwabClient", "FakeStreamer", "FakeTokens", "activity_item", "data_frame", "heartbeat_frame", "notify_frame",
-           "open_stream", "response_frame"]
+__all__ = ["FakeClock", "FakeSchwabClient", "FakeStreamer", "FakeTokens", "activity_item", "book_item", "chart_item",
+           "data_frame", "heartbeat_frame", "notify_frame", "open_stream", "response_frame"]
 
 CUSTOMER_ID = "f" * 64
 # The server's frame logging would print LOGIN frames (with tokens) at DEBUG; keep it quiet like the client's.
@@ -83,6 +91,50 @@ def activity_item(seq: int, account: str, message_type: str, data: dict | str | 
     return {"seq": seq, "key": key, "1": account, "2": message_type, "3": raw}
 
 
+def chart_item(service: str, symbol: str, start: int, seq: int) -> dict:
+    """The CHART_EQUITY or CHART_FUTURES item of ``symbol``'s bar for the minute starting at ``start`` (ms), as
+    the streamer numbers the fields (CHART_EQUITY: 1 sequence, 2-6 OHLCV, 7 time, 8 day; CHART_FUTURES: 1 time,
+    2-6 OHLCV)."""
+    from livedata_schwab.testing import fake_candle
+
+    c = fake_candle(symbol, start)
+    ohlcv = {"2": c["open"], "3": c["high"], "4": c["low"], "5": c["close"], "6": float(c["volume"])}
+    if service == "CHART_EQUITY":
+        minute_of_day = start // 60_000 % 1440
+        return {"seq": seq, "key": symbol, "1": minute_of_day, **ohlcv, "7": start, "8": start // 86_400_000}
+    return {"seq": seq, "key": symbol, "1": start, **ohlcv}
+
+
+def book_item(symbol: str, bids: list[tuple[float, float, int]], asks: list[tuple[float, float, int]],
+              time_ms: int | None = None) -> dict:  # fmt: skip
+    """A NASDAQ_BOOK / NYSE_BOOK / OPTIONS_BOOK item: levels of ``(price, size, market makers)``."""
+    def levels(side: list[tuple[float, float, int]]) -> list[dict]:
+        return [{"0": p, "1": size, "2": n, "3": [{"0": f"MM{i}", "1": size / max(n, 1), "2": time_ms or 0}
+                                                  for i in range(n)]} for p, size, n in side]  # fmt: skip
+
+    return {"key": symbol, "1": time_ms or int(time.time() * 1000), "2": levels(bids), "3": levels(asks)}
+
+
+class FakeClock:
+    """The fake market's time: starts at the current minute and moves only when told (:meth:`advance`)."""
+
+    def __init__(self, start_ms: int | None = None) -> None:
+        now = int(time.time() * 1000) if start_ms is None else start_ms
+        self.ms = now - now % 60_000
+
+    def now_ms(self) -> int:
+        return self.ms
+
+    def advance(self, seconds: float) -> None:
+        self.ms += int(seconds * 1000)
+
+    def __repr__(self) -> str:
+        return f"FakeClock({self.ms})"
+
+
+CHARTS = ("CHART_EQUITY", "CHART_FUTURES")
+
+
 class FakeStreamer:
     """A streamer on 127.0.0.1 with a random port. Use ``async with`` or :meth:`start`/:meth:`stop`.
 
@@ -91,6 +143,10 @@ class FakeStreamer:
     :ivar subscriptions: symbols per service of the latest connection.
     :ivar login_code: when set, LOGIN answers this code (12: connection limit) and closes if it severs.
     :ivar command_codes: ``{(service, command): (code, msg)}`` to make a command fail.
+    :ivar unknown_symbols: symbols an ADD or SUBS is refused for (code 24, FAILED_COMMAND_ADD), as for a
+        contract that does not exist.
+    :ivar clock: the market's time (:class:`FakeClock`), moved by :meth:`advance` and :meth:`outage`.
+    :ivar bars_sent: ``(service, symbol, start, seq)`` of every bar sent, repeats included.
     """
 
     def __init__(self, valid_tokens: Iterable[str] | None = None) -> None:
@@ -103,6 +159,10 @@ class FakeStreamer:
         self.login_code: int | None = None
         self.login_msg = ""
         self.command_codes: dict[tuple[str, str], tuple[int, str]] = {}
+        self.unknown_symbols: set[str] = set()
+        self.clock = FakeClock()
+        self.bars_sent: list[tuple[str, str, int, int]] = []
+        self.refusing = False
         self.connections: set[ServerConnection] = set()
         self.connected_total = 0
         self._server: Any = None
@@ -186,6 +246,45 @@ class FakeStreamer:
         for ws in list(self.connections):
             ws.transport.abort()
 
+    # -- the market's clock and bars -----------------------------------------------------------------------
+
+    def seq(self, start: int) -> int:
+        """The ``seq`` of the bar of the minute starting at ``start``: the minutes since the epoch, so it only
+        grows, also across reconnects."""
+        return start // 60_000
+
+    async def send_bars(self, start: int, symbols: dict[str, Iterable[str]] | None = None) -> None:
+        """Send the bar of the minute starting at ``start`` for every subscribed chart symbol (or for
+        ``{service: symbols}``)."""
+        for service in CHARTS:
+            keys = sorted(symbols.get(service, ()) if symbols is not None else self.subscriptions.get(service, ()))
+            if keys and self.connections:
+                content = [chart_item(service, k, start, self.seq(start)) for k in keys]
+                self.bars_sent.extend((service, k, start, self.seq(start)) for k in keys)
+                await self.send(data_frame(service, content, timestamp=self.clock.ms))
+
+    async def advance(self, seconds: float) -> None:
+        """Move the clock; at the end of every minute passed, send that minute's bars."""
+        target = self.clock.ms + int(seconds * 1000)
+        while True:
+            next_minute = self.clock.ms - self.clock.ms % 60_000 + 60_000
+            if next_minute > target:
+                break
+            self.clock.ms = next_minute
+            await self.send_bars(next_minute - 60_000)
+        self.clock.ms = target
+
+    async def outage(self, minutes: float) -> None:
+        """Cut every connection and refuse new ones while the clock moves ``minutes`` on (no bars are sent:
+        nobody is connected), then take connections again."""
+        self.refusing = True
+        try:
+            await self.drop()
+            await self.wait_for(lambda: not self.connections)
+            await self.advance(minutes * 60)
+        finally:
+            self.refusing = False
+
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait until ``predicate()`` is true; ``TimeoutError`` after ``timeout`` seconds."""
         deadline = asyncio.get_running_loop().time() + timeout
@@ -205,6 +304,9 @@ class FakeStreamer:
     # -- serving -------------------------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
+        if self.refusing:  # an outage: the network is down
+            ws.transport.abort()
+            return
         self.connections.add(ws)
         self.connected_total += 1
         self.subscriptions = {}
@@ -263,6 +365,10 @@ class FakeStreamer:
                 await ws.close()
             return logged_in
         keys = [k for k in str(params.get("keys", "")).split(",") if k]
+        unknown = [k for k in keys if k in self.unknown_symbols]
+        if command in ("ADD", "SUBS") and unknown:
+            await reply(24, f"FAILED_COMMAND_ADD: unknown symbol(s) {','.join(unknown)}")
+            return logged_in
         subs = self.subscriptions.setdefault(service, set())
         if command == "SUBS":
             subs.clear()
@@ -275,6 +381,12 @@ class FakeStreamer:
             await reply(21, f"unknown command {command}")
             return logged_in
         await reply(0, f"{command} command succeeded")
+        if service in CHARTS and command in ("ADD", "SUBS") and keys:
+            # The streamer answers a chart subscription with the last bar that ended.
+            last = self.clock.ms - self.clock.ms % 60_000 - 60_000
+            content = [chart_item(service, k, last, self.seq(last)) for k in keys]
+            self.bars_sent.extend((service, k, last, self.seq(last)) for k in keys)
+            await ws.send(json.dumps(data_frame(service, content, timestamp=self.clock.ms)))
         return logged_in
 
 
@@ -309,10 +421,16 @@ class FakeSchwabClient:
     :class:`FakeTokens`, ``/userPreference`` pointing at a :class:`FakeStreamer`."""
 
     def __init__(self, streamer: FakeStreamer, tokens: FakeTokens | None = None) -> None:
+        from livedata_schwab.testing import FakeSchwab
+
         self.streamer = streamer
         self.tokens = tokens or FakeTokens()
         self.preference_calls = 0
         self.closed = False
+        self.schwab = FakeSchwab()
+        """Answers ``/pricehistory`` (on the streamer's clock) and ``/chains`` (its ``chains``)."""
+        self.schwab.market_now_ms = streamer.clock.now_ms
+        self.history_requests: list[tuple[str, int, int]] = []
 
     async def access_token(self) -> str:
         return await self.tokens.get()
@@ -323,6 +441,22 @@ class FakeSchwabClient:
     async def user_preference(self) -> dict:
         self.preference_calls += 1
         return self.streamer.user_preference()
+
+    async def price_history(self, symbol: str, start_ms: int, end_ms: int, **_: Any) -> dict:
+        from livedata_schwab.testing import _price_history
+
+        self.history_requests.append((symbol, start_ms, end_ms))
+        query = {"symbol": symbol, "frequencyType": "minute", "frequency": "1", "startDate": str(start_ms),
+                 "endDate": str(end_ms)}  # fmt: skip
+        return _price_history(self.schwab, query)[1]  # type: ignore[return-value]
+
+    async def option_chain(self, symbol: str, *, from_date: str | None = None, to_date: str | None = None,
+                           strike_count: int | None = None) -> dict:  # fmt: skip
+        from livedata_schwab.testing import _chains
+
+        query = {"symbol": symbol, **({"fromDate": from_date} if from_date else {}),
+                 **({"toDate": to_date} if to_date else {}), **({"strikeCount": str(strike_count)} if strike_count else {})}
+        return _chains(self.schwab, query)[1]  # type: ignore[return-value]
 
     async def aclose(self) -> None:
         self.closed = True

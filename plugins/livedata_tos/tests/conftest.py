@@ -234,8 +234,16 @@ def conformance_secrets():
 
 @pytest.fixture
 def conformance_invalid_symbols():
-    # The suite's defaults plus what the streamer has no level-one service for (options, forex, futures options).
-    return ["", "AAPL*", "A?B", "AAPL  240621C00190000", "EUR/USD", "./ESZ24C5000"]
+    # The suite's defaults plus what is no Schwab symbol of any asset class: a futures option without its strike,
+    # an option symbol cut short.
+    return ["", "AAPL*", "A?B", "./ESZ24C", "AAPL  2406C001"]
+
+
+@pytest.fixture
+def conformance_refused_symbols(tos_fakes):
+    """An option contract that does not exist: the fake streamer refuses its ADD (code 24)."""
+    tos_fakes[0].server.unknown_symbols = {"AAPL  240621C09990000"}
+    return ["AAPL  240621C09990000"]
 
 
 @pytest.fixture

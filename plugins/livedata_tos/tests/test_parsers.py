@@ -199,12 +199,15 @@ def test_repeated_seq_after_reconnect_is_published_once():
 
 
 @pytest.mark.parametrize("raw, expected", [("aapl", "AAPL"), (" brk.b ", "BRK.B"), ("$spx", "$SPX"),
-                                           ("/es", "/ES"), ("/ESZ24", "/ESZ24"), ("SPY", "SPY")])  # fmt: skip
+                                           ("/es", "/ES"), ("/ESZ24", "/ESZ24"), ("SPY", "SPY"),
+                                           ("AAPL  251219C00200000", "AAPL  251219C00200000"),
+                                           ("spxw 251208c06880000", "SPXW  251208C06880000"),
+                                           ("./ozcz23c565", "./OZCZ23C565"), ("eur/usd", "EUR/USD")])  # fmt: skip
 def test_normalize_symbol(raw, expected):
     assert normalize_symbol(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "AAPL  251219C00200000", "./OZCZ23C565", "EUR/USD", "A*", "$", "/", "1ABC"])
+@pytest.mark.parametrize("raw", ["", "AAPL  2512C00200000", "./OZC", "EUR/USD/X", "A*", "$", "/", "1ABC"])
 def test_normalize_symbol_refuses(raw):
     with pytest.raises(InvalidIdentifier):
         normalize_symbol(raw)
@@ -212,6 +215,8 @@ def test_normalize_symbol_refuses(raw):
 
 def test_service_routing():
     assert service_for("/ESZ24") == FUTURES and service_for("$SPX") == EQUITIES and service_for("AAPL") == EQUITIES
+    assert service_for("AAPL  251219C00200000") == "LEVELONE_OPTIONS"
+    assert service_for("./OZCZ23C565") == "LEVELONE_FUTURES_OPTIONS" and service_for("EUR/USD") == "LEVELONE_FOREX"
 
 
 def test_codes_map_to_errors():

@@ -48,7 +48,9 @@ async def first_match(pubsub, predicate, timeout: float = 3.0) -> tuple[str, dic
 
 def test_entry_point_declares_the_broker():
     broker = get_broker("tos")
-    assert broker.info.capabilities == {"authenticate", "login", "stream"}  # login: `livedata auth tos` (issue 12)
+    # login: `livedata auth tos` (issue 12); fetch_bars and option_chain: bars and chains (issue 15)
+    assert broker.info.capabilities == {"authenticate", "login", "stream", "fetch_bars", "option_chain"}
+    assert broker.info.kinds == ("quotes", "bars", "depth")
     assert broker.normalize_symbol("/esz24") == "/ESZ24"
     with pytest.raises(ConfigError, match="streamer_url"):
         broker.make_context({"streamer_url": "http://x"})

@@ -320,7 +320,7 @@ def test_malformed_frames_are_counted_and_never_fatal():
         async with FakeStreamer() as fake, open_stream(fake, ["AAPL"]) as stream:
             events = stream.events()
             for junk in ["not json", "[1,2]", json.dumps({"data": "x"}), json.dumps({"weird": 1}),
-                         json.dumps({"data": [{"service": "NASDAQ_BOOK", "content": []}]}),
+                         json.dumps({"data": [{"service": "SCREENER_EQUITY", "content": []}]}),
                          json.dumps({"notify": [{"foo": 1}]})]:  # fmt: skip
                 await fake.send(junk)
             await fake.send_data("LEVELONE_EQUITIES", [{"key": "AAPL", "1": 2.0}])

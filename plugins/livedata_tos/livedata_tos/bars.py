@@ -1,0 +1,103 @@
+"""1-minute bars from CHART_EQUITY and CHART_FUTURES.
+
+Chart data is delivered whole (every item carries every field), one item per symbol and minute, with the
+streamer's sequence number ``seq`` beside the fields. Each item becomes a :class:`~livedata_core.models.Bar`
+with ``interval`` 60 and ``start`` the minute's start in ms. This parser yields every bar it receives, repeats
+included: the core drops repeats (by ``seq``, and by a start not after the last one published) and fills gaps
+from ``/pricehistory`` (the ``fetch_bars`` hook).
+
+Field numbers. CHART_EQUITY, as the streamer really sends it (and schwab-py's and Schwabdev's tests agree; the
+Streamer Guide's table, which puts open at 1 and the sequence at 6, is wrong): 0 key, 1 sequence (the minute of
+the day), 2 open, 3 high, 4 low, 5 close, 6 volume, 7 chart time ms (the minute's start), 8 chart day.
+CHART_FUTURES: 0 key, 1 chart time ms, 2 open, 3 high, 4 low, 5 close, 6 volume.
+
+An item without a symbol, a start time, or any of open, high, low and close as a finite number, or whose high is
+below its low, is a malformed bar: counted (``livedata status``) and skipped, never published half-filled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from livedata_core.models import Bar
+from livedata_core.plugin_kit.streaming import StreamStats
+
+from .symbols import CHART_EQUITY, CHART_FUTURES
+
+__all__ = ["BAR_FIELDS", "BarParser", "request_fields"]
+
+INTERVAL = 60  # seconds: Schwab's chart services stream 1-minute bars
+_MAX_INT = 2**63
+
+# service -> (open, high, low, close, volume, start time) field numbers
+BAR_FIELDS: dict[str, tuple[str, str, str, str, str, str]] = {
+    CHART_EQUITY: ("2", "3", "4", "5", "6", "7"),
+    CHART_FUTURES: ("2", "3", "4", "5", "6", "1"),
+}
+
+
+def request_fields(service: str) -> str:
+    """Every field of the chart service (they are few, and all come in every item anyway)."""
+    return "0,1,2,3,4,5,6,7,8" if service == CHART_EQUITY else "0,1,2,3,4,5,6"
+
+
+def _number(v: Any) -> float | None:
+    if (type(v) is float or type(v) is int) and math.isfinite(v) and -_MAX_INT < v < _MAX_INT:
+        return float(v)
+    return None
+
+
+class BarParser:
+    """Turns chart items into bars for the symbols :meth:`want` marked."""
+
+    def __init__(self, broker: str, stats: StreamStats) -> None:
+        self.broker = broker
+        self.stats = stats
+        self._wanted: set[str] = set()
+
+    def want(self, symbols: Iterable[str]) -> None:
+        self._wanted.update(symbols)
+
+    def forget(self, symbols: Iterable[str]) -> None:
+        self._wanted.difference_update(symbols)
+
+    # {"data":[{"service":"CHART_EQUITY","timestamp":1715908546054,"command":"SUBS","content":[
+    #   {"seq":0,"key":"MSFT","1":779,"2":421.65,"3":421.79,"4":421.65,"5":421.755,"6":26.0,"7":1715903940000,
+    #    "8":19859}]}]}
+    # {"data":[{"service":"CHART_FUTURES", ..., "content":[{"seq":2224,"key":"/ES","1":1765307160000,
+    #   "2":6858.25,"3":6858.75,"4":6857.75,"5":6858.5,"6":897}]}]}
+    def apply(self, service: str, content: Any, envelope_ts: Any, received_at: int) -> list[Bar]:
+        """One bar per well-formed item of a wanted symbol."""
+        if type(content) is not list:
+            self.stats.skip("bar content is not a list", content)
+            return []
+        o_, h_, l_, c_, v_, t_ = BAR_FIELDS[service]
+        ts = envelope_ts if type(envelope_ts) is int and envelope_ts > 0 else None
+        out: list[Bar] = []
+        for item in content:
+            if type(item) is not dict:
+                self.stats.skip("malformed bar", item)
+                continue
+            symbol = item.get("key")
+            if type(symbol) is not str:
+                self.stats.skip("malformed bar", item)
+                continue
+            if symbol not in self._wanted:
+                self.stats.skip("bar for a symbol not subscribed", symbol)
+                continue
+            start = item.get(t_)
+            o, h, l, c = _number(item.get(o_)), _number(item.get(h_)), _number(item.get(l_)), _number(item.get(c_))
+            volume = item.get(v_)
+            seq = item.get("seq")
+            if (type(start) is not int or not 0 < start < _MAX_INT or o is None or h is None or l is None
+                    or c is None or h < l or (volume is not None and _number(volume) is None)
+                    or (seq is not None and (type(seq) is not int or not 0 <= seq < _MAX_INT))):  # fmt: skip
+                self.stats.skip("malformed bar", (service, item))
+                continue
+            start -= start % (INTERVAL * 1000)  # the minute's start, should a time inside it come
+            out.append(Bar(broker=self.broker, symbol=symbol, interval=INTERVAL, start=start, open=o, high=h,
+                           low=l, close=c, volume=_number(volume), seq=seq, timestamp=ts,
+                           received_at=received_at))  # fmt: skip
+        return out

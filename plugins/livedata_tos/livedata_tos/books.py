@@ -1,0 +1,106 @@
+"""Book depth from NASDAQ_BOOK, NYSE_BOOK and OPTIONS_BOOK.
+
+A book item is the whole book of one symbol (``0`` key, ``1`` snapshot time ms, ``2`` bid levels, ``3`` ask
+levels); a level is ``{"0": price, "1": aggregate size, "2": market-maker count, "3": [market makers]}``. Each
+item becomes a :class:`~livedata_core.models.Depth` with its bids (highest first) and asks (lowest first), the
+best ``levels`` of each when a limit is given. The market makers of a level are not published: its count is.
+
+An item whose levels are not lists, or with a level lacking a finite price or size (or a count that is not a
+whole number), is a malformed book: counted (``livedata status``) and skipped whole, so a book is never published
+with a level silently missing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from livedata_core.models import Depth, DepthLevel
+from livedata_core.plugin_kit.streaming import StreamStats
+
+from .symbols import BOOKS
+
+__all__ = ["BookParser", "request_fields"]
+
+_MAX_INT = 2**63
+
+
+def request_fields(service: str) -> str:
+    """Symbol, time, bids, asks."""
+    return "0,1,2,3"
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _levels(raw: Any, best_first_descending: bool, limit: int | None) -> list[DepthLevel]:
+    if type(raw) is not list:
+        raise _Malformed("levels are not a list")
+    levels = []
+    for level in raw:
+        if type(level) is not dict:
+            raise _Malformed("a level is not an object")
+        price, size, count = level.get("0"), level.get("1"), level.get("2")
+        if not ((type(price) is float or type(price) is int) and math.isfinite(price) and abs(price) < _MAX_INT):
+            raise _Malformed(f"level price {price!r}")
+        if not ((type(size) is float or type(size) is int) and math.isfinite(size) and 0 <= size < _MAX_INT):
+            raise _Malformed(f"level size {size!r}")
+        if count is not None and not (type(count) is int and 0 <= count < _MAX_INT):
+            raise _Malformed(f"level count {count!r}")
+        levels.append(DepthLevel(price=float(price), size=float(size), count=count))
+    levels.sort(key=lambda lv: lv.price, reverse=best_first_descending)
+    return levels[:limit]
+
+
+class BookParser:
+    """Turns book items into :class:`~livedata_core.models.Depth` for the symbols :meth:`want` marked.
+
+    :param levels: how many price levels per side to publish (the best ones); ``None``: every level sent.
+    """
+
+    def __init__(self, broker: str, stats: StreamStats, levels: int | None = None) -> None:
+        self.broker = broker
+        self.stats = stats
+        self.levels = levels
+        self._wanted: set[str] = set()
+
+    def want(self, symbols: Iterable[str]) -> None:
+        self._wanted.update(symbols)
+
+    def forget(self, symbols: Iterable[str]) -> None:
+        self._wanted.difference_update(symbols)
+
+    # {"data":[{"service":"NASDAQ_BOOK","timestamp":1715908546054,"command":"SUBS","content":[
+    #   {"key":"AAPL","1":1715908546000,
+    #    "2":[{"0":189.5,"1":300,"2":2,"3":[{"0":"NSDQ","1":200,"2":1715908545000},{"0":"ARCX","1":100,...}]}],
+    #    "3":[{"0":189.52,"1":100,"2":1,"3":[{"0":"BATS","1":100,"2":1715908545100}]}]}]}]}
+    def apply(self, service: str, content: Any, envelope_ts: Any, received_at: int) -> list[Depth]:
+        """One depth per well-formed item of a wanted symbol."""
+        if type(content) is not list:
+            self.stats.skip("book content is not a list", content)
+            return []
+        book = BOOKS[service]
+        fallback_ts = envelope_ts if type(envelope_ts) is int and envelope_ts > 0 else None
+        out: list[Depth] = []
+        for item in content:
+            symbol = item.get("key") if type(item) is dict else None
+            if type(symbol) is not str:
+                self.stats.skip("malformed book", item)
+                continue
+            if symbol not in self._wanted:
+                self.stats.skip("book for a symbol not subscribed", symbol)
+                continue
+            try:
+                bids = _levels(item.get("2", []), True, self.levels)
+                asks = _levels(item.get("3", []), False, self.levels)
+            except _Malformed as exc:
+                self.stats.skip("malformed book", f"{service} {symbol}: {exc}")
+                continue
+            ts = item.get("1")
+            if not (type(ts) is int and 0 < ts < _MAX_INT):
+                ts = fallback_ts
+            out.append(Depth(broker=self.broker, symbol=symbol, bids=bids, asks=asks, book=book, timestamp=ts,
+                             received_at=received_at))  # fmt: skip
+        return out
