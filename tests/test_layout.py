@@ -97,7 +97,7 @@ def test_core_has_no_import_cycle():
     assert cycles(graph) == []
 
 
-PIECES = ("", "redis_io", "plugin_kit", "default_plugins", "runner", "cli", "testing")
+PIECES = ("", "redis_io", "plugin_kit", "default_plugins", "recording", "runner", "cli", "testing")
 """Core's pieces in the order docs/architecture.md gives ("" is the shared vocabulary at the top)."""
 FACADES = {"livedata_core", "livedata_core.__main__", "livedata_core._moved"}
 

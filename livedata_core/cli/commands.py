@@ -210,6 +210,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config_file(args.config, env=env)
     if args.metrics_port is not None:
         config = _with_metrics_port(config, args.metrics_port)
+    if args.record:
+        config = attrs.evolve(config, record_dir=args.record)
     from_file = set(config.brokers)
     if args.broker:
         missing = [b for b in args.broker if b not in config.brokers]
@@ -749,8 +751,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "else none; host: [metrics] host, default 127.0.0.1)")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no startup 'running ...' line and no periodic summary lines (warnings and errors still show)")
+    p.add_argument("--record", metavar="DIR", help="record every instance's frames and REST answers into DIR, secrets "
+                   "redacted (one folder per instance, one file per hour; default: [record] dir, else none; "
+                   "replay with `livedata replay DIR`, docs/recording.md)")
     _redis_args(p)
     p.set_defaults(func=cmd_run)
+
+    from .replay import add_parser as add_replay_parser
+
+    add_replay_parser(sub, _redis_args)
 
     p = sub.add_parser("plugins", help="list installed broker plugins", description="List loaded plugins with their "
                        "distribution, version, capabilities and hooks, and plugins that failed to load. On a "

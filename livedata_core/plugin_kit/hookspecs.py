@@ -114,6 +114,33 @@ def stream(ctx: BrokerContext) -> BrokerStream:
     """
 
 
+@hookspec
+def replay_stream(ctx: BrokerContext) -> BrokerStream:
+    """Create a stream like :func:`stream` does, for replaying a recording (``livedata replay``): without a
+    session, tokens or the network, since a recording holds none of them.
+
+    Core opens it on the recording instead of a socket (for a
+    :class:`~livedata_core.plugin_kit.websocket_stream.WebSocketStream`, through its ``opener``) and drives it as the
+    runner does: ``connect()`` (its login sends what it sends; the recorded answers come back), ``subscribe()``,
+    ``events()``, ``close()``. REST calls its clients make are answered from the recording when they are built
+    with :func:`livedata_core.recording.http.recorded_transport`. Optional: without it, an instance of this
+    plugin cannot be replayed. See docs/recording.md.
+    """
+
+
+@hookspec
+def redact_recording(kind: str, text: str) -> str:
+    """Take out of a recorded frame or REST answer the secrets core's redaction does not know of, and return it.
+
+    Core has already replaced the values of keys that name secrets (``Authorization``, ``token``, ``session``,
+    ``cookie``, ``apiKey``...) in JSON and ``key=value`` text. Called in the recorder's thread for every record,
+    so it must be quick and touch nothing shared. Optional.
+
+    :param kind: ``"in"`` or ``"out"`` (a websocket frame) or ``"rest"`` (a response body).
+    :param text: the record's text after core's redaction.
+    """
+
+
 # -- Market data -----------------------------------------------------------------------------------------
 
 
@@ -234,6 +261,8 @@ BROKER_HOOKS = (
     "login",
     "shutdown",
     "stream",
+    "replay_stream",
+    "redact_recording",
     "fetch_accounts",
     "fetch_positions",
     "fetch_balances",
@@ -244,5 +273,5 @@ BROKER_HOOKS = (
 )
 """Hooks that are called for one broker only, never across plugins."""
 
-OPTIONAL_HOOKS = frozenset({"normalize_symbol", "shutdown"})
+OPTIONAL_HOOKS = frozenset({"normalize_symbol", "shutdown", "replay_stream", "redact_recording"})
 """Broker hooks that need no capability (the others are :data:`~livedata_core.plugin_kit.broker.CAPABILITIES`)."""

@@ -134,6 +134,8 @@ class WebSocketStream(BrokerStream):
     queue_frames: int = 10_000
     #: Seconds the reader goes on reading after :meth:`fail`, for frames the broker had already sent.
     read_rest_timeout: float = 0.5
+    #: What opens the socket: ``websockets.connect`` unless set (a replay sets a recording's connection here).
+    opener: Callable[..., Any] | None = None
 
     def __init__(self, url: str, *, log: logging.Logger | None = None, tap: Tap | None = None) -> None:
         super().__init__()
@@ -330,7 +332,7 @@ class WebSocketStream(BrokerStream):
         try:
             async with deadline:
                 try:
-                    self._ws = await ws_connect(self.url, **self.connect_options())
+                    self._ws = await (self.opener or ws_connect)(self.url, **self.connect_options())
                 except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
                     raise self.connect_failed(exc) from None
                 self._reader = asyncio.create_task(self._read_loop(self._ws), name=f"livedata-reader-{type(self).__name__}")

@@ -98,6 +98,13 @@ class Runner:
         self.staleness = StalenessWatch(self.runtimes, config.market_hours, self._announce, config.redis.prefix,
                                         clock=clock or time.time)  # fmt: skip
         self.ops = OpsServer(self, config.metrics.host, config.metrics.port) if config.metrics is not None else None
+        self.recorder = None
+        if config.record_dir is not None:
+            from ..recording.writer import Recorder
+
+            self.recorder = Recorder(config.record_dir)
+            for name, rt in self.runtimes.items():
+                rt.recorder = self.recorder.instance(name, rt.broker.name, _plugin_redaction(rt.broker))
         self._stop = asyncio.Event()
         self.started_at: float | None = None
         self.ready = asyncio.Event()
@@ -122,6 +129,9 @@ class Runner:
                 await self.ops.close()
             raise
         self.started_at = time.time()
+        if self.recorder is not None:
+            self.recorder.start()
+            log.info("recording every instance's frames and REST answers into %s", self.recorder.directory)
         log.info("publishing to %s (prefix %r)", self.config.redis.topology.describe(), self.config.redis.prefix)
         tasks: list[asyncio.Task[Any]] = []
         for name, rt in self.runtimes.items():
@@ -175,6 +185,8 @@ class Runner:
                     log.warning("shutdown of %s failed: %s", name, exc)
         lost = await self.publisher.close(timeout=max(deadline - wait, 1.0))
         await self.control.close(self.status())
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.close)
         if self.ops is not None:
             await self.ops.close()
         if lost:
@@ -234,3 +246,10 @@ class Runner:
         }
 
 
+
+
+def _plugin_redaction(broker: Any) -> Callable[[str, str], str] | None:
+    """The plugin's ``redact_recording`` hook as ``redact(kind, text)``, or ``None`` when it has none."""
+    if not broker.has_hook("redact_recording"):
+        return None
+    return lambda kind, text: broker.call_sync("redact_recording", kind=kind, text=text)

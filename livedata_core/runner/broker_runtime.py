@@ -27,6 +27,7 @@ from ..models import Balance, Order, Position, Quote, Transaction, to_dict
 from ..redis_io.publisher import AsyncPublisher
 from ..plugin_kit.streaming import HEARTBEAT, BrokerStream, StreamStats
 from ..plugin_kit.tokens import TokenStore
+from ..recording.http import HTTP_RECORDING
 from ..backoff import Backoff
 from .config import BackoffConfig, BrokerConfig
 from .changes import OrderEvents, SeenSet, TransactionEvents
@@ -117,6 +118,8 @@ class BrokerRuntime:
         self._refused = SeenSet(1_000)  # account events refused, counted and logged once each (_refusal_key)
         self._skips_logged: Counter[str] = Counter()  # per skip reason over the process's life, for skip()'s rate limit
         self._foreign_accounts: set[str] = set()  # accounts of another login this instance reported (logged once each)
+        self.recorder: Any = None
+        """The instance's :class:`~livedata_core.recording.writer.InstanceRecorder` (``livedata run --record``)."""
 
     # -- authentication ------------------------------------------------------------------------------------
 
@@ -151,6 +154,8 @@ class BrokerRuntime:
     async def run_stream(self) -> None:
         """Keep a stream connected until :meth:`stop`; never raises except on cancellation."""
         backoff = Backoff(self.backoff_config.initial, self.backoff_config.max)
+        if self.recorder is not None:
+            HTTP_RECORDING.set(self.recorder)  # this task's REST answers (and those of tasks it starts) are recorded
         while not self.stopping.is_set():
             retry_after: float | None = None
             generation = self.auth_generation
@@ -216,9 +221,7 @@ class BrokerRuntime:
 
     async def _connect_and_pump(self, backoff: Backoff) -> None:
         self.status.state = "connecting"
-        stream = await self.broker.call("stream", ctx=self.ctx)
-        if not isinstance(stream, BrokerStream):
-            raise PluginError(f"stream hook of {self.broker.name!r} ({self.name}) returned {type(stream).__name__}, not a BrokerStream")
+        stream = await self._open_stream()
         self._stream_obj = stream
         connected = False
         try:
@@ -239,6 +242,7 @@ class BrokerRuntime:
                         # The broker refused some symbols; the connection itself is fine.
                         self._record_error("subscribe refused", exc)
                 self._stream = stream
+                self._streaming(stream)
             self.status.state = "streaming"
             self.status.connected_since = time.time()
             self.log.info("streaming %d symbols", len(self.symbols))
@@ -251,6 +255,22 @@ class BrokerRuntime:
                 with contextlib.suppress(Exception, asyncio.TimeoutError):
                     await within(self._drain(stream), DRAIN_TIMEOUT)
             self._merge_skips(stream)
+
+    async def _open_stream(self) -> BrokerStream:
+        """A new stream from the plugin's ``stream`` hook (its frames tapped into the recording, if recording)."""
+        stream = await self.broker.call("stream", ctx=self.ctx)
+        if not isinstance(stream, BrokerStream):
+            raise PluginError(f"stream hook of {self.broker.name!r} ({self.name}) returned {type(stream).__name__}, not a BrokerStream")
+        if self.recorder is not None:
+            self.recorder.mark("connect")
+            if hasattr(stream, "tap"):
+                stream.tap = self.recorder.tap
+        return stream
+
+    def _streaming(self, stream: BrokerStream) -> None:
+        """Connected and subscribed to every wanted symbol."""
+        if self.recorder is not None:
+            self.recorder.mark("streaming", symbols=sorted(self.symbols))
 
     async def _drain(self, stream: BrokerStream) -> None:
         # Account events the stream had received but not yet handed over when it was closed (see the
@@ -429,6 +449,8 @@ class BrokerRuntime:
                 )
             self.symbols.update(new)
             if new and self._stream is not None:
+                if self.recorder is not None:
+                    self.recorder.mark("subscribe", symbols=new)
                 try:
                     await within(self._stream.subscribe(new), SUBSCRIBE_TIMEOUT)
                 except (StreamError, AuthError) as exc:
@@ -462,6 +484,8 @@ class BrokerRuntime:
             gone = [s for s in wanted if s in self.symbols]
             self.symbols.difference_update(gone)
             if gone and self._stream is not None:
+                if self.recorder is not None:
+                    self.recorder.mark("unsubscribe", symbols=gone)
                 try:
                     await within(self._stream.unsubscribe(gone), SUBSCRIBE_TIMEOUT)
                 except Exception as exc:
@@ -494,6 +518,8 @@ class BrokerRuntime:
         if self._stream_obj is not None:
             self._merge_skips(self._stream_obj)
         self.status.extra.update(self.ctx.status)
+        if self.recorder is not None:
+            self.status.extra["recording"] = self.recorder.status()
         data = self.status.as_dict()
         data["symbols"] = sorted(self.symbols)
         q = self.last_quote

@@ -31,6 +31,9 @@ Example ``livedata.toml``::
     [metrics]                          # opt in: /metrics, /healthz, /readyz (docs/operations.md)
     port = 9464
 
+    [record]                           # opt in: record every instance's frames and REST answers (docs/recording.md)
+    dir = "recordings"                 # or livedata run --record DIR
+
 Every error names the key (``brokers.demo.poll.orders``) and says what is wrong. Every number is bounded by
 what consumes it (see :mod:`livedata_core.plugin_kit.limits`): a value out of range is refused, never cut short.
 
@@ -193,6 +196,9 @@ class RunnerConfig:
     shutdown_timeout: float = 5.0
     metrics: MetricsConfig | None = None
     """The metrics and health server; ``None`` (no ``[metrics]`` table, no ``--metrics-port``): none runs."""
+    record_dir: str | None = None
+    """Where ``livedata run`` records every instance's frames and REST answers (``[record] dir``, ``--record``);
+    ``None``: no recording (docs/recording.md)."""
     market_hours: dict[str, Any] = attrs.field(factory=dict)
     """Session classes by name (:class:`~livedata_core.runner.ops.market_hours.SessionClass`): the built-in ones as changed
     by ``[market_hours.<name>]`` tables; empty means the built-in ones."""
@@ -368,7 +374,7 @@ def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | Non
     """
     data = dict(data or {})
     env = dict(os.environ if env is None else env)
-    _unknown(data, {"redis", "brokers", "backoff", "status_interval", "shutdown_timeout", "metrics", "market_hours"},
+    _unknown(data, {"redis", "brokers", "backoff", "status_interval", "shutdown_timeout", "metrics", "market_hours", "record"},
              "top level")
     redis = _redis(_table(data.get("redis", {}), "[redis]"), env)
     backoff_data = _table(data.get("backoff", {}), "[backoff]")
@@ -393,8 +399,18 @@ def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | Non
         status_interval=_number(data.get("status_interval", 1.0), "status_interval", _BOUNDS["status_interval"]),
         shutdown_timeout=_number(data.get("shutdown_timeout", 5.0), "shutdown_timeout", _BOUNDS["shutdown_timeout"]),
         metrics=_metrics(data["metrics"]) if "metrics" in data else None,
+        record_dir=_record(data["record"]) if "record" in data else None,
         market_hours=parse_classes(data.get("market_hours", {})),
     )
+
+
+def _record(data: Any) -> str:
+    data = _table(data, "[record]")
+    _unknown(data, {"dir"}, "[record]")
+    folder = data.get("dir")
+    if not isinstance(folder, str) or not folder.strip():
+        raise ConfigError(f"record.dir must be the folder to record into, such as \"recordings\", was {folder!r}")
+    return folder
 
 
 def _metrics(data: Any) -> MetricsConfig:

@@ -11,6 +11,7 @@ import time
 from ..errors import AuthError, BrokerError, LoginRequired, PermanentError, RateLimited
 from ..models import MODEL_FOR_TYPE, Account, from_dict, now_ms
 from ..backoff import Backoff
+from ..recording.http import HTTP_RECORDING
 from .broker_runtime import BrokerRuntime
 from .changes import BalanceChanges, OrderEvents, PositionChanges, TransactionEvents, differ_for
 from .config import POLL_KINDS
@@ -43,6 +44,8 @@ class AccountPoller:
         return [k for k in POLL_KINDS if getattr(poll, k) > 0 and self.rt.broker.has(f"fetch_{k}")]
 
     async def run(self) -> None:
+        if self.rt.recorder is not None:
+            HTTP_RECORDING.set(self.rt.recorder)  # the polls' REST answers go into the recording
         kinds = self.kinds()
         if not kinds:
             return

@@ -33,7 +33,8 @@ so nothing reaches a real Redis. Fixtures:
     (a :class:`ServerThread`) and stops it after the test.
 
 Helpers: :class:`FrameServer`, :class:`ServerThread`, :class:`PublishedCollector`, :func:`registered_plugin`,
-:func:`running` (a runner for the length of an ``async with`` block).
+:func:`running` (a runner for the length of an ``async with`` block), :func:`replay_recording` (what a plugin
+publishes from a recording: a captured bug as a regression test, docs/recording.md).
 The conformance suite is :class:`livedata_core.testing.conformance.ConformanceSuite`.
 """
 
@@ -46,14 +47,15 @@ except ImportError:  # pragma: no cover - depends on how livedata-core was insta
 
 from ..redis_io.server import RedisServer
 from .published import PublishedCollector
+from .recordings import Collected, replay_recording
 from .registry import registered_plugin
 from .running import running
 from .threads import ServerThread
 from .topology import LocalCluster, SentinelSet, topology_skip_reason
 from .websocket import FrameServer
 
-__all__ = ["FrameServer", "LocalCluster", "PublishedCollector", "SentinelSet", "ServerThread", "registered_plugin",
-           "running"]  # fmt: skip
+__all__ = ["Collected", "FrameServer", "LocalCluster", "PublishedCollector", "SentinelSet", "ServerThread",
+           "registered_plugin", "replay_recording", "running"]  # fmt: skip
 
 
 # Settings a developer may have exported for real use; a test must never publish to that Redis or run with that

@@ -298,6 +298,11 @@ class AsyncPublisher:
             await client.aclose()
 
     @property
+    def queued_quotes(self) -> int:
+        """Quotes queued and not yet taken into a batch: a newer quote of one of these symbols replaces it."""
+        return len(self._quotes)
+
+    @property
     def pending(self) -> int:
         """How many payloads are queued or sent but not yet confirmed by Redis."""
         retry = self._retry.messages if self._retry is not None else 0

@@ -14,6 +14,7 @@ import orjson
 
 from livedata_core.errors import AuthError, BrokerError, RateLimited, StreamError
 from livedata_core.plugin_kit.retry_after import parse_retry_after
+from livedata_core.recording.http import recorded_transport
 from livedata_core.redis_io.url import mask_url
 
 from .pacing import ENDPOINT_INTERVALS, Pacer
@@ -44,7 +45,8 @@ class IbkrClient:
             verify=self.ssl if self.ssl is not None else True,
             timeout=httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout),
             headers={"User-Agent": USER_AGENT},
-            transport=transport,
+            # Its REST answers go into a recording (livedata run --record) and come back from one (livedata replay).
+            transport=recorded_transport(transport, verify=self.ssl if self.ssl is not None else True),
         )
 
     def __repr__(self) -> str:

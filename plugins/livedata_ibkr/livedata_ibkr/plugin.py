@@ -93,6 +93,19 @@ def stream(ctx: BrokerContext) -> IbkrStream:
 
 
 @hookimpl
+def replay_stream(ctx: BrokerContext) -> IbkrStream:
+    """``livedata replay``: a stream like :func:`stream`'s on a session taken as authenticated (its REST calls are
+    answered from the recording; a recording holds no session token, so a placeholder stands in)."""
+    if not isinstance(ctx.session, IbkrSession):
+        ctx.session = IbkrSession(_settings(ctx), ctx.log, ctx.status)
+    session = ctx.session
+    session.authenticated = True
+    session.auth_lost = False
+    session.ws_token = session.ws_token or "replay"
+    return IbkrStream(session, _settings(ctx), ctx.log, quotes=ctx.quotes)
+
+
+@hookimpl
 async def fetch_accounts(ctx: BrokerContext) -> list[Account]:
     session = _session(ctx)
     rows = await session.portfolio_accounts()

@@ -16,6 +16,7 @@ import httpx
 
 from livedata_core.errors import AuthError, BrokerError, ConfigError, RateLimited
 from livedata_core.plugin_kit.retry_after import parse_retry_after
+from livedata_core.recording.http import recorded_transport
 from livedata_core.plugin_kit.tokens import TokenStore
 
 from .ratelimit import RateLimiter
@@ -54,7 +55,10 @@ def _verify(settings: SchwabSettings) -> ssl.SSLContext | bool:
 
 def make_http(settings: SchwabSettings) -> httpx.AsyncClient:
     """The HTTP client for Schwab: timeouts from the settings, the extra CA file if given."""
-    return httpx.AsyncClient(timeout=settings.request_timeout, verify=_verify(settings), follow_redirects=False)
+    verify = _verify(settings)
+    # recorded_transport: its REST answers go into a recording (livedata run --record) and come back from one.
+    return httpx.AsyncClient(timeout=settings.request_timeout, verify=verify, follow_redirects=False,
+                             transport=recorded_transport(verify=verify))
 
 
 class SchwabClient:

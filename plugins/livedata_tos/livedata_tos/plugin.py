@@ -192,6 +192,27 @@ async def _session(ctx: BrokerContext) -> TosSession:
 
 
 @hookimpl
+def replay_stream(ctx: BrokerContext) -> TosStream:
+    """``livedata replay``: a stream like :func:`stream`'s, with a placeholder login (a recording holds no token)."""
+    if not isinstance(ctx.session, _ReplaySession):
+        ctx.session = _ReplaySession(ActivityParser(ctx.broker))
+
+    async def token() -> str:
+        return "replay"
+
+    s: TosSettings = ctx.settings
+    info = StreamerInfo("wss://replay.invalid/ws", "replay", "replay", "replay", "replay")
+    return TosStream(info, StreamerTokens(token, token), broker=ctx.broker, account_activity=s.account_activity,
+                     activity=ctx.session.activity, max_keys_per_command=s.max_keys_per_command, status=ctx.status,
+                     log=ctx.log, quotes=ctx.quotes)  # fmt: skip
+
+
+@attrs.define
+class _ReplaySession:
+    activity: ActivityParser
+
+
+@hookimpl
 async def shutdown(ctx: BrokerContext) -> None:
     session: TosSession | None = ctx.session
     if session is not None:
