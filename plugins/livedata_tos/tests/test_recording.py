@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("zstandard", reason="recordings need zstandard: run `python3 dev.py shell true` to install it")
 from livedata_core.models import to_dict
 from livedata_core.plugin_kit.tokens import FileTokenStore
 from livedata_core.recording.reader import Recording, read_file
