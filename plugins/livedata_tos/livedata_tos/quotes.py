@@ -114,7 +114,6 @@ class QuoteBook:
     # and later deltas such as {"key":"SCHW","2":76.5}
     def apply(self, service: str, content: Any, envelope_ts: Any, received_at: int) -> list[Quote]:
         """Merge one ``data`` entry's ``content`` and return one complete quote per item."""
-        fields = FIELDS[service]
         if type(content) is not list:
             self.stats.skip("level-one content is not a list", content)
             return []
@@ -122,8 +121,11 @@ class QuoteBook:
         futures = service == FUTURES
         wanted = self._wanted
         muted = self._muted
+        states = self._state
+        layouts = _LAYOUTS[service]
+        broker = self.broker
         out: list[Quote] = []
-        get = fields.get
+        append = out.append
         for item in content:
             if type(item) is not dict:
                 self.stats.skip("level-one item is not an object", item)
@@ -136,21 +138,72 @@ class QuoteBook:
                 self.stats.skip("level-one data for a symbol not subscribed", symbol)
                 continue
             try:
-                quote = self._merge(service, get, futures, symbol, item, fallback_ts, received_at)
+                state = states.get(symbol)
+                if state is None:
+                    state = states[symbol] = [None] * N_SLOTS
+                # The item's keys, in the wire's order, pick a merge function written for exactly those fields
+                # (see _layout): no per-field slot lookup or branch on the field's kind.
+                keys = tuple(item)
+                merge = layouts.get(keys)
+                if merge is None:
+                    merge = _layout(service, keys)
+                if merge is not None:
+                    merge(self, symbol, state, item.values())
+                else:
+                    self._merge_fields(service, symbol, state, item)
+                # -- the complete quote from the symbol's state --
+                if state[BID] is None and state[ASK] is None and state[LAST] is None and state[MARK] is None and state[CLOSE] is None:
+                    continue  # no price yet
+                qt = state[QUOTE_TIME]
+                tt = state[TRADE_TIME]
+                if qt is None:
+                    ts = tt if tt is not None else fallback_ts
+                else:
+                    ts = qt if tt is None or qt >= tt else tt
+                extra = None
+                if state[DELAYED]:
+                    extra = {"delayed": True}
+                if futures and state[ACTIVE_SYMBOL] is not None and state[ACTIVE_SYMBOL] != symbol:
+                    extra = dict(extra or (), active_symbol=state[ACTIVE_SYMBOL])
+                # Schwab sends 0 for prices it does not have (before the open: open/high/low 0), and a 0 bid or ask
+                # with size 0 when there is no bid or ask: those are published as null, never as a price of 0.
+                bid = state[BID]
+                if bid == 0 and state[BID_SIZE] == 0:
+                    bid = None
+                ask = state[ASK]
+                if ask == 0 and state[ASK_SIZE] == 0:
+                    ask = None
+                # make_quote takes every Quote field positionally, in this order (it is the per-item hot path).
+                quote = make_quote(
+                    broker,  # broker
+                    symbol,  # symbol
+                    bid,
+                    ask,
+                    state[LAST],  # last
+                    state[VOLUME],  # volume
+                    state[BID_SIZE],  # bid_size
+                    state[ASK_SIZE],  # ask_size
+                    state[LAST_SIZE],  # last_size
+                    state[OPEN] or None,  # open
+                    state[HIGH] or None,  # high
+                    state[LOW] or None,  # low
+                    state[CLOSE] or None,  # close
+                    state[MARK] or None,  # mark
+                    ts,  # timestamp
+                    received_at,
+                    extra,
+                )
             except Exception as exc:  # one bad item must not cost the others in the frame
                 self.stats.skip("level-one item could not be parsed", f"{symbol}: {type(exc).__name__}: {exc}")
                 continue
-            if quote is not None and not (muted and symbol in muted):
-                out.append(quote)
+            if not (muted and symbol in muted):
+                append(quote)
         return out
 
-    def _merge(self, service: str, get: Any, futures: bool, symbol: str, item: dict[str, Any],
-               fallback_ts: int | None, received_at: int) -> Quote | None:  # fmt: skip
-        """Merge one item's fields into the symbol's state and return the complete quote (``None`` while the
-        symbol has no price at all)."""
-        state = self._state.get(symbol)
-        if state is None:
-            state = self._state[symbol] = [None] * N_SLOTS
+    def _merge_fields(self, service: str, symbol: str, state: list[Any], item: dict[str, Any]) -> None:
+        """Merge any item's fields into the symbol's state, one by one (items whose layout has no merge function:
+        unknown keys, or more layouts than _MAX_LAYOUTS)."""
+        get = FIELDS[service].get
         for k, v in item.items():
             slot = get(k)
             if slot is None:
@@ -172,45 +225,47 @@ class QuoteBook:
             elif tv is str:
                 state[slot] = v
                 continue
-            self.stats.skip(f"{service} bad value", (symbol, k, v))
-        if state[BID] is None and state[ASK] is None and state[LAST] is None and state[MARK] is None and state[CLOSE] is None:
-            return None
-        qt = state[QUOTE_TIME]
-        tt = state[TRADE_TIME]
-        if qt is None:
-            ts = tt if tt is not None else fallback_ts
+            self._bad(service, symbol, k, v)
+
+    def _bad(self, service: str, symbol: str, k: str, v: Any) -> None:
+        self.stats.skip(f"{service} bad value", (symbol, k, v))
+
+
+# -- merge functions per layout ---------------------------------------------------------------------------------
+#
+# A streamer sends few distinct layouts (the same fields, in the same order, item after item), so for each one a
+# function is written once that merges exactly those fields: each value is type-checked and stored at its slot
+# with constants, no per-field lookup or loop. It does what QuoteBook._merge_fields does for the same item, in the
+# same order (a bad value is the same counted skip). Layouts with keys outside FIELDS and META_KEYS (unknown
+# fields, "delayed") take _merge_fields, and so does every layout past the first _MAX_LAYOUTS of a service.
+
+_MAX_LAYOUTS = 256
+_LAYOUTS: dict[str, dict[tuple[Any, ...], Any]] = {service: {} for service in FIELDS}
+
+
+def _layout(service: str, keys: tuple[Any, ...]) -> Any:
+    """The merge function for items of ``service`` with exactly ``keys`` in this order (made and kept on first
+    use), or ``None`` when such items take the generic path."""
+    layouts = _LAYOUTS[service]
+    fields = FIELDS[service]
+    if len(layouts) >= _MAX_LAYOUTS or not all(type(k) is str and (k in fields or k in META_KEYS) for k in keys):
+        return None
+    names = [f"v{i}" for i in range(len(keys))]
+    lines = ["def merge(book, symbol, state, values):", f"    {', '.join(names)}{',' if len(names) == 1 else ''} = values"]
+    for i, k in enumerate(keys):
+        slot = fields.get(k)
+        if slot is None:
+            continue  # a meta key: carries nothing published
+        v = names[i]
+        if slot < N_FLOAT:
+            lines += [f"    t = type({v})", "    if t is float:", f"        state[{slot}] = {v}",
+                      f"    elif t is int and {-_MAX_INT} < {v} < {_MAX_INT}:", f"        state[{slot}] = float({v})"]
+        elif slot != ACTIVE_SYMBOL:
+            lines += [f"    if type({v}) is int and 0 < {v} < {_MAX_INT}:", f"        state[{slot}] = {v}"]
         else:
-            ts = qt if tt is None or qt >= tt else tt
-        extra = None
-        if state[DELAYED]:
-            extra = {"delayed": True}
-        if futures and state[ACTIVE_SYMBOL] is not None and state[ACTIVE_SYMBOL] != symbol:
-            extra = dict(extra or (), active_symbol=state[ACTIVE_SYMBOL])
-        # Schwab sends 0 for prices it does not have (before the open: open/high/low 0), and a 0 bid or ask
-        # with size 0 when there is no bid or ask: those are published as null, never as a price of 0.
-        bid = state[BID]
-        if bid == 0 and state[BID_SIZE] == 0:
-            bid = None
-        ask = state[ASK]
-        if ask == 0 and state[ASK_SIZE] == 0:
-            ask = None
-        # make_quote takes every Quote field positionally, in this order (it is the per-item hot path).
-        return make_quote(
-            self.broker,  # broker
-            symbol,  # symbol
-            bid,
-            ask,
-            state[LAST],  # last
-            state[VOLUME],  # volume
-            state[BID_SIZE],  # bid_size
-            state[ASK_SIZE],  # ask_size
-            state[LAST_SIZE],  # last_size
-            state[OPEN] or None,  # open
-            state[HIGH] or None,  # high
-            state[LOW] or None,  # low
-            state[CLOSE] or None,  # close
-            state[MARK] or None,  # mark
-            ts,  # timestamp
-            received_at,
-            extra,
-        )
+            lines += [f"    if type({v}) is str:", f"        state[{slot}] = {v}"]
+        lines += ["    else:", f"        book._bad(service, symbol, keys[{i}], {v})"]
+    namespace: dict[str, Any] = {"service": service, "keys": keys}
+    exec(compile("\n".join(lines) + "\n", f"<livedata_tos merge {service} {len(layouts)}>", "exec"), namespace)
+    layouts[keys] = merge = namespace["merge"]
+    return merge

@@ -137,3 +137,31 @@ def test_hostile_activity_items_are_each_published_and_never_cost_the_valid_orde
     assert [(o.order_id, o.status, o.account_id) for o in orders if o.order_id == "1"] == [("1", "open", "12345678")]
     assert all(o.status in ORDER_STATUSES for o in orders)
     assert all(o.order_id != "unknown" and o.account_id for o in orders)
+
+
+# --- the merge functions written per layout do what the field-by-field merge does ------------------------------
+
+layout_items = st.lists(
+    st.dictionaries(st.sampled_from(["1", "2", "3", "4", "5", "8", "9", "10", "12", "17", "33", "34", "35", "0",
+                                     "assetMainType", "delayed", "99"]),  # fmt: skip
+                    st.one_of(numbers, hostile, st.integers(-10, 2**64)), max_size=8).map(lambda d: {"key": "X", **d}),
+    min_size=1, max_size=6)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(layout_items)
+def test_layout_merge_functions_equal_the_field_by_field_merge(items):
+    import livedata_tos.quotes as quotes
+
+    def run(book):
+        book.want(["X"])
+        return [book.apply(EQUITIES, [item], 5, 7) for item in items], book.stats.skipped, book.state("X")
+
+    fast = run(QuoteBook("tos", StreamStats()))
+    layouts, limit = quotes._LAYOUTS, quotes._MAX_LAYOUTS
+    quotes._LAYOUTS, quotes._MAX_LAYOUTS = {EQUITIES: {}}, 0  # every item takes QuoteBook._merge_fields
+    try:
+        slow = run(QuoteBook("tos", StreamStats()))
+    finally:
+        quotes._LAYOUTS, quotes._MAX_LAYOUTS = layouts, limit
+    assert repr(fast) == repr(slow)  # repr: NaN != NaN, but a NaN is skipped before it reaches a quote anyway
