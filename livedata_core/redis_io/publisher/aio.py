@@ -145,6 +145,7 @@ class AsyncPublisher:
         self._conn = RespConnection(self._target)
         self._quotes: dict[str, Quote] = {}
         self._quote_heads: dict[str, tuple[bytes, bytes]] = {}
+        self._quote_channels: dict[str, str] = {}  # symbol -> its quotes channel (checked), see _quote_channel
         self._quote_seqs: dict[str, int] = {}
         self._reliable: deque[_Event] = deque()
         self._wakeup = asyncio.Event()
@@ -196,7 +197,10 @@ class AsyncPublisher:
         if type(model) is Quote:
             if not finite_quote(model):
                 check_model(model)  # raises ValueError naming the field, unless the quote was fine after all
-            ch = channel("quotes", model.symbol, self.prefix)
+            symbol = model.symbol
+            ch = self._quote_channels.get(symbol) if type(symbol) is str else None
+            if ch is None:
+                ch = self._quote_channel(symbol)
             if ch in self._quotes:
                 self.stats.conflated += 1
             else:
@@ -784,6 +788,15 @@ class AsyncPublisher:
         batch.wait_at = wait_at
         return batch
 
+
+    def _quote_channel(self, symbol: Any) -> str:
+        """The channel of ``symbol``'s quotes, checked (:func:`~livedata_core.channels.channel` raises for a symbol that
+        cannot be part of one) and kept: publish() runs for every quote and the check costs more than a lookup."""
+        ch = channel("quotes", symbol, self.prefix)
+        if len(self._quote_channels) >= MAX_CACHED_HEADS:
+            self._quote_channels.clear()  # symbols come and go over weeks; the cache must not grow without end
+        self._quote_channels[symbol] = ch
+        return ch
 
     def _quote_head(self, ch: str, symbol: str) -> tuple[bytes, bytes]:
         """The RESP bytes before a quote's payload: ``PUBLISH <channel>`` and the MSET key of its latest copy."""
