@@ -130,5 +130,5 @@ def error_for_code(
     if code == 20 or (service == "ADMIN" and command == "LOGIN"):
         return StreamError(f"{what} failed with code {code} ({name}): {text}")
     error = BrokerError(f"{what} failed with code {code} ({name}): {text}")
-    error.code = code  # type: ignore[attr-defined]  # the stream asks a refused multi-symbol ADD again one by one
+    error.code = code  # type: ignore[attr-defined]  # the stream asks a refused multi-symbol ADD again in halves
     return error

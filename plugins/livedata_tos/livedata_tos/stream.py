@@ -39,7 +39,7 @@ __all__ = ["StreamerTokens", "TosStream", "url_host"]
 
 ACCT_ACTIVITY = "ACCT_ACTIVITY"
 KINDS = ("quotes", "bars", "depth")
-_SPLIT_CODES = frozenset({22, 24})  # a refused SUBS/ADD of several symbols: ask again one by one
+_SPLIT_CODES = frozenset({22, 24})  # a refused SUBS/ADD of several symbols: ask again in halves
 LOGOUT_TIMEOUT = 0.8
 READ_REST_TIMEOUT = 0.5
 
@@ -265,8 +265,8 @@ class TosStream(WebSocketStream):
 
         :raises SymbolsRefused: some symbols were refused while the connection stays up, naming them only:
             a kind Schwab has no service for (bars of an option, depth of a future), a refused service (code 11),
-            the symbol limit (code 19) or a failed ADD (a chunk refused with code 22 or 24 is asked again symbol
-            by symbol, so one unknown contract costs only itself). Every other symbol is subscribed.
+            the symbol limit (code 19) or a failed ADD (a chunk refused with code 22 or 24 is asked again in
+            halves until the refused symbols stand alone, so one unknown contract costs only itself). Every other symbol is subscribed.
         :raises StreamError, AuthError: a code that ends the connection.
         """
         refused: list[str] = []
@@ -298,10 +298,12 @@ class TosStream(WebSocketStream):
             if _ends_connection(exc):
                 raise
             if len(chunk) > 1 and _error_code(exc) in _SPLIT_CODES:
+                # Halves until the refused symbols stand alone: a few commands for one bad contract among 300.
                 refused: list[str] = []
                 reasons: list[str] = []
-                for symbol in chunk:
-                    failed, error = await self._add(service, parser, fields, [symbol])
+                half = len(chunk) // 2
+                for part in (chunk[:half], chunk[half:]):
+                    failed, error = await self._add(service, parser, fields, part)
                     refused.extend(failed)
                     if failed:
                         reasons.append(error)
