@@ -20,7 +20,8 @@ log = logging.getLogger("livedata.recording")
 
 
 def read_file(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of one file; a file cut short (a crash) ends at its last complete line, said in the log."""
+    """The records of one file. A file cut short (a crash) gives what its frames hold up to the cut; a last line
+    left incomplete is skipped, said in the log."""
     with open(path, "rb") as raw:
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
         text = io.BufferedReader(reader)  # type: ignore[arg-type]

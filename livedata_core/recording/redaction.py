@@ -33,7 +33,7 @@ SECRET_KEYS = frozenset({
 
 # "authorization": "x", token=x, Cookie: x, session=x; the name may carry - or _ between its words.
 _NAMES = r"(?:access[-_]?token|refresh[-_]?token|id[-_]?token|api[-_]?key|x[-_]api[-_]key|set[-_]cookie|client[-_]?secret|app[-_]?secret|session[-_]?id|session[-_]?token|proxy[-_]authorization|authorization|token|session|cookie|password|passwd|secret|credentials?|signature)"
-_PAIR = re.compile(r"(?i)(\b" + _NAMES + r"\b[\"']?\s*[:=]\s*[\"']?)([^\"'&\s,;}]+)")
+_PAIR = re.compile(r"(?i)(\b" + _NAMES + r"\b[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic)\s+)?)([^\"'&\s,;}]+)")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._~+/=-]+)")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+import attrs
+
 from livedata_core import hookimpl
 from livedata_core.plugin_kit.broker import BrokerContext, BrokerInfo
 from livedata_core.errors import AuthError, BrokerError, LoginRequired
@@ -96,13 +98,15 @@ def stream(ctx: BrokerContext) -> IbkrStream:
 def replay_stream(ctx: BrokerContext) -> IbkrStream:
     """``livedata replay``: a stream like :func:`stream`'s on a session taken as authenticated (its REST calls are
     answered from the recording; a recording holds no session token, so a placeholder stands in)."""
+    # No connection is made: the gateway's certificate file need not be on the machine replaying.
+    settings = attrs.evolve(_settings(ctx), ca_bundle="")
     if not isinstance(ctx.session, IbkrSession):
-        ctx.session = IbkrSession(_settings(ctx), ctx.log, ctx.status)
+        ctx.session = IbkrSession(settings, ctx.log, ctx.status)
     session = ctx.session
     session.authenticated = True
     session.auth_lost = False
     session.ws_token = session.ws_token or "replay"
-    return IbkrStream(session, _settings(ctx), ctx.log, quotes=ctx.quotes)
+    return IbkrStream(session, settings, ctx.log, quotes=ctx.quotes)
 
 
 @hookimpl

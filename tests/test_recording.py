@@ -1,0 +1,214 @@
+"""The recorder's parts: redaction, the bounded queue under a slow disk, hourly files, files cut short, the
+REST transport, the replay's time and speed arguments, and `[record] dir` in the configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+pytest.importorskip("zstandard", reason="recordings need zstandard: run `python3 dev.py shell true` to install it")
+
+from livedata_core.cli.commands import build_parser  # noqa: E402
+from livedata_core.cli.replay import parse_speed, parse_time  # noqa: E402
+from livedata_core.errors import ConfigError  # noqa: E402
+from livedata_core.recording import writer as writer_module  # noqa: E402
+from livedata_core.recording.http import HTTP_RECORDING, RestReplay, recorded_transport  # noqa: E402
+from livedata_core.recording.reader import Recording, read_file  # noqa: E402
+from livedata_core.recording.redaction import REDACTED, redact_text, redact_url  # noqa: E402
+from livedata_core.recording.writer import Recorder  # noqa: E402
+from livedata_core.runner import load_config  # noqa: E402
+
+TOKEN = "tok-SECRET-0123456789"
+
+
+@pytest.mark.parametrize("frame", [
+    # Schwab's LOGIN request: the access token in the parameters.
+    '{"requests":[{"service":"ADMIN","command":"LOGIN","requestid":"1","parameters":{"Authorization":"%s",'
+    '"SchwabClientChannel":"N9"}}]}',
+    '{"session":"%s"}',                                          # IBKR's session frame
+    '{"access_token":"%s","refresh_token":"%s","expires_in":1800}',  # an OAuth answer
+    '{"a":[{"b":{"apiKey":"%s"}}]}',                             # at any depth
+    '{"cookie":"api={\\"session\\":\\"%s\\"}"}',                 # JSON inside a string
+    '{"note":"x-api-key: %s"}',                                  # key: value inside a string
+    "Authorization: Bearer %s",                                  # plain text
+    "token=%s&symbol=AAPL",
+    'smd+265598+{"session":"%s"}',                               # a topic prefix before JSON
+])  # fmt: skip
+def test_redaction_takes_every_secret_out(frame):
+    text = frame.replace("%s", TOKEN)
+    redacted = redact_text(text)
+    assert TOKEN not in redacted and REDACTED in redacted
+
+
+def test_a_frame_without_a_secret_is_kept_byte_for_byte():
+    frame = '{"data":[{"service":"LEVELONE_EQUITIES","content":[{"key":"AAPL","1":190.50,"2":1e2,"code":0}]}]}'
+    assert redact_text(frame) is frame
+    assert redact_text("ech+hb") == "ech+hb"
+    assert redact_url("https://api.example/v1/orders?fromEnteredTime=2026-12-05") == (
+        "https://api.example/v1/orders?fromEnteredTime=2026-12-05")
+    assert TOKEN not in redact_url(f"https://user:pw@api.example/v1?access_token={TOKEN}&a=1")
+
+
+def _records(folder):
+    return [r for p in sorted(folder.rglob("*.jsonl.zst")) for r in read_file(p)]
+
+
+def test_a_slow_disk_drops_frames_from_the_recording_counted_and_never_blocks(tmp_path, monkeypatch):
+    gate = threading.Event()
+    real_write = writer_module.Recorder._write
+
+    def slow_write(self, *args):
+        gate.wait(5)  # the disk hangs until the test lets it go
+        real_write(self, *args)
+
+    monkeypatch.setattr(writer_module.Recorder, "_write", slow_write)
+    recorder = Recorder(tmp_path / "rec", max_queue=100)
+    rec = recorder.instance("tos", "tos")
+    recorder.start()
+    started = time.perf_counter()
+    for i in range(10_000):
+        rec.tap("in", f'{{"n":{i}}}', time.time())
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.5  # 10,000 taps while the disk hangs: never waiting for it
+    assert 9_800 <= rec.dropped < 10_000 and rec.queued == 10_000 - rec.dropped
+    assert "dropped (disk too slow)" in rec.status()
+    gate.set()
+    deadline = time.monotonic() + 5
+    while recorder._queue.qsize() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rec.tap("in", '{"n":"after"}', time.time())
+    recorder.close()
+    records = _records(tmp_path / "rec")
+    assert sum(r["count"] for r in records if r["kind"] == "dropped") == rec.dropped
+    assert [r["data"] for r in records if r["kind"] == "in"][-1] == '{"n":"after"}'
+
+
+def test_one_folder_per_instance_one_file_per_hour_and_binary_frames(tmp_path):
+    recorder = Recorder(tmp_path / "rec")
+    tos, ibkr = recorder.instance("tos", "tos"), recorder.instance("ibkr", "ibkr")
+    recorder.start()
+    hour = 1_796_000_400.0  # 2026-12-01 00:00 UTC... some hour
+    tos.tap("in", '{"a":1}', hour + 10)
+    tos.tap("out", b"\x00\xffbinary", hour + 20)
+    tos.tap("out", b'{"token":"' + TOKEN.encode() + b'"}', hour + 21)
+    tos.tap("in", '{"a":2}', hour + 3600 + 5)
+    ibkr.tap("in", "ech+hb", hour + 30)
+    recorder.close()
+    files = sorted(p.relative_to(tmp_path / "rec").as_posix() for p in (tmp_path / "rec").rglob("*.jsonl.zst"))
+    assert files == [f"ibkr/{time.strftime('%Y%m%d-%H', time.gmtime(hour))}.jsonl.zst",
+                     f"tos/{time.strftime('%Y%m%d-%H', time.gmtime(hour))}.jsonl.zst",
+                     f"tos/{time.strftime('%Y%m%d-%H', time.gmtime(hour + 3600))}.jsonl.zst"]  # fmt: skip
+    recording = Recording(tmp_path / "rec")
+    records = list(recording.records("tos"))
+    assert [r["kind"] for r in records] == ["meta", "in", "out", "out", "meta", "in"]
+    assert records[0]["plugin"] == "tos" and records[0]["format"] == 1
+    assert records[2]["b64"] and records[3] == {"t": hour + 21, "kind": "out", "data": '{"token":"[redacted]"}',
+                                                "binary": True}  # fmt: skip
+    assert [r["t"] for r in recording.records("tos", end=hour + 20)] == [hour + 10, hour + 10, hour + 20]
+
+
+def test_a_file_cut_short_by_a_crash_reads_up_to_its_last_flush(tmp_path):
+    hour = time.time()
+    sizes = []
+    for run in range(2):  # two runs in one hour: the second appends its own zstd frames
+        recorder = Recorder(tmp_path / "rec")
+        rec = recorder.instance("tos", "tos")
+        recorder.start()
+        for i in range(2000):
+            rec.tap("in", f'{{"run":{run},"n":{i},"pad":"{i * 7919 % 10007:x}"}}', hour)
+        recorder.close()
+        sizes.append(sum(p.stat().st_size for p in (tmp_path / "rec" / "tos").iterdir()))
+    (path,) = (tmp_path / "rec" / "tos").iterdir()
+    full = [json.loads(r["data"]) for r in read_file(path) if r["kind"] == "in"]
+    assert len(full) == 4000
+    path.write_bytes(path.read_bytes()[: (sizes[0] + sizes[1]) // 2])  # the crash: the second run's frame is cut
+    kept = [json.loads(r["data"]) for r in read_file(path) if r["kind"] == "in"]
+    assert 2000 <= len(kept) < 4000 and kept == full[: len(kept)]
+
+
+def test_a_plugin_redaction_step_runs_after_cores(tmp_path):
+    recorder = Recorder(tmp_path / "rec")
+    rec = recorder.instance("acme", "acme", redact=lambda kind, text: text.replace("PIN-1234", "[pin]"))
+    recorder.start()
+    rec.tap("out", '{"pin":"PIN-1234","token":"x"}', 1.0)
+    recorder.close()
+    assert [r["data"] for r in _records(tmp_path / "rec") if r["kind"] == "out"] == ['{"pin":"[pin]","token":"[redacted]"}']
+
+
+def test_rest_answers_are_recorded_redacted_and_replayed_by_method_and_path(tmp_path):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": TOKEN, "expires_in": 1800})
+        return httpx.Response(200, json={"n": request.url.params.get("n")})
+
+    recorder = Recorder(tmp_path / "rec")
+    rec = recorder.instance("schwab", "schwab")
+    recorder.start()
+
+    async def live():
+        async with httpx.AsyncClient(transport=recorded_transport(httpx.MockTransport(handler))) as client:
+            assert (await client.get("https://x/a?n=0")).json() == {"n": "0"}  # before: not recorded
+            HTTP_RECORDING.set(rec)
+            await client.post("https://x/oauth/token", data={"refresh_token": TOKEN})
+            for n in (1, 2):
+                assert (await client.get(f"https://x/a?n={n}&apikey={TOKEN}")).json() == {"n": str(n)}
+
+    asyncio.run(live())
+    recorder.close()
+    rest = [r for r in _records(tmp_path / "rec") if r["kind"] == "rest"]
+    assert [(r["method"], r["url"].split("?")[0], r["status"]) for r in rest] == [
+        ("POST", "https://x/oauth/token", 200), ("GET", "https://x/a", 200), ("GET", "https://x/a", 200)]
+    assert TOKEN not in json.dumps(rest) and "apikey=%5Bredacted%5D" in rest[1]["url"]
+
+    async def replayed():
+        def nothing(request):
+            raise AssertionError("a replay must not reach the network")
+
+        HTTP_RECORDING.set(RestReplay(rest))
+        async with httpx.AsyncClient(transport=recorded_transport(httpx.MockTransport(nothing))) as client:
+            answers = [(await client.get("https://x/a?n=9")).json() for _ in range(3)]
+            missing = await client.get("https://x/unknown")
+        return answers, missing
+
+    answers, missing = asyncio.run(replayed())
+    assert answers == [{"n": "1"}, {"n": "2"}, {"n": "2"}]  # in order, then the last again
+    assert missing.status_code == 404
+
+
+def test_record_dir_in_the_configuration_and_on_the_command_line(tmp_path):
+    assert load_config({"record": {"dir": str(tmp_path / "r")}}, env={}).record_dir == str(tmp_path / "r")
+    assert load_config({}, env={}).record_dir is None
+    for bad in ({"dir": ""}, {"dir": 3}, {"folder": "x"}):
+        with pytest.raises(ConfigError, match="record"):
+            load_config({"record": bad}, env={})
+    assert build_parser().parse_args(["run", "--record", "rec"]).record == "rec"
+    args = build_parser().parse_args(["replay", "rec", "--speed", "max", "--from", "+5", "--to", "2026-12-05T14:30:00"])
+    assert (args.dir, args.speed, args.start, args.end) == ("rec", "max", "+5", "2026-12-05T14:30:00")
+
+
+def test_replay_speed_and_times():
+    assert parse_speed("max") is None and parse_speed("10") == 10.0 and parse_speed("1") == 1.0
+    for bad in ("0", "-1", "fast"):
+        with pytest.raises(ConfigError, match="--speed"):
+            parse_speed(bad)
+    assert parse_time("+30", 1000.0) == 1030.0
+    assert parse_time("1764945000", None) == 1764945000.0
+    assert parse_time("2026-12-05T14:30:00", None) == parse_time("2026-12-05T14:30:00+00:00", None)
+    assert parse_time("2026-12-05T15:30:00+01:00", None) == parse_time("2026-12-05T14:30:00", None)
+    with pytest.raises(ConfigError, match="is not a time"):
+        parse_time("yesterday", None)
+
+
+def test_a_folder_that_is_not_a_recording_is_refused_clearly(tmp_path):
+    with pytest.raises(ConfigError, match="is not a folder"):
+        Recording(tmp_path / "nothing")
+    with pytest.raises(ConfigError, match="holds no recording"):
+        Recording(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="cannot record into"):
+        Recorder(tmp_path / "file" / "rec")
