@@ -296,14 +296,35 @@ def _watch_command(args: argparse.Namespace, embedded_url: str | None) -> str:
 
 
 async def _run(runner: Any, quiet: bool, watch: str) -> None:
+    # With [ha], a runner that loses its lease returns from run(): a fresh one waits as a standby again.
+    while True:
+        await _run_once(runner, quiet, watch)
+        if runner.lost_lease is None:
+            return
+        print(f"livedata: lost the lease ({runner.lost_lease}); streams and polls stopped, standing by again",
+              file=sys.stderr)  # fmt: skip
+        runner = type(runner)(runner.config)
+
+
+async def _run_once(runner: Any, quiet: bool, watch: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, runner.stop)
     task = asyncio.create_task(runner.run())
-    await asyncio.wait({task, asyncio.create_task(runner.ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    ready = asyncio.create_task(runner.ready.wait())
+    if runner.ha is not None:
+        done, _ = await asyncio.wait({task, ready}, timeout=1.0)
+        if not done and not quiet:
+            leader = runner.ha.leader or "another runner"
+            print(f"livedata: standby ({runner.ha.identity}): {leader} holds the lease (epoch "
+                  f"{runner.ha.leader_epoch}); taking over when it lapses", file=sys.stderr)  # fmt: skip
+    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
+        ready.cancel()
         task.result()
         return
+    if not quiet and runner.ha is not None:
+        print(f"livedata: leader ({runner.ha.identity}), epoch {runner.ha.epoch}", file=sys.stderr)
     if not quiet:
         brokers = ", ".join(f"{n} ({_count(len(rt.symbols), 'symbol')})" for n, rt in runner.runtimes.items())
         print(
@@ -422,14 +443,45 @@ def _ago(ts: float | None, now: float) -> str:
     return f"{dt.datetime.fromtimestamp(ts).strftime('%H:%M:%S')} ({text})"
 
 
+def _runners(client: Any) -> list[dict[str, Any]]:
+    """The rows of the runners of this prefix (``[ha]``), leader first; empty without hot standby."""
+    import redis
+
+    from ..runner.ha.lease import read_runners
+
+    try:
+        return read_runners(client._redis, client.prefix)
+    except redis.RedisError:
+        return []  # an operator without read access to live_data:{ha}:*, or no such keys: the status says the rest
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    from ..redis_io.control import NoRunner
     from ..runner.ops import REFRESH_TOKEN_EXPIRES_AT  # here: the runner package is heavy for the other commands
 
     with _control(args) as client:
-        status = client.status()
+        runners = _runners(client)
+        try:
+            status = client.status()
+        except NoRunner:
+            if not runners:
+                raise
+            status = {"runners": runners}  # every runner of this prefix is a standby, none answers yet
+    if runners:
+        status["runners"] = runners
     if args.json:
         print(json.dumps(status, indent=2))
         return EXIT_OK
+    if runners:
+        now = time.time()
+        print("runners (hot standby, [ha]):")
+        for row in runners:
+            print(f"  {row['identity']:<32} {row['role']:<12} epoch {row['epoch'] if row['epoch'] is not None else '-':<5} "
+                  f"leader {row.get('leader') or '-'} (epoch {row.get('leader_epoch') or '-'}), "
+                  f"seen {_ago(row.get('seen'), now)}")
+        if "publisher" not in status:
+            print("no leader answers: each runner above is waiting for the lease")
+            return EXIT_OK
     now = status.get("now") or time.time()
     pub = status["publisher"]
     print(f"runner pid {status['pid']}, up since {_ago(status['started_at'], now)}, Redis {status['redis']}"

@@ -18,8 +18,10 @@ from ..plugin_kit.tokens import TokenStore, resolve_token_store
 from .broker_runtime import CLOSE_TIMEOUT, DRAIN_TIMEOUT, BrokerRuntime
 from .config import RunnerConfig
 from .control_server import ControlServer
+from .ha import Lease
 from .instances import Instance, make_contexts, plan_instances
 from .owners import AccountOwners
+from .permissions import check_permissions
 from .poller import AccountPoller
 from ..aio_tools import within
 
@@ -108,6 +110,11 @@ class Runner:
         self._stop = asyncio.Event()
         self.started_at: float | None = None
         self.ready = asyncio.Event()
+        self.lost_lease: str | None = None
+        """Why this runner stopped leading (``[ha]``): it lost its lease, and :meth:`run` returned without being
+        stopped; ``livedata run`` then starts again as a standby."""
+        self.ha = (Lease(config.redis.topology, config.redis.prefix, config.ha.lease, on_lost=self._lose_lease)
+                   if config.ha is not None else None)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"Runner(brokers={sorted(self.runtimes)}, redis={self.config.redis.topology.describe()!r})"
@@ -117,16 +124,33 @@ class Runner:
     async def run(self) -> None:
         """Start publishing, every broker's stream and polls, and live control; return after :meth:`stop`.
 
+        With ``[ha]``, it first waits as a standby until it holds the lease (connecting to no broker and
+        publishing nothing), and returns when it loses the lease (:attr:`lost_lease` says why).
+
         :raises PublishError: Redis is not reachable at start (later outages are ridden out).
-        :raises ConfigError: the metrics port cannot be listened on.
+        :raises ConfigError: the metrics port cannot be listened on, or the Redis user lacks a permission the
+            runner needs (named: :func:`~livedata_core.runner.permissions.check_permissions`).
         """
         if self.ops is not None:
             await self.ops.start()  # first: /healthz answers (503) while Redis is still awaited
         try:
+            await check_permissions(self.config)
+            if self.ha is not None:
+                if not await self.ha.acquire(self._stop):
+                    await self.ha.release()
+                    if self.ops is not None:
+                        await self.ops.close()
+                    return
+                # The fence: nothing is written once the lease can no longer be trusted (lease.py).
+                self.publisher.fence = self.control.fence = self.ha.holds
+                self.publisher.set_epoch(self.ha.epoch or 0)
+                self.ha.start_renewing()
             await self.publisher.start()
         except BaseException:
             if self.ops is not None:
                 await self.ops.close()
+            if self.ha is not None:
+                await self.ha.release()
             raise
         self.started_at = time.time()
         if self.recorder is not None:
@@ -155,13 +179,19 @@ class Runner:
             log.exception("account polling of %s stopped", name)
 
     async def _announce(self, channel: str, payload: bytes) -> None:
-        await self.control.redis.publish(channel, payload)
+        if self.control.may_write():
+            await self.control.redis.publish(channel, payload)
 
     def stop(self) -> None:
         """Ask :meth:`run` to flush, close connections and return. Safe to call from a signal handler."""
         self._stop.set()
         for rt in self.runtimes.values():
             rt.stop()
+
+    def _lose_lease(self, why: str) -> None:
+        # The publisher and the control server are fenced already (Lease.holds is false): stop reading too.
+        self.lost_lease = why
+        self.stop()
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
         deadline = self.config.shutdown_timeout
@@ -183,10 +213,13 @@ class Runner:
                     await within(rt.broker.call("shutdown", ctx=rt.ctx), 2.0)
                 except Exception as exc:
                     log.warning("shutdown of %s failed: %s", name, exc)
-        lost = await self.publisher.close(timeout=max(deadline - wait, 1.0))
+        # A runner that lost its lease sends nothing more (fenced): its flush would only wait for the timeout.
+        lost = await self.publisher.close(timeout=0.1 if self.lost_lease else max(deadline - wait, 1.0))
         await self.control.close(self.status())
         if self.recorder is not None:
             await asyncio.to_thread(self.recorder.close)
+        if self.ha is not None:
+            await self.ha.release()  # after the broker connections are closed: a standby takes over now
         if self.ops is not None:
             await self.ops.close()
         if lost:
@@ -243,6 +276,7 @@ class Runner:
             },
             "brokers": {name: rt.snapshot() for name, rt in self.runtimes.items()},
             "metrics": f"{self.ops.url}/metrics" if self.ops is not None else None,
+            "ha": self.ha.row() if self.ha is not None else None,
         }
 
 

@@ -34,6 +34,9 @@ Example ``livedata.toml``::
     [record]                           # opt in: record every instance's frames and REST answers (docs/recording.md)
     dir = "recordings"                 # or livedata run --record DIR
 
+    [ha]                               # opt in: hot standby, one leader per prefix (docs/operations.md)
+    lease = 5                          # seconds; 0.5 to 300
+
 Every error names the key (``brokers.demo.poll.orders``) and says what is wrong. Every number is bounded by
 what consumes it (see :mod:`livedata_core.plugin_kit.limits`): a value out of range is refused, never cut short.
 
@@ -65,6 +68,7 @@ __all__ = [
     "DEFAULT_DEMO_SYMBOLS",
     "BackoffConfig",
     "BrokerConfig",
+    "HaConfig",
     "MetricsConfig",
     "PollIntervals",
     "RedisConfig",
@@ -94,6 +98,7 @@ _BOUNDS = {
     "max_symbols": between(1, MAX_SYMBOLS_CAP),
     "stale_after": seconds(0, MAX_INTERVAL),
     "metrics.port": between(0, 65535),
+    "ha.lease": seconds(0.5, 300),
 }
 
 
@@ -186,6 +191,16 @@ class MetricsConfig:
 
 
 @attrs.frozen
+class HaConfig:
+    """The ``[ha]`` table: runners of one Redis and prefix elect one leader through a lease (hot standby)."""
+
+    lease: float = 5.0
+    """Seconds a leader's lease lasts in Redis without renewal. It renews every ``lease / 6`` s and stops streaming
+    and polling ``0.6 * lease`` after its last confirmed renewal; a standby takes over within about ``1.2 * lease``
+    of the leader's death (at once after a clean stop)."""
+
+
+@attrs.frozen
 class RunnerConfig:
     """Everything ``livedata run`` needs."""
 
@@ -202,6 +217,8 @@ class RunnerConfig:
     market_hours: dict[str, Any] = attrs.field(factory=dict)
     """Session classes by name (:class:`~livedata_core.runner.ops.market_hours.SessionClass`): the built-in ones as changed
     by ``[market_hours.<name>]`` tables; empty means the built-in ones."""
+    ha: HaConfig | None = None
+    """Hot standby (the ``[ha]`` table); ``None``: this runner leads alone, as before."""
 
 
 def _table(data: Any, where: str) -> dict[str, Any]:
@@ -374,8 +391,8 @@ def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | Non
     """
     data = dict(data or {})
     env = dict(os.environ if env is None else env)
-    _unknown(data, {"redis", "brokers", "backoff", "status_interval", "shutdown_timeout", "metrics", "market_hours", "record"},
-             "top level")
+    _unknown(data, {"redis", "brokers", "backoff", "status_interval", "shutdown_timeout", "metrics", "market_hours", "record",
+                    "ha"}, "top level")
     redis = _redis(_table(data.get("redis", {}), "[redis]"), env)
     backoff_data = _table(data.get("backoff", {}), "[backoff]")
     _unknown(backoff_data, {"initial", "max", "login_retry"}, "[backoff]")
@@ -401,6 +418,7 @@ def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | Non
         metrics=_metrics(data["metrics"]) if "metrics" in data else None,
         record_dir=_record(data["record"]) if "record" in data else None,
         market_hours=parse_classes(data.get("market_hours", {})),
+        ha=_ha(data["ha"]) if "ha" in data else None,
     )
 
 
@@ -411,6 +429,12 @@ def _record(data: Any) -> str:
     if not isinstance(folder, str) or not folder.strip():
         raise ConfigError(f"record.dir must be the folder to record into, such as \"recordings\", was {folder!r}")
     return folder
+
+
+def _ha(data: Any) -> HaConfig:
+    data = _table(data, "[ha]")
+    _unknown(data, {"lease"}, "[ha]")
+    return HaConfig(lease=_number(data.get("lease", 5.0), "ha.lease", _BOUNDS["ha.lease"]))
 
 
 def _metrics(data: Any) -> MetricsConfig:

@@ -58,6 +58,12 @@ class ControlServer:
         self.refused = 0
         """Commands refused so far (bad JSON, a bad field): logged like skips, the first few then every 1000th."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self.fence: Callable[[], bool] | None = None
+        """With a hot standby (runner/ha), whether this runner still holds the lease: a runner that lost it answers
+        no command and stores no status (the new leader's would be overwritten)."""
+
+    def may_write(self) -> bool:
+        return self.fence is None or self.fence()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -67,7 +73,7 @@ class ControlServer:
     async def close(self, final_status: dict[str, Any] | None = None) -> None:
         for task in list(self._tasks):
             task.cancel()
-        if final_status is not None:
+        if final_status is not None and self.may_write():
             with contextlib.suppress(Exception):
                 await within(self._store_status(final_status), 1.0)
         for client in {id(self.redis): self.redis, id(self.pubsub_redis): self.pubsub_redis}.values():
@@ -116,6 +122,8 @@ class ControlServer:
             request_id = command_id(data)
             reply_to = reply_channel(data, self.prefix)
             command = validate_command(data, self.prefix)
+            if not self.may_write():
+                return  # lost the lease while the command was on its way: the new leader answers it
             result = await self.handler(command)
             reply = {"id": request_id, "ok": True, "result": result}
         except (orjson.JSONDecodeError, ValueError, LivedataError) as exc:
@@ -144,7 +152,8 @@ class ControlServer:
         failing = False
         while True:
             try:
-                await self._store_status(self.status())
+                if self.may_write():
+                    await self._store_status(self.status())
                 failing = False
             except Exception as exc:
                 reraise_if_cancelling()

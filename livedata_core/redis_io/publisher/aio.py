@@ -36,6 +36,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -167,6 +168,10 @@ class AsyncPublisher:
         self._closed = False
         self._expire_ms: dict[str, bytes] = {}  # instance (or broker) -> milliseconds, as the PX/PEXPIRE argument
         self._expire_px: dict[str, bytes] = {}  # instance (or broker) -> the "PX <ms>" end of a quote's SET, in RESP
+        self.fence: Callable[[], bool] | None = None
+        """While set, the writer sends nothing unless ``fence()`` is true (a hot standby's lease, see
+        :mod:`livedata_core.runner.ha`): checked once per batch, just before the batch is taken and sent."""
+        self._epoch_fields: tuple[bytes, ...] = ()  # ("epoch", N) on each stream entry once set_epoch() was called
         for broker, seconds in (expire_after or {}).items():
             self.expire(broker, seconds)
 
@@ -225,6 +230,16 @@ class AsyncPublisher:
                 log.warning("%d account events waiting for Redis", len(self._reliable))
         self._published_seq = seq
         self._wakeup.set()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Write ``epoch`` beside ``data`` in every stream entry from now on (the lease's fencing epoch, so that an
+        entry a former leader wrote is recognisable)."""
+        self._epoch_fields = (b"epoch", str(int(epoch)).encode())
+
+    @property
+    def fenced(self) -> bool:
+        """Whether the fence holds the writer back now."""
+        return self.fence is not None and not self.fence()
 
     def expire(self, broker: str, seconds: float) -> None:
         """Make what is published from now on for ``broker`` (models whose ``instance`` field is that name, or with
@@ -368,7 +383,9 @@ class AsyncPublisher:
         # Not the book-only removals, nor those the master has.
         unpublished = [event for event in self._reliable if event.publish and id(event) not in held]
         if unpublished:
-            log.error("%d account events were not published because Redis was unreachable at shutdown", len(unpublished))
+            why = ("this runner lost its lease (the new leader's catch-up publishes what its broker still reports)"
+                   if self.fenced else "Redis was unreachable at shutdown")
+            log.error("%d account events were not published because %s", len(unpublished), why)
             for event in unpublished:
                 log.error("unpublished %s on %s: %s", event.kind, event.channel.decode(), event.payload.decode())
         return len(unpublished)
@@ -395,6 +412,9 @@ class AsyncPublisher:
                 if not self._has_work():
                     self._wakeup.clear()
                     await self._wakeup.wait()
+                    continue
+                if self.fence is not None and not self.fence():
+                    await asyncio.sleep(0.05)  # a runner that lost its lease is being stopped: nothing more is sent
                     continue
                 if not self._conn.connected:
                     try:
@@ -748,7 +768,8 @@ class AsyncPublisher:
                         commands.append(command(b"SET", event.latest_key, event.payload, b"PX", event.expire))
                         owners.append(event)
                 if event.stream_key is not None:
-                    commands.append(command(b"XADD", event.stream_key, b"MAXLEN", b"~", self._maxlen, b"*", b"data", event.payload))
+                    commands.append(command(b"XADD", event.stream_key, b"MAXLEN", b"~", self._maxlen, b"*", b"data", event.payload,
+                                            *self._epoch_fields))
                     owners.append(event)
             if event.book is not None:
                 key, field, closed = event.book

@@ -104,6 +104,9 @@ class ClusterPublisher(AsyncPublisher):
             self._wakeup.clear()
             await self._wakeup.wait()
             return
+        if self.fence is not None and not self.fence():
+            await asyncio.sleep(0.05)  # lost the lease (runner/ha): nothing more is sent
+            return
         if not self.stats.connected:
             try:
                 await self._connect()
@@ -166,7 +169,8 @@ class ClusterPublisher(AsyncPublisher):
                     pipe.execute_command("SET", event.latest_key, event.payload, *expire)
                     owners.append(event)
                 if event.stream_key is not None:
-                    pipe.execute_command("XADD", event.stream_key, b"MAXLEN", b"~", self._maxlen, b"*", b"data", event.payload)
+                    pipe.execute_command("XADD", event.stream_key, b"MAXLEN", b"~", self._maxlen, b"*", b"data", event.payload,
+                                         *self._epoch_fields)
                     owners.append(event)
             if event.book is not None:
                 key, field, closed = event.book

@@ -1,0 +1,139 @@
+"""At start, check that the runner's Redis user may run every command the runner will send, on its own keys and
+channels (Redis ACLs: docs/operations.md#access-control).
+
+Each command is *queued* inside ``MULTI`` and the transaction is then discarded: Redis checks a queued command's
+permissions (the command, its keys and its channels) when it is queued, and runs none of them, so the check
+writes nothing and publishes nothing. The first refusal is raised as a :class:`~livedata_core.errors.ConfigError`
+naming the command, the key or channel and the ``ACL SETUSER`` rule that grants it. A user who may not even run
+``MULTI`` is not checked (a warning says so) and the runner starts as before: a refusal then shows as a publish
+error in ``livedata status``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..aio_tools import within
+from ..channels import book_key, channel, control_channel, event_channel, latest_key, status_key, stream_key
+from ..errors import ConfigError
+from ..redis_io.control import reply_prefix
+from ..redis_io.topology import RedisTopology, async_client
+from ..redis_io.url import parse_redis_url
+from .config import RunnerConfig
+from .ha.lease import ha_keys
+
+__all__ = ["check_permissions", "needed_commands"]
+
+log = logging.getLogger("livedata.runner.permissions")
+
+_PROBE = "PERMISSION-CHECK"  # an identifier no broker uses: only its key and channel names matter
+
+
+def needed_commands(config: RunnerConfig) -> list[tuple[str, tuple[str, ...], str]]:
+    """``(command, arguments, what it is for)`` of every kind of command the runner sends with ``config``."""
+    redis, prefix = config.redis, config.redis.prefix
+    quotes, orders = channel("quotes", _PROBE, prefix), stream_key("orders", _PROBE, prefix)
+    publish = "SPUBLISH" if redis.sharded else "PUBLISH"
+    out: list[tuple[str, tuple[str, ...], str]] = [
+        (publish, (quotes, ""), "publishing quotes and account events"),
+        (publish, (event_channel("stale", prefix), ""), "announcing stale symbols"),
+        ("SUBSCRIBE", (control_channel(prefix),), "taking control commands"),
+        ("PUBLISH", (reply_prefix(prefix) + _PROBE, ""), "answering control commands"),
+        ("SET", (status_key(prefix), "", "EX", "5"), "storing its status"),
+    ]
+    if redis.latest:
+        key, book = latest_key("quotes", _PROBE, prefix), book_key("positions", _PROBE, prefix)
+        out += [("MSET", (key, ""), "keeping the latest values"),
+                ("SET", (key, "", "PX", "1"), "keeping the latest values"),
+                ("HSET", (book, _PROBE, ""), "keeping the books of positions and balances"),
+                ("HDEL", (book, _PROBE), "keeping the books of positions and balances"),
+                ("HGETALL", (book,), "reading a book back at start")]  # fmt: skip
+    if redis.streams:
+        out += [("XADD", (orders, "MAXLEN", "~", "10", "*", "data", ""), "keeping the orders and transactions streams"),
+                ("XREVRANGE", (orders, "+", "-", "COUNT", "1"), "reading the streams back at start")]  # fmt: skip
+    if redis.latest or redis.streams:
+        out.append(("PEXPIRE", (orders, "1"), "expiring an ephemeral broker's data"))
+    if redis.wait_replicas:
+        out.append(("WAIT", ("1", "1"), "waiting for replicas (wait_replicas)"))
+    if config.ha is not None:
+        lease, epoch, runners = ha_keys(prefix)
+        out += [("EVAL", ("return 0", "2", lease, epoch), "the hot-standby lease ([ha])"),
+                ("SET", (lease, "", "NX", "PX", "1"), "taking the lease ([ha])"),
+                ("INCR", (epoch,), "counting takeovers ([ha])"),
+                ("GET", (lease,), "checking the lease ([ha])"),
+                ("PEXPIRE", (lease, "1"), "renewing the lease ([ha])"),
+                ("DEL", (lease,), "giving the lease back ([ha])"),
+                ("HSET", (runners, _PROBE, ""), "listing the runners ([ha])"),
+                ("HGETALL", (runners,), "listing the runners ([ha])"),
+                ("HDEL", (runners, _PROBE), "listing the runners ([ha])")]  # fmt: skip
+    return out
+
+
+def _grant(command: str, args: tuple[str, ...], error: str) -> str:
+    if "channel" in error:
+        return f"a channel pattern such as &{args[0].rsplit(':', 1)[0]}:*"
+    if "key" in error:
+        return f"a key pattern such as ~{args[0].split(':', 1)[0]}:*"
+    return f"+{command.lower()}"
+
+
+async def check_permissions(config: RunnerConfig, timeout: float = 5.0) -> None:
+    """Raise :class:`~livedata_core.errors.ConfigError` if the Redis user of ``config.redis`` may not run one of
+    :func:`needed_commands`; return quietly when it may (or cannot be checked: a cluster, or ``MULTI`` refused).
+
+    Connection failures are left to the publisher's start (it says why Redis cannot be reached).
+    """
+    topology: RedisTopology = config.redis.topology
+    if topology.cluster:
+        return  # a transaction is per node; each node's ACL is the same file in practice, checked by the writes
+    client = async_client(topology, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        refused = await within(_probe(client, needed_commands(config)), timeout * 2)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        log.debug("permission check skipped: %s", exc)
+        return
+    finally:
+        await client.aclose()
+    if refused is None:
+        return
+    command, args, purpose, error = refused
+    user = parse_redis_url(topology.url).username
+    who = f"the Redis user {user!r}" if user else "this Redis user"
+    raise ConfigError(
+        f"{who} may not run {command} {' '.join(a for a in args[:1])} (needed for {purpose}): Redis said "
+        f"{error!r}. Grant it {_grant(command, args, error)} (`ACL SETUSER`, see docs/operations.md#access-control)"
+    )
+
+
+async def _probe(client: Any, commands: list[tuple[str, tuple[str, ...], str]]) -> tuple[str, tuple[str, ...], str, str] | None:
+    import redis
+
+    connection = await client.connection_pool.get_connection()
+    try:
+        await connection.send_command("MULTI")
+        try:
+            await connection.read_response()
+        except redis.ResponseError as exc:
+            log.warning("cannot check this Redis user's permissions at start (MULTI: %s); grant +multi +discard "
+                        "to have them checked", exc)  # fmt: skip
+            return None
+        refused = None
+        try:
+            for command, args, purpose in commands:
+                await connection.send_command(command, *args)
+                try:
+                    await connection.read_response()
+                except redis.ResponseError as exc:
+                    if str(exc).startswith("NOPERM") or "permission" in str(exc):
+                        refused = (command, args, purpose, str(exc))
+                        break
+                    raise
+        finally:
+            await connection.send_command("DISCARD")
+            await connection.read_response()
+        return refused
+    finally:
+        await client.connection_pool.release(connection)
