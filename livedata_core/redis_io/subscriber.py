@@ -49,7 +49,7 @@ import orjson
 import redis
 
 from ..channels import ROOT, book_key, latest_key, parse_channel, pattern
-from ..models import MODEL_FOR_TYPE, from_dict
+from ..models import MODEL_FOR_TYPE, from_dict, model_for
 from .topology import RedisTopology, as_topology, async_pubsub_client, sync_client, sync_pubsub_client
 from ..backoff import Backoff
 
@@ -105,7 +105,7 @@ def _decode(message: dict[str, Any], prefix: str, models: bool) -> Message | Non
         return None
     if models:
         try:
-            data = from_dict(MODEL_FOR_TYPE[kind], data)
+            data = from_dict(model_for(kind, data), data)
         except Exception as exc:  # a payload from a newer or foreign publisher: hand over the dict
             log.debug("payload on %s does not fit %s: %s", channel, kind, exc)
     return Message(kind, identifier, channel, data)
@@ -302,7 +302,7 @@ def latest(kind: str, identifier: str, *, url: "str | RedisTopology | None" = No
     if raw is None:
         return None
     data = orjson.loads(raw)
-    return from_dict(MODEL_FOR_TYPE[kind], data) if models else data
+    return from_dict(model_for(kind, data), data) if models else data
 
 
 def book(kind: str, account_id: str, *, url: "str | RedisTopology | None" = None, prefix: str = "",

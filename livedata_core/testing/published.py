@@ -12,7 +12,7 @@ import orjson
 import redis
 
 from ..channels import parse_channel, pattern
-from ..models import MODEL_FOR_TYPE, from_dict
+from ..models import from_dict, model_for
 from ..redis_io.subscriber import Message
 
 __all__ = ["PublishedCollector"]
@@ -96,7 +96,7 @@ class PublishedCollector:
             return None  # the control channel, not data
         data = orjson.loads(raw["data"])
         try:
-            data = from_dict(MODEL_FOR_TYPE[kind], data)
+            data = from_dict(model_for(kind, data), data)
         except Exception:
             pass  # keep the dict; a conformance check will say what is wrong with it
         return Message(kind, identifier, channel, data)

@@ -5,15 +5,16 @@ loop is idle, takes everything queued, and sends it to Redis as one pipeline, wi
 to earlier pipelines (up to a small window); past the window, new data queues up for the next one. So batches
 grow exactly as large as Redis is slow, with no timer.
 
-* Quotes are **conflated**: the queue holds at most one quote per channel, the latest. Memory is bounded by
-  the number of symbols however far ahead of Redis the brokers run.
-* Positions, balances, orders and transactions go to an ordered queue that is **never dropped**. When Redis
+* Quotes (option quotes too) and order books (depth) are **conflated**: the queue holds at most one per channel,
+  the latest. Memory is bounded by the number of symbols however far ahead of Redis the brokers run.
+* Positions, balances, orders, transactions and bars go to an ordered queue that is **never dropped**. When Redis
   is down they wait, and go out in order once it is back.
 
 Every publish also sets ``live_data:latest:<type>:<id>`` (one GET gives a late consumer the last payload),
 positions and balances also update their account's book hash ``live_data:book:<type>:<account>`` (one
-HGETALL gives the whole current book), and orders and transactions are appended to a capped stream
-``live_data:stream:<type>:<id>``; latest keys with books, and streams, can each be turned off.
+HGETALL gives the whole current book), and orders, transactions and bars are appended to a capped stream
+``live_data:stream:<type>:<id>`` (bars to ``live_data:stream:bars:<symbol>``, capped by ``bars_maxlen``); latest
+keys with books, and streams, can each be turned off.
 
 Beyond one server (docs/scaling.md): given a :class:`~livedata_core.redis_io.topology.RedisTopology` with sentinels,
 the publisher asks them where the master is on every (re)connect, checks that the server it reached is the master
@@ -45,7 +46,7 @@ import orjson
 
 from ...channels import book_key, channel, latest_key, stream_key
 from ...errors import PublishError
-from ...models import Quote, check_model, finite_quote, to_dict
+from ...models import Depth, OptionQuote, Quote, check_model, finite_quote, to_dict
 from ..topology import RedisTopology, as_topology, async_client, master_address, with_address
 from ..url import mask_url, parse_redis_url
 from .encoding import book_entry, dumps
@@ -69,7 +70,9 @@ MAX_UNREPLICATED = 100_000
 MAX_RECONNECT_DELAY = 5.0
 # With sentinels a new master appears within seconds of a failover: reconnects are tried at least every second.
 MAX_SENTINEL_RECONNECT_DELAY = 1.0
-STREAM_TYPES = frozenset({"orders", "transactions"})
+STREAM_TYPES = frozenset({"orders", "transactions", "bars"})
+# Conflated per channel like quotes: only the newest of a symbol matters.
+CONFLATED_TYPES = (OptionQuote, Depth)
 MAX_CACHED_HEADS = 100_000
 
 
@@ -101,7 +104,9 @@ class AsyncPublisher:
     :param latest: also keep the last payload per channel under ``live_data:latest:...`` and each account's
         positions and balances in the hashes ``live_data:book:...``.
     :param streams: also append orders and transactions to ``live_data:stream:...``.
-    :param stream_maxlen: approximate cap on each stream's length.
+    :param stream_maxlen: approximate cap on each orders or transactions stream's length.
+    :param bars_maxlen: approximate cap on each symbol's bars stream (``live_data:stream:bars:<symbol>``): 10,000
+        one-minute bars are about a week of a market open around the clock.
     :param max_batch: the most commands in one pipeline.
     :param expire_after: ``{broker: seconds}``, as :meth:`expire` for each.
     """
@@ -116,6 +121,7 @@ class AsyncPublisher:
         latest: bool = True,
         streams: bool = True,
         stream_maxlen: int = 10_000,
+        bars_maxlen: int = 10_000,
         max_batch: int = 20_000,
         expire_after: dict[str, float] | None = None,
     ) -> None:
@@ -141,6 +147,7 @@ class AsyncPublisher:
         self.latest = latest
         self.streams = streams
         self._maxlen = str(stream_maxlen).encode()
+        self._bars_maxlen = str(bars_maxlen).encode()
         self.max_batch = max_batch
         self.stats = PublisherStats()
         self._conn = RespConnection(self._target)
@@ -187,11 +194,14 @@ class AsyncPublisher:
         self._task = asyncio.create_task(self._writer(), name="livedata-publisher")
 
     def publish(self, model: Any) -> None:
-        """Queue a model (Quote, Position, Balance, Order or Transaction). Never blocks, never raises for Redis.
+        """Queue a model (Quote, OptionQuote, Depth, Bar, Position, Balance, Order or Transaction). Never blocks, never
+        raises for Redis.
 
         A payload that cannot be published as it is is refused at once (the runner counts it as a skip): account
         events are checked in full (:func:`~livedata_core.models.check_model`) and encoded here; quotes, on the
-        hot path, are checked for NaN, infinities and values that are not numbers (:func:`finite_quote`).
+        hot path, are checked for NaN, infinities and values that are not numbers (:func:`finite_quote`). Option
+        quotes and order books are checked in full and conflated like quotes; bars are queued in order like account
+        events, and appended to their symbol's stream.
 
         :raises InvalidIdentifier: the symbol or account id cannot be a channel name.
         :raises ValueError: a bad field (a wrong type, NaN or an infinity, an order status outside the closed set),
@@ -210,6 +220,14 @@ class AsyncPublisher:
                 self.stats.conflated += 1
             else:
                 self._quote_seqs[ch] = seq  # the oldest publish this queued quote stands for
+            self._quotes[ch] = model
+        elif type(model) in CONFLATED_TYPES:
+            check_model(model)
+            ch = channel(model.TYPE, model.symbol, self.prefix)
+            if ch in self._quotes:
+                self.stats.conflated += 1
+            else:
+                self._quote_seqs[ch] = seq
             self._quotes[ch] = model
         else:
             kind = getattr(model, "TYPE", None)
@@ -746,7 +764,7 @@ class AsyncPublisher:
                 continue
             head = heads.get(ch)
             if head is None:
-                head = self._quote_head(ch, quote.symbol)
+                head = self._quote_head(ch, quote)
             size = b"$%d\r\n" % len(payload)
             commands.append(b"%b%b%b\r\n" % (head[0], size, payload))
             owners.append(ch)
@@ -768,7 +786,7 @@ class AsyncPublisher:
                         commands.append(command(b"SET", event.latest_key, event.payload, b"PX", event.expire))
                         owners.append(event)
                 if event.stream_key is not None:
-                    commands.append(command(b"XADD", event.stream_key, b"MAXLEN", b"~", self._maxlen, b"*", b"data", event.payload,
+                    commands.append(command(b"XADD", event.stream_key, b"MAXLEN", b"~", event.maxlen, b"*", b"data", event.payload,
                                             *self._epoch_fields))
                     owners.append(event)
             if event.book is not None:
@@ -819,12 +837,13 @@ class AsyncPublisher:
         self._quote_channels[symbol] = ch
         return ch
 
-    def _quote_head(self, ch: str, symbol: str) -> tuple[bytes, bytes]:
-        """The RESP bytes before a quote's payload: ``PUBLISH <channel>`` and the MSET key of its latest copy."""
+    def _quote_head(self, ch: str, model: Any) -> tuple[bytes, bytes]:
+        """The RESP bytes before a conflated payload (a quote, an order book): ``PUBLISH <channel>`` and the MSET key
+        of its latest copy."""
         if len(self._quote_heads) >= MAX_CACHED_HEADS:
             self._quote_heads.clear()  # symbols come and go over weeks; the cache must not grow without end
         chb = ch.encode()
-        key = latest_key("quotes", symbol, self.prefix).encode()
+        key = latest_key(model.TYPE, model.symbol, self.prefix).encode()
         head = (b"*3\r\n$7\r\nPUBLISH\r\n" + _bulk(chb), _bulk(key))
         self._quote_heads[ch] = head
         return head
@@ -843,7 +862,7 @@ class _Event:
     """An account event, encoded once when it is published, with every key it is written to."""
 
     __slots__ = ("kind", "channel", "latest_key", "stream_key", "book", "payload", "seq", "publish", "expire",
-                 "expire_commands")
+                 "expire_commands", "maxlen")
 
     def __init__(
         self, kind: str, identifier: str, payload: bytes, publisher: AsyncPublisher, book: tuple[str, bool] | None
@@ -855,6 +874,7 @@ class _Event:
         self.stream_key = (
             stream_key(kind, identifier, prefix).encode() if publisher.streams and kind in STREAM_TYPES else None
         )
+        self.maxlen = publisher._bars_maxlen if kind == "bars" else publisher._maxlen
         self.book = (
             (book_key(kind, identifier, prefix).encode(), book[0].encode(), book[1])
             if book is not None and publisher.latest

@@ -158,7 +158,7 @@ class ClusterPublisher(AsyncPublisher):
             owners.append(ch)
             if self.latest:
                 expire = self._expire_ms.get(quote.instance or quote.broker) if self._expire_ms else None
-                pipe.execute_command("SET", self._latest_key(ch, quote.symbol), payload, *((b"PX", expire) if expire else ()))
+                pipe.execute_command("SET", self._latest_key(ch, quote), payload, *((b"PX", expire) if expire else ()))
                 owners.append(ch)
         for event in events:
             if event.publish:
@@ -169,7 +169,7 @@ class ClusterPublisher(AsyncPublisher):
                     pipe.execute_command("SET", event.latest_key, event.payload, *expire)
                     owners.append(event)
                 if event.stream_key is not None:
-                    pipe.execute_command("XADD", event.stream_key, b"MAXLEN", b"~", self._maxlen, b"*", b"data", event.payload,
+                    pipe.execute_command("XADD", event.stream_key, b"MAXLEN", b"~", event.maxlen, b"*", b"data", event.payload,
                                          *self._epoch_fields)
                     owners.append(event)
             if event.book is not None:
@@ -189,12 +189,12 @@ class ClusterPublisher(AsyncPublisher):
         results = await within(pipe.execute(raise_on_error=False), REPLY_TIMEOUT * 2)
         return owners, results
 
-    def _latest_key(self, ch: str, symbol: str) -> bytes:
+    def _latest_key(self, ch: str, model: Any) -> bytes:
         key = self._latest_keys.get(ch)
         if key is None:
             if len(self._latest_keys) >= MAX_CACHED_HEADS:
                 self._latest_keys.clear()
-            key = self._latest_keys[ch] = latest_key("quotes", symbol, self.prefix).encode()
+            key = self._latest_keys[ch] = latest_key(model.TYPE, model.symbol, self.prefix).encode()
         return key
 
     def _settle(self, quotes: dict[str, Quote], events: list[_Event], owners: list[Any], results: list[Any],

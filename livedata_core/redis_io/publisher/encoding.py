@@ -10,7 +10,7 @@ import orjson
 
 from ...channels import validate_identifier
 from ...errors import InvalidIdentifier
-from ...models import MODEL_FOR_TYPE, Balance, Position, check_model, from_dict
+from ...models import MODEL_FOR_TYPE, Balance, OptionQuote, Position, check_model, from_dict, model_for
 
 __all__ = ["book_entry", "dumps", "payload_for"]
 
@@ -51,6 +51,8 @@ def payload_for(kind: str, identifier: str, data: Any, id_field: str) -> Any:
         raise InvalidIdentifier(f"{id_field} must be a string, was {type(identifier).__name__}")
     validate_identifier(identifier)
     cls = MODEL_FOR_TYPE[kind]
+    if kind == "quotes" and isinstance(data, OptionQuote):
+        cls = OptionQuote
     if isinstance(data, cls):
         if getattr(data, id_field) != identifier:
             raise ValueError(f"{kind} payload has {id_field}={getattr(data, id_field)!r} but was published for {identifier!r}")
@@ -61,7 +63,7 @@ def payload_for(kind: str, identifier: str, data: Any, id_field: str) -> Any:
     merged.setdefault(id_field, identifier)
     if merged[id_field] != identifier:
         raise ValueError(f"{kind} payload has {id_field}={merged[id_field]!r} but was published for {identifier!r}")
-    return from_dict(cls, merged, strict=True)
+    return from_dict(model_for(kind, merged), merged, strict=True)
 
 
 def book_entry(model: Any) -> tuple[str, bool] | None:

@@ -37,6 +37,8 @@ from .encoding import book_entry, dumps, payload_for
 __all__ = [
     "configure",
     "publish_balance",
+    "publish_bar",
+    "publish_depth",
     "publish_order",
     "publish_position",
     "publish_quote",
@@ -97,9 +99,9 @@ def _publish(kind: str, identifier: str, data: Any, id_field: str) -> int:
                 pipe.hdel(book_key(kind, identifier, prefix), field)
             else:
                 pipe.hset(book_key(kind, identifier, prefix), field, payload)
-    if _settings["streams"] and kind in ("orders", "transactions"):
+    if _settings["streams"] and kind in ("orders", "transactions", "bars"):
         pipe.xadd(stream_key(kind, identifier, prefix), {"data": payload}, maxlen=_settings["stream_maxlen"], approximate=True)
-    wait = url.wait_replicas if kind != "quotes" else 0
+    wait = url.wait_replicas if kind not in ("quotes", "depth") else 0
     if wait:
         pipe.execute_command("WAIT", wait, round(url.wait_timeout * 1000))
     try:
@@ -116,6 +118,17 @@ def _publish(kind: str, identifier: str, data: Any, id_field: str) -> int:
 def publish_quote(symbol: str, quote: Any) -> int:
     """Publish a quote on ``live_data:quotes:{symbol}``."""
     return _publish("quotes", symbol, quote, "symbol")
+
+
+def publish_bar(symbol: str, bar: Any) -> int:
+    """Publish a bar on ``live_data:bars:{symbol}`` (and its stream). No dedupe or gap filling here: that is the
+    runner's (a script publishing bars must publish each once, in order)."""
+    return _publish("bars", symbol, bar, "symbol")
+
+
+def publish_depth(symbol: str, depth: Any) -> int:
+    """Publish an order book on ``live_data:depth:{symbol}``."""
+    return _publish("depth", symbol, depth, "symbol")
 
 
 def publish_position(account_id: str, position: Any) -> int:
