@@ -410,19 +410,48 @@ def _control(args: argparse.Namespace) -> Any:
     return client
 
 
+def _kind_requests(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """The (kind, symbols) a subscribe or unsubscribe command line asks for: SYMBOLs are quotes, --bars and --depth
+    their kinds."""
+    requests = [(kind, list(dict.fromkeys(symbols))) for kind, symbols in
+                (("quotes", args.symbols), ("bars", args.bars or []), ("depth", args.depth or [])) if symbols]
+    if not requests and not args.chain:
+        raise ConfigError(f"nothing to {args.command}: name SYMBOLs (quotes), --bars SYMBOL, --depth SYMBOL"
+                          " or --chain UNDERLYING")  # fmt: skip
+    if not args.chain and (args.expiration or args.strikes):
+        raise ConfigError("--expiration and --strikes go with --chain UNDERLYING")
+    return requests
+
+
+def _what(kind: str) -> str:
+    return "" if kind == "quotes" else f" {kind}"
+
+
 def cmd_subscribe(args: argparse.Namespace) -> int:
+    requests = _kind_requests(args)
     with _control(args) as client:
-        result = client.subscribe(args.broker, args.symbols)
-    print(f"{args.broker}: subscribed {', '.join(result['added']) or 'nothing new'}"
-          + (f" (already: {', '.join(result['already'])})" if result["already"] else ""))
+        for kind, symbols in requests:
+            result = client.subscribe(args.broker, symbols, kind)
+            print(f"{args.broker}: subscribed{_what(kind)} {', '.join(result['added']) or 'nothing new'}"
+                  + (f" (already: {', '.join(result['already'])})" if result["already"] else ""))
+        if args.chain:
+            result = client.chain(args.broker, args.chain, args.expiration, args.strikes)
+            print(f"{args.broker}: chain {result['underlying']}: {len(result['contracts'])} contracts, "
+                  f"{len(result['added'])} newly subscribed"
+                  + (f" ({', '.join(result['added'][:4])}{', ...' if len(result['added']) > 4 else ''})" if result["added"] else ""))
     return EXIT_OK
 
 
 def cmd_unsubscribe(args: argparse.Namespace) -> int:
+    requests = _kind_requests(args)
     with _control(args) as client:
-        result = client.unsubscribe(args.broker, args.symbols)
-    print(f"{args.broker}: unsubscribed {', '.join(result['removed']) or 'nothing'}"
-          + (f" (not subscribed: {', '.join(result['not_subscribed'])})" if result["not_subscribed"] else ""))
+        for kind, symbols in requests:
+            result = client.unsubscribe(args.broker, symbols, kind)
+            print(f"{args.broker}: unsubscribed{_what(kind)} {', '.join(result['removed']) or 'nothing'}"
+                  + (f" (not subscribed: {', '.join(result['not_subscribed'])})" if result["not_subscribed"] else ""))
+        if args.chain:
+            result = client.unchain(args.broker, args.chain)
+            print(f"{args.broker}: chain {result['underlying']}: unsubscribed {len(result['removed'])} contracts")
     return EXIT_OK
 
 
@@ -497,6 +526,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  plugin           {b.get('plugin') or name}")
         print(f"  connected since  {_ago(b['connected_since'], now)}")
         print(f"  symbols          {', '.join(b['symbols']) or '-'}")
+        for kind, symbols in sorted((b.get("subscriptions") or {}).items()):
+            if kind != "quotes":
+                print(f"  {kind:<16} {', '.join(symbols) or '-'}"
+                      + (f" (top {b['depth_levels']} levels)" if kind == "depth" and symbols and b.get("depth_levels") else ""))
+        for underlying, chain in sorted((b.get("chains") or {}).items()):
+            print(f"  chain            {underlying}: {chain['contracts']} contracts"
+                  + (f", expiring {chain['expiration']}" if chain.get("expiration") else ", every expiration")
+                  + (f", {chain['strikes']} strikes" if chain.get("strikes") else ""))
+        bars = b.get("bars")
+        if bars and (bars.get("published") or bars.get("unfilled") or bars.get("duplicates")):
+            print(f"  bar figures      published {bars['published']} (backfilled {bars['backfilled']}), repeats dropped "
+                  f"{bars['duplicates']}, gaps filled {bars['gaps_filled']}"
+                  + (f", UNFILLED {bars['unfilled']}" if bars.get("unfilled") else ""))
+            for gap in bars.get("unfilled_recent") or ():
+                start = dt.datetime.fromtimestamp(gap["start"] / 1000).strftime("%Y-%m-%d %H:%M")
+                end = dt.datetime.fromtimestamp(gap["end"] / 1000).strftime("%H:%M")
+                print(f"  unfilled gap     {gap['symbol']} {start} to {end}: {gap['reason']}")
+        if b.get("market_events"):
+            print(f"  published        {', '.join(f'{k} {v}' for k, v in sorted(b['market_events'].items()))}")
         print(f"  messages         {b['messages']} (last {_ago(b['last_message_at'], now)})")
         q = b.get("last_quote")
         if q:
@@ -527,7 +575,10 @@ _TAIL_FIELDS = {
     "balances": ("cash", "buying_power", "account_value"),
     "orders": ("order_id", "symbol", "side", "quantity", "filled_quantity", "price", "status"),
     "transactions": ("transaction_id", "type", "symbol", "quantity", "price", "amount"),
+    "bars": ("start", "open", "high", "low", "close", "volume", "backfilled"),
+    "depth": ("book", "bids", "asks"),
 }
+_OPTION_FIELDS = ("delta", "implied_volatility", "open_interest")
 
 
 class _TailLines:
@@ -544,8 +595,21 @@ class _TailLines:
         channel, broker = f"{kind}:{identifier}", str(data.get("instance") or data.get("broker", "?"))
         self.channel_width = max(self.channel_width, len(channel))
         self.broker_width = max(self.broker_width, len(broker))
-        fields = " ".join(f"{f}={data.get(f)}" for f in _TAIL_FIELDS.get(kind, ()) if data.get(f) is not None)
+        names = _TAIL_FIELDS.get(kind, ())
+        if kind == "quotes" and "strike" in data:
+            names = names + _OPTION_FIELDS
+        fields = " ".join(f"{f}={_tail_value(f, data.get(f))}" for f in names if data.get(f) not in (None, False))
         return f"{stamp}  {channel:<{self.channel_width}} {broker:<{self.broker_width}} {fields}".rstrip()
+
+
+def _tail_value(field: str, value: Any) -> Any:
+    if field == "start" and isinstance(value, int):
+        return dt.datetime.fromtimestamp(value / 1000).strftime("%H:%M")
+    if field in ("bids", "asks") and isinstance(value, list):
+        # The best level and how many: "bids=200.01x300(5)"
+        best = value[0] if value and isinstance(value[0], dict) else None
+        return f"{best.get('price')}x{best.get('size')}({len(value)})" if best else "-"
+    return value
 
 
 def _tail_spec(spec: str) -> str:
@@ -821,10 +885,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, helptext in (("subscribe", "stream more symbols in a running runner"),
                            ("unsubscribe", "stop streaming symbols in a running runner")):
-        p = sub.add_parser(name, help=helptext, description=f"{helptext[0].upper()}{helptext[1:]} (through Redis; works from any host).")
+        verb = "stream" if name == "subscribe" else "stop streaming"
+        p = sub.add_parser(name, help=helptext, description=f"{helptext[0].upper()}{helptext[1:]} (through Redis; works from any host). "
+                           "SYMBOLs are quotes; --bars and --depth the other kinds a broker may stream (livedata "
+                           "plugins shows which); --chain an option chain's contracts. Example: livedata "
+                           f"{name} tos AAPL --bars /ES --depth AAPL"
+                           + (" --chain AAPL --expiration 2026-12-18 --strikes 10" if name == "subscribe" else ""))  # fmt: skip
         p.add_argument("broker", metavar="BROKER", help="the running instance ([brokers.NAME]; the plugin's name "
                        "when it is configured under that name)")
-        p.add_argument("symbols", metavar="SYMBOL", nargs="+")
+        p.add_argument("symbols", metavar="SYMBOL", nargs="*", help=f"symbols to {verb} quotes of")
+        p.add_argument("--bars", metavar="SYMBOL", nargs="+", action="extend", help=f"symbols to {verb} 1-minute bars of")
+        p.add_argument("--depth", metavar="SYMBOL", nargs="+", action="extend", help=f"symbols to {verb} order books of")
+        p.add_argument("--chain", metavar="UNDERLYING", help="an underlying whose option contracts to "
+                       + ("resolve (through the broker) and stream quotes of" if name == "subscribe" else "stop streaming"))
+        if name == "subscribe":
+            p.add_argument("--expiration", metavar="DATE", help="with --chain: one expiration, e.g. 2026-12-18 "
+                           "(default: every one the broker returns)")
+            p.add_argument("--strikes", metavar="N", type=int, help="with --chain: N strikes around the money "
+                           "(default: the broker's)")
+        else:
+            p.set_defaults(expiration=None, strikes=None)
         p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the runner (default 10)")
         _redis_args(p)
         p.set_defaults(func=cmd_subscribe if name == "subscribe" else cmd_unsubscribe)

@@ -1,4 +1,5 @@
-"""The built-in demo broker: random-walk quotes and a demo account, through the same hooks as any broker.
+"""The built-in demo broker: random-walk quotes, bars, order books, option chains and a demo account, through the
+same hooks as any broker.
 
 ``livedata run`` with no configuration runs it. Settings (``[brokers.demo]``):
 
@@ -11,6 +12,16 @@
 ``heartbeat_timeout``  seconds of silence before the runner reconnects (default 10)
 ``expire_after``       seconds after its last update at which a demo value leaves Redis (default 60): the
                        latest keys, the account's books and its streams (see below)
+``bar_seconds``        real seconds a demo minute lasts (default 60; tests make it short): the stream sends the
+                       1-minute bar of each ``bars`` symbol as each demo minute ends
+``depth_per_second``   order books sent per second for each ``depth`` symbol (default 2), 20 levels a side
+
+Bars are synthetic and deterministic: the bar of a symbol and minute is always the same, whether streamed or
+fetched (``fetch_bars``, which serves every minute up to the current demo minute), so the runner's gap filler can be
+seen at work. Like a real broker on a (re)subscription, the stream first sends the last completed bar again: the
+runner drops that repeat. ``livedata subscribe demo --chain AAPL`` resolves a synthetic chain (strikes around the
+price, monthly expirations); its contracts stream as option quotes with Greeks. Futures (``/ES``) and indexes
+(``$SPX``) have no options: asking for their chain is refused.
 
 Demo prices are not real, but they are published on the real channels (``live_data:quotes:AAPL``), so a plain
 subscriber sees them like any other. So that they never outlive the demo as a symbol's current value, the
@@ -24,20 +35,25 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import itertools
+import math
 import random
 import re
 import time
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import attrs
 
 from ..plugin_kit.broker import BrokerContext, BrokerInfo
-from ..errors import InvalidIdentifier
+from ..errors import InvalidIdentifier, SymbolsRefused
 from ..plugin_kit.hookspecs import hookimpl
 from ..plugin_kit.limits import MAX_INTERVAL, MAX_TIMEOUT, between, seconds
-from ..models import Account, Balance, Order, Position, Quote, Transaction, now_ms
+from ..models import (
+    Account, Balance, Bar, Depth, DepthLevel, OptionQuote, Order, Position, Quote, Transaction, now_ms,
+)
 from ..plugin_kit.streaming import HEARTBEAT, BrokerStream
 
 NAME = "demo"
@@ -46,6 +62,9 @@ TRANSACTION_HISTORY = 1_000
 """The demo account keeps its newest 1,000 transactions (a broker's history is on its servers, this one's in the
 runner's memory)."""
 _SYMBOL = re.compile(r"[A-Z0-9$/][A-Z0-9./$ _-]{0,31}")
+_OPTION = re.compile(r"([A-Z0-9.]{1,6}) +(\d{6})([CP])(\d{8})")  # OCC / Schwab: "AAPL  261218C00200000"
+MINUTE_MS = 60_000
+BOOK_LEVELS = 20
 
 
 @attrs.frozen
@@ -59,6 +78,8 @@ class DemoSettings:
     heartbeat_timeout: float = attrs.field(default=10.0, validator=seconds(0, MAX_TIMEOUT, min_exclusive=True))
     # Read by the runner by name (EXPIRE_SETTING in runner/app.py): its data expires this long after its last write.
     expire_after: float = attrs.field(default=60.0, validator=seconds(0.001, MAX_INTERVAL))
+    bar_seconds: float = attrs.field(default=60.0, validator=seconds(0.01, MAX_INTERVAL))
+    depth_per_second: float = attrs.field(default=2.0, validator=between(0.01, 1000))
 
 
 class DemoMarket:
@@ -100,6 +121,53 @@ class DemoMarket:
             received_at=now,
         )
 
+    def book(self, symbol: str, now: int) -> Depth:
+        """An order book of :data:`BOOK_LEVELS` levels a side around the symbol's price (the runner keeps the top
+        ``depth_levels``)."""
+        last = self.price(symbol)
+        tick = 0.01
+        rng = self.rng
+        bids = [DepthLevel(price=round(last - tick * (i + 1), 2), size=float(100 * rng.randint(1, 20)), count=rng.randint(1, 9))
+                for i in range(BOOK_LEVELS)]  # fmt: skip
+        asks = [DepthLevel(price=round(last + tick * (i + 1), 2), size=float(100 * rng.randint(1, 20)), count=rng.randint(1, 9))
+                for i in range(BOOK_LEVELS)]  # fmt: skip
+        return Depth(broker=NAME, symbol=symbol, bids=bids, asks=asks, book="DEMO", timestamp=now, received_at=now)
+
+    def option(self, symbol: str, now: int) -> OptionQuote:
+        """A quote of an option contract, its price and Greeks from the underlying's random walk (Black-Scholes at
+        30% volatility)."""
+        match = _OPTION.fullmatch(symbol)
+        assert match is not None
+        underlying, ymd, right, strike_text = match.groups()
+        strike = int(strike_text) / 1000
+        expiry = dt.datetime.strptime(ymd, "%y%m%d").replace(tzinfo=dt.timezone.utc, hour=21)
+        spot = self.price(underlying)
+        years = max((expiry.timestamp() * 1000 - now) / (365 * 86_400_000), 1 / 365)
+        value, delta, gamma, theta, vega = _black_scholes(spot, strike, years, 0.30, right == "C")
+        half = max(0.01, value * 0.01)
+        return OptionQuote(
+            broker=NAME, symbol=symbol, bid=round(max(value - half, 0.0), 2), ask=round(value + half, 2),
+            last=round(value, 2), volume=0.0, mark=round(value, 2), open_interest=float(zlib.crc32(symbol.encode()) % 5000),
+            implied_volatility=0.30, delta=round(delta, 4), gamma=round(gamma, 4), theta=round(theta, 4),
+            vega=round(vega, 4), rho=0.0, theoretical_value=round(value, 4), underlying_price=spot, strike=strike,
+            expiration=expiry.date().isoformat(), put_call="call" if right == "C" else "put", multiplier=100.0,
+            underlying=underlying, timestamp=now, received_at=now,
+        )
+
+    def chain(self, underlying: str, expiration: str | None, strikes: int | None, today: dt.date) -> list[str]:
+        """Option contracts around the price: ``strikes`` strikes (default 10), calls and puts, for ``expiration``
+        or the next three monthly expirations (third Fridays)."""
+        if underlying[:1] in "/$" or " " in underlying or len(underlying) > 6:
+            raise SymbolsRefused(f"demo broker: no options on {underlying!r} (futures and indexes have none here)",
+                                 [underlying])  # fmt: skip
+        dates = [dt.date.fromisoformat(expiration)] if expiration else _monthlies(today, 3)
+        spot = self.price(underlying)
+        step = 1.0 if spot < 50 else 5.0 if spot < 500 else 10.0
+        n = strikes or 10
+        center = round(spot / step) * step
+        levels = sorted({max(step, center + step * (i - n // 2)) for i in range(n)})
+        return [f"{underlying:<6}{d:%y%m%d}{right}{round(k * 1000):08d}" for d in dates for k in levels for right in "CP"]
+
     def ticks(self, symbols: Sequence[str], start: int, count: int) -> list[Quote]:
         """``count`` quotes cycling through ``symbols`` from position ``start``."""
         now = now_ms()
@@ -109,6 +177,67 @@ class DemoMarket:
 
 
 _SIZES = (100.0, 200.0, 300.0, 400.0, 500.0, 100.0, 300.0)
+
+
+def synthetic_bar(symbol: str, start: int, interval: int = 60) -> Bar:
+    """The demo's bar of ``symbol`` for the minute starting at ``start`` (ms): always the same for the same
+    arguments, streamed or fetched. ``seq`` is the minute's number since the epoch."""
+    seed = zlib.crc32(f"{symbol}|{start}".encode())
+    base = 20 + zlib.crc32(symbol.encode()) % 480
+    wave = math.sin(start / 3_600_000)  # a slow swing over hours
+    open_ = round(base * (1 + 0.05 * wave) + (seed % 100) / 100, 2)
+    close = round(open_ + ((seed >> 8) % 41 - 20) / 100, 2)
+    high = round(max(open_, close) + ((seed >> 16) % 10) / 100, 2)
+    low = round(min(open_, close) - ((seed >> 20) % 10) / 100, 2)
+    return Bar(broker=NAME, symbol=symbol, interval=interval, start=start, open=open_, high=high, low=low, close=close,
+               volume=float(100 * (1 + (seed >> 4) % 50)), seq=start // (interval * 1000), timestamp=start + interval * 1000,
+               received_at=now_ms())  # fmt: skip
+
+
+def _black_scholes(spot: float, strike: float, years: float, vol: float, call: bool) -> tuple[float, ...]:
+    root = vol * math.sqrt(years)
+    d1 = (math.log(spot / strike) + vol * vol / 2 * years) / root
+    d2 = d1 - root
+    cdf = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))  # noqa: E731
+    pdf = math.exp(-d1 * d1 / 2) / math.sqrt(2 * math.pi)
+    if call:
+        value, delta = spot * cdf(d1) - strike * cdf(d2), cdf(d1)
+    else:
+        value, delta = strike * cdf(-d2) - spot * cdf(-d1), cdf(d1) - 1
+    gamma = pdf / (spot * root)
+    theta = -spot * pdf * vol / (2 * math.sqrt(years)) / 365
+    vega = spot * pdf * math.sqrt(years) / 100
+    return max(value, 0.0), delta, gamma, theta, vega
+
+
+def _monthlies(today: dt.date, count: int) -> list[dt.date]:
+    """The next ``count`` third Fridays after ``today``."""
+    out: list[dt.date] = []
+    year, month = today.year, today.month
+    while len(out) < count:
+        first = dt.date(year, month, 1)
+        friday = first + dt.timedelta(days=(4 - first.weekday()) % 7 + 14)
+        if friday > today:
+            out.append(friday)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+class DemoClock:
+    """Demo minutes: each lasts ``bar_seconds`` of real time, from the minute the session started in. With the
+    default 60 s they are the real minutes."""
+
+    def __init__(self, bar_seconds: float) -> None:
+        self.bar_seconds = bar_seconds
+        self.origin = now_ms() // MINUTE_MS * MINUTE_MS
+        self.t0 = time.monotonic() - (now_ms() - self.origin) / 1000 * (bar_seconds / 60)
+
+    def minute(self) -> int:
+        """The start (ms) of the demo minute in progress."""
+        return self.origin + int((time.monotonic() - self.t0) / self.bar_seconds) * MINUTE_MS
+
+    def seconds_to_next(self) -> float:
+        return self.bar_seconds - (time.monotonic() - self.t0) % self.bar_seconds
 
 
 class DemoAccount:
@@ -210,18 +339,82 @@ class DemoStream(BrokerStream):
         self.settings = settings
         self.heartbeat_timeout = settings.heartbeat_timeout
         self.symbols: list[str] = []
+        self.options: list[str] = []  # option contracts (OCC symbols): quoted as OptionQuote
+        self.bars: dict[str, int] = {}  # symbol -> start of the last bar sent
+        self.depth: list[str] = []
+        self.clock: DemoClock | None = None
         self.connected = False
+        self._side: asyncio.Task[None] | None = None
+        self._side_events: asyncio.Queue[Any] = asyncio.Queue()
 
     async def connect(self) -> None:
         self.connected = True
 
-    async def subscribe(self, symbols: Sequence[str]) -> None:
-        self.symbols = sorted(set(self.symbols) | set(symbols))
+    async def subscribe(self, symbols: Sequence[str], kind: str = "quotes") -> None:
+        if kind == "bars":
+            assert self.clock is not None
+            previous = self.clock.minute() - MINUTE_MS
+            for symbol in symbols:
+                if symbol not in self.bars:
+                    # As a real broker does on a subscription: the last completed bar first (maybe a repeat).
+                    self.bars[symbol] = previous
+                    self._side_events.put_nowait(synthetic_bar(symbol, previous))
+        elif kind == "depth":
+            self.depth = sorted(set(self.depth) | set(symbols))
+        else:
+            options = {s for s in symbols if _OPTION.fullmatch(s)}
+            self.options = sorted(set(self.options) | options)
+            self.symbols = sorted(set(self.symbols) | (set(symbols) - options))
 
-    async def unsubscribe(self, symbols: Sequence[str]) -> None:
-        self.symbols = [s for s in self.symbols if s not in set(symbols)]
+    async def unsubscribe(self, symbols: Sequence[str], kind: str = "quotes") -> None:
+        gone = set(symbols)
+        if kind == "bars":
+            for symbol in gone:
+                self.bars.pop(symbol, None)
+        elif kind == "depth":
+            self.depth = [s for s in self.depth if s not in gone]
+        else:
+            self.symbols = [s for s in self.symbols if s not in gone]
+            self.options = [s for s in self.options if s not in gone]
+
+    async def _side_feed(self) -> None:
+        # Bars as each demo minute ends, order books and option quotes at their own pace.
+        assert self.clock is not None
+        every = 1.0 / self.settings.depth_per_second
+        next_book = time.monotonic()
+        while self.connected:
+            wait = min(self.clock.seconds_to_next(), max(0.0, next_book - time.monotonic()), 0.5)
+            await asyncio.sleep(wait)
+            now = now_ms()
+            done = self.clock.minute() - MINUTE_MS  # the last completed demo minute
+            for symbol, last in list(self.bars.items()):
+                for start in range(last + MINUTE_MS, done + 1, MINUTE_MS):
+                    self._side_events.put_nowait(synthetic_bar(symbol, start))
+                self.bars[symbol] = max(last, done)
+            if time.monotonic() >= next_book:
+                next_book = time.monotonic() + every
+                items: list[Any] = [self.market.book(s, now) for s in self.depth]
+                items += [self.market.option(s, now) for s in self.options[:200]]
+                if items:
+                    self._side_events.put_nowait(items)
+
+    def _side_items(self) -> list[Any]:
+        out: list[Any] = []
+        while not self._side_events.empty():
+            item = self._side_events.get_nowait()
+            out.extend(item if type(item) is list else (item,))
+        return out
 
     async def events(self) -> AsyncIterator[Any]:
+        if self._side is None:
+            self._side = asyncio.get_running_loop().create_task(self._side_feed())
+        async for item in self._quotes():
+            side = self._side_items() if not self._side_events.empty() else None
+            if side:
+                yield side
+            yield item
+
+    async def _quotes(self) -> AsyncIterator[Any]:
         rate = self.settings.quotes_per_second
         if rate == 0:
             batch = self.settings.batch
@@ -256,12 +449,15 @@ class DemoStream(BrokerStream):
 
     async def close(self) -> None:
         self.connected = False
+        if self._side is not None:
+            self._side.cancel()
 
 
 class DemoSession:
     def __init__(self, settings: DemoSettings) -> None:
         self.market = DemoMarket(settings.seed)
         self.account = DemoAccount(self.market, settings.order_every)
+        self.clock = DemoClock(settings.bar_seconds)
 
 
 def _session(ctx: BrokerContext) -> DemoSession:
@@ -276,11 +472,12 @@ def broker_info() -> BrokerInfo:
         name=NAME,
         capabilities={
             "authenticate", "stream", "fetch_accounts", "fetch_positions", "fetch_balances", "fetch_orders",
-            "fetch_transactions",
+            "fetch_transactions", "fetch_bars", "option_chain",
         },
         settings_cls=DemoSettings,
-        description="Built-in demo broker: random-walk quotes and a demo account (no login needed)",
+        description="Built-in demo broker: random-walk quotes, bars, books, options and a demo account (no login needed)",
         max_symbols=5000,
+        kinds=("quotes", "bars", "depth"),
     )
 
 
@@ -300,7 +497,24 @@ def authenticate(ctx: BrokerContext) -> None:
 @hookimpl
 def stream(ctx: BrokerContext) -> DemoStream:
     session = _session(ctx)
-    return DemoStream(session.market, ctx.settings or DemoSettings())
+    stream = DemoStream(session.market, ctx.settings or DemoSettings())
+    stream.clock = session.clock
+    return stream
+
+
+@hookimpl
+def fetch_bars(ctx: BrokerContext, symbol: str, interval: int, start: int, end: int) -> list[Bar]:
+    """Every demo minute in ``[start, end)`` up to the last completed one: the demo has no gaps in its history."""
+    if interval != 60:
+        return []
+    done = _session(ctx).clock.minute()  # the minute in progress is not complete
+    first = -(-start // MINUTE_MS) * MINUTE_MS
+    return [synthetic_bar(symbol, t) for t in range(first, min(end, done), MINUTE_MS)]
+
+
+@hookimpl
+def option_chain(ctx: BrokerContext, underlying: str, expiration: str | None, strikes: int | None) -> list[str]:
+    return _session(ctx).market.chain(underlying, expiration, strikes, dt.date.today())
 
 
 @hookimpl

@@ -4,7 +4,10 @@ The runner listens on ``live_data:control`` (with the deployment prefix). A comm
 
     {"id": "...", "command": "subscribe", "broker": "tos", "symbols": ["AAPL"], "reply_to": "live_data:control:reply:..."}
 
-``command`` is ``subscribe``, ``unsubscribe``, ``status`` or ``ping``; ``broker`` is the name of a running
+``command`` is ``subscribe``, ``unsubscribe``, ``chain``, ``unchain``, ``status`` or ``ping``. ``subscribe`` and
+``unsubscribe`` take an optional ``kind`` (``quotes``, the default, ``bars`` or ``depth``); ``chain`` takes
+``underlying`` and optional ``expiration`` (``"2026-12-18"``) and ``strikes`` (1 to 500) and subscribes the option
+contracts the broker names for them; ``unchain`` takes ``underlying``. ``broker`` is the name of a running
 instance (its ``[brokers.NAME]`` table: ``tos_ira``, or ``tos`` in a one-instance setup). The runner answers on ``reply_to``
 (which must be under ``live_data:control:reply:``) with ``{"id", "ok", "result"}`` or ``{"id", "ok": false,
 "error"}``. :class:`ControlClient` does all of this for Python callers such as Thor; the ``livedata subscribe``,
@@ -44,8 +47,9 @@ __all__ = [
     "validate_command",
 ]
 
-COMMANDS = frozenset({"subscribe", "unsubscribe", "status", "ping"})
-COMMAND_KEYS = frozenset({"id", "command", "broker", "symbols", "reply_to"})
+COMMANDS = frozenset({"subscribe", "unsubscribe", "chain", "unchain", "status", "ping"})
+COMMAND_KEYS = frozenset({"id", "command", "broker", "symbols", "kind", "underlying", "expiration", "strikes", "reply_to"})
+KINDS = ("quotes", "bars", "depth")  # as livedata_core.plugin_kit.broker.KINDS (not imported: this module stays light)
 MAX_SYMBOLS = 1000
 """Symbols in one command."""
 MAX_ID_LENGTH = 64
@@ -118,11 +122,26 @@ def validate_command(data: Any, prefix: str = "") -> dict[str, Any]:
     if data.get("reply_to") is not None and reply_channel(data, prefix) is None:
         raise ValueError(f"reply_to must be a channel under {reply_prefix(prefix)} with at most {MAX_ID_LENGTH} "
                          f"more characters, was {shown(data['reply_to'])}")  # fmt: skip
-    if command in ("subscribe", "unsubscribe"):
+    if command in ("subscribe", "unsubscribe", "chain", "unchain"):
         broker = data.get("broker")
         if not isinstance(broker, str) or not 0 < len(broker) <= MAX_BROKER_LENGTH:
             raise ValueError(f"broker must be a broker name of at most {MAX_BROKER_LENGTH} characters, "
                              f"was {shown(broker)}")  # fmt: skip
+    if command in ("chain", "unchain"):
+        underlying = data.get("underlying")
+        if not isinstance(underlying, str) or not 0 < len(underlying) <= MAX_IDENTIFIER_LENGTH:
+            raise ValueError(f"{command} needs an underlying symbol of at most {MAX_IDENTIFIER_LENGTH} characters, "
+                             f"was {shown(underlying)}")  # fmt: skip
+        expiration = data.get("expiration")
+        if expiration is not None and not (isinstance(expiration, str) and len(expiration) == 10):
+            raise ValueError(f"expiration must be a date such as 2026-12-18, was {shown(expiration)}")
+        strikes = data.get("strikes")
+        if strikes is not None and (isinstance(strikes, bool) or not isinstance(strikes, int) or not 1 <= strikes <= 500):
+            raise ValueError(f"strikes must be a whole number from 1 to 500, was {shown(strikes)}")
+    if command in ("subscribe", "unsubscribe"):
+        kind = data.get("kind", "quotes")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, was {shown(kind)}")
         symbols = data.get("symbols")
         if not isinstance(symbols, list) or not symbols:
             raise ValueError(f"{command} needs a non-empty list of symbols")
@@ -207,15 +226,38 @@ class ControlClient:
         except redis.RedisError as exc:
             raise PublishError(f"cannot reach Redis at {self.topology.describe()}: {exc}") from None
 
-    def subscribe(self, broker: str, symbols: list[str]) -> dict[str, list[str]]:
+    def subscribe(self, broker: str, symbols: list[str], kind: str = "quotes") -> dict[str, list[str]]:
         """Ask the runner to stream more symbols from the instance named ``broker`` (``"tos_ira"``; the plugin's name
-        in a one-instance setup). Returns ``{"added": [...], "already": [...]}``."""
-        return self._request({"command": "subscribe", "broker": broker, "symbols": list(symbols)})
+        in a one-instance setup): their quotes, or with ``kind`` their ``"bars"`` or ``"depth"``. Returns
+        ``{"added": [...], "already": [...]}``."""
+        command: dict[str, Any] = {"command": "subscribe", "broker": broker, "symbols": list(symbols)}
+        if kind != "quotes":
+            command["kind"] = kind  # left out for quotes: a runner from before kinds takes the command as it was
+        return self._request(command)
 
-    def unsubscribe(self, broker: str, symbols: list[str]) -> dict[str, list[str]]:
-        """Ask the runner to stop streaming symbols from the instance named ``broker``. Returns ``{"removed": [...],
+    def unsubscribe(self, broker: str, symbols: list[str], kind: str = "quotes") -> dict[str, list[str]]:
+        """Ask the runner to stop streaming symbols (of ``kind``) from the instance named ``broker``. Returns
+        ``{"removed": [...], "not_subscribed": [...]}``."""
+        command: dict[str, Any] = {"command": "unsubscribe", "broker": broker, "symbols": list(symbols)}
+        if kind != "quotes":
+            command["kind"] = kind
+        return self._request(command)
+
+    def chain(self, broker: str, underlying: str, expiration: str | None = None, strikes: int | None = None) -> dict[str, Any]:
+        """Ask the runner to subscribe the quotes of an option chain of the instance named ``broker``: the contracts of
+        ``underlying`` (one ``expiration``, an ISO date, or every one; ``strikes`` around the money). Returns
+        ``{"underlying", "contracts": [...], "added": [...], "already": [...]}``."""
+        command: dict[str, Any] = {"command": "chain", "broker": broker, "underlying": underlying}
+        if expiration is not None:
+            command["expiration"] = expiration
+        if strikes is not None:
+            command["strikes"] = strikes
+        return self._request(command)
+
+    def unchain(self, broker: str, underlying: str) -> dict[str, Any]:
+        """Ask the runner to unsubscribe an option chain's contracts. Returns ``{"underlying", "removed": [...],
         "not_subscribed": [...]}``."""
-        return self._request({"command": "unsubscribe", "broker": broker, "symbols": list(symbols)})
+        return self._request({"command": "unchain", "broker": broker, "underlying": underlying})
 
     def status(self) -> dict[str, Any]:
         """The runner's live status (asks the runner; falls back to the last status it stored): ``brokers`` has one

@@ -67,6 +67,7 @@ class Runner:
             latest=config.redis.latest,
             streams=config.redis.streams,
             stream_maxlen=config.redis.stream_maxlen,
+            bars_maxlen=config.redis.bars_maxlen,
         )
         self.instances = plan_instances(config.brokers)
         # Configured accounts are owned by their instance's login from the start (plan_instances refused overlaps).
@@ -236,20 +237,26 @@ class Runner:
                 f"instance {instance!r} is not running here; running: {', '.join(sorted(self.runtimes))}"
             ) from None
 
-    async def subscribe(self, instance: str, symbols: list[str]) -> dict[str, list[str]]:
-        """Stream more symbols from a running instance (its ``[brokers.NAME]`` name)."""
-        return await self._runtime(instance).subscribe(symbols)
+    async def subscribe(self, instance: str, symbols: list[str], kind: str = "quotes") -> dict[str, list[str]]:
+        """Stream more symbols (their quotes, or their ``bars`` or ``depth``) from a running instance (its
+        ``[brokers.NAME]`` name)."""
+        return await self._runtime(instance).subscribe(symbols, kind)
 
-    async def unsubscribe(self, instance: str, symbols: list[str]) -> dict[str, list[str]]:
-        """Stop streaming symbols from a running instance."""
-        return await self._runtime(instance).unsubscribe(symbols)
+    async def unsubscribe(self, instance: str, symbols: list[str], kind: str = "quotes") -> dict[str, list[str]]:
+        """Stop streaming symbols (of ``kind``) from a running instance."""
+        return await self._runtime(instance).unsubscribe(symbols, kind)
 
     async def _handle_command(self, command: dict[str, Any]) -> Any:
         name = command["command"]
         if name == "subscribe":
-            return await self.subscribe(command["broker"], command["symbols"])
+            return await self.subscribe(command["broker"], command["symbols"], command.get("kind", "quotes"))
         if name == "unsubscribe":
-            return await self.unsubscribe(command["broker"], command["symbols"])
+            return await self.unsubscribe(command["broker"], command["symbols"], command.get("kind", "quotes"))
+        if name == "chain":
+            return await self._runtime(command["broker"]).chain(command["underlying"], command.get("expiration"),
+                                                                command.get("strikes"))  # fmt: skip
+        if name == "unchain":
+            return await self._runtime(command["broker"]).unchain(command["underlying"])
         if name == "status":
             return self.status()
         return {"pong": time.time()}  # "ping": validate_command lets nothing else through

@@ -190,7 +190,16 @@ class BarKeeper:
             self._release(state)
 
     async def _fetch_gap(self, symbol: str, state: _Symbol, interval: int, start: int, end: int) -> None:
-        """Publish the broker's bars of ``[start, end)``; record what cannot be filled."""
+        """Publish the broker's bars of ``[start, end)``; record what cannot be filled. Either way the gap is settled:
+        a bar of it arriving later would be out of order, and is dropped as a repeat."""
+        try:
+            await self._fetch_range(symbol, state, interval, start, end)
+        finally:
+            settled = end - interval * 1000
+            if state.last_start is None or state.last_start < settled:
+                state.last_start = settled
+
+    async def _fetch_range(self, symbol: str, state: _Symbol, interval: int, start: int, end: int) -> None:
         oldest = end - MAX_BACKFILL_MS
         if start < oldest:
             self._unfilled(symbol, start, min(oldest, end), f"older than the backfill window of {MAX_BACKFILL_MS // 3_600_000} h")
@@ -253,13 +262,11 @@ class BarKeeper:
         if not self._repeat(state, bar):
             self._out(state, bar)
 
-    async def close(self) -> None:
-        """Stop filling (the runner is stopping); bars held for a gap are published unfilled."""
-        tasks = list(self._tasks)
-        for task in tasks:
+    def close(self) -> None:
+        """Stop filling (the runner is stopping): each fill ends as it takes the cancellation, publishing the bars it
+        held (unfilled)."""
+        for task in list(self._tasks):
             task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     def status(self) -> dict[str, Any]:
         """The figures ``livedata status`` shows under ``bars``."""

@@ -23,13 +23,15 @@ from ..errors import (
     AuthError, BrokerError, ConfigError, InvalidIdentifier, LivedataError, LoginRequired, NotSupported, PermanentError,
     PluginError, StreamError, SymbolsRefused,
 )
-from ..models import Balance, Order, Position, Quote, Transaction, to_dict
+from ..models import Balance, Bar, Depth, OptionQuote, Order, Position, Quote, Transaction, to_dict
+from ..plugin_kit.broker import KINDS
 from ..redis_io.publisher import AsyncPublisher
 from ..plugin_kit.streaming import HEARTBEAT, BrokerStream, StreamStats
 from ..plugin_kit.tokens import TokenStore
 from ..recording.http import HTTP_RECORDING
 from ..backoff import Backoff
 from .config import BackoffConfig, BrokerConfig
+from .bars import BarKeeper
 from .changes import OrderEvents, SeenSet, TransactionEvents
 from .owners import AccountOwners
 from .status import BrokerStatus
@@ -44,6 +46,10 @@ DRAIN_TIMEOUT = 0.5
 MODEL_TYPES = (Quote, Order, Transaction, Position, Balance)
 SUBSCRIBE_TIMEOUT = 10.0
 _SET_QUOTE_INSTANCE = Quote.__dict__["instance"].__set__  # a quote is frozen; the runner fills in whose it is
+_SET_INSTANCE = {cls: cls.__dict__["instance"].__set__ for cls in (OptionQuote, Depth)}
+MARKET_TYPES = (OptionQuote, Bar, Depth)
+MAX_CHAIN_STRIKES = 500
+_KIND_WORDS = {"quotes": "quotes", "bars": "bars", "depth": "order books (depth)"}
 
 
 class BrokerRuntime:
@@ -77,16 +83,26 @@ class BrokerRuntime:
         self.log = logging.getLogger(f"livedata.runner.{name}")
         self.status = BrokerStatus(broker=broker.name, instance=name, plugin=broker.name)
         self.symbols: set[str] = set()
-        for raw in config.symbols:
-            try:
-                self.symbols.add(broker.normalize_symbol(raw))
-            except InvalidIdentifier as exc:
-                raise ConfigError(f"brokers.{name}.symbols: {exc}") from None
-        if self.symbols and not broker.has("stream"):
-            raise ConfigError(
-                f"brokers.{name}.symbols: broker {broker.name!r} does not stream quotes "
-                f"(capabilities: {', '.join(sorted(broker.info.capabilities))})"
-            )
+        # The symbols wanted per kind; "quotes" is self.symbols itself (the hot path and staleness read it).
+        self.wanted: dict[str, set[str]] = {"quotes": self.symbols, "bars": set(), "depth": set()}
+        for kind, key in (("quotes", "symbols"), ("bars", "bars"), ("depth", "depth")):
+            for raw in getattr(config, key):
+                try:
+                    self.wanted[kind].add(broker.normalize_symbol(raw))
+                except InvalidIdentifier as exc:
+                    raise ConfigError(f"brokers.{name}.{key}: {exc}") from None
+            if self.wanted[kind]:
+                if not broker.has("stream"):
+                    raise ConfigError(
+                        f"brokers.{name}.{key}: broker {broker.name!r} does not stream {kind} "
+                        f"(capabilities: {', '.join(sorted(broker.info.capabilities))})"
+                    )
+                if kind not in broker.info.kinds:
+                    raise ConfigError(f"brokers.{name}.{key}: broker {broker.name!r} does not stream {_KIND_WORDS[kind]} "
+                                      f"(it streams {', '.join(broker.info.kinds)})")  # fmt: skip
+        self.depth_levels = config.depth_levels
+        # Option chains subscribed by `livedata subscribe --chain`: underlying -> what was asked and the contracts.
+        self.chains: dict[str, dict[str, Any]] = {}
         # The cap on symbols streamed at once, configured or the broker's own limit; said in every refusal.
         self.max_symbols = config.max_symbols or broker.info.max_symbols
         setting = f"brokers.{name}.max_symbols"
@@ -95,10 +111,11 @@ class BrokerRuntime:
             + ("" if config.max_symbols else ", by default the broker's own limit")
             + f"); remove some or raise max_symbols in [brokers.{name}]"
         )
-        if len(self.symbols) > self.max_symbols:
-            raise ConfigError(
-                f"brokers.{name}.symbols: {len(self.symbols)} symbols configured, more than {self._cap_text}"
-            )
+        for kind, key in (("quotes", "symbols"), ("bars", "bars"), ("depth", "depth")):
+            if len(self.wanted[kind]) > self.max_symbols:
+                raise ConfigError(
+                    f"brokers.{name}.{key}: {len(self.wanted[kind])} symbols configured, more than {self._cap_text}"
+                )
         if broker.has("stream"):
             self.status.extra["max_symbols"] = self.max_symbols
         self._auth_lock = asyncio.Lock()
@@ -120,6 +137,24 @@ class BrokerRuntime:
         self._foreign_accounts: set[str] = set()  # accounts of another login this instance reported (logged once each)
         self.recorder: Any = None
         """The instance's :class:`~livedata_core.recording.writer.InstanceRecorder` (``livedata run --record``)."""
+        fetch = self._fetch_bars if broker.has("fetch_bars") else None
+        self.bars = BarKeeper(name, self._publish_bar, fetch, self._last_bar, self.skip,
+                              logging.getLogger(f"livedata.runner.{name}.bars"))  # fmt: skip
+
+    def _publish_bar(self, bar: Bar) -> None:
+        self.publisher.publish(bar)  # raises for a bad bar: the keeper counts it as a skip
+        status = self.status
+        status.messages += 1
+        status.last_message_at = time.time()
+        status.market_events["bars"] = status.market_events.get("bars", 0) + 1
+
+    async def _fetch_bars(self, symbol: str, interval: int, start: int, end: int) -> list[Any]:
+        await self.ensure_authenticated()
+        return await self.broker.call("fetch_bars", ctx=self.ctx, symbol=symbol, interval=interval, start=start, end=end)
+
+    async def _last_bar(self, symbol: str) -> dict[str, Any] | None:
+        newest = await self.publisher.read_stream("bars", symbol, count=1)
+        return newest[0] if newest else None
 
     # -- authentication ------------------------------------------------------------------------------------
 
@@ -153,6 +188,12 @@ class BrokerRuntime:
 
     async def run_stream(self) -> None:
         """Keep a stream connected until :meth:`stop`; never raises except on cancellation."""
+        try:
+            await self._run_stream()
+        finally:
+            self.bars.close()  # gap fills in flight end, publishing the live bars they held
+
+    async def _run_stream(self) -> None:
         backoff = Backoff(self.backoff_config.initial, self.backoff_config.max)
         if self.recorder is not None:
             HTTP_RECORDING.set(self.recorder)  # this task's REST answers (and those of tasks it starts) are recorded
@@ -230,22 +271,24 @@ class BrokerRuntime:
                 connected = True
             except asyncio.TimeoutError:
                 raise StreamError(f"connecting took longer than {CONNECT_TIMEOUT:g}s") from None
-            async with self._sub_lock:  # symbols added live meanwhile are in self.symbols already
-                if self.symbols:
+            async with self._sub_lock:  # symbols added live meanwhile are in self.wanted already
+                for kind, wanted in self.wanted.items():
+                    if not wanted:
+                        continue
                     try:
-                        await within(stream.subscribe(sorted(self.symbols)), SUBSCRIBE_TIMEOUT)
+                        await within(_subscribe(stream, sorted(wanted), kind), SUBSCRIBE_TIMEOUT)
                     except asyncio.TimeoutError:
                         raise StreamError(f"subscribing took longer than {SUBSCRIBE_TIMEOUT:g}s") from None
                     except (AuthError, StreamError):
                         raise
                     except BrokerError as exc:
                         # The broker refused some symbols; the connection itself is fine.
-                        self._record_error("subscribe refused", exc)
+                        self._record_error("subscribe refused" if kind == "quotes" else f"subscribe {kind} refused", exc)
                 self._stream = stream
                 self._streaming(stream)
             self.status.state = "streaming"
             self.status.connected_since = time.time()
-            self.log.info("streaming %d symbols", len(self.symbols))
+            self.log.info("streaming %s", ", ".join(f"{len(w)} {k}" for k, w in self.wanted.items() if w or k == "quotes"))
             await self._pump(stream, backoff)
         finally:
             self._stream = None
@@ -277,7 +320,11 @@ class BrokerRuntime:
         # BrokerStream contract). Quotes are stale by now and dropped.
         async for item in stream.events():
             for model in item if type(item) is list else (item,):
-                if model is HEARTBEAT or type(model) is Quote:
+                if model is HEARTBEAT or type(model) in (Quote, OptionQuote, Depth):
+                    continue
+                if type(model) is Bar:
+                    if model.symbol in self.wanted["bars"]:
+                        self.bars.receive(model)  # a completed minute: not stale, and the stream needs it
                     continue
                 self.publish(model)
 
@@ -342,12 +389,42 @@ class BrokerRuntime:
                             continue
                         n += 1
                         self.last_quote = model
+                elif type(model) in MARKET_TYPES:
+                    n += self._market(model, now)
                 elif publish(model):
                     n += 1
             if n:
                 status.messages += n
                 status.last_message_at = time.time()
         raise StreamError("the broker closed the stream")
+
+    def _market(self, model: Any, now: float) -> int:
+        """Publish an option quote, an order book or a bar of a wanted symbol; returns how many were published.
+        Never raises: a bad one is a counted skip."""
+        cls = type(model)
+        if cls is Bar:
+            if model.symbol not in self.wanted["bars"]:
+                return 0
+            self.bars.receive(model)  # dedupe and gap filling; _publish_bar counts what it publishes, now or later
+            return 0
+        kind = "quotes" if cls is OptionQuote else "depth"
+        if model.symbol not in self.wanted[kind]:
+            return 0
+        if kind == "quotes":
+            self.last_update[model.symbol] = now
+        elif len(model.bids) > self.depth_levels or len(model.asks) > self.depth_levels:
+            model = attrs.evolve(model, bids=model.bids[: self.depth_levels], asks=model.asks[: self.depth_levels])
+        if model.instance is None:
+            _SET_INSTANCE[cls](model, self.name)
+        try:
+            self.publisher.publish(model)
+        except Exception as exc:  # a bad value from the broker: skip it, keep the frame
+            self.skip("option quote refused" if kind == "quotes" else "depth refused", model, exc)
+            return 0
+        if kind == "depth":
+            events = self.status.market_events
+            events["depth"] = events.get("depth", 0) + 1
+        return 1
 
     def skip(self, reason: str, what: Any, exc: BaseException | None = None, *, every_time: bool = False) -> None:
         """Count an item that cannot be published and log it at error level, in full (it may be an order).
@@ -424,85 +501,98 @@ class BrokerRuntime:
             out.append(self.broker.normalize_symbol(raw))
         return list(dict.fromkeys(out))
 
-    async def subscribe(self, symbols: Iterable[str]) -> dict[str, list[str]]:
-        """Add symbols to the stream, now if connected, else at the next connect.
+    def _check_kind(self, kind: str) -> None:
+        if kind not in KINDS:
+            raise ConfigError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+        if not self.broker.has("stream"):
+            raise NotSupported(f"{self.name} (plugin {self.broker.name!r}) does not stream {kind}")
+        if kind not in self.broker.info.kinds:
+            raise NotSupported(f"{self.name} (plugin {self.broker.name!r}) does not stream {_KIND_WORDS[kind]}; it streams "
+                               f"{', '.join(self.broker.info.kinds)}")  # fmt: skip
+
+    async def subscribe(self, symbols: Iterable[str], kind: str = "quotes") -> dict[str, list[str]]:
+        """Add symbols of ``kind`` (``quotes``, ``bars``, ``depth``) to the stream, now if connected, else at the next
+        connect.
 
         Symbols the broker refuses are taken back out and named in the ``BrokerError`` raised; the others stay.
         When the connection fails during the call, or the broker does not answer within ``SUBSCRIBE_TIMEOUT``
         (the stream is then closed), the symbols stay wanted and are subscribed on the new connection.
-        A command that would take the broker past :attr:`max_symbols` changes nothing and raises ``ConfigError``
+        A command that would take the kind past :attr:`max_symbols` changes nothing and raises ``ConfigError``
         saying how many are subscribed, the cap and the setting.
         """
-        if not self.broker.has("stream"):
-            raise NotSupported(f"{self.name} (plugin {self.broker.name!r}) does not stream quotes")
+        self._check_kind(kind)
         stopped = self.status.failed.get("stream") or self.status.failed.get("authenticate")
         if stopped:
             raise PermanentError(f"{self.name} does not stream any more ({stopped}); fix that and restart livedata")
         wanted = self.normalize(symbols)
+        subscribed = self.wanted[kind]
+        what = "" if kind == "quotes" else f" {kind}"
         async with self._sub_lock:
-            new = [s for s in wanted if s not in self.symbols]
-            if len(self.symbols) + len(new) > self.max_symbols:
+            new = [s for s in wanted if s not in subscribed]
+            if len(subscribed) + len(new) > self.max_symbols:
                 raise ConfigError(
-                    f"cannot subscribe {len(new)} more symbol{'s' if len(new) != 1 else ''} to {self.name}: "
-                    f"{len(self.symbols)} subscribed now, {len(self.symbols) + len(new)} would exceed "
+                    f"cannot subscribe {len(new)} more symbol{'s' if len(new) != 1 else ''}{what} to {self.name}: "
+                    f"{len(subscribed)} subscribed now, {len(subscribed) + len(new)} would exceed "
                     + self._cap_text.replace("remove some", "unsubscribe some")
                 )
-            self.symbols.update(new)
+            subscribed.update(new)
             if new and self._stream is not None:
                 if self.recorder is not None:
-                    self.recorder.mark("subscribe", symbols=new)
+                    self.recorder.mark("subscribe", symbols=new, **({} if kind == "quotes" else {"data_kind": kind}))
                 try:
-                    await within(self._stream.subscribe(new), SUBSCRIBE_TIMEOUT)
+                    await within(_subscribe(self._stream, new, kind), SUBSCRIBE_TIMEOUT)
                 except (StreamError, AuthError) as exc:
-                    # The connection broke, not the request: the reconnect subscribes everything in self.symbols.
-                    self._record_error(f"subscribe {', '.join(new)} deferred to the reconnect", exc)
+                    # The connection broke, not the request: the reconnect subscribes everything wanted.
+                    self._record_error(f"subscribe{what} {', '.join(new)} deferred to the reconnect", exc)
                 except TimeoutError:
                     # No answer in time: a stream in that state cannot be trusted with more commands. Closing it
                     # makes the runner reconnect, and the new connection subscribes every wanted symbol, these too.
                     stream = self._stream
-                    self._record_error(f"subscribe {', '.join(new)} deferred to a new connection",
+                    self._record_error(f"subscribe{what} {', '.join(new)} deferred to a new connection",
                                        StreamError(f"the broker did not answer within {SUBSCRIBE_TIMEOUT:g}s"))  # fmt: skip
                     with contextlib.suppress(Exception, TimeoutError):
                         await within(stream.close(), CLOSE_TIMEOUT)
                 except Exception as exc:
                     # Refused: roll back what was refused so status and the answer tell the truth.
                     refused = set(exc.symbols) & set(new) if isinstance(exc, SymbolsRefused) else set(new)
-                    self.symbols.difference_update(refused)
-                    self._record_error(f"subscribe {', '.join(sorted(refused))} failed", exc)
-                    raise BrokerError(
-                        f"{self.name} did not subscribe {', '.join(s for s in new if s in refused)}: "
-                        f"{exc or type(exc).__name__}"
-                    ) from None
+                    subscribed.difference_update(refused)
+                    self._record_error(f"subscribe{what} {', '.join(sorted(refused))} failed", exc)
+                    error = SymbolsRefused if isinstance(exc, SymbolsRefused) else BrokerError
+                    message = (f"{self.name} did not subscribe{what} {', '.join(s for s in new if s in refused)}: "
+                               f"{exc or type(exc).__name__}")  # fmt: skip
+                    raise (error(message, sorted(refused)) if error is SymbolsRefused else error(message)) from None
         return {"added": new, "already": [s for s in wanted if s not in new]}
 
-    async def unsubscribe(self, symbols: Iterable[str]) -> dict[str, list[str]]:
-        """Remove symbols from the stream."""
-        if not self.broker.has("stream"):
-            raise NotSupported(f"{self.name} (plugin {self.broker.name!r}) does not stream quotes")
+    async def unsubscribe(self, symbols: Iterable[str], kind: str = "quotes") -> dict[str, list[str]]:
+        """Remove symbols of ``kind`` from the stream."""
+        self._check_kind(kind)
         wanted = self.normalize(symbols)
+        subscribed = self.wanted[kind]
         async with self._sub_lock:
-            gone = [s for s in wanted if s in self.symbols]
-            self.symbols.difference_update(gone)
+            gone = [s for s in wanted if s in subscribed]
+            subscribed.difference_update(gone)
+            if kind == "bars":
+                self.bars.forget(gone)
             if gone and self._stream is not None:
                 if self.recorder is not None:
-                    self.recorder.mark("unsubscribe", symbols=gone)
+                    self.recorder.mark("unsubscribe", symbols=gone, **({} if kind == "quotes" else {"data_kind": kind}))
                 try:
-                    await within(self._stream.unsubscribe(gone), SUBSCRIBE_TIMEOUT)
+                    await within(_unsubscribe(self._stream, gone, kind), SUBSCRIBE_TIMEOUT)
                 except Exception as exc:
                     self._record_error("unsubscribe failed", exc)
         return {"removed": gone, "not_subscribed": [s for s in wanted if s not in gone]}
 
-    async def resubscribe(self, symbols: list[str]) -> bool:
+    async def resubscribe(self, symbols: list[str], kind: str = "quotes") -> bool:
         """Unsubscribe and subscribe ``symbols`` again on the open stream (symbols gone silent while the connection
         is alive: see :mod:`livedata_core.runner.ops.staleness`). Returns whether it was done; a failure is recorded."""
         async with self._sub_lock:
             stream = self._stream
-            symbols = [s for s in symbols if s in self.symbols]
+            symbols = [s for s in symbols if s in self.wanted[kind]]
             if stream is None or not symbols:
                 return False
             try:
-                await within(stream.unsubscribe(symbols), SUBSCRIBE_TIMEOUT)
-                await within(stream.subscribe(symbols), SUBSCRIBE_TIMEOUT)
+                await within(_unsubscribe(stream, symbols, kind), SUBSCRIBE_TIMEOUT)
+                await within(_subscribe(stream, symbols, kind), SUBSCRIBE_TIMEOUT)
             except Exception as exc:
                 reraise_if_cancelling()
                 self._record_error(f"resubscribe {', '.join(symbols)} failed", exc)
@@ -513,6 +603,55 @@ class BrokerRuntime:
                 return False
         return True
 
+    async def chain(self, underlying: str, expiration: str | None = None, strikes: int | None = None) -> dict[str, Any]:
+        """Subscribe the quotes of an option chain: the contracts the broker's ``option_chain`` hook names for
+        ``underlying`` (one ``expiration``, an ISO date, or all; ``strikes`` around the money, or the broker's
+        default). The chain is shown in status; asking again for the same underlying replaces it.
+
+        :raises SymbolsRefused: the broker does not know the underlying (or has no options on it).
+        :raises NotSupported: the broker has no option chains.
+        """
+        if not self.broker.has("option_chain"):
+            raise NotSupported(f"{self.name} (plugin {self.broker.name!r}) cannot resolve option chains")
+        self._check_kind("quotes")
+        (underlying,) = self.normalize([underlying])
+        if expiration is not None and _check_expiration(expiration):
+            raise ConfigError(f"expiration {expiration!r} is not a date such as 2026-12-18")
+        if strikes is not None and (isinstance(strikes, bool) or not isinstance(strikes, int)
+                                    or not 1 <= strikes <= MAX_CHAIN_STRIKES):  # fmt: skip
+            raise ConfigError(f"strikes must be a whole number from 1 to {MAX_CHAIN_STRIKES}, was {strikes!r}")
+        await self.ensure_authenticated()
+        contracts = await self.broker.call("option_chain", ctx=self.ctx, underlying=underlying, expiration=expiration,
+                                           strikes=strikes)  # fmt: skip
+        if not isinstance(contracts, (list, tuple)) or not all(isinstance(c, str) for c in contracts):
+            raise PluginError(f"option_chain of {self.broker.name!r} returned {type(contracts).__name__}, not a list of symbols")
+        if not contracts:
+            raise SymbolsRefused(f"{self.name} found no option contracts for {underlying}"
+                                 + (f" expiring {expiration}" if expiration else ""), [underlying])  # fmt: skip
+        contracts = self.normalize(contracts)
+        previous = self.chains.get(underlying)
+        kept = set(contracts)
+        for other, chain in self.chains.items():
+            if other != underlying:
+                kept.update(chain["contracts"])
+        result = await self.subscribe(contracts)
+        if previous is not None:
+            dropped = [c for c in previous["contracts"] if c not in kept]
+            if dropped:
+                await self.unsubscribe(dropped)
+        self.chains[underlying] = {"expiration": expiration, "strikes": strikes, "contracts": contracts}
+        return {"underlying": underlying, "contracts": contracts, **result}
+
+    async def unchain(self, underlying: str) -> dict[str, Any]:
+        """Unsubscribe an option chain's contracts (those no other chain has) and forget it."""
+        (underlying,) = self.normalize([underlying])
+        chain = self.chains.pop(underlying, None)
+        if chain is None:
+            raise ConfigError(f"{self.name} has no chain of {underlying!r}; chains: {', '.join(sorted(self.chains)) or 'none'}")
+        others = {c for other in self.chains.values() for c in other["contracts"]}
+        result = await self.unsubscribe([c for c in chain["contracts"] if c not in others])
+        return {"underlying": underlying, **result}
+
     def snapshot(self) -> dict[str, Any]:
         """The status of this broker as a JSON-able dict."""
         if self._stream_obj is not None:
@@ -522,12 +661,33 @@ class BrokerRuntime:
             self.status.extra["recording"] = self.recorder.status()
         data = self.status.as_dict()
         data["symbols"] = sorted(self.symbols)
+        data["subscriptions"] = {kind: sorted(wanted) for kind, wanted in self.wanted.items() if kind in self.broker.info.kinds}
+        data["chains"] = {u: {"expiration": c["expiration"], "strikes": c["strikes"], "contracts": len(c["contracts"])}
+                          for u, c in sorted(self.chains.items())}  # fmt: skip
+        if "bars" in self.broker.info.kinds:
+            data["bars"] = self.bars.status()
+        data["depth_levels"] = self.depth_levels if "depth" in self.broker.info.kinds else None
         q = self.last_quote
         data["last_quote"] = None if q is None else {"symbol": q.symbol, "bid": q.bid, "ask": q.ask, "last": q.last}
         return data
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+def _subscribe(stream: BrokerStream, symbols: list[str], kind: str) -> Any:
+    # Quotes without the kind argument: streams written before kinds existed take only the symbols.
+    return stream.subscribe(symbols) if kind == "quotes" else stream.subscribe(symbols, kind=kind)
+
+
+def _unsubscribe(stream: BrokerStream, symbols: list[str], kind: str) -> Any:
+    return stream.unsubscribe(symbols) if kind == "quotes" else stream.unsubscribe(symbols, kind=kind)
+
+
+def _check_expiration(value: Any) -> str | None:
+    from ..models import _check_expiration as check
+
+    return check("expiration", value)
 
 
 def _refusal_key(model: Any) -> str:

@@ -8,6 +8,7 @@ Example ``livedata.toml``::
     latest = true                      # keep live_data:latest:<type>:<id> and live_data:book:<type>:<account>
     streams = true                     # append orders and transactions to live_data:stream:<type>:<id>
     stream_maxlen = 10000              # 1 to 1,000,000
+    bars_maxlen = 10000                # bars kept per symbol in live_data:stream:bars:<symbol>
     # sentinels = ["10.0.0.1:26379", "10.0.0.2:26379"]; service = "mymaster"   (docs/scaling.md)
     # cluster = true; nodes = ["10.0.0.6:7000"]; sharded = true                (docs/scaling.md)
 
@@ -17,7 +18,9 @@ Example ``livedata.toml``::
     login_retry = 60.0                 # how often to retry when a person must log in again
 
     [brokers.demo]                     # an instance; its plugin is the table's name...
-    symbols = ["AAPL", "MSFT"]
+    symbols = ["AAPL", "MSFT"]         # quotes
+    bars = ["AAPL"]                    # 1-minute bars, for a broker that streams them (BrokerInfo.kinds)
+    depth = ["AAPL"]                   # order books, top depth_levels levels (default 10)
     max_symbols = 5000                 # cap on symbols streamed at once; default: the broker's own limit
     accounts = ["DEMO-1"]              # default: every account the broker reports
     poll = { positions = 5, balances = 5, orders = 2, transactions = 10 }   # seconds; 0 turns one off
@@ -79,6 +82,8 @@ __all__ = [
 ]
 
 DEFAULT_DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY", "BRK.B", "/ESZ24", "$SPX")
+MAX_DEPTH_LEVELS = 1000
+DEFAULT_DEPTH_LEVELS = 10
 DEFAULT_STALE_AFTER = 300.0
 """Seconds a subscribed symbol may be silent while its market is open before it is resubscribed and reported stale."""
 POLL_KINDS = ("positions", "balances", "orders", "transactions")
@@ -91,6 +96,7 @@ CORE_ENV = frozenset({
 # What each core number may be (see livedata_core.plugin_kit.limits for why).
 _BOUNDS = {
     "redis.stream_maxlen": between(1, MAX_STREAM_MAXLEN),
+    "depth_levels": between(1, MAX_DEPTH_LEVELS),
     "backoff": seconds(0.001, MAX_WAIT),
     "status_interval": seconds(0.05, MAX_WAIT),
     "shutdown_timeout": seconds(0.1, MAX_TIMEOUT),
@@ -122,6 +128,13 @@ class BrokerConfig:
     plugin: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
     """The plugin it is an instance of: its ``plugin`` key, by default the table's name."""
     symbols: tuple[str, ...] = ()
+    """Symbols to stream quotes of."""
+    bars: tuple[str, ...] = ()
+    """Symbols to stream 1-minute bars of (a broker whose ``BrokerInfo.kinds`` has ``"bars"``)."""
+    depth: tuple[str, ...] = ()
+    """Symbols to stream order books of (a broker whose ``BrokerInfo.kinds`` has ``"depth"``)."""
+    depth_levels: int = DEFAULT_DEPTH_LEVELS
+    """The most price levels of each side of a book published (the best ones)."""
     accounts: tuple[str, ...] | None = None
     poll: PollIntervals = PollIntervals()
     max_symbols: int | None = None
@@ -147,6 +160,8 @@ class RedisConfig:
     latest: bool = True
     streams: bool = True
     stream_maxlen: int = 10_000
+    bars_maxlen: int = 10_000
+    """Approximate cap on each symbol's bars stream (``live_data:stream:bars:<symbol>``)."""
     sentinels: tuple[str, ...] = ()
     """Sentinels (``host:port`` or URLs) watching ``service``: the master is asked of them (docs/scaling.md)."""
     service: str | None = None
@@ -268,7 +283,7 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _redis(data: dict[str, Any], env: dict[str, str]) -> RedisConfig:
-    _unknown(data, {"url", "prefix", "latest", "streams", "stream_maxlen", *_TOPOLOGY_KEYS}, "[redis]")
+    _unknown(data, {"url", "prefix", "latest", "streams", "stream_maxlen", "bars_maxlen", *_TOPOLOGY_KEYS}, "[redis]")
     if "url" in data and not isinstance(data["url"], str):  # checked also while LIVEDATA_REDIS_URL overrides it
         raise ConfigError(f"redis.url must be a string, was {type(data['url']).__name__}")
     url = env.get("LIVEDATA_REDIS_URL") or data.get("url")
@@ -292,6 +307,7 @@ def _redis(data: dict[str, Any], env: dict[str, str]) -> RedisConfig:
         latest=_bool(data.get("latest", True), "redis.latest"),
         streams=_bool(data.get("streams", True), "redis.streams"),
         stream_maxlen=maxlen,
+        bars_maxlen=_whole(data.get("bars_maxlen", 10_000), "redis.bars_maxlen", _BOUNDS["redis.stream_maxlen"]),
         **_topology(data),
     )
 
@@ -338,6 +354,9 @@ def _broker(name: str, data: Any) -> BrokerConfig | None:
     if problem:
         raise ConfigError(f"{where}.plugin: {problem}")
     symbols = _strings(data.pop("symbols", ()), f"{where}.symbols")
+    bars = _strings(data.pop("bars", ()), f"{where}.bars")
+    depth = _strings(data.pop("depth", ()), f"{where}.depth")
+    depth_levels = _whole(data.pop("depth_levels", DEFAULT_DEPTH_LEVELS), f"{where}.depth_levels", _BOUNDS["depth_levels"])
     accounts = data.pop("accounts", None)
     if accounts is not None:
         accounts = _strings(accounts, f"{where}.accounts")
@@ -355,7 +374,7 @@ def _broker(name: str, data: Any) -> BrokerConfig | None:
     stale_after = _number(data.pop("stale_after", DEFAULT_STALE_AFTER), f"{where}.stale_after", _BOUNDS["stale_after"])
     market_hours = parse_patterns(data.pop("market_hours", {}), f"{where}.market_hours")
     return BrokerConfig(
-        name=name, plugin=plugin, symbols=symbols, accounts=accounts, poll=poll, max_symbols=max_symbols,
+        name=name, plugin=plugin, symbols=symbols, bars=bars, depth=depth, depth_levels=depth_levels, accounts=accounts, poll=poll, max_symbols=max_symbols,
         stale_after=stale_after, market_hours=market_hours, settings=data,
     )
 

@@ -32,7 +32,9 @@ class BrokerStatus:
     """Subscribed symbols silent past ``stale_after`` while their market is open: symbol -> since when (the last
     update, or when watching began; seconds since the epoch). See :mod:`livedata_core.runner.ops.staleness`."""
     account_events: dict[str, int] = attrs.field(factory=dict)
-    """Account events published, per type (``orders``...); quotes are ``messages`` less these."""
+    """Account events published, per type (``orders``...); quotes are ``messages`` less these and ``market_events``."""
+    market_events: dict[str, int] = attrs.field(factory=dict)
+    """Bars and order books published (``bars``, ``depth``); option quotes count as quotes."""
     last_error: str | None = None
     last_error_at: float | None = None
     polls: dict[str, int] = attrs.field(factory=dict)

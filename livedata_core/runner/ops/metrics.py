@@ -96,7 +96,7 @@ class RunnerCollector:
                                   "(when the plugin reports it; negative: expired).", labels=labels)  # fmt: skip
         for name, b in status["brokers"].items():
             lv = [name, b.get("plugin") or b["broker"]]
-            events = b.get("account_events") or {}
+            events = {**(b.get("account_events") or {}), **(b.get("market_events") or {})}
             for kind in CHANNEL_TYPES:
                 count = b["messages"] - sum(events.values()) if kind == "quotes" else events.get(kind, 0)
                 published.add_metric([*lv, kind], max(count, 0))
