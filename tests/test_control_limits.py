@@ -196,8 +196,8 @@ def test_the_client_refuses_an_out_of_bounds_command_before_sending_it(redis_ser
 def _documented_acls() -> list[str]:
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "channels.md").read_text()
-    section = text.split("## Who can do what", 1)[1]
+    text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    section = text.split("## Access control", 1)[1]
     block = section.split("```text\n", 1)[1].split("```", 1)[0]
     return [line for line in block.splitlines() if line.startswith("ACL SETUSER")]
 
@@ -222,10 +222,10 @@ def test_the_documented_redis_acls_let_each_client_do_its_part_and_no_more():
             polls = {"positions": 0.1, "balances": 0.1, "orders": 0.1, "transactions": 0.1}
             async with running(demo_runner(url("livedata", "runner-secret"), poll=polls, order_every=0.1)) as runner:
                 await asyncio.wait_for(runner.control.ready.wait(), 5)
-                reader = aioredis.Redis.from_url(url("reader", "reader-secret"))
+                reader = aioredis.Redis.from_url(url("consumer", "consumer-secret"))
                 pubsub = reader.pubsub(ignore_subscribe_messages=True)
                 await pubsub.psubscribe("live_data:quotes:*")
-                with ControlClient(url("control", "control-secret"), timeout=5) as client:
+                with ControlClient(url("operator", "operator-secret"), timeout=5) as client:
                     added = await asyncio.to_thread(client.subscribe, "demo", ["NVDA"])
                     status = await asyncio.to_thread(client.status)
                     with pytest.raises(Exception, match="NOPERM|permission"):

@@ -33,6 +33,7 @@ import redis
 from ..channels import MAX_IDENTIFIER_LENGTH, control_channel, status_key, validate_prefix
 from ..errors import LivedataError, PublishError
 from .topology import RedisTopology, as_topology, sync_client, sync_pubsub_client
+from .url import parse_redis_url
 
 __all__ = [
     "COMMANDS",
@@ -223,6 +224,11 @@ class ControlClient:
                 raise ControlError(f"the runner did not answer within {self.timeout:g}s")
             finally:
                 pubsub.close()
+        except redis.exceptions.NoPermissionError as exc:
+            user = parse_redis_url(self.url).username
+            who = f"the Redis user {user!r}" if user else "this Redis user"
+            raise ControlError(f"Redis refused the command: {who} may not send control commands (NOPERM {exc}); "
+                               "connect as an operator (docs/operations.md#access-control)") from None
         except redis.RedisError as exc:
             raise PublishError(f"cannot reach Redis at {self.topology.describe()}: {exc}") from None
 

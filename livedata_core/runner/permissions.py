@@ -103,7 +103,7 @@ async def check_permissions(config: RunnerConfig, timeout: float = 5.0) -> None:
     user = parse_redis_url(topology.url).username
     who = f"the Redis user {user!r}" if user else "this Redis user"
     raise ConfigError(
-        f"{who} may not run {command} {' '.join(a for a in args[:1])} (needed for {purpose}): Redis said "
+        f"{who} may not run {command} {args[0]} (needed for {purpose}): Redis said "
         f"{error!r}. Grant it {_grant(command, args, error)} (`ACL SETUSER`, see docs/operations.md#access-control)"
     )
 
@@ -126,11 +126,9 @@ async def _probe(client: Any, commands: list[tuple[str, tuple[str, ...], str]]) 
                 await connection.send_command(command, *args)
                 try:
                     await connection.read_response()
-                except redis.ResponseError as exc:
-                    if str(exc).startswith("NOPERM") or "permission" in str(exc):
-                        refused = (command, args, purpose, str(exc))
-                        break
-                    raise
+                except redis.exceptions.NoPermissionError as exc:  # redis-py drops the NOPERM code from the text
+                    refused = (command, args, purpose, f"NOPERM {exc}")
+                    break
         finally:
             await connection.send_command("DISCARD")
             await connection.read_response()
