@@ -90,7 +90,9 @@ def test_a_slow_disk_drops_frames_from_the_recording_counted_and_never_blocks(tm
 
 def test_one_folder_per_instance_one_file_per_hour_and_binary_frames(tmp_path):
     recorder = Recorder(tmp_path / "rec")
-    tos, ibkr = recorder.instance("tos", "tos"), recorder.instance("ibkr", "ibkr")
+    tos = recorder.instance("tos", "tos", settings={"account_activity": False,
+                                                    "schwab": {"app_key": "K-1", "app_secret": TOKEN}})  # fmt: skip
+    ibkr = recorder.instance("ibkr", "ibkr")
     recorder.start()
     hour = 1_796_000_400.0  # 2026-12-01 00:00 UTC... some hour
     tos.tap("in", '{"a":1}', hour + 10)
@@ -107,6 +109,8 @@ def test_one_folder_per_instance_one_file_per_hour_and_binary_frames(tmp_path):
     records = list(recording.records("tos"))
     assert [r["kind"] for r in records] == ["meta", "in", "out", "out", "meta", "in"]
     assert records[0]["plugin"] == "tos" and records[0]["format"] == 1
+    assert recording.settings("tos") == {"account_activity": False,  # the replay's settings, secrets out
+                                         "schwab": {"app_key": REDACTED, "app_secret": REDACTED}}  # fmt: skip
     assert records[2]["b64"] and records[3] == {"t": hour + 21, "kind": "out", "data": '{"token":"[redacted]"}',
                                                 "binary": True}  # fmt: skip
     assert [r["t"] for r in recording.records("tos", end=hour + 20)] == [hour + 10, hour + 10, hour + 20]

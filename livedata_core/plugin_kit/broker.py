@@ -329,7 +329,7 @@ def _check_table(cls: type, data: dict[str, Any], key: str, where: str, extra: f
 
 def structure_settings(
     cls: type | None, data: dict[str, Any], where: str, *, login: BrokerContext | None = None,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, check_config: bool = True,
 ) -> Any:
     """Build a broker's settings object from a config table, or raise ``ConfigError`` naming the key.
 
@@ -352,6 +352,7 @@ def structure_settings(
     :param where: how the user finds the table, for example ``[brokers.schwab]``.
     :param login: the linked login's context, for ``check_config``.
     :param env: this instance's environment variables, without their ``LIVEDATA_<INSTANCE>_`` prefix.
+    :param check_config: ``False`` skips ``check_config()`` (a replay logs in nowhere: no credentials needed).
     """
     runner_keys = RUNNER_KEYS
     key = where.strip("[]")
@@ -373,7 +374,7 @@ def structure_settings(
         raise ConfigError(f"{where}: " + "; ".join(describe_validation_error(exc))) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    check = getattr(settings, "check_config", None)
+    check = getattr(settings, "check_config", None) if check_config else None
     if callable(check):
         if "login" in inspect.signature(check).parameters:
             check(login=login)
@@ -462,6 +463,7 @@ class Broker:
         instance: str | None = None,
         login: BrokerContext | None = None,
         env: dict[str, str] | None = None,
+        check_config: bool = True,
     ) -> BrokerContext:
         """A context for an instance of this broker (by default the one named like it), with ``settings`` (its
         table) checked against the settings class; errors name ``[brokers.<instance>]``.
@@ -472,7 +474,8 @@ class Broker:
         """
         instance = instance or self.name
         structured = structure_settings(
-            self.info.settings_cls, dict(settings or {}), f"[brokers.{instance}]", login=login, env=env
+            self.info.settings_cls, dict(settings or {}), f"[brokers.{instance}]", login=login, env=env,
+            check_config=check_config,
         )
         if structured is None and self.info.settings_cls is not None:
             structured = self.info.settings_cls()

@@ -64,9 +64,17 @@ class Recording:
 
     def plugin(self, instance: str) -> str:
         """The plugin the instance ran (from its files' ``meta`` records)."""
+        return self.meta(instance)["plugin"]
+
+    def settings(self, instance: str) -> dict[str, Any]:
+        """The instance's settings table as recorded (secrets redacted; empty if the recording has none)."""
+        return dict(self.meta(instance).get("settings") or {})
+
+    def meta(self, instance: str) -> dict[str, Any]:
+        """The instance's first ``meta`` record."""
         for record in self.records(instance):
             if record["kind"] == "meta":
-                return record["plugin"]
+                return record
         raise ConfigError(f"the recording of {instance!r} has no meta record")
 
     def records(self, instance: str, start: float | None = None, end: float | None = None) -> Iterator[dict[str, Any]]:

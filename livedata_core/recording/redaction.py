@@ -26,7 +26,7 @@ REDACTED = "[redacted]"
 SECRET_KEYS = frozenset({
     "authorization", "proxyauthorization", "token", "accesstoken", "refreshtoken", "idtoken", "bearer",
     "session", "sessionid", "sessiontoken", "cookie", "setcookie", "apikey", "xapikey", "key_secret",
-    "password", "passwd", "secret", "clientsecret", "appsecret", "credential", "credentials", "code_verifier",
+    "password", "passwd", "secret", "clientsecret", "appsecret", "appkey", "credential", "credentials", "code_verifier",
     "codeverifier", "privatekey", "signature", "oauthtoken", "oauthsignature", "accesstokensecret",
 })  # fmt: skip
 """Key names whose values are secret, lower case without ``-`` and ``_``."""
@@ -35,6 +35,16 @@ SECRET_KEYS = frozenset({
 _NAMES = r"(?:access[-_]?token|refresh[-_]?token|id[-_]?token|api[-_]?key|x[-_]api[-_]key|set[-_]cookie|client[-_]?secret|app[-_]?secret|session[-_]?id|session[-_]?token|proxy[-_]authorization|authorization|token|session|cookie|password|passwd|secret|credentials?|signature)"
 _PAIR = re.compile(r"(?i)(\b" + _NAMES + r"\b[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic)\s+)?)([^\"'&\s,;}]+)")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._~+/=-]+)")
+# Every secret key and pattern above contains one of these: a frame with none of them (a quote frame) is kept
+# without being parsed. Substring tests of the lower-cased text: about 20 us for a 10 KB frame, where a regex
+# alternation takes milliseconds and parsing and walking the JSON a few hundred microseconds.
+_NEEDLES = ("author", "token", "session", "cookie", "apikey", "api-key", "api_key", "appkey", "app-key", "app_key",
+            "passw", "secret", "credential", "signature", "bearer", "verifier", "private")  # fmt: skip
+
+
+def _may_hold_a_secret(text: str) -> bool:
+    low = text.lower()
+    return any(needle in low for needle in _NEEDLES)
 
 
 def is_secret_key(name: str) -> bool:
@@ -80,6 +90,8 @@ def _redact_plain(text: str) -> tuple[str, bool]:
 
 def redact_text(text: str) -> str:
     """A frame or a body with its secrets replaced by :data:`REDACTED`; unchanged (the same object) if it had none."""
+    if not _may_hold_a_secret(text):
+        return text
     stripped = text.lstrip()
     if stripped[:1] in ("{", "["):
         try:

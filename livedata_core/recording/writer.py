@@ -27,7 +27,7 @@ import orjson
 import zstandard
 
 from .format import FORMAT_VERSION, file_hour, file_name
-from .redaction import redact_text, redact_url
+from .redaction import redact_text, redact_url, redact_value
 
 __all__ = ["InstanceRecorder", "Recorder"]
 
@@ -49,11 +49,14 @@ class InstanceRecorder:
     Made by :meth:`Recorder.instance`; every method is called on the event loop and never blocks.
     """
 
-    def __init__(self, recorder: Recorder, instance: str, plugin: str, redact: Redactor | None) -> None:
+    def __init__(self, recorder: Recorder, instance: str, plugin: str, redact: Redactor | None,
+                 settings: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.recorder = recorder
         self.instance = instance
         self.plugin = plugin
         self.redact = redact
+        self.settings = redact_value(settings)[0] if settings else {}
+        """The instance's ``[brokers.NAME]`` table, secrets redacted: the replay's default settings."""
         self.queued = 0
         self.dropped = 0
         self._dropped_written = 0  # the writer thread's: drops already said in the file
@@ -144,12 +147,14 @@ class Recorder:
     def __repr__(self) -> str:
         return f"Recorder({str(self.directory)!r}, instances={sorted(self._instances)})"
 
-    def instance(self, name: str, plugin: str, redact: Redactor | None = None) -> InstanceRecorder:
+    def instance(self, name: str, plugin: str, redact: Redactor | None = None,
+                 settings: dict[str, Any] | None = None) -> InstanceRecorder:  # fmt: skip
         """The recorder of instance ``name`` (folder ``directory/name``); ``redact(kind, text)`` is the plugin's
-        own redaction step, run after core's in the writer thread."""
+        own redaction step, run after core's in the writer thread; ``settings`` (its table) go into each file's
+        ``meta`` record, secrets redacted, for the replay."""
         rec = self._instances.get(name)
         if rec is None:
-            rec = self._instances[name] = InstanceRecorder(self, name, plugin, redact)
+            rec = self._instances[name] = InstanceRecorder(self, name, plugin, redact, settings)
         return rec
 
     def start(self) -> None:
@@ -221,7 +226,7 @@ class Recorder:
             folder.mkdir(parents=True, exist_ok=True)
             f = self._files[rec.instance] = _File(folder / file_name(t), hour, self.level)
             self._line(f, {"t": t, "kind": "meta", "format": FORMAT_VERSION, "instance": rec.instance,
-                           "plugin": rec.plugin, "livedata": __version__})  # fmt: skip
+                           "plugin": rec.plugin, "livedata": __version__, "settings": rec.settings})  # fmt: skip
         return f
 
     def _line(self, f: _File, record: dict[str, Any]) -> None:

@@ -107,7 +107,8 @@ class Runner:
 
             self.recorder = Recorder(config.record_dir)
             for name, rt in self.runtimes.items():
-                rt.recorder = self.recorder.instance(name, rt.broker.name, _plugin_redaction(rt.broker))
+                rt.recorder = self.recorder.instance(name, rt.broker.name, _plugin_redaction(rt.broker),
+                                                     settings=_jsonable(rt.config.settings))
         self._stop = asyncio.Event()
         self.started_at: float | None = None
         self.ready = asyncio.Event()
@@ -294,3 +295,10 @@ def _plugin_redaction(broker: Any) -> Callable[[str, str], str] | None:
     if not broker.has_hook("redact_recording"):
         return None
     return lambda kind, text: broker.call_sync("redact_recording", kind=kind, text=text)
+
+
+def _jsonable(table: dict[str, Any]) -> dict[str, Any]:
+    """A settings table as JSON can carry it (TOML dates and times as text)."""
+    import orjson
+
+    return orjson.loads(orjson.dumps(table, default=str))

@@ -348,7 +348,7 @@ class Replay:
     :param recording: the folder, or a :class:`~livedata_core.recording.reader.Recording`.
     :param publisher: an :class:`~livedata_core.redis_io.publisher.AsyncPublisher` (started and closed by the
         caller), or anything with its ``publish(model)``.
-    :param settings: per instance, its ``[brokers.NAME]`` table (the plugin's defaults otherwise).
+    :param settings: per instance, settings over those recorded (the instance's table when it was recorded).
     :param start, end: recorded wall-clock seconds: pace from ``start``, stop after ``end``.
     """
 
@@ -376,8 +376,13 @@ class Replay:
         self.runtimes: dict[str, ReplayRuntime] = {}
         for name in names:
             broker = get_broker(self.recording.plugin(name))
-            config = BrokerConfig(name=name, plugin=broker.name, settings=dict((settings or {}).get(name, {})))
-            ctx = broker.make_context(config.settings, None, instance=name)
+            table = {**self.recording.settings(name), **(settings or {}).get(name, {})}
+            link = broker.info.login_plugin
+            if link is not None and isinstance(table.get(link), str):
+                del table[link]  # a link to another instance's login: a replay logs in nowhere
+            config = BrokerConfig(name=name, plugin=broker.name, settings=table)
+            # No credentials are checked: a replay logs in nowhere (a developer's machine may have none).
+            ctx = broker.make_context(config.settings, None, instance=name, check_config=False)
             segs, rest = parts[name]
             self.runtimes[name] = ReplayRuntime(broker, config, publisher, segs, RestReplay(rest), self.pace, ctx=ctx)
 
