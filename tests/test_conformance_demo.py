@@ -49,6 +49,26 @@ def conformance_account():
 
 
 @pytest.fixture
+def conformance_bar_symbols():
+    return ["/ES", "aapl"]
+
+
+@pytest.fixture
+def conformance_depth_symbols():
+    return ["AAPL", "MSFT"]
+
+
+@pytest.fixture
+def conformance_chain_underlying():
+    return "AAPL"
+
+
+@pytest.fixture
+def conformance_unknown_underlying():
+    return "/ES"
+
+
+@pytest.fixture
 def conformance_server(monkeypatch):
     server = DemoServer()
     connect = demo.DemoStream.connect

@@ -118,3 +118,35 @@ def test_a_broker_declares_the_kinds_it_streams():
         BrokerInfo(name="x", capabilities=(), kinds=("quotes", "trades"))
     with pytest.raises(PluginError, match="declares kinds"):
         BrokerInfo(name="x", capabilities=(), kinds=())
+
+
+# -- the conformance checks of the new kinds fail on what a broken plugin yields --------------------------------
+
+@pytest.mark.parametrize("over, message", [
+    ({"start": 1_700_000_040_500}, "not on a whole 60s interval"),
+    ({"low": 1.2}, "is not low <= open, close <= high"),
+    ({"high": 1.4}, "is not low <= open, close <= high"),
+    ({"interval": 0}, "has interval 0"),
+    ({"backfilled": True}, "a plugin leaves backfilled False"),
+    ({"symbol": "/NQ"}, "which was not subscribed"),
+    ({"volume": 5}, "numbers must be float"),
+])
+def test_check_bar_catches_a_broken_bar(over, message):
+    from livedata_core.testing.conformance import check_bar
+
+    good = _bar(volume=100.0, received_at=1_700_000_100_000)
+    check_bar(good, "tos", ["/ES"])
+    with pytest.raises(AssertionError, match=message):
+        check_bar(attrs.evolve(good, **over), "tos", ["/ES"])
+
+
+def test_check_depth_catches_a_book_in_the_wrong_order():
+    from livedata_core.testing.conformance import check_depth
+
+    levels = [DepthLevel(price=1.0, size=1.0), DepthLevel(price=1.01, size=1.0)]
+    book = Depth(broker="tos", symbol="AAPL", bids=levels[::-1], asks=levels, received_at=1_700_000_100_000)
+    check_depth(book, "tos", ["AAPL"])
+    with pytest.raises(AssertionError, match="bids must be best"):
+        check_depth(attrs.evolve(book, bids=levels), "tos", ["AAPL"])
+    with pytest.raises(AssertionError, match="asks must be best"):
+        check_depth(attrs.evolve(book, asks=levels[::-1]), "tos", ["AAPL"])

@@ -36,7 +36,15 @@ Fixture                             Needed    What it returns
 ``conformance_fake_sends_no_heartbeats`` no   why TC-Q05 cannot run: the fake server sends no heartbeats where
                                               the real one does (default ``""``: it runs)
 ``conformance_timeout``             no        seconds to wait for data (default 10)
+``conformance_bar_symbols``         no        symbols the fake server streams bars of (TC-BAR-01/02; a broker
+                                              whose ``kinds`` has ``"bars"``)
+``conformance_depth_symbols``       no        symbols the fake server streams books of (TC-DEPTH-01)
+``conformance_chain_underlying``    no        an underlying the fake server has an option chain for (TC-CHAIN-01)
+``conformance_unknown_underlying``  no        an underlying it has none for (TC-CHAIN-01 checks the refusal)
 ==================================  ========  ===============================================================
+
+``conformance_seed`` is also asked, when defined, for ``seed("bars", symbol)`` and ``seed("depth", symbol)`` after
+subscribing, for a fake server that sends bars or books only when told.
 
 Each test is named after its ID (``test_TC_Q01_...``), so ``pytest -k TC_Q01`` runs one. A group whose
 capability the broker does not declare is skipped with the reason; an optional check whose fixture is not
@@ -65,7 +73,9 @@ import pytest
 from ..plugin_kit.broker import CAPABILITIES, Broker, BrokerContext, BrokerInfo
 from ..errors import AuthError, InvalidIdentifier, LivedataError, StreamError
 from ..plugin_kit.hookspecs import OPTIONAL_HOOKS
-from ..models import ORDER_STATUSES, Account, Balance, Order, Position, Quote, Transaction, check_model, now_ms
+from ..models import (
+    ORDER_STATUSES, Account, Balance, Bar, Depth, OptionQuote, Order, Position, Quote, Transaction, check_model, now_ms,
+)
 from ..plugin_kit.plugins import get_broker
 from ..plugin_kit.streaming import BrokerStream
 from ..plugin_kit.tokens import MemoryTokenStore
@@ -75,7 +85,9 @@ __all__ = [
     "ConformanceSuite",
     "TRANSPORT_LOGGERS",
     "check_account_model",
+    "check_bar",
     "check_capabilities",
+    "check_depth",
     "check_numbers",
     "check_quote",
     "read_quotes",
@@ -126,6 +138,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 _FLOAT_TYPES = (float, float | None)
 _INT_TYPES = (int, int | None)
+_TIME_FIELDS = frozenset({"timestamp", "received_at", "entered_at", "start"})
 
 
 def check_numbers(model: Any) -> None:
@@ -144,6 +157,9 @@ def check_numbers(model: Any) -> None:
         elif hint in _INT_TYPES:
             if value is None and hint is not int:
                 continue
+            if name not in _TIME_FIELDS:
+                assert type(value) is int, f"{type(model).__name__}.{name} is {value!r}; it must be a whole number (int)"
+                continue
             assert type(value) is int, (
                 f"{type(model).__name__}.{name} is {value!r}; times are int milliseconds since the epoch"
             )
@@ -159,8 +175,9 @@ def check_publishable(model: Any) -> None:
 
 
 def check_quote(quote: Any, broker: str, symbols: Iterable[str]) -> None:
-    """Assert that ``quote`` is a complete :class:`Quote` of ``broker`` for one of ``symbols``."""
-    assert isinstance(quote, Quote), f"expected a Quote, got {type(quote).__name__}: {quote!r}"
+    """Assert that ``quote`` is a complete :class:`Quote` (or :class:`OptionQuote`) of ``broker`` for one of
+    ``symbols``."""
+    assert isinstance(quote, (Quote, OptionQuote)), f"expected a Quote, got {type(quote).__name__}: {quote!r}"
     assert quote.broker == broker, f"Quote.broker is {quote.broker!r}, expected {broker!r}"
     wanted = set(symbols)
     assert quote.symbol in wanted, f"Quote for {quote.symbol!r}, which was not subscribed ({sorted(wanted)})"
@@ -171,6 +188,40 @@ def check_quote(quote: Any, broker: str, symbols: Iterable[str]) -> None:
     if quote.bid is not None and quote.ask is not None:
         assert quote.ask >= quote.bid, f"Quote for {quote.symbol!r} has ask {quote.ask} below bid {quote.bid}"
     check_publishable(quote)
+
+
+def check_bar(bar: Any, broker: str, symbols: Iterable[str]) -> None:
+    """Assert that ``bar`` is a well-formed :class:`Bar` of ``broker`` for one of ``symbols``: a positive
+    ``interval``, a ``start`` on a whole interval, ``low <= open, close <= high``."""
+    assert isinstance(bar, Bar), f"expected a Bar, got {type(bar).__name__}: {bar!r}"
+    assert bar.broker == broker, f"Bar.broker is {bar.broker!r}, expected {broker!r}"
+    wanted = set(symbols)
+    assert bar.symbol in wanted, f"Bar of {bar.symbol!r}, which was not subscribed ({sorted(wanted)})"
+    check_numbers(bar)
+    assert bar.interval > 0, f"Bar of {bar.symbol} has interval {bar.interval}: seconds, 60 for 1-minute bars"
+    assert bar.start % (bar.interval * 1000) == 0, (
+        f"Bar of {bar.symbol} starts at {bar.start}, not on a whole {bar.interval}s interval: start is the period's "
+        "start in ms (check the broker's field order: Schwab's CHART_EQUITY puts the time at 7, not 1)"
+    )
+    assert bar.low <= min(bar.open, bar.close) and max(bar.open, bar.close) <= bar.high, (
+        f"Bar of {bar.symbol} at {bar.start} is not low <= open, close <= high: {bar!r} (fields swapped?)"
+    )
+    assert not bar.backfilled, "a plugin leaves backfilled False: the runner sets it on bars it fetched for a gap"
+    check_publishable(bar)
+
+
+def check_depth(depth: Any, broker: str, symbols: Iterable[str]) -> None:
+    """Assert that ``depth`` is an order book of ``broker`` for one of ``symbols``, each side best first."""
+    assert isinstance(depth, Depth), f"expected a Depth, got {type(depth).__name__}: {depth!r}"
+    assert depth.broker == broker, f"Depth.broker is {depth.broker!r}, expected {broker!r}"
+    wanted = set(symbols)
+    assert depth.symbol in wanted, f"Depth of {depth.symbol!r}, which was not subscribed ({sorted(wanted)})"
+    check_numbers(depth)
+    bids = [level.price for level in depth.bids]
+    asks = [level.price for level in depth.asks]
+    assert bids == sorted(bids, reverse=True), f"Depth of {depth.symbol}: bids must be best (highest) first: {bids}"
+    assert asks == sorted(asks), f"Depth of {depth.symbol}: asks must be best (lowest) first: {asks}"
+    check_publishable(depth)
 
 
 def check_account_model(model: Any, cls: type, broker: str, account_id: str) -> None:
@@ -240,7 +291,7 @@ async def read_quotes(stream: BrokerStream, symbols: Sequence[str], timeout: flo
         async with asyncio.timeout(timeout):
             async for item in events:
                 for model in item if type(item) is list else [item]:
-                    if isinstance(model, Quote):
+                    if isinstance(model, (Quote, OptionQuote)):
                         quotes.append(model)
                         missing.discard(model.symbol)
                 if not missing:
@@ -348,6 +399,47 @@ class Harness:
     async def fetch(self, ctx: BrokerContext, hook: str, account_id: str) -> Any:
         return await self.broker.call(hook, ctx=ctx, account_id=account_id, since=int(time.time() * 1000) - 86_400_000)
 
+    def kind_symbols(self, kind: str, fixture: str) -> tuple[Broker, list[str]]:
+        """The broker and its ``fixture`` symbols, or skip: the broker streams no ``kind``, or the fixture is missing."""
+        broker = self.require("stream")
+        if kind not in broker.info.kinds:
+            pytest.skip(f"broker {broker.name!r} does not stream {kind} (BrokerInfo.kinds is {broker.info.kinds})")
+        raw = self.optional(fixture, f"the {kind} the fake server streams are checked")
+        return broker, [broker.normalize_symbol(s) for s in raw]
+
+    async def read_kind(self, ctx: BrokerContext, kind: str, cls: type, symbols: list[str]) -> list[Any]:
+        """Connect, subscribe ``symbols`` of ``kind``, seed them if the fake needs it, and read until every symbol
+        had a ``cls``; every ``cls`` read."""
+        stream = await self.broker.call("stream", ctx=ctx)
+        assert isinstance(stream, BrokerStream)
+        found: list[Any] = []
+        missing = set(symbols)
+        try:
+            await asyncio.wait_for(stream.connect(), self.timeout)
+            await asyncio.wait_for(stream.subscribe(list(symbols), kind=kind), self.timeout)
+            for symbol in symbols:
+                self.seed(kind, symbol)
+            events = stream.events()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    async for item in events:
+                        for model in item if type(item) is list else [item]:
+                            if isinstance(model, cls):
+                                found.append(model)
+                                missing.discard(model.symbol)
+                        if not missing:
+                            break
+            except TimeoutError:
+                raise AssertionError(f"no {cls.__name__} for {sorted(missing)} within {self.timeout:g}s of "
+                                     f"subscribe(symbols, kind={kind!r})") from None  # fmt: skip
+            finally:
+                with contextlib.suppress(Exception):
+                    await events.aclose()  # type: ignore[attr-defined]
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(stream.close(), 5)
+        return found
+
     def drop_server(self) -> Any:
         server = self.fixture("conformance_server")
         return server.drop()
@@ -360,7 +452,8 @@ class Harness:
         return found
 
     def seed(self, kind: str, account_id: str) -> bool:
-        """Ask the plugin's fake server for data of ``kind`` (``conformance_seed``); ``False`` if it has no seeder."""
+        """Ask the plugin's fake server for data of ``kind`` (``conformance_seed``); ``False`` if it has no seeder.
+        For ``"bars"`` and ``"depth"`` the second argument is a symbol."""
         try:
             seeder = self.request.getfixturevalue("conformance_seed")
         except pytest.FixtureLookupError as exc:
@@ -609,7 +702,7 @@ class ConformanceSuite:
                 async def read() -> None:
                     async for item in events:
                         for model in item if type(item) is list else [item]:
-                            if isinstance(model, Quote):
+                            if isinstance(model, (Quote, OptionQuote)):
                                 seen[model.symbol] = model
 
                 reader = asyncio.create_task(read())
@@ -725,6 +818,105 @@ class ConformanceSuite:
                         await events.aclose()  # type: ignore[attr-defined]
 
         _run(scenario())
+
+    # -- TC-BAR, TC-DEPTH, TC-CHAIN: the other kinds a broker may declare ---------------------------------
+
+    def test_TC_BAR_01_stream_bars_are_well_formed(self, conformance: Harness) -> None:
+        """TC-BAR-01: for a broker whose ``kinds`` has ``"bars"``, ``subscribe(symbols, kind="bars")`` brings a
+        :class:`Bar` for every symbol (the last completed one, or the next), each well formed (``check_bar``)."""
+        broker, symbols = conformance.kind_symbols("bars", "conformance_bar_symbols")
+        conformance.fixture("conformance_server")
+
+        async def scenario() -> list[Any]:
+            async with conformance.session() as ctx:
+                return await conformance.read_kind(ctx, "bars", Bar, symbols)
+
+        for bar in _run(scenario()):
+            check_bar(bar, broker.name, symbols)
+
+    def test_TC_BAR_02_fetch_bars_returns_the_range_in_order(self, conformance: Harness) -> None:
+        """TC-BAR-02: ``fetch_bars`` of the last two hours returns, for each symbol, well-formed 60-second bars of
+        that symbol only, each starting in the range asked for, in ``start`` order, none twice."""
+        broker, symbols = conformance.kind_symbols("bars", "conformance_bar_symbols")
+        conformance.require("fetch_bars")
+        conformance.fixture("conformance_server")
+        end = now_ms() // 60_000 * 60_000
+        start = end - 2 * 3600 * 1000
+
+        async def scenario() -> dict[str, Any]:
+            async with conformance.session() as ctx:
+                return {s: await broker.call("fetch_bars", ctx=ctx, symbol=s, interval=60, start=start, end=end)
+                        for s in symbols}  # fmt: skip
+
+        fetched = _run(scenario())
+        for symbol, bars in fetched.items():
+            assert isinstance(bars, list), f"fetch_bars({symbol!r}) returned {type(bars).__name__}; return a list of Bar"
+            if not bars:
+                pytest.skip(f"fetch_bars({symbol!r}) of the last two hours returned nothing, so nothing was checked: "
+                            "make the fake server's history hold some")  # fmt: skip
+            for bar in bars:
+                check_bar(bar, broker.name, [symbol])
+                assert bar.interval == 60 and start <= bar.start < end, (
+                    f"fetch_bars({symbol!r}, 60, {start}, {end}) returned a bar of {bar.interval}s at {bar.start}: "
+                    "only bars of the interval asked for, starting in [start, end)"
+                )
+            starts = [bar.start for bar in bars]
+            assert starts == sorted(set(starts)), f"fetch_bars({symbol!r}) must return bars in start order, none twice"
+
+    def test_TC_DEPTH_01_stream_books_are_well_formed(self, conformance: Harness) -> None:
+        """TC-DEPTH-01: for a broker whose ``kinds`` has ``"depth"``, ``subscribe(symbols, kind="depth")`` brings a
+        :class:`Depth` for every symbol, each side best first with finite prices and sizes (``check_depth``)."""
+        broker, symbols = conformance.kind_symbols("depth", "conformance_depth_symbols")
+        conformance.fixture("conformance_server")
+
+        async def scenario() -> list[Any]:
+            async with conformance.session() as ctx:
+                return await conformance.read_kind(ctx, "depth", Depth, symbols)
+
+        for depth in _run(scenario()):
+            check_depth(depth, broker.name, symbols)
+
+    def test_TC_CHAIN_01_option_chain_names_contracts_or_refuses(self, conformance: Harness) -> None:
+        """TC-CHAIN-01: ``option_chain`` of ``conformance_chain_underlying`` returns option contract symbols that
+        normalise stably (they are channel identifiers), none twice; an underlying it has no chain for
+        (``conformance_unknown_underlying``) raises ``SymbolsRefused`` naming it."""
+        from ..errors import SymbolsRefused
+
+        broker = conformance.require("option_chain")
+        underlying = broker.normalize_symbol(conformance.optional(
+            "conformance_chain_underlying", "the option chain of an underlying is resolved"))
+        if broker.has("stream"):
+            conformance.fixture("conformance_server")
+
+        async def scenario() -> tuple[Any, BaseException | None]:
+            async with conformance.session() as ctx:
+                contracts = await broker.call("option_chain", ctx=ctx, underlying=underlying, expiration=None, strikes=4)
+                refused: BaseException | None = None
+                try:
+                    unknown = conformance.request.getfixturevalue("conformance_unknown_underlying")
+                except pytest.FixtureLookupError:
+                    return contracts, None
+                try:
+                    await broker.call("option_chain", ctx=ctx, underlying=broker.normalize_symbol(unknown),
+                                      expiration=None, strikes=4)  # fmt: skip
+                except Exception as exc:  # checked below, with a message saying what was expected
+                    refused = exc
+                else:
+                    raise AssertionError(f"option_chain({unknown!r}) returned contracts; an underlying the broker "
+                                         "has no chain for must raise SymbolsRefused")  # fmt: skip
+                return contracts, refused
+
+        contracts, refused = _run(scenario())
+        assert isinstance(contracts, list) and contracts, f"option_chain({underlying!r}) returned {contracts!r}"
+        assert all(isinstance(c, str) for c in contracts), "option_chain must return symbols (strings)"
+        assert len(set(contracts)) == len(contracts), "option_chain returned a contract twice"
+        for contract in contracts:
+            assert broker.normalize_symbol(contract) == contract, f"contract {contract!r} does not normalise stably"
+        if refused is not None:
+            assert isinstance(refused, SymbolsRefused), (
+                f"option_chain of an unknown underlying raised {type(refused).__name__}: {refused}; raise "
+                "SymbolsRefused(message, [underlying])"
+            )
 
     # -- TC-ACC: account data --------------------------------------------------------------------------------
 
