@@ -25,6 +25,17 @@ def parse_number(value: Any) -> float | None:
     ``None``, ``""`` and ``"N/A"``-like placeholders give ``None``; anything else that is not a number raises
     :class:`BadValue`.
     """
+    if type(value) is str:
+        # Most values are plain numbers ("189.60", "500"): float() alone reads them exactly as the path below would
+        # (it strips the same whitespace and refuses every placeholder, thousands separator and suffix).
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+        else:
+            if number - number == 0.0:  # finite
+                return number
+            raise BadValue(f"not a finite number: {value!r}")
     if value is None or isinstance(value, bool):
         if isinstance(value, bool):
             raise BadValue(f"not a number: {value!r}")

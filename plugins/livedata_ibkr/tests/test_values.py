@@ -1,7 +1,7 @@
 import math
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from livedata_ibkr.values import BadValue, parse_int, parse_number, parse_price
 
@@ -59,3 +59,40 @@ def test_parse_number_never_raises_anything_but_badvalue(text):
         parse_number(text)
     except BadValue:
         pass
+
+
+# --- parse_number reads a plain number string with float() first: the same result as the full path ---------------
+
+def _reference_parse_number(value):
+    """parse_number as it was before its float() fast path (strip, drop commas, placeholders, suffixes)."""
+    text = value.strip().replace(",", "")
+    if text in ("", "-", "N/A", "n/a", "--"):
+        return None
+    scale = 1.0
+    suffix = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
+    if text[-1:].upper() in suffix:
+        scale = suffix[text[-1].upper()]
+        text = text[:-1]
+    try:
+        number = float(text) * scale
+    except ValueError:
+        raise BadValue(f"not a number: {value!r}") from None
+    if scale != 1.0:
+        number = round(number, 6)
+    if not math.isfinite(number):
+        raise BadValue(f"not a finite number: {value!r}")
+    return number
+
+
+def _outcome(parse, value):
+    try:
+        return repr(parse(value))
+    except BadValue as exc:
+        return f"BadValue: {exc}"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(alphabet="0123456789.,-+eE_ \t\u00a0KkMmBbTtnaifNAIFy/", max_size=12), st.text(max_size=8),
+                 st.floats().map(repr), st.integers(-10**30, 10**30).map(str)))  # fmt: skip
+def test_parse_number_fast_path_reads_strings_as_the_full_path_does(value):
+    assert _outcome(parse_number, value) == _outcome(_reference_parse_number, value)
