@@ -17,7 +17,6 @@ below its low, is a malformed bar: counted (``livedata status``) and skipped, ne
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,6 +29,7 @@ __all__ = ["BAR_FIELDS", "BarParser", "request_fields"]
 
 INTERVAL = 60  # seconds: Schwab's chart services stream 1-minute bars
 _MAX_INT = 2**63
+_MAX = float(2**63)
 
 # service -> (open, high, low, close, volume, start time) field numbers
 BAR_FIELDS: dict[str, tuple[str, str, str, str, str, str]] = {
@@ -41,12 +41,6 @@ BAR_FIELDS: dict[str, tuple[str, str, str, str, str, str]] = {
 def request_fields(service: str) -> str:
     """Every field of the chart service (they are few, and all come in every item anyway)."""
     return "0,1,2,3,4,5,6,7,8" if service == CHART_EQUITY else "0,1,2,3,4,5,6"
-
-
-def _number(v: Any) -> float | None:
-    if (type(v) is float or type(v) is int) and math.isfinite(v) and -_MAX_INT < v < _MAX_INT:
-        return float(v)
-    return None
 
 
 class BarParser:
@@ -88,16 +82,21 @@ class BarParser:
                 self.stats.skip("bar for a symbol not subscribed", symbol)
                 continue
             start = item.get(t_)
-            o, h, l, c = _number(item.get(o_)), _number(item.get(h_)), _number(item.get(l_)), _number(item.get(c_))
-            volume = item.get(v_)
+            o, h, l, c, volume = item.get(o_), item.get(h_), item.get(l_), item.get(c_), item.get(v_)
             seq = item.get("seq")
-            if (type(start) is not int or not 0 < start < _MAX_INT or o is None or h is None or l is None
-                    or c is None or h < l or (volume is not None and _number(volume) is None)
-                    or (seq is not None and (type(seq) is not int or not 0 <= seq < _MAX_INT))):  # fmt: skip
+            # Comparisons refuse NaN and infinities too (both compare false against the bounds).
+            if not ((type(o) is float or type(o) is int) and -_MAX < o < _MAX
+                    and (type(h) is float or type(h) is int) and -_MAX < h < _MAX
+                    and (type(l) is float or type(l) is int) and -_MAX < l <= h
+                    and (type(c) is float or type(c) is int) and -_MAX < c < _MAX
+                    and type(start) is int and 0 < start < _MAX_INT
+                    and (volume is None or ((type(volume) is float or type(volume) is int) and -_MAX < volume < _MAX))
+                    and (seq is None or (type(seq) is int and 0 <= seq < _MAX_INT))):  # fmt: skip
                 self.stats.skip("malformed bar", (service, item))
                 continue
             start -= start % (INTERVAL * 1000)  # the minute's start, should a time inside it come
-            out.append(Bar(broker=self.broker, symbol=symbol, interval=INTERVAL, start=start, open=o, high=h,
-                           low=l, close=c, volume=_number(volume), seq=seq, timestamp=ts,
+            out.append(Bar(broker=self.broker, symbol=symbol, interval=INTERVAL, start=start, open=float(o),
+                           high=float(h), low=float(l), close=float(c),
+                           volume=float(volume) if volume is not None else None, seq=seq, timestamp=ts,
                            received_at=received_at))  # fmt: skip
         return out

@@ -12,7 +12,6 @@ with a level silently missing.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +23,7 @@ from .symbols import BOOKS
 __all__ = ["BookParser", "request_fields"]
 
 _MAX_INT = 2**63
+_MAX = float(2**63)
 
 
 def request_fields(service: str) -> str:
@@ -39,19 +39,31 @@ def _levels(raw: Any, best_first_descending: bool, limit: int | None) -> list[De
     if type(raw) is not list:
         raise _Malformed("levels are not a list")
     levels = []
+    ordered = True
+    previous = None
     for level in raw:
         if type(level) is not dict:
             raise _Malformed("a level is not an object")
         price, size, count = level.get("0"), level.get("1"), level.get("2")
-        if not ((type(price) is float or type(price) is int) and math.isfinite(price) and abs(price) < _MAX_INT):
+        tp, ts = type(price), type(size)
+        # Comparisons refuse NaN and infinities too (both compare false against the bounds).
+        if not ((tp is float or tp is int) and -_MAX < price < _MAX):
             raise _Malformed(f"level price {price!r}")
-        if not ((type(size) is float or type(size) is int) and math.isfinite(size) and 0 <= size < _MAX_INT):
+        if not ((ts is float or ts is int) and 0 <= size < _MAX):
             raise _Malformed(f"level size {size!r}")
         if count is not None and not (type(count) is int and 0 <= count < _MAX_INT):
             raise _Malformed(f"level count {count!r}")
+        if previous is not None and (price > previous if best_first_descending else price < previous):
+            ordered = False
+        previous = price
         levels.append(DepthLevel(price=float(price), size=float(size), count=count))
-    levels.sort(key=lambda lv: lv.price, reverse=best_first_descending)
-    return levels[:limit]
+    if not ordered:
+        levels.sort(key=_price, reverse=best_first_descending)
+    return levels[:limit] if limit is not None else levels
+
+
+def _price(level: DepthLevel) -> float:
+    return level.price
 
 
 class BookParser:

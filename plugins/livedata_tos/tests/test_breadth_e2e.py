@@ -145,9 +145,15 @@ def test_options_forex_chain_bars_without_gaps_and_depth_through_livedata_run(sc
                    and subscribed("CHART_EQUITY", {"AAPL"}), what="the reconnect")  # fmt: skip
         streamer.call(fs.advance, 60)  # t0+5 ends: a live bar again
         last = t0 + 5 * 60_000
-        key = "live_data:stream:bars:/ES"
-        wait_until(lambda: any(json.loads(f["data"])["start"] == last for _, f in r.xrange(key)),
-                   what="the bar after the outage")
+        for symbol in ("/ES", "AAPL"):
+            key = f"live_data:stream:bars:{symbol}"
+            wait_until(lambda: any(json.loads(f["data"])["start"] == last for _, f in r.xrange(key)),
+                       what=f"the {symbol} bar after the outage")
+
+        # The streamer repeats a bar (same seq): dropped, counted.
+        streamer.call(fs.send_bars, last - 60_000)
+        wait_until(lambda: json.loads(cli("status", "--json"))["brokers"]["tos"]["bars"]["duplicates"] >= 2,
+                   what="the repeats counted")
 
         for symbol in ("/ES", "AAPL"):
             entries = r.xrange(f"live_data:stream:bars:{symbol}", "-", "+")
@@ -163,8 +169,8 @@ def test_options_forex_chain_bars_without_gaps_and_depth_through_livedata_run(sc
                     candle["open"], candle["high"], candle["low"], candle["close"])
         history = fake.api_requests("/marketdata/v1/pricehistory")
         assert {q["query"]["symbol"] for q in history} == {"/ES", "AAPL"}
-        status = json.loads(cli("status", "--json"))["brokers"]["tos"]
-        assert status["bars"]["unfilled"] == 0 and status["bars"]["duplicates"] >= 2
+        bar_status = json.loads(cli("status", "--json"))["brokers"]["tos"]["bars"]
+        assert bar_status["unfilled"] == 0 and bar_status["backfilled"] == 4, bar_status
     finally:
         run.send_signal(signal.SIGTERM)
         try:
