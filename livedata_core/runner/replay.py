@@ -308,7 +308,8 @@ class ReplayRuntime(BrokerRuntime):
         for segment in self.segments:
             if self.stopping.is_set():
                 break
-            self.symbols = set(segment.symbols)
+            self.symbols.clear()  # in place: self.wanted["quotes"] is this very set (BrokerRuntime)
+            self.symbols.update(segment.symbols)
             self.streaming_now = asyncio.Event()
             self._connection = ReplayConnection(segment, self.pace, self)
             try:
