@@ -59,7 +59,6 @@ def schwab():
         rest.stop()
 
 
-@pytest.mark.skip(reason="waits for the runner's kinds (bars/depth keys, --chain, the bar gap filler) to land")
 def test_options_forex_chain_bars_without_gaps_and_depth_through_livedata_run(schwab, redis_server, tmp_path):
     fake, streamer = schwab
     fs = streamer.server
