@@ -313,7 +313,8 @@ class BrokerRuntime:
     def _streaming(self, stream: BrokerStream) -> None:
         """Connected and subscribed to every wanted symbol."""
         if self.recorder is not None:
-            self.recorder.mark("streaming", symbols=sorted(self.symbols))
+            others = {kind: sorted(wanted) for kind, wanted in self.wanted.items() if kind != "quotes" and wanted}
+            self.recorder.mark("streaming", symbols=sorted(self.symbols), **({"kinds": others} if others else {}))
 
     async def _drain(self, stream: BrokerStream) -> None:
         # Account events the stream had received but not yet handed over when it was closed (see the

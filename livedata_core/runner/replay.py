@@ -53,7 +53,9 @@ class Segment:
         self.index = index
         self.items: list[dict[str, Any]] = []
         self.symbols: list[str] = []
-        """What it subscribed at connect time (its ``streaming`` mark)."""
+        """The quotes it subscribed at connect time (its ``streaming`` mark)."""
+        self.kinds: dict[str, list[str]] = {}
+        """The other kinds' symbols it subscribed at connect time (bars, depth)."""
         self.frames = 0
 
     def __repr__(self) -> str:
@@ -78,8 +80,9 @@ def segments(records: Any) -> tuple[list[Segment], list[dict[str, Any]]]:
             current.items.append(record)
             if kind == "in":
                 current.frames += 1
-            elif kind == "streaming" and not current.symbols:
+            elif kind == "streaming" and not current.symbols and not current.kinds:
                 current.symbols = list(record.get("symbols") or ())
+                current.kinds = {k: list(v) for k, v in (record.get("kinds") or {}).items()}
     return out, rest
 
 
@@ -206,7 +209,7 @@ class ReplayConnection:
                     yield data
                 else:  # a live subscribe or unsubscribe, where it happened
                     await pace.wait(item["t"], self.closed)
-                    runtime.live_change(kind, item.get("symbols") or [])
+                    runtime.live_change(kind, item.get("symbols") or [], item.get("data_kind") or "quotes")
                     await asyncio.sleep(0)  # let it send its request before the answer is handed over
         finally:
             self._ended = True
@@ -269,14 +272,14 @@ class ReplayRuntime(BrokerRuntime):
     def _streaming(self, stream: BrokerStream) -> None:
         self.streaming_now.set()
 
-    def live_change(self, kind: str, symbols: list[str]) -> None:
-        """A recorded live subscribe or unsubscribe, done again now."""
+    def live_change(self, kind: str, symbols: list[str], data_kind: str = "quotes") -> None:
+        """A recorded live subscribe or unsubscribe (of quotes, bars or depth), done again now."""
         call = self.subscribe if kind == "subscribe" else self.unsubscribe
         self.subscribing += 1
 
         async def change() -> None:
             try:
-                await call(symbols)
+                await call(symbols, data_kind)
             except Exception as exc:
                 self._record_error(f"replayed {kind} of {', '.join(symbols)} failed", exc)
             finally:
@@ -308,8 +311,9 @@ class ReplayRuntime(BrokerRuntime):
         for segment in self.segments:
             if self.stopping.is_set():
                 break
-            self.symbols.clear()  # in place: self.wanted["quotes"] is this very set (BrokerRuntime)
-            self.symbols.update(segment.symbols)
+            for data_kind, wanted in self.wanted.items():  # the same sets: the runtime's other parts hold them
+                wanted.clear()
+                wanted.update(segment.kinds.get(data_kind, ()) if data_kind != "quotes" else segment.symbols)
             self.streaming_now = asyncio.Event()
             self._connection = ReplayConnection(segment, self.pace, self)
             try:
