@@ -155,15 +155,8 @@ def stream(ctx: BrokerContext) -> TosStream:
         log=ctx.log,
         quotes=ctx.quotes,
         levelone=session.levelone,
-        depth_levels=_depth_levels(ctx),
-        nyse_book=s.nyse_book,
+        nyse_book=s.nyse_book,  # every level is published; the runner keeps the top depth_levels
     )
-
-
-def _depth_levels(ctx: BrokerContext) -> int | None:
-    """The runner's ``depth_levels`` for this instance, if the context carries it (it trims books itself too)."""
-    levels = getattr(ctx, "depth_levels", None)
-    return levels if isinstance(levels, int) and levels > 0 else None
 
 
 @hookimpl
