@@ -98,6 +98,16 @@ def test_option_futures_option_and_forex_quotes_merge_deltas_into_complete_quote
             (eq,) = await collect(events, 1)
             assert type(eq) is Quote and "strike" not in to_dict(eq)
 
+            # An unsubscribed option stops at once; subscribed again, it starts afresh from what arrives.
+            await stream.unsubscribe([FOP])
+            assert fake.subscriptions["LEVELONE_FUTURES_OPTIONS"] == set()
+            await fake.send_data("LEVELONE_FUTURES_OPTIONS", [{"key": FOP, "1": 10.3}])
+            await fake.wait_for(lambda: stream.stats.skipped["level-one data for a symbol not subscribed"] == 1)
+            await stream.subscribe([FOP])
+            await fake.send_data("LEVELONE_FUTURES_OPTIONS", [{"key": FOP, "2": 10.6}])
+            (again,) = await collect(events, 1)
+            assert (again.bid, again.ask, again.strike) == (None, 10.6, None)
+
             # A bad value is counted and the field keeps its last value.
             await fake.send_data("LEVELONE_OPTIONS", [{"key": OPTION, "2": "x", "3": 12.8}])
             (third,) = await collect(events, 1)
@@ -204,6 +214,15 @@ def test_depth_from_the_books_best_levels_first_and_malformed_books_skipped():
             (last,) = await collect(events, 1)
             assert last.bids[0].price == 189.6
             assert stream.stats.skipped["malformed book"] == 2
+
+            # Unsubscribed: the book stops at once, what still arrives for it is counted, not yielded.
+            await stream.unsubscribe(["AAPL", "IBM"], kind="depth")
+            assert fake.subscriptions["NASDAQ_BOOK"] == set() and fake.subscriptions["NYSE_BOOK"] == set()
+            await fake.send_data("NASDAQ_BOOK", [book_item("AAPL", [(1.0, 1, 1)], [])])
+            await fake.send_data("OPTIONS_BOOK", [book_item(OPTION, [(12.5, 10, 2)], [(12.75, 5, 1)])])
+            (option_book,) = await collect(events, 1)
+            assert (option_book.symbol, option_book.book) == (OPTION, "OPTIONS")
+            assert stream.stats.skipped["book for a symbol not subscribed"] == 1
 
     run(main())
 
