@@ -37,9 +37,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen:
 
 
 def payload(model) -> dict:
-    data = to_dict(model)
-    data.pop("received_at", None)
-    return data
+    return to_dict(model)  # received_at too: a replay stamps each frame's recorded receive time
 
 
 def quotes_by_symbol(messages) -> dict[str, list[dict]]:

@@ -61,7 +61,7 @@ def add_parser(sub: Any, redis_args: Any) -> None:
         "replay", help="replay a recording (livedata run --record) into Redis",
         description="Feed a recording made by `livedata run --record DIR` through the same plugin parsers and the "
         "same publisher into Redis, at the recorded pace or faster; `livedata status` shows its progress. The "
-        "same recording publishes the same payloads (received_at aside). See docs/recording.md.")
+        "same recording publishes the same payloads, received_at included. See docs/recording.md.")
     p.add_argument("dir", metavar="DIR", help="the recording's folder (the one given to --record)")
     p.add_argument("--speed", default="1", metavar="N|max", help=SPEED_HELP)
     p.add_argument("--from", dest="start", metavar="TIME", help=f"start the pace here ({TIME_HELP}); frames "

@@ -41,6 +41,9 @@ What the base owns:
   ``"out"`` as sent, with the wall-clock time (``time.time()``) before it is parsed or after it was sent. Set it
   on the stream (or pass ``tap=`` to the constructor) to record a session; unset, it costs one attribute check
   per frame. A tap that raises is logged once and removed, never the end of the stream.
+- **the receive time**: :meth:`~WebSocketStream.received_ms` is the time the frame being parsed was received
+  (the tap's time): a parser stamps ``received_at`` with it, so a replay of a recording, whose ``clock`` gives
+  each frame's recorded time, publishes the very payloads the live run published.
 
 ``events()`` ends when the broker closes politely, and raises the error that ended the connection otherwise:
 one set with :meth:`~WebSocketStream.fail`, a lost connection (``StreamError``), an unanswered request.
@@ -136,6 +139,8 @@ class WebSocketStream(BrokerStream):
     read_rest_timeout: float = 0.5
     #: What opens the socket: ``websockets.connect`` unless set (a replay sets a recording's connection here).
     opener: Callable[..., Any] | None = None
+    #: The wall clock of receive times (:meth:`received_ms`, the tap's time); a replay gives the recorded ones.
+    clock: Callable[[], float] = staticmethod(time.time)
 
     def __init__(self, url: str, *, log: logging.Logger | None = None, tap: Tap | None = None) -> None:
         super().__init__()
@@ -156,6 +161,7 @@ class WebSocketStream(BrokerStream):
         self._failure: BaseException | None = None
         self._closing = False
         self._ended = False  # the end marker is queued for events()
+        self._received = 0.0  # clock() when the frame being parsed was received
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({url_host(self.url)!r}, ready={self.ready})"
@@ -198,6 +204,11 @@ class WebSocketStream(BrokerStream):
         return StreamError(f"{self.name} connection was lost: {exc}")
 
     # -- helpers for the subclass -----------------------------------------------------------------------------
+
+    def received_ms(self) -> int:
+        """When the frame being parsed was received, in integer milliseconds since the epoch: the ``received_at``
+        of what :meth:`on_frame` builds from it (in a replay, the recorded time)."""
+        return int(self._received * 1000)
 
     def decode(self, raw: str | bytes) -> Any:
         """``raw`` parsed as JSON, or ``None`` (counted as ``frame is not JSON``)."""
@@ -459,8 +470,9 @@ class WebSocketStream(BrokerStream):
 
     def _receive(self, raw: str | bytes) -> None:
         """Parse one frame and queue what it carries."""
+        self._received = t = self.clock()
         if self.tap is not None:
-            self._tap("in", raw)
+            self._tap("in", raw, t)
         try:
             item = self.on_frame(raw)
         except Exception as exc:  # a parser bug must not end the stream; count it
@@ -469,9 +481,9 @@ class WebSocketStream(BrokerStream):
         if item is not None and (type(item) is not list or item):
             self._queue.put_nowait(item)
 
-    def _tap(self, direction: str, data: str | bytes) -> None:
+    def _tap(self, direction: str, data: str | bytes, t: float | None = None) -> None:
         try:
-            self.tap(direction, data, time.time())  # type: ignore[misc]
+            self.tap(direction, data, time.time() if t is None else t)  # type: ignore[misc]
         except Exception as exc:  # a recorder's bug must not cost the stream
             self.log.error("the frame tap failed and was removed: %s: %s", type(exc).__name__, exc)
             self.tap = None

@@ -15,8 +15,9 @@ plugin has sent as many frames as had been sent before it (its login and subscri
 finds its request waiting), and afterwards only once the replayed connection is streaming too. Frames are then
 paced by their recorded times divided by ``speed`` (``None``: as fast as they are parsed), from ``start`` on
 (frames before it are fed at once: they build the login, subscriptions and merged quotes later frames need).
-The same recording therefore gives the same published payloads in the same order, whatever the speed
-(``received_at`` aside, which is the replay's clock).
+The same recording therefore gives the same published payloads in the same order, whatever the speed; the
+stream's ``clock`` gives each frame its recorded receive time, so a plugin that stamps ``received_at`` with
+``WebSocketStream.received_ms()`` (tos, IBKR) publishes the very payloads of the live run.
 """
 
 from __future__ import annotations
@@ -145,6 +146,11 @@ class ReplayConnection:
         self.transport = _Transport(self)
         self._sent_changed = asyncio.Event()
         self._ended = False
+        self._t = 0.0
+
+    def now(self) -> float:
+        """The recorded receive time of the frame being handed over (the stream's ``clock``)."""
+        return self._t
 
     @property
     def state(self) -> Any:
@@ -199,7 +205,7 @@ class ReplayConnection:
                         pace.delivered.append((item["t"], time.perf_counter()))
                     if streaming:
                         await runtime.caught_up()
-                    runtime.replayed_at = item["t"]
+                    runtime.replayed_at = self._t = item["t"]
                     runtime.frames += 1
                     data = item.get("data")
                     if data is None:
@@ -265,6 +271,8 @@ class ReplayRuntime(BrokerRuntime):
                               "WebSocketStream")  # fmt: skip
         connection = self._connection
         stream.opener = lambda url, **options: _opened(connection)
+        if connection is not None:
+            stream.clock = connection.now  # receive times are the recorded ones: the same received_at
         stream.heartbeat_timeout = None  # a recording's silences are the broker's, not a dead connection
         stream.ping_interval = None
         return stream

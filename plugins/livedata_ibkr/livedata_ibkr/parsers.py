@@ -169,7 +169,7 @@ _ORDER_TYPES = {"limit": "limit", "lmt": "limit", "market": "market", "mkt": "ma
 #  "orderDesc":"Buy 100 Limit 372.00 GTC","ticker":"AAPL","secType":"STK","listingExchange":"NASDAQ.NMS",
 #  "remainingQuantity":100.0,"filledQuantity":0.0,"status":"Submitted","orderType":"Limit","side":"BUY",
 #  "timeInForce":"GTC","price":372}
-def parse_order(row: dict[str, Any], account_id: str | None = None) -> Order:
+def parse_order(row: dict[str, Any], account_id: str | None = None, received_at: int | None = None) -> Order:
     order_id = row.get("orderId")
     if order_id is None or isinstance(order_id, bool) or str(order_id).strip() == "":
         raise BadValue(f"order without orderId: {sorted(row)}")
@@ -208,6 +208,6 @@ def parse_order(row: dict[str, Any], account_id: str | None = None) -> Order:
         average_fill_price=parse_number(row.get("avgPrice")),
         time_in_force=str(row["timeInForce"]).lower() if row.get("timeInForce") else None,
         timestamp=updated,
-        received_at=now_ms(),
+        received_at=now_ms() if received_at is None else received_at,
         extra=extra or None,
     )

@@ -85,8 +85,9 @@ class QuoteBook:
     # Sample delta frame (only changed fields are sent; values are strings):
     # {"31":"189.60","6119":"q2","6509":"RpB","7059":"100","84":"189.56","85":"500","86":"189.61","88":"200",
     #  "_updated":1712596911593,"conid":8314,"conidEx":"8314","server_id":"q2","topic":"smd+8314"}
-    def apply(self, frame: dict[str, Any]) -> list[Quote]:
-        """Merge one ``smd`` frame; return a complete quote per symbol of its conid (or nothing)."""
+    def apply(self, frame: dict[str, Any], received_at: int | None = None) -> list[Quote]:
+        """Merge one ``smd`` frame; return a complete quote per symbol of its conid (or nothing), received at
+        ``received_at`` (milliseconds; default now)."""
         try:
             conid = parse_int(frame.get("conid"))
             if conid is None:
@@ -121,7 +122,7 @@ class QuoteBook:
             extra["market_data"] = state.availability
         if state.last_flag:
             extra["last_flag"] = state.last_flag
-        received = now_ms()
+        received = now_ms() if received_at is None else received_at
         get = values.get
         # make_quote takes every Quote field positionally, in this order (a third of Quote(**fields)'s cost).
         return [

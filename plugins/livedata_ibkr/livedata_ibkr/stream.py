@@ -375,7 +375,7 @@ class IbkrStream(WebSocketStream):
             self.stats.skip("ibkr: websocket error message", frame)
             return HEARTBEAT
         if topic.startswith("smd+"):
-            quotes = self.book.apply(frame)
+            quotes = self.book.apply(frame, self.received_ms())
             return quotes if quotes else HEARTBEAT
         if topic == "system":
             return HEARTBEAT
@@ -416,7 +416,7 @@ class IbkrStream(WebSocketStream):
                 continue
             merged = self.session.orders.merge(row)
             try:
-                out.append(parse_order(merged))
+                out.append(parse_order(merged, received_at=self.received_ms()))
             except (BadValue, TypeError, ValueError) as exc:
                 # Logged and counted; the REST orders poll reports the order again.
                 self.stats.skip("ibkr sor: unusable order update", f"{exc}: {row!r}")

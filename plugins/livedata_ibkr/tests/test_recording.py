@@ -20,9 +20,7 @@ from livedata_ibkr.testing import SESSION_TOKEN, FakeGateway  # noqa: E402
 
 
 def payload(model) -> dict:
-    data = to_dict(model)
-    data.pop("received_at", None)
-    return data
+    return to_dict(model)  # received_at too: a replay stamps each frame's recorded receive time
 
 
 def by_symbol(models) -> dict[str, list[dict]]:

@@ -25,7 +25,6 @@ import orjson
 
 from livedata_core.errors import AuthError, BrokerError, LoginRequired, StreamError, SymbolsRefused
 from livedata_core.plugin_kit.merge import MergeBook
-from livedata_core.models import now_ms
 from livedata_core.plugin_kit.streaming import HEARTBEAT
 from livedata_core.plugin_kit.websocket_stream import Tap, WebSocketStream, frames_logger, url_host
 
@@ -395,7 +394,7 @@ class TosStream(WebSocketStream):
 
     def on_frame(self, raw: str | bytes) -> Any:
         """Parse one frame: a list of the models it carries, or :data:`HEARTBEAT` for a heartbeat alone."""
-        out, heartbeat = self._on_frame(raw, now_ms())
+        out, heartbeat = self._on_frame(raw, self.received_ms())  # the tap's time: a replay publishes the same
         if out:
             return out
         return HEARTBEAT if heartbeat else None

@@ -107,10 +107,8 @@ def session(tmp_path, redis_server, monkeypatch):
 
 
 def payload(model) -> dict:
-    """What a consumer compares: the published payload without the replay's own clock."""
-    data = to_dict(model)
-    data.pop("received_at", None)
-    return data
+    """What a consumer compares: the published payload, whole."""
+    return to_dict(model)  # received_at too: a replay stamps each frame's recorded receive time
 
 
 def by_symbol(models) -> dict[str, list[dict]]:
