@@ -218,3 +218,20 @@ def test_replay_at_speed_1_keeps_the_recorded_pace(session, published):
         if errors[-1] < 0.005:
             break
     assert min(errors) < 0.005, errors
+
+    # --from paces from there (what came before is fed at once); --to stops after that time.
+    middle = frames[0] + (frames[-1] - frames[0]) / 2
+
+    async def window():
+        replay = Replay(session.record, Sink(), speed=1.0, instances=["tos"], start=middle, end=middle + 0.3)
+        started = time.perf_counter()
+        await replay.run()
+        return replay, time.perf_counter() - started
+
+    collected.clear()
+    replay, elapsed = asyncio.run(window())
+    assert 0.25 < elapsed < (frames[-1] - frames[0]) / 2
+    assert replay.runtimes["tos"].replayed_at <= middle + 0.3
+    quotes = [m for m in collected if m.TYPE == "quotes"]
+    assert quotes and quotes[-1].received_at <= (middle + 0.3) * 1000
+    assert quotes[0].received_at < middle * 1000  # the frames before --from were fed (at once)
