@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from livedata_core.errors import BrokerError, SymbolsRefused
+from livedata_core.errors import BrokerError, ConfigError, SymbolsRefused
 from livedata_core.models import check_model
 from livedata_schwab.client import SchwabClient
 from livedata_schwab.marketdata import chain_symbols, parse_candles
@@ -23,6 +23,8 @@ def test_market_data_url_sits_beside_the_trader_api_unless_given():
     assert SchwabSettings(api_base_url="http://127.0.0.1:9/trader/v1").market_data_url == "http://127.0.0.1:9/marketdata/v1"
     given = SchwabSettings(market_data_base_url="https://proxy.example/md/v1/")
     assert given.market_data_url == "https://proxy.example/md/v1"
+    with pytest.raises(ConfigError, match="market_data_base_url"):
+        SchwabSettings(market_data_base_url="http://proxy.example/md/v1")  # plain text off this machine: refused
 
 
 def test_price_history_asks_for_1_minute_candles_between_two_times_and_parses_them(fake_schwab, settings_for, saved_tokens):

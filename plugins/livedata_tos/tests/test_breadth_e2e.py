@@ -125,6 +125,10 @@ def test_options_forex_chain_bars_without_gaps_and_depth_through_livedata_run(sc
         wait_until(lambda: subscribed("LEVELONE_OPTIONS", contracts), what="the chain's contracts")
         status = cli("status")
         assert "chain            AAPL: 4 contracts, expiring 2026-12-18, 2 strikes" in status
+        # An underlying Schwab has no chain for: a clear error, nothing subscribed.
+        refused = subprocess.run([sys.executable, "-m", "livedata_core.cli", "subscribe", "tos", "--chain", "NOPE"],
+                                 env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert refused.returncode != 0 and "no option chain for 'NOPE'" in refused.stderr, refused
 
         # -- depth for two symbols ---------------------------------------------------------------------------
         streamer.call(fs.send_data, "NASDAQ_BOOK", [
