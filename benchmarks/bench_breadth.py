@@ -20,6 +20,7 @@ then a sentinel quote. It prints, for the quotes-only run and the mixed run side
 the runner's CPU per second; beside them the floor (a bare websocket client receiving the same mixed stream:
 transport only, per frame) and a naive loop (json.loads, one awaited redis-py PUBLISH per item, no merge, no
 conflation) on the mixed stream. Target: quote p99 within 1 ms at 10k quotes/s with depth and bars beside them.
+``bench_kinds.py`` measures the core publisher's share of the same load alone (no websocket, no plugin).
 """
 
 from __future__ import annotations

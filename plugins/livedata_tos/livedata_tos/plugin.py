@@ -22,7 +22,7 @@ from livedata_schwab.settings import SchwabSettings
 from livedata_schwab.tokens import TOKEN_KEY
 
 from livedata_core import BrokerInfo, hookimpl
-from livedata_core.errors import NotSupported
+from livedata_core.errors import InvalidIdentifier, NotSupported
 from livedata_core.models import Bar
 from livedata_schwab.marketdata import chain_symbols, parse_candles
 from livedata_core.plugin_kit.broker import BrokerContext
@@ -175,7 +175,17 @@ async def option_chain(ctx: BrokerContext, underlying: str, expiration: str | No
     ``strikes`` strikes nearest the money or Schwab's default)."""
     session = await _session(ctx)
     data = await session.client.option_chain(underlying, from_date=expiration, to_date=expiration, strike_count=strikes)
-    return [symbols.normalize_symbol(s) for s in chain_symbols(data, underlying)]
+    contracts: list[str] = []
+    odd: list[str] = []
+    for symbol in chain_symbols(data, underlying):
+        try:
+            contracts.append(symbols.normalize_symbol(symbol))
+        except InvalidIdentifier:
+            odd.append(symbol)
+    if odd:  # a contract the streamer could not take is left out, said once per chain
+        ctx.log.warning("option chain of %s: %d contract symbol(s) the streamer does not take were left out, the "
+                        "first: %r", underlying, len(odd), odd[0])  # fmt: skip
+    return contracts
 
 
 async def _session(ctx: BrokerContext) -> TosSession:

@@ -286,3 +286,25 @@ def test_fetch_bars_and_option_chain_hooks_read_schwab_market_data(monkeypatch):
                 await broker.call("option_chain", ctx=ctx, underlying="NOPE", expiration=None, strikes=None)
 
     run(main())
+
+
+def test_a_chain_contract_the_streamer_cannot_take_is_left_out_and_logged(monkeypatch, caplog):
+    from livedata_core.plugin_kit.plugins import get_broker
+    from livedata_core.plugin_kit.tokens import MemoryTokenStore
+    from livedata_tos import plugin
+    from livedata_tos.testing import FakeSchwabClient
+
+    async def main():
+        async with FakeStreamer() as fake:
+            client = FakeSchwabClient(fake)
+            chain = client.schwab.chains["AAPL"]
+            strikes = next(iter(chain["callExpDateMap"].values()))
+            strikes["200.0"].append({"putCall": "CALL", "symbol": "AAPL_121826C200"})  # not an OCC symbol
+            monkeypatch.setattr(plugin, "make_client", lambda *a, **kw: client)
+            broker = get_broker("tos")
+            ctx = broker.make_context({"streamer_url": fake.url}, MemoryTokenStore())
+            contracts = await broker.call("option_chain", ctx=ctx, underlying="AAPL", expiration="2026-12-18", strikes=1)
+            assert contracts == ["AAPL  261218C00200000", "AAPL  261218P00200000"]
+            assert "1 contract symbol(s) the streamer does not take were left out" in caplog.text
+
+    run(main())
