@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from livedata_core.channels import CHANNEL_TYPES
 from livedata_core.errors import ConfigError
 from livedata_core.redis_io.server import RedisServer
 from livedata_core.runner import Runner, load_config
@@ -56,6 +57,10 @@ def livedata(*args: str, user: tuple[str, str], server: RedisServer, timeout: fl
 def test_the_documented_users_are_three_and_default_is_off():
     names = [line.split()[2] for line in documented_acls()]
     assert names == ["livedata", "operator", "consumer", "default"] and documented_acls()[-1] == "ACL SETUSER default off"
+    # A consumer may subscribe to every data channel type (a new type needs its pattern in the consumer's line).
+    consumer = documented_acls()[2].split()
+    assert {f"&live_data:{kind}:*" for kind in CHANNEL_TYPES} | {"&live_data:events:*"} == {
+        word for word in consumer if word.startswith("&")}
 
 
 def test_the_runner_consumer_and_operator_each_do_their_part_and_no_more(acl_redis, tmp_path):
