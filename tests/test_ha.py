@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+import attrs
+import httpx
 import orjson
 import pytest
 import redis
@@ -24,6 +26,7 @@ import redis
 from livedata_core.errors import ConfigError
 from livedata_core.plugin_kit.tokens import FileTokenStore
 from livedata_core.runner import Runner, load_config
+from livedata_core.runner.config import MetricsConfig
 from livedata_core.runner.ha import Lease, ha_keys, read_runners
 from livedata_core.testing import ServerThread
 from livedata_schwab.testing import HASH_MARGIN, ORDERS, TRANSACTIONS, FakeSchwab, FakeSchwabServer
@@ -51,11 +54,19 @@ def test_one_leader_a_clean_stop_hands_over_at_once_and_the_epoch_goes_up(redis_
                           "brokers": {"demo": {"symbols": ["AAPL"], "poll": {"orders": 0.1}, "order_every": 0.1}}})
 
     async def go():
-        first, second = Runner(config), Runner(config)
+        first, second = Runner(config), Runner(attrs.evolve(config, metrics=MetricsConfig(port=0)))
         one = asyncio.create_task(first.run())
         await asyncio.wait_for(first.ready.wait(), 10)
         two = asyncio.create_task(second.run())
+        await first.subscribe("demo", ["NVDA"])
+        await first.unsubscribe("demo", ["AAPL"])
         await asyncio.sleep(0.5)
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(second.ops.url + "/readyz")
+            healthy = await http.get(second.ops.url + "/healthz")
+            metrics = (await http.get(second.ops.url + "/metrics")).text
+        ready = (answer.status_code, answer.json(), healthy.status_code)
+        assert "livedata_ha_leader 0.0" in metrics and "livedata_ha_epoch 0.0" in metrics
         roles = (first.ha.role, second.ha.role, second.ready.is_set(), second.ha.leader)
         client = redis.Redis.from_url(redis_server.url)
         rows = await asyncio.to_thread(read_runners, client)
@@ -64,14 +75,17 @@ def test_one_leader_a_clean_stop_hands_over_at_once_and_the_epoch_goes_up(redis_
         stopped = time.monotonic()
         await asyncio.wait_for(second.ready.wait(), 10)
         took = time.monotonic() - stopped
+        assert second.runtimes["demo"].symbols == {"NVDA"}  # taken over from the leader's status, not the file
         await asyncio.sleep(0.5)
         entries = client.xrange("live_data:stream:orders:DEMO-1")
         second.stop()
         await two
         client.close()
-        return roles, rows, took, first.ha, second.ha, entries
+        return roles, rows, took, first.ha, second.ha, entries, ready
 
-    roles, rows, took, first, second, entries = asyncio.run(go())
+    roles, rows, took, first, second, entries, ready = asyncio.run(go())
+    assert ready[0] == 503 and ready[1]["reasons"] == [f"standby: {first.identity} holds the lease (epoch 1)"]
+    assert ready[2] == 200  # /healthz: a standby is healthy
     assert roles == ("leader", "standby", False, first.identity)
     assert [(r["identity"], r["role"], r["holds_lease"]) for r in rows] == [
         (first.identity, "leader", True), (second.identity, "standby", False)]
@@ -294,6 +308,11 @@ heartbeat_timeout = 30.0
         finally:
             client.close()
 
+    def finish_orders(self) -> None:
+        """No new orders or transactions from now on (the last ones are in the fake's answers)."""
+        self.no_more_orders.set()
+        self.threads[2].join(5)
+
     def missing(self) -> tuple[set[str], set[str]]:
         """Orders and transactions the fake reported that are not in the streams (none are added from now on)."""
         orders = {orjson.loads(f[b"data"])["order_id"] for _, f in self.entries("orders")}
@@ -371,9 +390,9 @@ def test_a_paused_leader_does_not_lead_again_and_nothing_of_its_is_accepted_afte
     assert sorted(r["role"] for r in shown["runners"]) == ["leader", "standby"]
     assert "lost the lease" in (rig.logs / "first.log").read_text()
     # 0 orders or transactions lost: the new leader's catch-up found what came while nobody led.
-    rig.no_more_orders.set()
-    time.sleep(1.5)  # a few polls of the leader
-    assert rig.missing() == (set(), set()) and len(rig.orders) > 10
+    rig.finish_orders()
+    rig.wait(lambda: rig.missing() == (set(), set()), 20, "every order and transaction in the streams")
+    assert len(rig.orders) > 10
 
 
 @pytest.mark.slow
@@ -399,6 +418,6 @@ def test_ten_takeovers_after_sigkill_each_within_two_leases_one_connection_at_a_
         rig.wait(lambda: len(rig.runners()) == 2 and rig.leader_pid() != pid, 60, "the new standby")
     assert max(times) < 2 * LEASE, times
     assert rig.streamer.server.most == 1  # the fake never saw two connections at once
-    rig.no_more_orders.set()
-    time.sleep(1.5)
-    assert rig.missing() == (set(), set()) and len(rig.orders) > 20
+    rig.finish_orders()
+    rig.wait(lambda: rig.missing() == (set(), set()), 20, "every order and transaction in the streams")
+    assert len(rig.orders) > 20

@@ -19,6 +19,7 @@ from .broker_runtime import CLOSE_TIMEOUT, DRAIN_TIMEOUT, BrokerRuntime
 from .config import RunnerConfig
 from .control_server import ControlServer
 from .ha import Lease
+from .ha.handover import adopt_symbols
 from .instances import Instance, make_contexts, plan_instances
 from .owners import AccountOwners
 from .permissions import check_permissions
@@ -117,6 +118,8 @@ class Runner:
         stopped; ``livedata run`` then starts again as a standby."""
         self.ha = (Lease(config.redis.topology, config.redis.prefix, config.ha.lease, on_lost=self._lose_lease)
                    if config.ha is not None else None)  # fmt: skip
+        if config.ha is not None:
+            self.control.status_ttl = 3 * config.ha.lease  # a standby reads the symbols in it when it takes over
 
     def __repr__(self) -> str:
         return f"Runner(brokers={sorted(self.runtimes)}, redis={self.config.redis.topology.describe()!r})"
@@ -147,6 +150,7 @@ class Runner:
                 self.publisher.fence = self.control.fence = self.ha.holds
                 self.publisher.set_epoch(self.ha.epoch or 0)
                 self.ha.start_renewing()
+                await adopt_symbols(self.control.redis, self.config.redis.prefix, self.runtimes)
             await self.publisher.start()
         except BaseException:
             if self.ops is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,6 +62,10 @@ class ControlServer:
         self.fence: Callable[[], bool] | None = None
         """With a hot standby (runner/ha), whether this runner still holds the lease: a runner that lost it answers
         no command and stores no status (the new leader's would be overwritten)."""
+
+        self.status_ttl = 0.0
+        """Seconds the stored status outlives this runner at least (with ``[ha]``: until a standby has taken over and
+        read its symbols, see :mod:`livedata_core.runner.ha.handover`)."""
 
     def may_write(self) -> bool:
         return self.fence is None or self.fence()
@@ -145,7 +150,7 @@ class ControlServer:
                 log.warning("could not answer a control command: %s", exc)
 
     async def _store_status(self, status: dict[str, Any]) -> None:
-        ttl = max(5, int(self.status_interval * 5))
+        ttl = max(5, int(self.status_interval * 5), math.ceil(self.status_ttl))
         await self.redis.set(status_key(self.prefix), _dumps(status), ex=ttl)
 
     async def _write_status(self) -> None:

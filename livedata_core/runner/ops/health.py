@@ -8,7 +8,8 @@ the middle of one) and answers ``GET`` (and ``HEAD``) only:
 ``/readyz``
     200 when, besides that, every instance does its job: an instance that streams is ``streaming``, one that only
     polls is ``polling``; none is in ``login_required``, none has given something up for good (``failed``) and no
-    subscribed symbol is stale while its market is open (:mod:`livedata_core.runner.ops.staleness`). Else 503.
+    subscribed symbol is stale while its market is open (:mod:`livedata_core.runner.ops.staleness`); with ``[ha]``,
+    it holds the lease (a standby is healthy, not ready). Else 503.
 ``/metrics``
     The Prometheus text format (:mod:`livedata_core.runner.ops.metrics`).
 
@@ -65,6 +66,10 @@ def health_reasons(redis_problem: str | None) -> list[str]:
 def readiness_reasons(runner: Any, status: dict[str, Any], redis_problem: str | None) -> list[str]:
     """Why the runner is not ready (empty: it is): see the module docstring."""
     reasons = health_reasons(redis_problem)
+    ha = getattr(runner, "ha", None)
+    if ha is not None and ha.role != "leader":  # a hot standby is healthy, and not ready until it leads
+        reasons.append(f"{ha.role}: {ha.leader or 'another runner'} holds the lease (epoch {ha.leader_epoch})")
+        return reasons  # its instances have not started: nothing more to say about them
     now = status.get("now") or 0.0
     for name, b in status["brokers"].items():
         rt = runner.runtimes[name]

@@ -68,6 +68,12 @@ class RunnerCollector:
                        pub.get("refused", 0))
         yield _counter("livedata_publisher_errors", "Redis errors seen by the publisher.", pub["errors"])
         yield _counter("livedata_publisher_reconnects", "Times the publisher lost Redis and reconnected.", pub["reconnects"])
+        ha = status.get("ha")
+        if ha is not None:  # [ha]: alert when no runner of a prefix leads (sum over runners of livedata_ha_leader == 0)
+            yield _gauge("livedata_ha_leader", "1 while this runner holds the hot-standby lease, 0 while it stands by.",
+                         1.0 if ha["role"] == "leader" else 0.0)
+            yield _gauge("livedata_ha_epoch", "The fencing epoch of the lease this runner holds or last held (0: none).",
+                         float(ha["epoch"] or 0))
 
         labels = ["instance", "plugin"]
         published = CounterMetricFamily("livedata_messages_published", "Messages published per instance and kind "
