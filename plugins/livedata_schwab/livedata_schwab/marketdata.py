@@ -29,8 +29,8 @@ def _number(v: Any) -> float | None:
 #  "candles":[{"open":175.01,"high":175.15,"low":175.01,"close":175.04,"volume":10719,"datetime":1639137600000}]}
 def parse_candles(data: Any, *, broker: str, symbol: str, interval: int, start: int, end: int,
                   log: logging.Logger | None = None) -> list[Bar]:  # fmt: skip
-    """The candles of a ``/pricehistory`` answer starting in ``[start, end)`` (ms) as backfilled bars, in start
-    order, one per start. Candles that cannot be read are logged (the count, the first one) and left out.
+    """The candles of a ``/pricehistory`` answer starting in ``[start, end)`` (ms) as bars, in start order, one per
+    start. Candles that cannot be read are logged (the count, the first one) and left out.
 
     :raises BrokerError: the answer has no ``candles`` list.
     """
@@ -58,7 +58,7 @@ def parse_candles(data: Any, *, broker: str, symbol: str, interval: int, start: 
         if not start <= t < end:
             continue
         bars[t] = Bar(broker=broker, symbol=symbol, interval=interval, start=t, open=o, high=h, low=l, close=c,
-                      volume=_number(volume), backfilled=True)  # fmt: skip
+                      volume=_number(volume))  # backfilled: the runner marks the bars it publishes for a gap
     if bad:
         log.warning("Schwab /pricehistory for %s: %d candle(s) could not be read and were left out, the first: %r",
                     symbol, len(bad), bad[0])  # fmt: skip

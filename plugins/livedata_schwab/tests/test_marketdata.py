@@ -52,7 +52,7 @@ def test_price_history_asks_for_1_minute_candles_between_two_times_and_parses_th
         check_model(bar)
         c = fake_candle("AAPL", bar.start)
         assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == (c["open"], c["high"], c["low"], c["close"], c["volume"])
-        assert bar.backfilled and bar.interval == 60 and bar.broker == "tos" and bar.seq is None
+        assert not bar.backfilled and bar.interval == 60 and bar.broker == "tos" and bar.seq is None
 
 
 def test_candles_that_cannot_be_read_are_logged_and_left_out(caplog):

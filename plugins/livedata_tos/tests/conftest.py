@@ -26,8 +26,9 @@ from livedata_core.redis_io.server import free_port
 from livedata_core.testing import ServerThread
 from livedata_core.plugin_kit.tokens import MemoryTokenStore
 from livedata_schwab.tokens import TokenRecord
-from livedata_tos.symbols import EQUITIES, FUTURES
-from livedata_tos.testing import FakeStreamer, data_frame
+from livedata_schwab.testing import FakeSchwab, _chains, _price_history
+from livedata_tos.symbols import EQUITIES, FUTURES, NASDAQ_BOOK
+from livedata_tos.testing import FakeStreamer, book_item, data_frame
 
 APP_KEY = "tos-conformance-app-key"
 APP_SECRET = "tos-conformance-APP-SECRET"
@@ -40,8 +41,9 @@ FAST = {"login_timeout": 2.0, "command_timeout": 2.0, "open_timeout": 2.0, "hear
 
 
 class QuotingStreamer(FakeStreamer):
-    """A fake streamer that sends a level-one quote for every subscribed symbol every ``interval`` seconds,
-    as the real streamer does while the market moves (the plain fake only sends what a test pushes)."""
+    """A fake streamer that sends a level-one quote for every subscribed symbol (and a book for every NASDAQ_BOOK
+    one) every ``interval`` seconds, as the real streamer does while the market moves (the plain fake only sends
+    what a test pushes)."""
 
     def __init__(self, valid_tokens: Any = None, interval: float = 0.05) -> None:
         super().__init__(valid_tokens)
@@ -72,18 +74,25 @@ class QuotingStreamer(FakeStreamer):
                     base = 100.0 + tick
                     content = [{"key": k, "1": base, "2": base + 0.02, "3": base + 0.01} for k in keys]
                     await self.send(data_frame(service, content))
+            books = sorted(self.subscriptions.get(NASDAQ_BOOK, ()))
+            if books:
+                base = 100.0 + tick
+                await self.send(data_frame(NASDAQ_BOOK, [book_item(k, [(base, 300, 2), (base - 0.01, 100, 1)],
+                                                                    [(base + 0.02, 200, 1)]) for k in books]))  # fmt: skip
 
 
 class FakeSchwabRest:
-    """The two Schwab REST endpoints the tos plugin uses: ``GET /trader/v1/userPreference`` (bearer token) and
-    ``POST /v1/oauth/token`` (refresh grant, HTTP Basic app credentials). A refresh issues a token that both
-    this server and the streamer accept."""
+    """The Schwab REST endpoints the tos plugin uses: ``GET /trader/v1/userPreference`` (bearer token),
+    ``POST /v1/oauth/token`` (refresh grant, HTTP Basic app credentials), and the market data of
+    :class:`livedata_schwab.testing.FakeSchwab` (``/marketdata/v1/pricehistory`` on the wall clock,
+    ``/marketdata/v1/chains``). A refresh issues a token that both this server and the streamer accept."""
 
     def __init__(self, streamer: FakeStreamer, valid_tokens: set[str]) -> None:
         self.streamer = streamer
         self.valid_tokens = valid_tokens  # shared with the streamer's LOGIN check
         self.requests: list[tuple[str, str]] = []
         self.issued = 1
+        self.market = FakeSchwab()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -137,6 +146,10 @@ def _rest_handler(fake: FakeSchwabRest) -> type[BaseHTTPRequestHandler]:
                 self._send(401, {"message": "Unauthorized", "errors": ["token invalid"]})
             elif path == "/trader/v1/userPreference":
                 self._send(200, fake.streamer.user_preference())
+            elif path in ("/marketdata/v1/pricehistory", "/marketdata/v1/chains"):
+                query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+                answer = _price_history if path.endswith("pricehistory") else _chains
+                self._send(*answer(fake.market, query))
             else:
                 self._send(404, {"message": "not found", "errors": []})
 
@@ -259,6 +272,27 @@ def conformance_unreachable_settings(monkeypatch, tmp_path):
 def conformance_bad_credentials(tos_fakes):
     """An app secret the fake token endpoint refuses (the suite runs this with no saved login as well)."""
     return {"schwab": tos_fakes[1].settings(app_secret="not-the-APP-SECRET"), **FAST}
+
+
+@pytest.fixture
+def conformance_bar_symbols():
+    # The fake streamer answers a chart ADD with the last completed bar; /pricehistory holds the last minutes.
+    return ["AAPL", "/ES"]
+
+
+@pytest.fixture
+def conformance_depth_symbols():
+    return ["AAPL", "MSFT"]
+
+
+@pytest.fixture
+def conformance_chain_underlying():
+    return "AAPL"
+
+
+@pytest.fixture
+def conformance_unknown_underlying():
+    return "NOPE"
 
 
 @pytest.fixture

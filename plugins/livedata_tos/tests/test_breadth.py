@@ -279,7 +279,7 @@ def test_fetch_bars_and_option_chain_hooks_read_schwab_market_data(monkeypatch):
             end = fake.clock.ms
             bars = await broker.call("fetch_bars", ctx=ctx, symbol="/ES", interval=60, start=end - 300_000, end=end)
             assert [b.start for b in bars] == [end - m * 60_000 for m in (5, 4, 3, 2, 1)]
-            assert all(b.backfilled and b.close == fake_candle("/ES", b.start)["close"] for b in bars)
+            assert all(not b.backfilled and b.close == fake_candle("/ES", b.start)["close"] for b in bars)
             chain = await broker.call("option_chain", ctx=ctx, underlying="AAPL", expiration="2027-01-15", strikes=1)
             assert chain == ["AAPL  270115C00200000", "AAPL  270115P00200000"]
             with pytest.raises(SymbolsRefused, match="NOPE"):
