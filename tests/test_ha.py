@@ -70,6 +70,9 @@ def test_one_leader_a_clean_stop_hands_over_at_once_and_the_epoch_goes_up(redis_
         roles = (first.ha.role, second.ha.role, second.ready.is_set(), second.ha.leader)
         client = redis.Redis.from_url(redis_server.url)
         rows = await asyncio.to_thread(read_runners, client)
+        shown = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "livedata_core.cli", "status"],
+                                        env={**os.environ, "LIVEDATA_REDIS_URL": redis_server.url},
+                                        capture_output=True, text=True, timeout=60)  # fmt: skip
         first.stop()
         await one
         stopped = time.monotonic()
@@ -81,9 +84,15 @@ def test_one_leader_a_clean_stop_hands_over_at_once_and_the_epoch_goes_up(redis_
         second.stop()
         await two
         client.close()
-        return roles, rows, took, first.ha, second.ha, entries, ready
+        return roles, rows, took, first.ha, second.ha, entries, ready, shown
 
-    roles, rows, took, first, second, entries, ready = asyncio.run(go())
+    roles, rows, took, first, second, entries, ready, shown = asyncio.run(go())
+    assert shown.returncode == 0, shown.stderr
+    table = shown.stdout.split("\n\n", 1)[0].splitlines()
+    assert table[0] == "runners (hot standby, [ha]):"
+    assert table[1].split()[:4] == [first.identity, "leader", "epoch", "1"]
+    assert table[2].split()[:4] == [second.identity, "standby", "epoch", "-"] and f"leader {first.identity}" in table[2]
+    assert f"runner pid {os.getpid()}" in shown.stdout  # then the leader's own status, as without [ha]
     assert ready[0] == 503 and ready[1]["reasons"] == [f"standby: {first.identity} holds the lease (epoch 1)"]
     assert ready[2] == 200  # /healthz: a standby is healthy
     assert roles == ("leader", "standby", False, first.identity)
@@ -416,6 +425,7 @@ def test_ten_takeovers_after_sigkill_each_within_two_leases_one_connection_at_a_
         runners.append(fresh)
         rig.procs.append(fresh)
         rig.wait(lambda: len(rig.runners()) == 2 and rig.leader_pid() != pid, 60, "the new standby")
+    print(f"takeovers after SIGKILL, seconds (lease {LEASE:g}s): " + " ".join(f"{t:.2f}" for t in times))
     assert max(times) < 2 * LEASE, times
     assert rig.streamer.server.most == 1  # the fake never saw two connections at once
     rig.finish_orders()

@@ -511,6 +511,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if "publisher" not in status:
             print("no leader answers: each runner above is waiting for the lease")
             return EXIT_OK
+        print()
     now = status.get("now") or time.time()
     pub = status["publisher"]
     print(f"runner pid {status['pid']}, up since {_ago(status['started_at'], now)}, Redis {status['redis']}"

@@ -114,6 +114,7 @@ class Lease:
         self._deadline = 0.0  # monotonic: holds() is true before it
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._ticking: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"Lease({self.identity!r}, role={self.role!r}, epoch={self.epoch})"
@@ -207,7 +208,8 @@ class Lease:
                 failing = False
                 # Only if no later renewal moved it further: a renewal's deadline counts from when it was sent.
                 self._deadline = max(self._deadline, sent + self.lease * HOLD_FRACTION)
-                await self._tick()
+                if self._ticking is None or self._ticking.done():  # on its own: a slow tick must not delay renewals
+                    self._ticking = asyncio.create_task(self._tick(), name="livedata-lease-row")
             delay = min(interval, self._deadline - self.clock())
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -226,11 +228,12 @@ class Lease:
         remove this runner's row. Call it after the broker connections are closed."""
         held = self.holds()
         self._deadline = 0.0
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        for task in (self._task, self._ticking):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._ticking = None
         if self._client is None:
             return
         with contextlib.suppress(Exception):
