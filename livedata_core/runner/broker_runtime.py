@@ -538,8 +538,10 @@ class BrokerRuntime:
                 )
             subscribed.update(new)
             if new and self._stream is not None:
+                recording = None
                 if self.recorder is not None:
                     self.recorder.mark("subscribe", symbols=new, **({} if kind == "quotes" else {"data_kind": kind}))
+                    recording = HTTP_RECORDING.set(self.recorder)  # a lookup it makes (IBKR's) goes in too
                 try:
                     await within(_subscribe(self._stream, new, kind), SUBSCRIBE_TIMEOUT)
                 except (StreamError, AuthError) as exc:
@@ -562,6 +564,9 @@ class BrokerRuntime:
                     message = (f"{self.name} did not subscribe{what} {', '.join(s for s in new if s in refused)}: "
                                f"{exc or type(exc).__name__}")  # fmt: skip
                     raise (error(message, sorted(refused)) if error is SymbolsRefused else error(message)) from None
+                finally:
+                    if recording is not None:
+                        HTTP_RECORDING.reset(recording)
         return {"added": new, "already": [s for s in wanted if s not in new]}
 
     async def unsubscribe(self, symbols: Iterable[str], kind: str = "quotes") -> dict[str, list[str]]:
