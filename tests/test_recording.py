@@ -88,6 +88,19 @@ def test_a_slow_disk_drops_frames_from_the_recording_counted_and_never_blocks(tm
     assert [r["data"] for r in records if r["kind"] == "in"][-1] == '{"n":"after"}'
 
 
+def test_the_queue_is_bounded_in_bytes_too(tmp_path):
+    recorder = Recorder(tmp_path / "rec", max_bytes=10_000)  # not started: nothing is written meanwhile
+    rec = recorder.instance("tos", "tos")
+    for i in range(100):
+        rec.tap("in", "x" * 1000, 1.0)
+    assert (rec.queued, rec.dropped) == (10, 90)
+    recorder.start()
+    recorder.close()
+    assert recorder.written_bytes == recorder.queued_bytes == 10_000
+    rec.tap("in", "y" * 1000, 2.0)  # the backlog is gone: room again
+    assert rec.queued == 11
+
+
 def test_one_folder_per_instance_one_file_per_hour_and_binary_frames(tmp_path):
     recorder = Recorder(tmp_path / "rec")
     tos = recorder.instance("tos", "tos", settings={"account_activity": False,

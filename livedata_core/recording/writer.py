@@ -1,9 +1,10 @@
 """The recorder: what the runner hands it is queued in memory and written by one thread.
 
 The event loop only appends to a queue (a few hundred nanoseconds per frame); redaction, JSON encoding, zstd
-compression and the disk are the writer thread's. The queue is bounded: when the disk is slow and
-``max_queue`` records wait, frames and REST answers are dropped *from the recording*, counted per instance (in
-``livedata status`` and as a ``dropped`` record in the file), never held up and never dropped from publishing.
+compression and the disk are the writer thread's. The queue is bounded: when the disk is slow and ``max_queue``
+records (or ``max_bytes`` of them) wait, frames and REST answers are dropped *from the recording*, counted per
+instance (in ``livedata status`` and as a ``dropped`` record in the file), never held up and never dropped from
+publishing.
 Marks (connect, subscribe) are rare and always queued.
 
 Compression is zstandard (level 3): on frames like a streamer's it compresses at about 170 MB/s against gzip's
@@ -34,7 +35,9 @@ __all__ = ["InstanceRecorder", "Recorder"]
 log = logging.getLogger("livedata.recording")
 
 MAX_QUEUE = 100_000
-"""Records waiting for the writer thread, at most (about 2-3 s of a busy streamer, a few tens of MB)."""
+"""Records waiting for the writer thread, at most."""
+MAX_BYTES = 64 * 2**20
+"""Bytes of frames and REST bodies waiting for the writer thread, at most (64 MB)."""
 FLUSH_EVERY = 1.0
 """Seconds between zstd frame ends: a crash loses at most this much of the recording."""
 LEVEL = 3
@@ -62,6 +65,7 @@ class InstanceRecorder:
         self._dropped_written = 0  # the writer thread's: drops already said in the file
         self._queue = recorder._queue
         self._max = recorder.max_queue
+        self._max_bytes = recorder.max_bytes
 
     def __repr__(self) -> str:
         return f"InstanceRecorder({self.instance!r}, queued={self.queued}, dropped={self.dropped})"
@@ -69,19 +73,23 @@ class InstanceRecorder:
     def tap(self, direction: str, data: str | bytes, t: float) -> None:
         """A websocket frame (the :data:`~livedata_core.plugin_kit.websocket_stream.Tap` of a stream)."""
         q = self._queue
-        if q.qsize() >= self._max:
+        recorder = self.recorder
+        if q.qsize() >= self._max or recorder.queued_bytes - recorder.written_bytes >= self._max_bytes:
             self.dropped += 1
             return
         self.queued += 1
+        recorder.queued_bytes += len(data)
         q.put((self, direction, t, data))
 
     def rest(self, method: str, url: str, status: int, body: bytes, t: float) -> None:
         """A REST answer (the HTTP transport of :mod:`livedata_core.recording.http` calls it)."""
         q = self._queue
-        if q.qsize() >= self._max:
+        recorder = self.recorder
+        if q.qsize() >= self._max or recorder.queued_bytes - recorder.written_bytes >= self._max_bytes:
             self.dropped += 1
             return
         self.queued += 1
+        recorder.queued_bytes += len(body)
         q.put((self, "rest", t, (method, url, status, body)))
 
     def mark(self, kind: str, **fields: Any) -> None:
@@ -122,13 +130,19 @@ class Recorder:
 
     :param directory: where the instances' folders go (made if missing).
     :param max_queue: records waiting for the writer, at most; more are dropped from the recording and counted.
+    :param max_bytes: bytes of frames and bodies waiting for the writer, at most; likewise.
 
     :meth:`start` the thread, :meth:`close` at the end (it writes what is queued).
     """
 
-    def __init__(self, directory: str | Path, *, max_queue: int = MAX_QUEUE, level: int = LEVEL) -> None:
+    def __init__(self, directory: str | Path, *, max_queue: int = MAX_QUEUE, max_bytes: int = MAX_BYTES,
+                 level: int = LEVEL) -> None:  # fmt: skip
         self.directory = Path(directory)
         self.max_queue = max_queue
+        self.max_bytes = max_bytes
+        # Each counter has one writer (the event loop, the writer thread): their difference is the backlog.
+        self.queued_bytes = 0
+        self.written_bytes = 0
         self.level = level
         self.written = 0
         self.failed: str | None = None
@@ -193,6 +207,10 @@ class Recorder:
                 if entry is _STOP:
                     stop = True
                     continue
+                if entry[1] == "rest":
+                    self.written_bytes += len(entry[3][3])
+                elif entry[1] in ("in", "out"):
+                    self.written_bytes += len(entry[3])
                 try:
                     self._write(*entry)
                 except Exception as exc:  # a full disk, a bug: say it once, keep publishing, keep trying
