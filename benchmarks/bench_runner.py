@@ -22,45 +22,54 @@ token file), and a raw-socket hiredis subscriber (``lean_subscriber``). It print
 and states each issue-20 target as met or not: >= 300k quotes/s; p99 <= floor + 0.15 ms at 10k/s; p99 <= 1 ms
 at 50k/s. It imports only public parts: the plugins' testing helpers and the ``livedata`` console script.
 
-Where the time goes (py-spy record -r 250 of `livedata run` at saturation, this 2-core machine, Python 3.11,
-default asyncio loop; ``--profile`` reprints this table from a fresh profile)
+Where the time goes (py-spy record -r 250 of `livedata run` at saturation, this 2-core machine, Python 3.11
+built without PGO/LTO, default asyncio loop; ``--profile`` reprints these tables from a fresh profile)
 ------------------------------------------------------------------------------------------------------------------
-2,300 samples while streaming 2M quotes (start-up excluded); the runner is CPU-bound on one core at about
-4 us CPU per quote (~250k quotes/s), so the 300k target means cutting ~1 us per quote. Stage = innermost frame:
+Decisions were taken on instruction counts (``valgrind --tool=callgrind``, PYTHONHASHSEED=0, the difference of two
+run lengths so start-up cancels), which stay the same while other processes load the machine; wall-clock figures
+on the shared machine moved by 2x between runs. In-process path frame -> TosStream.on_frame -> the runtime's
+per-quote loop -> AsyncPublisher.publish, a batch taken every 25 frames (about the 5:1 conflation measured at
+saturation), per quote:
 
-  37%  merge: tos QuoteBook._merge (livedata_tos/quotes.py), the per-item ``for k, v in item.items()`` loop
-       with a slot lookup and type checks per field; the loop header alone (line 154) is 9%
-  21%  model build: make_Quote (the generated positional constructor) called from QuoteBook._merge
-  16%  publisher: AsyncPublisher.publish (enqueue, channel name, conflation dict), then in the writer
-       to_dict_Quote + orjson dumps (encoding.py) and the batch; RESP building and the socket write are small
-   9%  frame parse + dispatch: orjson.loads of the frame (stream.py:347 alone 8%) and TosStream._on_data
-   5%  publisher validation: finite_quote on every quote in AsyncPublisher.publish
-   5%  runtime loop: BrokerRuntime._read per quote (wanted-symbol check, staleness stamp, instance stamp)
-   4%  websocket recv: asyncio _read_ready/data_received + websockets framing
-   2%  event loop (asyncio); under uvloop 4% (the loop itself is not the cost)
-  <1%  socket write to Redis
+                                        before (3d3b73c)   after    change
+  parse: orjson.loads + QuoteBook           38,700        33,200     -14%
+  + runtime loop + publish()                45,400        41,500      -9%
+  + batch (to_dict, dumps, RESP) = all      51,000        47,100      -8%
+  ibkr QuoteBook.apply (one quote/frame)    87,600        68,400     -22%
 
-So ~80% of the runner's CPU is per-field and per-quote Python in merge -> model -> publish, not I/O: a faster
-websocket client or uvloop can win at most the ~6% spent in recv + loop + write. uvloop measured side by side
-in the same runs gives the same throughput within noise (240k-252k quotes/s both ways, 222k vs 226k under
-py-spy) and no better p99, so it does not pay here (see the report for the figures). The place to cut is one
-pass per item that writes straight into the quote (merge + model build together), and dropping the duplicated
-per-quote checks (finite_quote in publish after the parser already produced floats, and BrokerRuntime's per-quote
-work).
+tos (4,600 samples while streaming, after this work):
 
-ibkr through the runner (one quote per WSS frame, 100 symbols; 1,250 samples while streaming): ~21 us CPU per
-quote, ~45k quotes/s, so per-frame costs dominate, not per-field ones:
+  32%  merge: QuoteBook.apply. The per-field loop (slot lookup, a branch on the field's kind) is gone: the item's
+       keys in wire order (``tuple(item)``, 3%) pick a merge function written once per layout that type-checks
+       each value and stores it at a constant slot (``_layout`` in livedata_tos/quotes.py); what is left is that
+       function (unpacking the values is its largest line, 7-9%), the layout lookup, and building the quote's
+       arguments (time stamp, bid/ask of 0, ``or None``)
+  21%  model build: make_Quote, 18 slot stores through the frozen class's member descriptors (~14,700 instructions
+       a quote, a third of the whole path). Nothing cheaper builds a frozen slotted attrs instance: a mutable twin
+       class swapped in by ``__class__`` is refused by CPython for slotted classes with ``__weakref__`` (its layout
+       check), ``map(operator.call, setters, ...)`` costs 35% more, ``object.__setattr__`` the same. Cutting this
+       means building fewer quotes (conflating before the model is made) or another Quote class: both change the
+       plugin API, left for later
+  19%  publisher: publish() (channel now cached per symbol, not rebuilt and re-validated per quote), then in the
+       writer to_dict + orjson.dumps per conflated quote, RESP and the socket write
+  10%  frame parse: orjson.loads (msgspec.json decodes this frame 30% faster, 0.26 us a quote here, but differs
+       from orjson at the edges the lenient fallback relies on, e.g. 1e400 and huge integers: not taken)
+   5%  publisher validation: finite_quote (kept: the publisher cannot trust every plugin)
+   5%  runtime loop: BrokerRuntime._read per quote. Handing a frame's quotes to the publisher at once (one call,
+       one wake-up) was measured: -500 instructions a quote (1%), not worth a second publisher API
+   4%  websocket recv; 2% event loop. uvloop: same throughput within noise and no better p99 (the loop is not the
+       cost; it is not installed by default); a faster websocket client (picows-style) can win at most the 4%
+       of recv, so none was added
 
-  38%  merge: ibkr QuoteBook.apply/_merge incl. parse_number/parse_price of the string values (values.py)
-  24%  websocket recv: TLS (SSLObject.read), websockets Frame.parse, and permessage-deflate decode (the runner's
+ibkr through the runner (one quote per WSS frame, 100 symbols; 4,200 samples): per-frame costs dominate, so the
+tos per-quote budget is out of reach for this framing whatever the parser does:
+
+  32%  merge: QuoteBook.apply/_merge. Now parse_number tries float() first (the strip/commas/suffix path only
+       when that fails) and quotes are built with make_quote instead of Quote(**fields)
+  32%  websocket recv: TLS (SSLObject.read), websockets Frame.parse, and permessage-deflate decode (the runner's
        client offers compression and the fake gateway accepts it)
-  11%  runtime loop: WebSocketStream._read_loop / BrokerRuntime._read per frame
-   9%  publisher validation: check_model on EVERY ibkr quote (15% inclusive): finite_quote returns False for any
-       quote whose ``extra`` is not None, and ibkr quotes always carry ``extra={"conid": ...}``, so each pays
-       the ~3 us slow path; a fast check that accepts a small dict of scalars in ``extra`` would remove it
-   7%  event loop (asyncio; one wake-up per frame)
-   6%  frame parse: IbkrStream._decode (orjson.loads) and dispatch
-   5%  publisher encode (conflation leaves ~3k PUBLISH/s for 100 symbols)
+   9%  frame parse: IbkrStream._decode (orjson.loads) and dispatch; 9% runtime loop; 9% event loop
+   5%  model build; 2% publisher; 2% validation (extra={"conid": ...} stays on the fast flat-extra check)
 """
 
 from __future__ import annotations
