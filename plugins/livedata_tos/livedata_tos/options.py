@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from livedata_core.models import OptionQuote, Quote
+from livedata_core.models import Quote, make_option_quote, make_quote
 from livedata_core.plugin_kit.streaming import StreamStats
 
 from .symbols import FOREX, FUTURES_OPTIONS, OPTIONS, option_terms
@@ -183,48 +183,40 @@ class LevelOneBook:
             else:
                 self.stats.skip(f"{service} bad value", (symbol, k, v))
         get = state.get
-        if get("bid") is None and get("ask") is None and get("last") is None and not get("mark") and not get("close"):
+        bid, ask, last, mark, close = get("bid"), get("ask"), get("last"), get("mark"), get("close")
+        if bid is None and ask is None and last is None and not mark and not close:
             return None
         qt, tt = get("quote_time"), get("trade_time")
-        ts = max(t for t in (qt, tt) if t is not None) if (qt or tt) else fallback_ts
-        bid, ask = get("bid"), get("ask")
-        if bid == 0 and get("bid_size") == 0:
+        if qt is None:
+            ts = tt if tt is not None else fallback_ts
+        else:
+            ts = qt if tt is None or qt >= tt else tt
+        bid_size, ask_size = get("bid_size"), get("ask_size")
+        if bid == 0 and bid_size == 0:
             bid = None
-        if ask == 0 and get("ask_size") == 0:
+        if ask == 0 and ask_size == 0:
             ask = None
-        common = dict(
-            broker=self.broker, symbol=symbol, bid=bid, ask=ask, last=get("last"), volume=get("volume"),
-            bid_size=get("bid_size"), ask_size=get("ask_size"), last_size=get("last_size"),
-            open=get("open") or None, high=get("high") or None, low=get("low") or None,
-            close=get("close") or None, mark=get("mark") or None, timestamp=ts, received_at=received_at,
-            extra={"delayed": True} if get("delayed") else None,
-        )  # fmt: skip
+        extra = {"delayed": True} if get("delayed") else None
         if service == FOREX:
-            return Quote(**common)
+            # make_quote takes every Quote field positionally, in this order.
+            return make_quote(self.broker, symbol, bid, ask, last, get("volume"), bid_size, ask_size,
+                              get("last_size"), get("open") or None, get("high") or None, get("low") or None,
+                              close or None, mark or None, ts, received_at, extra)  # fmt: skip
         put_call = get("put_call")
         contract_type = get("contract_type")
-        if contract_type in ("C", "P"):
+        if contract_type == "C" or contract_type == "P":
             put_call = "call" if contract_type == "C" else "put"
         expiration = get("expiration")
         if expiration is None and get("expiration_time") is not None:
             expiration = _iso_date(get("expiration_time"))
-        return OptionQuote(
-            **common,
-            open_interest=get("open_interest"),
-            implied_volatility=get("implied_volatility"),
-            delta=get("delta"),
-            gamma=get("gamma"),
-            theta=get("theta"),
-            vega=get("vega"),
-            rho=get("rho"),
-            theoretical_value=get("theoretical_value"),
-            underlying_price=get("underlying_price") or None,
-            strike=get("strike"),
-            expiration=expiration,
-            put_call=put_call,
-            multiplier=get("multiplier") or None,
-            underlying=get("underlying"),
-        )
+        # make_option_quote takes every OptionQuote field positionally, in this order.
+        return make_option_quote(
+            self.broker, symbol, bid, ask, last, get("volume"), bid_size, ask_size, get("last_size"),
+            get("open") or None, get("high") or None, get("low") or None, close or None, mark or None,
+            get("open_interest"), get("implied_volatility"), get("delta"), get("gamma"), get("theta"), get("vega"),
+            get("rho"), get("theoretical_value"), get("underlying_price") or None, get("strike"), expiration,
+            put_call, get("multiplier") or None, get("underlying"), ts, received_at, extra,
+        )  # fmt: skip
 
 
 def _iso_date(ms: int) -> str:
