@@ -50,6 +50,14 @@ def test_bars_stay_one_per_minute_across_a_dropped_connection(redis_server):
             await _until(lambda: rt.status.reconnects >= 1)
             # Backoff with jitter: 0.15 to 0.3 s, so one to three demo minutes of each symbol are missed.
             await _until(lambda: rt.bars.gaps_filled >= 2 and len(_bars(r, "/ES")) >= 15)
+            from livedata_core.runner.ops.metrics import RunnerCollector
+
+            metrics = {(s.name, s.labels.get("kind")): s.value for m in RunnerCollector(runner).collect()
+                       for s in m.samples if s.labels.get("instance") == "demo"}  # fmt: skip
+            assert metrics[("livedata_bars_backfilled_total", None)] == rt.bars.backfilled
+            assert metrics[("livedata_bar_gaps_unfilled_total", None)] == 0
+            assert metrics[("livedata_messages_published_total", "bars")] == rt.status.market_events["bars"] > 0
+            assert metrics[("livedata_messages_published_total", "quotes")] > 0
             return runner.status()["brokers"]["demo"]
 
     status = asyncio.run(go())

@@ -98,6 +98,10 @@ class RunnerCollector:
                                       "silent (only stale symbols have a series).", labels=[*labels, "symbol"])  # fmt: skip
         resubscribes = CounterMetricFamily("livedata_resubscribes", "Symbols resubscribed after silence past "
                                            "stale_after in session.", labels=labels)  # fmt: skip
+        backfilled = CounterMetricFamily("livedata_bars_backfilled", "Bars published after a gap, fetched from the "
+                                         "broker's history (backfilled: true).", labels=labels)  # fmt: skip
+        unfilled = CounterMetricFamily("livedata_bar_gaps_unfilled", "Gaps in a symbol's bars the broker could not "
+                                       "fill (logged; livedata status shows the latest).", labels=labels)  # fmt: skip
         token = GaugeMetricFamily("livedata_refresh_token_days_left", "Days until the login's refresh token expires "
                                   "(when the plugin reports it; negative: expired).", labels=labels)  # fmt: skip
         for name, b in status["brokers"].items():
@@ -123,11 +127,15 @@ class RunnerCollector:
             for symbol, since in sorted(stale_now.items()):
                 stale_for.add_metric([*lv, symbol], max(0.0, now - since))
             resubscribes.add_metric(lv, b.get("resubscribes", 0))
+            bars = b.get("bars")
+            if bars:  # an instance of a broker that streams bars
+                backfilled.add_metric(lv, bars.get("backfilled", 0))
+                unfilled.add_metric(lv, bars.get("unfilled", 0))
             expires = (b.get("extra") or {}).get(REFRESH_TOKEN_EXPIRES_AT)
             if isinstance(expires, (int, float)) and not isinstance(expires, bool) and math.isfinite(expires):
                 token.add_metric(lv, (expires - now) / DAY)
         yield from (published, reconnects, auth, skipped, polls, age, heartbeat, state, symbols, stale, stale_for,
-                    resubscribes, token)  # fmt: skip
+                    resubscribes, backfilled, unfilled, token)  # fmt: skip
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
