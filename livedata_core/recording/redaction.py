@@ -36,15 +36,17 @@ _NAMES = r"(?:access[-_]?token|refresh[-_]?token|id[-_]?token|api[-_]?key|x[-_]a
 _PAIR = re.compile(r"(?i)(\b" + _NAMES + r"\b[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic)\s+)?)([^\"'&\s,;}]+)")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._~+/=-]+)")
 # Every secret key and pattern above contains one of these: a frame with none of them (a quote frame) is kept
-# without being parsed. Substring tests of the lower-cased text: about 20 us for a 10 KB frame, where a regex
-# alternation takes milliseconds and parsing and walking the JSON a few hundred microseconds.
-_NEEDLES = ("author", "token", "session", "cookie", "apikey", "api-key", "api_key", "appkey", "app-key", "app_key",
-            "passw", "secret", "credential", "signature", "bearer", "verifier", "private")  # fmt: skip
+# without being parsed. One search of the lower-cased text, the alternatives grouped by their first letters so
+# that the regex engine tries only where one of those letters is: about 90 us for a 10 KB frame of 100 quotes,
+# where a case-insensitive alternation took 3 ms, 17 substring tests 190 us, and parsing the JSON 115 us.
+_MAY_HOLD_A_SECRET = re.compile(
+    r"a(?:uthor|pi[-_]?key|pp[-_]?key)|token|se(?:ssion|cret)|signature|cookie|credential|p(?:assw|rivate)|"
+    r"bearer|verifier"
+).search
 
 
 def _may_hold_a_secret(text: str) -> bool:
-    low = text.lower()
-    return any(needle in low for needle in _NEEDLES)
+    return _MAY_HOLD_A_SECRET(text.lower()) is not None
 
 
 def is_secret_key(name: str) -> bool:
