@@ -378,8 +378,14 @@ class Replay:
                               f"{', '.join(self.recording.instances)}")  # fmt: skip
         first = None
         parts = {}
+        self.skipped: list[str] = []
+        """Instances with no stream in the recording (REST answers of polls only): nothing to replay."""
         for name in names:
             segs, rest = segments(self.recording.records(name, end=end))
+            if not segs:
+                self.skipped.append(name)
+                log.info("%s: no stream connection in the recording (polls are not replayed); skipped", name)
+                continue
             parts[name] = (segs, rest)
             for seg in segs:
                 for item in seg.items:
@@ -387,7 +393,7 @@ class Replay:
                     break
         self.pace = Pace(speed, start if start is not None else (first or 0.0))
         self.runtimes: dict[str, ReplayRuntime] = {}
-        for name in names:
+        for name in parts:
             broker = get_broker(self.recording.plugin(name))
             table = {**self.recording.settings(name), **(settings or {}).get(name, {})}
             link = broker.info.login_plugin

@@ -67,7 +67,7 @@ class Session:
         self.config.write_text(
             f'[redis]\nurl = "{redis_url}"\n[backoff]\ninitial = 0.02\nmax = 0.2\n[record]\ndir = "{self.record}"\n'
             f"[brokers.schwab]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
-            + 'poll = { positions = 0, balances = 0, orders = 0, transactions = 0 }\n'
+            + 'poll = { positions = 0.3, balances = 0, orders = 0, transactions = 0 }\n'
             + f"[brokers.tos]\nsymbols = {json.dumps(SYMBOLS)}\n"
             + "".join(f"{k} = {json.dumps(v)}\n" for k, v in FAST.items()))  # fmt: skip
 
@@ -150,7 +150,9 @@ def test_a_recorded_session_replays_to_the_same_quotes_and_orders_and_holds_no_s
     assert len(by_symbol(live)["AAPL"]) > 50 and len(orders_of(live)) == 3
 
     recording = Recording(session.record)
-    assert recording.instances == ["tos"] and recording.plugin("tos") == "tos"  # the schwab instance polls nothing
+    # The schwab instance's polls are recorded (REST answers only: polls are not replayed, the instance is skipped).
+    assert recording.instances == ["schwab", "tos"] and recording.plugin("tos") == "tos"
+    assert {r["kind"] for r in recording.records("schwab")} == {"meta", "rest"}
     kinds = {r["kind"] for r in recording.records("tos")}
     assert {"meta", "connect", "in", "out", "streaming"} <= kinds
     assert any(r["kind"] == "rest" and r["url"].endswith("/userPreference") for r in recording.records("tos"))
