@@ -19,8 +19,9 @@ import redis
 from livedata_core.channels import CHANNEL_TYPES
 from livedata_core.errors import ConfigError
 from livedata_core.redis_io.server import RedisServer
+from livedata_core.redis_io.subscriber import book, latest
 from livedata_core.runner import Runner, load_config
-from livedata_core.runner.permissions import check_permissions
+from livedata_core.runner.permissions import check_permissions, needed_commands
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
 LIVEDATA = [sys.executable, "-m", "livedata_core.cli"]
@@ -93,8 +94,14 @@ def test_the_runner_consumer_and_operator_each_do_their_part_and_no_more(acl_red
         client = redis.Redis.from_url(url(server, *consumer))
         with pytest.raises(redis.exceptions.NoPermissionError):
             client.publish("live_data:control", b'{"command": "ping"}')
-        assert client.get("live_data:latest:quotes:AAPL")  # reading keys is what a consumer does
         client.close()
+        # The subscriber's readers, as a consumer: the latest quote and the demo account's book.
+        quote = latest("quotes", "AAPL", url=url(server, *consumer))
+        assert quote is not None and quote.symbol == "AAPL"
+        deadline = time.monotonic() + 20
+        while not book("positions", "DEMO-1", url=url(server, *consumer)):
+            assert time.monotonic() < deadline, "the demo account's positions never reached its book"
+            time.sleep(0.1)
         # The runner's own user: its keys and channels, nothing else.
         runner_client = redis.Redis.from_url(url(server, "livedata", "runner-secret"))
         for forbidden in (("KEYS", "*"), ("CONFIG", "GET", "maxmemory"), ("FLUSHALL",), ("SET", "other", "1")):
@@ -134,3 +141,7 @@ def test_the_check_names_a_key_or_channel_outside_the_users_patterns(acl_redis):
     asyncio.run(check_permissions(config))
     assert admin.dbsize() == before
     assert Runner(config).ha is not None
+    # With sentinels the runner also asks ROLE (is this the master?): it is checked too (the docs say to grant +role).
+    sentinel = load_config({"redis": {"url": url(server, "livedata", "runner-secret"), "sentinels": [f"127.0.0.1:{server.port}"],
+                                      "service": "mymaster", "wait_replicas": 0}})
+    assert ("ROLE", (), "checking it writes to the master (Sentinel)") in needed_commands(sentinel)

@@ -56,6 +56,8 @@ def needed_commands(config: RunnerConfig) -> list[tuple[str, tuple[str, ...], st
         out.append(("PEXPIRE", (orders, "1"), "expiring an ephemeral broker's data"))
     if redis.wait_replicas:
         out.append(("WAIT", ("1", "1"), "waiting for replicas (wait_replicas)"))
+    if redis.sentinels:
+        out.append(("ROLE", (), "checking it writes to the master (Sentinel)"))
     if config.ha is not None:
         lease, epoch, runners = ha_keys(prefix)
         out += [("EVAL", ("return 0", "2", lease, epoch), "the hot-standby lease ([ha])"),
@@ -103,7 +105,7 @@ async def check_permissions(config: RunnerConfig, timeout: float = 5.0) -> None:
     user = parse_redis_url(topology.url).username
     who = f"the Redis user {user!r}" if user else "this Redis user"
     raise ConfigError(
-        f"{who} may not run {command} {args[0]} (needed for {purpose}): Redis said "
+        f"{who} may not run {' '.join([command, *args[:1]])} (needed for {purpose}): Redis said "
         f"{error!r}. Grant it {_grant(command, args, error)} (`ACL SETUSER`, see docs/operations.md#access-control)"
     )
 
