@@ -185,3 +185,42 @@ def test_a_gap_older_than_the_backfill_window_is_filled_only_within_it(monkeypat
     sink, keeper = run(go())
     assert asked == [(7, 10)] and sink.starts() == [0, 7, 8, 9, 10]
     assert "older than the backfill window" in keeper.status()["unfilled_recent"][0]["reason"]
+
+
+def test_after_an_outage_the_gaps_of_many_symbols_are_fetched_a_few_at_a_time(monkeypatch):
+    # A broker paces its history requests (one at a time, 0.05 s apart here, as Schwab's 120 a minute); the core
+    # asks a few at a time, so each request's timeout times the request, not the queue behind the pacing: 40 symbols
+    # (2 s of requests) with a 1 s timeout are all filled. Asked all at once, the last ones would time out.
+    from livedata_core.runner import bars as bars_module
+
+    monkeypatch.setattr(bars_module, "FETCH_TIMEOUT", 1.0)
+    in_flight, most = 0, 0
+
+    async def go():
+        pacing = asyncio.Lock()
+
+        async def paced(symbol, interval, start, end):
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                async with pacing:
+                    await asyncio.sleep(0.05)
+            finally:
+                in_flight -= 1
+            return [bar(m, symbol) for m in range((start - T0) // MINUTE, (end - T0) // MINUTE)]
+
+        sink = Sink()
+        keeper = BarKeeper("i", sink.publish, paced, skip=sink.skip)
+        symbols = [f"S{i}" for i in range(40)]
+        for symbol in symbols:
+            keeper.receive(bar(0, symbol))
+        for symbol in symbols:
+            keeper.receive(bar(3, symbol))
+        await settle(keeper)
+        return sink, keeper
+
+    sink, keeper = run(go())
+    assert most == bars_module.MAX_CONCURRENT_FETCHES
+    assert keeper.gaps_filled == 40 and keeper.unfilled_total == 0 and keeper.backfilled == 80
+    assert all([(b.start - T0) // MINUTE for b in sink.bars if b.symbol == s] == [0, 1, 2, 3] for s in ("S0", "S39"))

@@ -36,7 +36,12 @@ recorded as unfilled (a runner restarted after a week does not replay the week).
 MAX_UNFILLED_SHOWN = 20
 FETCH_TIMEOUT = 30.0
 FETCH_ATTEMPTS = 2
+MAX_CONCURRENT_FETCHES = 4
+"""History requests in flight at once per instance. After an outage every bars symbol has a gap at once; a broker
+paces its REST calls (Schwab: 120 a minute), and ``FETCH_TIMEOUT`` must time the request, not the wait in that queue."""
 RETRY_PAUSE = 1.0
+MAX_CONCURRENT_READS = 16
+"""Reads of a symbol's last published bar in flight at once (at start, every bars symbol's first bar asks)."""
 MAX_HELD = 1_000
 """Live bars held per symbol while its gap is fetched, at most (then the oldest are published unfilled)."""
 
@@ -83,6 +88,8 @@ class BarKeeper:
         self.log = log or logging.getLogger(f"livedata.runner.{instance}.bars")
         self._symbols: dict[str, _Symbol] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._fetching: asyncio.Semaphore | None = None  # made in the loop, at the first gap
+        self._reading: asyncio.Semaphore | None = None  # reads of the last published bar (one connection each)
         self.published = 0
         self.backfilled = 0
         self.duplicates = 0
@@ -167,8 +174,11 @@ class BarKeeper:
         try:
             last = None
             assert self._last_published is not None
+            if self._reading is None:
+                self._reading = asyncio.Semaphore(MAX_CONCURRENT_READS)
             try:
-                last = await self._last_published(symbol)
+                async with self._reading:
+                    last = await self._last_published(symbol)
             except Exception as exc:
                 reraise_if_cancelling()
                 self.log.warning("cannot read the last published bar of %s (%s); starting from the live bars", symbol, exc)
@@ -210,9 +220,12 @@ class BarKeeper:
             self._unfilled(symbol, start, end, "the broker has no bar history (fetch_bars)")
             return
         error = ""
+        if self._fetching is None:
+            self._fetching = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
         for attempt in range(FETCH_ATTEMPTS):
             try:
-                bars = await within(self._fetch(symbol, interval, start, end), FETCH_TIMEOUT)
+                async with self._fetching:
+                    bars = await within(self._fetch(symbol, interval, start, end), FETCH_TIMEOUT)
                 break
             except asyncio.TimeoutError:
                 error = f"no answer within {FETCH_TIMEOUT:g}s"
