@@ -1,6 +1,6 @@
 """End to end through the real runner: fake tos streamer -> `livedata run` -> redis-server -> subscriber.
 
-Run: ``python benchmarks/bench_runner.py`` (about 3 minutes; ``--profile`` adds a py-spy profile of the runner at
+Run: ``python benchmarks/bench_runner.py`` (under 3 minutes on a quiet machine; ``--profile`` adds a py-spy profile of the runner at
 saturation, ``--no-uvloop`` and ``--no-ibkr`` skip those variants, ``--quick`` shortens everything). Every part is its own
 process: a private redis-server, the fake streamer (``livedata_tos.testing.FakeStreamer``), ``livedata run -c
 <config>`` (the console script, tos plugin, default settings; the config points the plugin at a fake Schwab REST
@@ -108,13 +108,15 @@ LIVEDATA = Path(sys.executable).parent / "livedata"
 TARGET_RATE = 300_000
 TARGET_OVER_FLOOR_MS = 0.15
 TARGET_P99_50K_MS = 1.0
+BUSY_FLOOR_MS = 1.5  # a floor p99 above this at 10k/s: the machine was busy, say so
 
 
 class Sizes:
     blast_frames = 6000  # 600k quotes through the runner
-    ibkr_frames = 200_000  # one quote each
+    ibkr_frames = 100_000  # one quote each
     naive_frames = 300  # 30k quotes through the naive loop
-    steady_seconds = 4.0
+    steady_seconds = 3.0
+    naive_steady_seconds = 1.0  # it cannot keep up at 50k/s: every extra second is a backlog to drain
     profile_frames = 20000
 
 
@@ -572,13 +574,15 @@ def latency(streamer: Streamer, redis_server: RedisProcess, pid: int, rate: int,
     return {"lat": latencies, "cpu_us": cpu / quotes * 1e6}
 
 
-def measure(name: str, target, streamer, redis_server: RedisProcess, sizes, frames: int) -> dict:
+def measure(name: str, target, streamer, redis_server: RedisProcess, sizes, frames: int,
+            steady_seconds: float | None = None) -> dict:
     """Warm up, then throughput, latency at 10k and 50k quotes/s, RSS; stops the target."""
     streamer.call("wait", streamer.n_symbols)
     throughput(streamer, redis_server, target.pid, min(frames, 300))  # warm-up: caches, first allocations
     out = {"name": name, "tp": throughput(streamer, redis_server, target.pid, frames)}
-    out["l10"] = latency(streamer, redis_server, target.pid, 10_000, sizes.steady_seconds)
-    out["l50"] = latency(streamer, redis_server, target.pid, 50_000, sizes.steady_seconds)
+    seconds = steady_seconds or sizes.steady_seconds
+    out["l10"] = latency(streamer, redis_server, target.pid, 10_000, seconds)
+    out["l50"] = latency(streamer, redis_server, target.pid, 50_000, seconds)
     out["rss"] = rss_mb(target.pid)
     err = target.stop()
     if err.strip():
@@ -648,6 +652,11 @@ def report_floor(fl: dict) -> float:
     print(f"floor redis hop                                                  50k/s: {describe(r50)}")
     floor10 = p99_ms(ws10) + p99_ms(r10)
     print(f"floor p99 at 10k/s (ws hop + redis hop): {floor10:.3f} ms")
+    if floor10 > BUSY_FLOOR_MS:
+        print(f"  NOTE: a floor above {BUSY_FLOOR_MS} ms means other processes held the CPUs during this run (a quiet "
+              "run of this machine gives 0.7-0.8 ms): the latency targets below are judged against that inflated "
+              "floor, and every wall-clock figure is low; compare CPU us per quote, or re-run when the machine is "
+              "quiet")  # fmt: skip
     return floor10
 
 
@@ -819,7 +828,8 @@ def main() -> int:
             results[-1]["targets"] = True
         naive = Naive(streamer.url, redis_server.url)
         results.append(measure("naive loop (websocket recv -> json.loads -> awaited redis-py PUBLISH per quote)",
-                               naive, streamer, redis_server, sizes, sizes.naive_frames))  # fmt: skip
+                               naive, streamer, redis_server, sizes, sizes.naive_frames,
+                               sizes.naive_steady_seconds))  # fmt: skip
         report(results, fl)
     finally:
         streamer.close()
