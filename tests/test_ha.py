@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,28 @@ def test_ha_table_is_checked():
         load_config({"ha": {"lease": 0.1}})
     with pytest.raises(ConfigError, match=r"\[ha\]: unknown key\(s\): leese"):
         load_config({"ha": {"leese": 3}})
+
+
+def test_with_ha_no_embedded_redis_stands_in(tmp_path):
+    """Without [ha] `livedata run` starts a private redis-server when none answers; with [ha] each runner would
+    then lead in its own: it says so and exits instead."""
+    # In a network namespace of its own (root, util-linux) nothing answers at the default URL, localhost:6379.
+    isolated = shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    if not isolated:
+        probe = redis.Redis(port=6379, socket_connect_timeout=1)
+        try:
+            probe.ping()
+            pytest.skip("a Redis answers at redis://localhost:6379/0 (the default URL), and unshare -n is not available")
+        except redis.ConnectionError:
+            pass
+        finally:
+            probe.close()
+    (tmp_path / "livedata.toml").write_text("[ha]\nlease = 2\n")
+    env = {k: v for k, v in os.environ.items() if k != "LIVEDATA_REDIS_URL"}
+    out = subprocess.run([*(["unshare", "-n"] if isolated else []), sys.executable, "-m", "livedata_core.cli", "run"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 1 and "With [ha] the runners must share one Redis, so none is started here" in out.stderr
+    assert "embedded" not in out.stderr
 
 
 def test_one_leader_a_clean_stop_hands_over_at_once_and_the_epoch_goes_up(redis_server):

@@ -233,8 +233,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problem is not None:
         unreachable, message = problem
         chosen = config.redis.explicit or config.redis.topology.kind != "single"  # sentinels, cluster: no stand-in
-        if not unreachable or chosen or args.no_embedded:
-            raise PublishError(f"{message}. {'Start it, or fix' if unreachable else 'Fix'} LIVEDATA_REDIS_URL / --redis-url.")
+        # [ha]: runners elect their leader in the Redis they share; a private one each would make each a leader.
+        shared = (" With [ha] the runners must share one Redis, so none is started here."
+                  if config.ha is not None and unreachable and not (chosen or args.no_embedded) else "")  # fmt: skip
+        if not unreachable or chosen or args.no_embedded or config.ha is not None:
+            raise PublishError(f"{message}. {'Start it, or fix' if unreachable else 'Fix'} LIVEDATA_REDIS_URL / "
+                               f"--redis-url.{shared}")  # fmt: skip
         embedded = _start_embedded_redis()
         config = attrs.evolve(config, redis=attrs.evolve(config.redis, url=embedded.url))
         runner = Runner(config)
