@@ -138,3 +138,26 @@ def test_livedata_run_refuses_to_start_without_knowing_whose_tokens(make_user, t
     make_user("ira")
     with pytest.raises(CommandError, match=r"has no row yet: log in first"):
         call_command(RunCommand())
+
+
+def test_with_ha_livedata_run_stands_by_again_after_losing_its_lease(make_user, fake_schwab, tos_config, streamer,
+                                                                      settings, redis_server):  # fmt: skip
+    import redis
+
+    settings.LIVEDATA = {**settings.LIVEDATA, "CONFIG": {**settings.LIVEDATA["CONFIG"], "ha": {"lease": 1.2}}}
+    thor = make_user("thor")
+    web_login(browser(thor), fake_schwab)
+    streamer.server.valid_tokens = {SchwabToken.objects.get(user=thor).access_token}
+    with RunningCommand() as running:
+        fake = streamer.server
+        first = running.command.runner
+        wait_until(lambda: fake.subscriptions.get("LEVELONE_EQUITIES") == {"AAPL"})
+        assert first.ha.role == "leader"
+        # Another runner holds the lease now (as after this one was cut off from Redis past its lease).
+        client = redis.Redis.from_url(redis_server.url)
+        client.set("live_data:{ha}:lease", b"99 someone-else", px=30_000)
+        client.close()
+        wait_until(lambda: running.command.runner is not first and running.command.runner.ha.leader == "someone-else")
+        wait_until(lambda: not fake.connections)  # it closed its streamer connection
+        assert first.lost_lease and running.thread.is_alive() and running.command.runner.ha.role == "standby"
+    assert running.error is None

@@ -54,7 +54,7 @@ class Command(BaseCommand):
                     raise ConfigError(f"--broker {', '.join(missing)}: not configured; configured: "
                                       f"{', '.join(sorted(config.brokers))}")  # fmt: skip
                 config = attrs.evolve(config, brokers={b: config.brokers[b] for b in options["broker"]})
-            store = ModelTokenStore()
+            store = self.store = ModelTokenStore()
             self.runner = Runner(config, token_store=store)
             for key in schwab_token_keys(self.runner):  # before anything starts: whose row serves each login
                 user = store.check(key)
@@ -69,6 +69,15 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
 
     async def _run(self) -> None:
+        # With [ha], a runner that lost its lease returns from run(): a fresh one waits as a standby again.
+        while True:
+            await self._run_once()
+            if getattr(self.runner, "lost_lease", None) is None:
+                return
+            self.stderr.write(f"livedata_run: lost the lease ({self.runner.lost_lease}); standing by again")
+            self.runner = type(self.runner)(self.runner.config, token_store=self.store)
+
+    async def _run_once(self) -> None:
         loop = asyncio.get_running_loop()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
