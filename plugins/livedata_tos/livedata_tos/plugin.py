@@ -142,6 +142,7 @@ def stream(ctx: BrokerContext) -> TosStream:
         session.info,
         session.tokens,
         broker=ctx.broker,
+        instance=ctx.instance,
         url=s.streamer_url,
         account_activity=s.account_activity,
         activity=session.activity,
@@ -205,7 +206,8 @@ def replay_stream(ctx: BrokerContext) -> TosStream:
 
     s: TosSettings = ctx.settings
     info = StreamerInfo("wss://replay.invalid/ws", "replay", "replay", "replay", "replay")
-    return TosStream(info, StreamerTokens(token, token), broker=ctx.broker, account_activity=s.account_activity,
+    return TosStream(info, StreamerTokens(token, token), broker=ctx.broker, instance=ctx.instance,
+                     account_activity=s.account_activity,
                      activity=ctx.session.activity, max_keys_per_command=s.max_keys_per_command, status=ctx.status,
                      log=ctx.log, quotes=ctx.quotes)  # fmt: skip
 

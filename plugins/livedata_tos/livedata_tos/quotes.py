@@ -61,10 +61,13 @@ class QuoteBook:
 
     :param merged: the instance's merge book, where the merged fields live (``ctx.quotes``); by default one of
         this book's own, which lives as long as it does.
+    :param instance: the instance's name, set in every quote (``None``: the runner fills it in).
     """
 
-    def __init__(self, broker: str, stats: StreamStats, merged: MergeBook | None = None) -> None:
+    def __init__(self, broker: str, stats: StreamStats, merged: MergeBook | None = None, *,
+                 instance: str | None = None) -> None:  # fmt: skip
         self.broker = broker
+        self.instance = instance
         self.stats = stats
         self.merged = merged if merged is not None else MergeBook(broker)
         self._state: dict[str, list[Any]] = self.merged.states  # type: ignore[assignment]
@@ -124,6 +127,7 @@ class QuoteBook:
         states = self._state
         layouts = _LAYOUTS[service]
         broker = self.broker
+        instance = self.instance
         out: list[Quote] = []
         append = out.append
         for item in content:
@@ -192,6 +196,7 @@ class QuoteBook:
                     ts,  # timestamp
                     received_at,
                     extra,
+                    instance,
                 )
             except Exception as exc:  # one bad item must not cost the others in the frame
                 self.stats.skip("level-one item could not be parsed", f"{symbol}: {type(exc).__name__}: {exc}")

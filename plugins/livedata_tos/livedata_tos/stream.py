@@ -108,6 +108,8 @@ class TosStream(WebSocketStream):
     :param quotes: the instance's merge book (``ctx.quotes``), where the merged level-one fields live across
         reconnects; by default one of this stream's own.
     :param tap: sees every frame in and out (:data:`~livedata_core.plugin_kit.websocket_stream.Tap`).
+    :param instance: the instance's name (``ctx.instance``): level-one quotes are made with it, so the runner need
+        not fill it in on each.
     :param levelone: symbol -> merged fields of the options, futures options and forex quotes; pass one that
         lives with the instance (the session's) so they outlive the connection too.
     :param depth_levels: price levels per side in a published book (``None``: every level the streamer sends).
@@ -122,6 +124,7 @@ class TosStream(WebSocketStream):
         tokens: StreamerTokens,
         *,
         broker: str = "tos",
+        instance: str | None = None,
         url: str | None = None,
         account_activity: bool = True,
         activity: ActivityParser | None = None,
@@ -163,7 +166,7 @@ class TosStream(WebSocketStream):
         """The last SUBS/ADD/UNSUBS the server refused, for ``livedata status``."""
         self._status = status if status is not None else {}
         self._tokens = tokens
-        self._book = QuoteBook(broker, self.stats, quotes)
+        self._book = QuoteBook(broker, self.stats, quotes, instance=instance)
         self._levelone = options.LevelOneBook(broker, self.stats, levelone)
         self._bars = bars.BarParser(broker, self.stats)
         self._books = books.BookParser(broker, self.stats, depth_levels)

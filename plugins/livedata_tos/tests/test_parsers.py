@@ -38,6 +38,17 @@ def test_guide_level_one_frame_gives_one_complete_quote_per_item():
     assert not stats.skipped
 
 
+def test_quotes_carry_the_instance_the_book_was_made_for():
+    # The stream hook passes ctx.instance, so the runner has no per-quote stamp to do; without it, None as before.
+    entry = GUIDE_L1["data"][0]
+    named = QuoteBook("tos", StreamStats(), instance="tos_ira")
+    plain = QuoteBook("tos", StreamStats())
+    for b in (named, plain):
+        b.want(["SCHW", "SPY"])
+    assert {q.instance for q in named.apply(entry["service"], entry["content"], entry["timestamp"], 1)} == {"tos_ira"}
+    assert {q.instance for q in plain.apply(entry["service"], entry["content"], entry["timestamp"], 1)} == {None}
+
+
 def test_recorded_msft_maps_every_requested_field_and_skips_nothing_it_asked_for():
     b, stats = book("MSFT")
     wanted = set(request_fields(EQUITIES).split(","))
