@@ -17,7 +17,7 @@ from livedata_core.cli.commands import build_parser  # noqa: E402
 from livedata_core.cli.replay import parse_speed, parse_time  # noqa: E402
 from livedata_core.errors import ConfigError  # noqa: E402
 from livedata_core.recording import writer as writer_module  # noqa: E402
-from livedata_core.recording.http import HTTP_RECORDING, RestReplay, recorded_transport  # noqa: E402
+from livedata_core.recording.http import HTTP_RECORDING, RestReplay, recorded_transport, request_key  # noqa: E402
 from livedata_core.recording.reader import Recording, read_file  # noqa: E402
 from livedata_core.recording.redaction import REDACTED, redact_text, redact_url  # noqa: E402
 from livedata_core.recording.writer import Recorder  # noqa: E402
@@ -157,11 +157,11 @@ def test_a_plugin_redaction_step_runs_after_cores(tmp_path):
     assert [r["data"] for r in _records(tmp_path / "rec") if r["kind"] == "out"] == ['{"pin":"[pin]","token":"[redacted]"}']
 
 
-def test_rest_answers_are_recorded_redacted_and_replayed_by_method_and_path(tmp_path):
+def test_rest_answers_are_recorded_redacted_and_replayed_by_what_they_answer(tmp_path):
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/oauth/token":
             return httpx.Response(200, json={"access_token": TOKEN, "expires_in": 1800})
-        return httpx.Response(200, json={"n": request.url.params.get("n")})
+        return httpx.Response(200, json={"symbol": request.url.params["symbol"], "n": request.url.params["startDate"]})
 
     recorder = Recorder(tmp_path / "rec")
     rec = recorder.instance("schwab", "schwab")
@@ -169,32 +169,51 @@ def test_rest_answers_are_recorded_redacted_and_replayed_by_method_and_path(tmp_
 
     async def live():
         async with httpx.AsyncClient(transport=recorded_transport(httpx.MockTransport(handler))) as client:
-            assert (await client.get("https://x/a?n=0")).json() == {"n": "0"}  # before: not recorded
+            assert (await client.get("https://x/a?symbol=A&startDate=0")).json() == {"symbol": "A", "n": "0"}  # before: not recorded
             HTTP_RECORDING.set(rec)
             await client.post("https://x/oauth/token", data={"refresh_token": TOKEN})
-            for n in (1, 2):
-                assert (await client.get(f"https://x/a?n={n}&apikey={TOKEN}")).json() == {"n": str(n)}
+            for symbol, n in (("AAPL", 1), ("MSFT", 2), ("AAPL", 3)):
+                await client.get(f"https://x/a?symbol={symbol}&startDate={n}&apikey={TOKEN}")
 
     asyncio.run(live())
     recorder.close()
     rest = [r for r in _records(tmp_path / "rec") if r["kind"] == "rest"]
     assert [(r["method"], r["url"].split("?")[0], r["status"]) for r in rest] == [
-        ("POST", "https://x/oauth/token", 200), ("GET", "https://x/a", 200), ("GET", "https://x/a", 200)]
+        ("POST", "https://x/oauth/token", 200), ("GET", "https://x/a", 200), ("GET", "https://x/a", 200),
+        ("GET", "https://x/a", 200)]  # fmt: skip
     assert TOKEN not in json.dumps(rest) and "apikey=%5Bredacted%5D" in rest[1]["url"]
 
     async def replayed():
         def nothing(request):
             raise AssertionError("a replay must not reach the network")
 
-        HTTP_RECORDING.set(RestReplay(rest))
+        replay = RestReplay(rest)
+        HTTP_RECORDING.set(replay)
         async with httpx.AsyncClient(transport=recorded_transport(httpx.MockTransport(nothing))) as client:
-            answers = [(await client.get("https://x/a?n=9")).json() for _ in range(3)]
-            missing = await client.get("https://x/unknown")
-        return answers, missing
+            # The symbol picks the answer, whatever order the replay asks in; times and the (placeholder) key do not.
+            answers = [(await client.get(f"https://x/a?startDate=9&symbol={s}&apikey=x")).json()
+                       for s in ("MSFT", "AAPL", "AAPL", "AAPL")]  # fmt: skip
+            missing = [await client.get("https://x/unknown"), await client.get("https://x/a?symbol=IBM&startDate=1")]
+        return answers, missing, replay
 
-    answers, missing = asyncio.run(replayed())
-    assert answers == [{"n": "1"}, {"n": "2"}, {"n": "2"}]  # in order, then the last again
-    assert missing.status_code == 404
+    answers, missing, replay = asyncio.run(replayed())
+    assert answers == [{"symbol": "MSFT", "n": "2"}, {"symbol": "AAPL", "n": "1"}, {"symbol": "AAPL", "n": "3"},
+                       {"symbol": "AAPL", "n": "3"}]  # in order per symbol, then the last again  # fmt: skip
+    assert [m.status_code for m in missing] == [404, 404] and (replay.served, replay.missing) == (4, 2)
+
+
+def test_a_replayed_answer_is_looked_up_by_the_parameters_naming_what_is_asked():
+    key = request_key
+    assert key("GET", "https://h/iserver/secdef/search?symbol=AAPL&secType=STK") != key(
+        "GET", "https://h/iserver/secdef/search?symbol=MSFT&secType=STK")
+    assert key("GET", "https://h/md/snapshot?conids=1,2") != key("GET", "https://h/md/snapshot?conids=1,3")
+    assert key("get", "https://h/p?b=2&a=1") == key("GET", "https://other/p?a=1&b=2")  # order, host, case of method
+    # times (the replay asks its own) and secrets (redacted when recorded) are not compared
+    assert key("GET", "https://h/accounts/H/orders?fromEnteredTime=2026-12-05T00:00:00.000Z&toEnteredTime=x&maxResults=3000") == key(
+        "GET", "https://h/accounts/H/orders?fromEnteredTime=2026-12-06T00:00:00.000Z&toEnteredTime=y&maxResults=3000")
+    assert key("GET", "https://h/pricehistory?symbol=AAPL&startDate=1&endDate=2&apikey=%5Bredacted%5D") == key(
+        "GET", "https://h/pricehistory?symbol=AAPL&startDate=3&endDate=4&apikey=K")
+    assert key("GET", "https://h/accounts/A") != key("GET", "https://h/accounts/B")
 
 
 def test_record_dir_in_the_configuration_and_on_the_command_line(tmp_path):

@@ -19,27 +19,50 @@ from typing import Any
 
 import httpx
 
-__all__ = ["HTTP_RECORDING", "RestReplay", "RecordingTransport", "recorded_transport"]
+from .redaction import is_secret_key
+
+__all__ = ["HTTP_RECORDING", "RestReplay", "RecordingTransport", "recorded_transport", "request_key"]
 
 HTTP_RECORDING: contextvars.ContextVar[Any] = contextvars.ContextVar("livedata_http_recording", default=None)
 """The instance recorder (:class:`~livedata_core.recording.writer.InstanceRecorder`) or :class:`RestReplay` of the
 task making a request; ``None``: neither."""
 
 
+_TIME_PARAM_NAMES = frozenset({"from", "to", "start", "end", "since", "until", "period", "days"})
+_TIME_PARAM_ENDINGS = ("time", "date", "timestamp")
+
+
+def _is_time_param(name: str) -> bool:
+    n = name.lower().replace("-", "").replace("_", "")
+    return n in _TIME_PARAM_NAMES or n.endswith(_TIME_PARAM_ENDINGS)
+
+
+def request_key(method: str, url: httpx.URL | str) -> tuple[Any, ...]:
+    """What a REST answer is looked up by in a replay: the method, the path and the query parameters that name
+    what is asked (``symbol``, ``conid``, ``accountId``, ``fields``...), in any order. Parameters of a time
+    (``startDate``, ``fromEnteredTime``, ``period``...: names of :data:`_TIME_PARAM_NAMES` or ending in
+    :data:`_TIME_PARAM_ENDINGS`) are left out, as a replay asks for its own times; secret ones (redacted in the
+    recording, placeholders in a replay) too."""
+    url = httpx.URL(url)
+    params = sorted((k, v) for k, v in url.params.multi_items() if not _is_time_param(k) and not is_secret_key(k))
+    return (method.upper(), url.path, tuple(params))
+
+
 class RestReplay:
-    """REST answers from a recording, by method and path (the query is not compared: it carries times), each
-    in the order recorded; when a path's answers run out, its last one is given again. A request the recording
-    has no answer for gets HTTP 404 with ``{"error": "not in the recording"}``."""
+    """REST answers from a recording, by :func:`request_key` (method, path, the query parameters naming what is
+    asked: two ``/pricehistory?symbol=`` of different symbols are never answered with each other's), each in the
+    order recorded; when a key's answers run out, its last one is given again. A request the recording has no
+    answer for gets HTTP 404 with ``{"error": "not in the recording"}`` and is counted (:attr:`missing`)."""
 
     def __init__(self, records: list[dict[str, Any]]) -> None:
-        self._answers: dict[tuple[str, str], deque[dict[str, Any]]] = defaultdict(deque)
+        self._answers: dict[tuple[Any, ...], deque[dict[str, Any]]] = defaultdict(deque)
         for r in records:
-            self._answers[(r["method"], httpx.URL(r["url"]).path)].append(r)
+            self._answers[request_key(r["method"], r["url"])].append(r)
         self.served = 0
         self.missing = 0
 
     def answer(self, request: httpx.Request) -> httpx.Response:
-        answers = self._answers.get((request.method, request.url.path))
+        answers = self._answers.get(request_key(request.method, request.url))
         if not answers:
             self.missing += 1
             return httpx.Response(404, json={"error": "not in the recording"}, request=request)

@@ -32,9 +32,13 @@ def parse_candles(data: Any, *, broker: str, symbol: str, interval: int, start: 
     """The candles of a ``/pricehistory`` answer starting in ``[start, end)`` (ms) as bars, in start order, one per
     start. Candles that cannot be read are logged (the count, the first one) and left out.
 
-    :raises BrokerError: the answer has no ``candles`` list.
+    :raises BrokerError: the answer has no ``candles`` list, or is the history of another symbol than ``symbol``
+        (its ``symbol``; such candles are never labelled ``symbol``: the core records the gap as unfilled).
     """
     log = log or logging.getLogger(f"livedata.broker.{broker}")
+    answered = data.get("symbol") if isinstance(data, dict) else None
+    if answered is not None and not _same_symbol(answered, symbol):
+        raise BrokerError(f"Schwab /pricehistory for {symbol} answered with the candles of {answered!r}; left out")
     candles = data.get("candles") if isinstance(data, dict) else None
     if candles is None and isinstance(data, dict) and data.get("empty") is True:
         candles = []
@@ -63,6 +67,15 @@ def parse_candles(data: Any, *, broker: str, symbol: str, interval: int, start: 
         log.warning("Schwab /pricehistory for %s: %d candle(s) could not be read and were left out, the first: %r",
                     symbol, len(bad), bad[0])  # fmt: skip
     return [bars[t] for t in sorted(bars)]
+
+
+def _same_symbol(answered: Any, asked: str) -> bool:
+    """Whether a ``/pricehistory`` answer's ``symbol`` is the one asked: the same, but for case and blanks, or a
+    contract of an asked future root (``/ESZ26`` for ``/ES``)."""
+    if not isinstance(answered, str):
+        return False
+    a, b = answered.strip().upper(), asked.strip().upper()
+    return a == b or (b.startswith("/") and a.startswith(b))
 
 
 # {"symbol":"AAPL","status":"SUCCESS","underlying":{...},"strategy":"SINGLE",...,

@@ -68,6 +68,20 @@ def test_candles_that_cannot_be_read_are_logged_and_left_out(caplog):
         parse_candles({"candles": "x"}, broker="tos", symbol="X", interval=60, start=0, end=1)
 
 
+def test_the_history_of_another_symbol_is_refused_never_labelled_with_the_one_asked():
+    msft = {"symbol": "MSFT", "empty": False, "candles": [fake_candle("MSFT", T0)]}
+    with pytest.raises(BrokerError, match="for AAPL answered with the candles of 'MSFT'"):
+        parse_candles(msft, broker="tos", symbol="AAPL", interval=60, start=T0, end=T0 + 60_000)
+    with pytest.raises(BrokerError, match="candles of 3"):
+        parse_candles({**msft, "symbol": 3}, broker="tos", symbol="AAPL", interval=60, start=T0, end=T0 + 60_000)
+    # the one asked, but for case; a contract of an asked future root; an answer without a symbol: read
+    for answered, asked in (("msft", "MSFT"), ("/ESZ26", "/ES")):
+        bars = parse_candles({**msft, "symbol": answered}, broker="tos", symbol=asked, interval=60, start=T0, end=T0 + 60_000)
+        assert [(b.symbol, b.start) for b in bars] == [(asked, T0)]
+    no_symbol = {"candles": msft["candles"]}
+    assert len(parse_candles(no_symbol, broker="tos", symbol="AAPL", interval=60, start=T0, end=T0 + 60_000)) == 1
+
+
 def test_option_chain_by_expiration_and_strike_count_and_an_unknown_underlying(fake_schwab, settings_for, saved_tokens):
     async def main():
         client = SchwabClient(settings_for(), saved_tokens())
