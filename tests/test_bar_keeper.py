@@ -45,7 +45,7 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_repeats_by_start_or_seq_are_dropped_and_counted():
+def test_repeats_by_start_are_dropped_and_counted():
     async def go():
         sink = Sink()
         keeper = BarKeeper("i", sink.publish, None, skip=sink.skip)
@@ -54,8 +54,69 @@ def test_repeats_by_start_or_seq_are_dropped_and_counted():
         return sink, keeper
 
     sink, keeper = run(go())
-    assert sink.starts() == [0, 1, 2] and keeper.duplicates == 3
+    assert sink.starts() == [0, 1, 2, 3] and keeper.duplicates == 2  # seq 2 again, but a new minute: published
     assert all(b.instance == "i" and not b.backfilled for b in sink.bars)
+
+
+def test_bars_that_all_carry_seq_0_as_schwabs_do_are_each_published():
+    async def go():
+        sink = Sink()
+        keeper = BarKeeper("i", sink.publish, None, skip=sink.skip)
+        for m in (0, 1, 2, 2, 3):
+            keeper.receive(bar(m, seq=0))
+        return sink, keeper
+
+    sink, keeper = run(go())
+    assert sink.starts() == [0, 1, 2, 3] and keeper.duplicates == 1
+
+
+def test_a_seq_that_starts_over_after_a_reconnect_drops_no_bar():
+    async def fetch(symbol, interval, start, end):
+        return [bar(m, seq=7) for m in range((start - T0) // MINUTE, (end - T0) // MINUTE)]
+
+    async def go():
+        sink = Sink()
+        keeper = BarKeeper("i", sink.publish, fetch, skip=sink.skip)
+        for m in range(4):
+            keeper.receive(bar(m, seq=m))
+        # Reconnected: the broker numbers from 0 again; minutes 1-3 are sent again (repeats), so new minute 4 comes
+        # with seq 3, the seq of the last bar published; 5 is new, 7 leaves a gap filled from history.
+        for m, seq in ((1, 0), (2, 1), (3, 2), (4, 3), (5, 4), (7, 5)):
+            keeper.receive(bar(m, seq=seq))
+        await settle(keeper)
+        return sink, keeper
+
+    sink, keeper = run(go())
+    assert sink.starts() == [0, 1, 2, 3, 4, 5, 6, 7] and keeper.duplicates == 3
+    assert [b.backfilled for b in sink.bars].count(True) == 1
+
+
+def test_unsubscribing_a_symbol_mid_fill_publishes_nothing_more_of_it():
+    release = None
+
+    async def fetch(symbol, interval, start, end):
+        await release.wait()
+        return [bar(m, symbol) for m in range((start - T0) // MINUTE, (end - T0) // MINUTE)]
+
+    async def go():
+        nonlocal release
+        release = asyncio.Event()
+        sink = Sink()
+        keeper = BarKeeper("i", sink.publish, fetch, skip=sink.skip)
+        keeper.receive(bar(0))
+        keeper.receive(bar(3))  # a gap: 3 held while 1-2 are fetched
+        keeper.receive(bar(4))
+        await asyncio.sleep(0.01)
+        keeper.forget(["/ES"])
+        release.set()
+        await settle(keeper)
+        published_after_forget = sink.starts()
+        keeper.receive(bar(9))  # subscribed again later: starts over
+        return published_after_forget, sink, keeper
+
+    after, sink, keeper = run(go())
+    assert after == [0]
+    assert sink.starts() == [0, 9] and keeper.status()["filling"] == []
 
 
 def test_a_gap_is_filled_from_history_before_the_bar_that_revealed_it_and_the_bars_held_meanwhile():
@@ -183,8 +244,87 @@ def test_a_gap_older_than_the_backfill_window_is_filled_only_within_it(monkeypat
         return sink, keeper
 
     sink, keeper = run(go())
-    assert asked == [(7, 10)] and sink.starts() == [0, 7, 8, 9, 10]
-    assert "older than the backfill window" in keeper.status()["unfilled_recent"][0]["reason"]
+    # History is asked for the whole gap; what it has before the window is recorded as not published.
+    assert asked == [(1, 10)] and sink.starts() == [0, 7, 8, 9, 10]
+    (unfilled,) = keeper.status()["unfilled_recent"]
+    assert "older than the backfill window" in unfilled["reason"] and "6 bar(s)" in unfilled["reason"]
+    assert (unfilled["start"], unfilled["end"]) == (T0 + MINUTE, T0 + 7 * MINUTE)
+
+
+def test_a_closed_market_older_than_the_backfill_window_is_not_a_gap(monkeypatch):
+    # A weekend: the market closed after minute 0 and opened at minute 8; history has no bar in between.
+    from livedata_core.runner import bars as bars_module
+
+    monkeypatch.setattr(bars_module, "MAX_BACKFILL_MS", 3 * MINUTE)
+
+    async def fetch(symbol, interval, start, end):
+        return [bar(m) for m in range(8, (end - T0) // MINUTE)]
+
+    async def go():
+        sink = Sink()
+        keeper = BarKeeper("i", sink.publish, fetch, skip=sink.skip)
+        keeper.receive(bar(0))
+        keeper.receive(bar(10))
+        await settle(keeper)
+        return sink, keeper
+
+    sink, keeper = run(go())
+    assert sink.starts() == [0, 8, 9, 10]
+    assert keeper.unfilled_total == 0 and keeper.gaps_filled == 1
+
+
+@pytest.mark.parametrize("catches_up", [True, False])
+def test_the_newest_minutes_history_does_not_hold_yet_are_asked_again_then_recorded(catches_up, monkeypatch):
+    # Schwab's history lags the newest minutes: a gap ending now is first answered short of its end.
+    from livedata_core.runner import bars as bars_module
+
+    monkeypatch.setattr(bars_module, "LAG_PAUSE", 0.01)
+    asked = []
+
+    async def fetch(symbol, interval, start, end):
+        first, stop = (start - T0) // MINUTE, (end - T0) // MINUTE
+        asked.append((first, stop))
+        upto = 4 if len(asked) == 1 else stop if catches_up else 4
+        return [bar(m) for m in range(first, min(stop, upto))]
+
+    async def go():
+        sink = Sink()
+        now = (T0 + 7 * MINUTE) / 1000
+        keeper = BarKeeper("i", sink.publish, fetch, skip=sink.skip, clock=lambda: now)
+        keeper.receive(bar(0))
+        keeper.receive(bar(6))  # minutes 1-5 missing; history has only 1-3 at first
+        keeper.receive(bar(7))
+        await settle(keeper)
+        return sink, keeper
+
+    sink, keeper = run(go())
+    if catches_up:
+        assert asked == [(1, 6), (4, 6)] and sink.starts() == list(range(8)) and keeper.unfilled_total == 0
+    else:
+        assert asked == [(1, 6)] + [(4, 6)] * bars_module.LAG_RETRIES and sink.starts() == [0, 1, 2, 3, 6, 7]
+        (unfilled,) = keeper.status()["unfilled_recent"]
+        assert (unfilled["start"], unfilled["end"]) == (T0 + 4 * MINUTE, T0 + 6 * MINUTE)
+        assert "lag" in unfilled["reason"]
+
+
+def test_an_old_gap_that_history_answers_short_is_not_asked_again():
+    # Far from now, a minute history has no bar for had no trades: asked once, nothing recorded.
+    asked = []
+
+    async def fetch(symbol, interval, start, end):
+        asked.append(start)
+        return [bar(1)]
+
+    async def go():
+        sink = Sink()
+        keeper = BarKeeper("i", sink.publish, fetch, skip=sink.skip)
+        keeper.receive(bar(0))
+        keeper.receive(bar(4))
+        await settle(keeper)
+        return sink, keeper
+
+    sink, keeper = run(go())
+    assert len(asked) == 1 and sink.starts() == [0, 1, 4] and keeper.unfilled_total == 0
 
 
 def test_after_an_outage_the_gaps_of_many_symbols_are_fetched_a_few_at_a_time(monkeypatch):

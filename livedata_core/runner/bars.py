@@ -3,22 +3,28 @@
 A stream yields every bar it receives (:class:`~livedata_core.models.Bar`), repeats included. Per symbol,
 :class:`BarKeeper` publishes each minute once and in order:
 
-* A bar whose ``start`` is not after the last one published for its symbol, or whose ``seq`` is the last one's, is a
-  repeat: dropped and counted (``bars.duplicates`` in status).
+* A bar whose ``start`` is not after the last one published for its symbol is a repeat: dropped and counted
+  (``bars.duplicates`` in status). Bars are ordered and deduplicated by ``start`` alone: a broker's ``seq`` is not
+  an order (Schwab's CHART items carry ``seq`` 0, and a new connection numbers from the start again).
 * A bar whose ``start`` jumps past the last one plus its interval (a reconnect, an outage, a restart: the last
   bar is read back from the symbol's stream in Redis the first time) leaves a gap. The keeper holds it (and the
   symbol's later bars) and asks the broker's ``fetch_bars`` hook for the missing range, publishes what comes back
   in order with ``backfilled=True``, then the held bars. The broker's history is the authority: a minute it has
-  no bar for had no trades, and is not a gap.
-* A gap the broker cannot fill (it has no ``fetch_bars``, the call failed twice, the gap is older than
-  :data:`MAX_BACKFILL_MS`) is recorded in status (``bars.unfilled``, the latest :data:`MAX_UNFILLED_SHOWN`) and
-  logged, and the live bars go on: a bar is never invented.
+  no bar for had no trades, and is not a gap; except the newest minutes, which a broker's history may not hold
+  yet (Schwab's lags): when the gap ends within :data:`RECENT_MS` of now and history stops short of it, the
+  keeper asks again for the rest (:data:`LAG_RETRIES` times, :data:`LAG_PAUSE` apart), then records what is still
+  missing as unfilled.
+* A gap the broker cannot fill (it has no ``fetch_bars``, the call failed twice) is recorded in status
+  (``bars.unfilled``, the latest :data:`MAX_UNFILLED_SHOWN`) and logged, and the live bars go on: a bar is never
+  invented. Of a gap longer than :data:`MAX_BACKFILL_MS` only the newest part is published; the older part is
+  recorded as unfilled only where history has bars in it (a weekend, a closed market, is not a gap).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,11 +34,19 @@ import attrs
 from ..aio_tools import reraise_if_cancelling, within
 from ..models import Bar
 
-__all__ = ["BarKeeper", "FETCH_TIMEOUT", "MAX_BACKFILL_MS", "MAX_UNFILLED_SHOWN"]
+__all__ = ["BarKeeper", "FETCH_TIMEOUT", "LAG_PAUSE", "LAG_RETRIES", "MAX_BACKFILL_MS", "MAX_UNFILLED_SHOWN",
+           "RECENT_MS"]
 
 MAX_BACKFILL_MS = 24 * 3600 * 1000
 """The oldest gap filled: one day (1,440 one-minute bars) before the bar that revealed it; older minutes are
-recorded as unfilled (a runner restarted after a week does not replay the week)."""
+recorded as unfilled where history has bars (a runner restarted after a week does not replay the week)."""
+MAX_HISTORY_MS = 7 * 24 * 3600 * 1000
+"""How far back history is asked, at most, to tell a closed market from missing minutes older than the window."""
+RECENT_MS = 5 * 60 * 1000
+"""A gap ending this close to now may end in minutes the broker's history does not hold yet."""
+LAG_RETRIES = 3
+LAG_PAUSE = 15.0
+"""Seconds between asks for the newest minutes history did not hold yet (the live bars wait meanwhile)."""
 MAX_UNFILLED_SHOWN = 20
 FETCH_TIMEOUT = 30.0
 FETCH_ATTEMPTS = 2
@@ -49,14 +63,14 @@ _SET_BAR_INSTANCE = Bar.__dict__["instance"].__set__
 
 
 class _Symbol:
-    __slots__ = ("last_start", "last_seq", "held", "filling", "primed")
+    __slots__ = ("last_start", "held", "filling", "primed", "gone")
 
     def __init__(self) -> None:
         self.last_start: int | None = None
-        self.last_seq: int | None = None
         self.held: list[Bar] = []
         self.filling = False
         self.primed = False
+        self.gone = False  # unsubscribed while its gap was being filled: nothing more of it is published
 
 
 class BarKeeper:
@@ -69,6 +83,7 @@ class BarKeeper:
     :param last_published: ``last_published(symbol)`` awaits the newest bar in the symbol's stream in Redis (a dict,
         or ``None``), so a restart neither repeats nor skips minutes; ``None``: start from the first bar received.
     :param skip: counts and logs a bar that cannot be published (``skip(reason, bar, exc)``).
+    :param clock: the time now in seconds (tells the newest minutes, which history may not hold yet).
     """
 
     def __init__(
@@ -79,6 +94,7 @@ class BarKeeper:
         last_published: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
         skip: Callable[..., None] | None = None,
         log: logging.Logger | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.instance = instance
         self._publish = publish
@@ -86,6 +102,7 @@ class BarKeeper:
         self._last_published = last_published
         self._skip = skip or (lambda reason, what, exc=None: None)
         self.log = log or logging.getLogger(f"livedata.runner.{instance}.bars")
+        self._clock = clock
         self._symbols: dict[str, _Symbol] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._fetching: asyncio.Semaphore | None = None  # made in the loop, at the first gap
@@ -133,14 +150,14 @@ class BarKeeper:
         return self._out(state, bar)
 
     def _repeat(self, state: _Symbol, bar: Bar) -> bool:
-        if (state.last_start is not None and bar.start <= state.last_start) or (
-            bar.seq is not None and bar.seq == state.last_seq
-        ):
+        if state.last_start is not None and bar.start <= state.last_start:
             self.duplicates += 1
             return True
         return False
 
     def _out(self, state: _Symbol, bar: Bar) -> int:
+        if state.gone:
+            return 0
         if bar.instance is None:
             _SET_BAR_INSTANCE(bar, self.instance)
         try:
@@ -149,19 +166,19 @@ class BarKeeper:
             self._skip("bar refused", bar, exc)
             return 0
         state.last_start = bar.start
-        if bar.seq is not None:
-            state.last_seq = bar.seq
         self.published += 1
         if bar.backfilled:
             self.backfilled += 1
         return 1
 
     def forget(self, symbols: list[str]) -> None:
-        """Unsubscribed: a later subscription starts over (from what the stream in Redis holds)."""
+        """Unsubscribed: nothing more of these symbols is published (a fill in flight publishes neither what it fetches
+        nor the bars it held), and a later subscription starts over (from what the stream in Redis holds)."""
         for symbol in symbols:
-            state = self._symbols.get(symbol)
-            if state is not None and not state.filling:
-                del self._symbols[symbol]
+            state = self._symbols.pop(symbol, None)
+            if state is not None:
+                state.gone = True
+                state.held.clear()
 
     # -- gap filling ---------------------------------------------------------------------------------------
 
@@ -184,8 +201,8 @@ class BarKeeper:
                 self.log.warning("cannot read the last published bar of %s (%s); starting from the live bars", symbol, exc)
             if isinstance(last, dict) and type(last.get("start")) is int:
                 state.last_start = last["start"]
-                if type(last.get("seq")) is int:
-                    state.last_seq = last["seq"]
+            if not state.held:
+                return  # forgotten meanwhile
             first = state.held[0]
             interval_ms = first.interval * 1000
             if state.last_start is not None and interval_ms > 0 and first.start > state.last_start + interval_ms:
@@ -210,15 +227,46 @@ class BarKeeper:
                 state.last_start = settled
 
     async def _fetch_range(self, symbol: str, state: _Symbol, interval: int, start: int, end: int) -> None:
-        oldest = end - MAX_BACKFILL_MS
-        if start < oldest:
-            self._unfilled(symbol, start, min(oldest, end), f"older than the backfill window of {MAX_BACKFILL_MS // 3_600_000} h")
-            start = max(start, oldest)
-            if start >= end:
-                return
+        interval_ms = interval * 1000
+        oldest = end - MAX_BACKFILL_MS  # published from here on
+        if start < end - MAX_HISTORY_MS:
+            self._unfilled(symbol, start, end - MAX_HISTORY_MS, f"older than {MAX_HISTORY_MS // 86_400_000} days, not asked")
+            start = end - MAX_HISTORY_MS
         if self._fetch is None:
             self._unfilled(symbol, start, end, "the broker has no bar history (fetch_bars)")
             return
+        bars = await self._ask(symbol, state, interval, start, end)
+        if bars is None:
+            return
+        old = [b for b in bars if b.start < oldest]
+        if old:  # history has bars there: minutes with trades that are not published
+            self._unfilled(symbol, old[0].start, min(old[-1].start + interval_ms, oldest),
+                           f"older than the backfill window of {MAX_BACKFILL_MS // 3_600_000} h "
+                           f"({len(old)} bar(s) of history not published)")  # fmt: skip
+        n = self._publish_backfill(state, [b for b in bars if b.start >= oldest])
+        # The newest minutes: a broker's history may not hold them yet. Ask again for what it stopped short of.
+        newest = bars[-1].start if bars else start - interval_ms
+        retries = 0
+        while (not state.gone and newest + interval_ms < end and end >= self._clock() * 1000 - RECENT_MS
+               and retries < LAG_RETRIES):  # fmt: skip
+            retries += 1
+            await asyncio.sleep(LAG_PAUSE)
+            more = await self._ask(symbol, state, interval, newest + interval_ms, end)
+            if more is None:
+                return
+            n += self._publish_backfill(state, more)
+            if more:
+                newest = more[-1].start
+        if newest + interval_ms < end and retries:
+            self._unfilled(symbol, max(newest + interval_ms, start), end,
+                           f"history has no bar for them {retries} times {LAG_PAUSE:g}s apart "
+                           "(its newest minutes lag; or no trades)")  # fmt: skip
+        self.gaps_filled += 1
+        self.log.info("filled the gap of %s from %s to %s with %d backfilled bar(s)", symbol, _t(start), _t(end), n)
+
+    async def _ask(self, symbol: str, state: _Symbol, interval: int, start: int, end: int) -> list[Bar] | None:
+        """The broker's good bars of ``[start, end)`` in order, or ``None`` (recorded as unfilled) when it cannot say."""
+        assert self._fetch is not None
         error = ""
         if self._fetching is None:
             self._fetching = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
@@ -236,10 +284,10 @@ class BarKeeper:
                 await asyncio.sleep(RETRY_PAUSE)
         else:
             self._unfilled(symbol, start, end, f"fetch_bars failed: {error}")
-            return
+            return None
         if not isinstance(bars, list):
             self._unfilled(symbol, start, end, f"fetch_bars returned {type(bars).__name__}, not a list")
-            return
+            return None
         good = []
         for bar in bars:
             if type(bar) is not Bar or bar.symbol != symbol or bar.interval != interval:
@@ -248,12 +296,14 @@ class BarKeeper:
             if start <= bar.start < end:
                 good.append(bar)
         good.sort(key=lambda b: b.start)
+        return good
+
+    def _publish_backfill(self, state: _Symbol, bars: list[Bar]) -> int:
         n = 0
-        for bar in good:
+        for bar in bars:
             if not self._repeat(state, bar):
                 n += self._out(state, attrs.evolve(bar, backfilled=True, instance=bar.instance or self.instance))
-        self.gaps_filled += 1
-        self.log.info("filled the gap of %s from %s to %s with %d backfilled bar(s)", symbol, _t(start), _t(end), n)
+        return n
 
     def _unfilled(self, symbol: str, start: int, end: int, reason: str) -> None:
         self.unfilled_total += 1

@@ -3,7 +3,8 @@
 Chart data is delivered whole (every item carries every field), one item per symbol and minute, with the
 streamer's sequence number ``seq`` beside the fields. Each item becomes a :class:`~livedata_core.models.Bar`
 with ``interval`` 60 and ``start`` the minute's start in ms. This parser yields every bar it receives, repeats
-included: the core drops repeats (by ``seq``, and by a start not after the last one published) and fills gaps
+included: the core drops repeats (by a start not after the last one published: ``seq`` is 0 in Schwab's samples and
+starts over on a new connection) and fills gaps
 from ``/pricehistory`` (the ``fetch_bars`` hook).
 
 Field numbers. CHART_EQUITY, as the streamer really sends it (and schwab-py's and Schwabdev's tests agree; the

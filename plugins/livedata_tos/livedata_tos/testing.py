@@ -17,8 +17,9 @@ moves it and sends, for every minute that ends, a CHART_EQUITY / CHART_FUTURES b
 :meth:`FakeStreamer.outage` cuts the connections and refuses new ones while the clock moves on, so "the
 connection was down for 3 minutes" takes milliseconds. The bars are :func:`livedata_schwab.testing.fake_candle`'s,
 the same ``/pricehistory`` of :class:`livedata_schwab.testing.FakeSchwab` answers (point its ``market_now_ms`` at
-``fake.clock.now_ms``). An ADD of a chart symbol is answered with the last bar that ended (as a repeat, same
-``seq``, when the client had it already).
+``fake.clock.now_ms``). An ADD of a chart symbol is answered with the last bar that ended (a repeat when the client
+had it already). The bars' ``seq`` follows :attr:`FakeStreamer.seq_mode`: growing minutes (the default), ``0`` on
+every item as in Schwab's own samples, or a count that starts over on each connection, as a new connection's does.
 """
 
 from __future__ import annotations
@@ -147,7 +148,11 @@ class FakeStreamer:
         contract that does not exist.
     :ivar clock: the market's time (:class:`FakeClock`), moved by :meth:`advance` and :meth:`outage`.
     :ivar bars_sent: ``(service, symbol, start, seq)`` of every bar sent, repeats included.
+    :ivar seq_mode: the bars' ``seq``: ``"minutes"`` (minutes since the epoch: only grows), ``"zero"`` (always 0, as
+        Schwab's CHART samples show) or ``"connection"`` (0, 1, 2, ... per connection, from 0 again after a reconnect).
     """
+
+    SEQ_MODES = ("minutes", "zero", "connection")
 
     def __init__(self, valid_tokens: Iterable[str] | None = None) -> None:
         self.valid_tokens = set(valid_tokens) if valid_tokens is not None else None
@@ -162,6 +167,8 @@ class FakeStreamer:
         self.unknown_symbols: set[str] = set()
         self.clock = FakeClock()
         self.bars_sent: list[tuple[str, str, int, int]] = []
+        self.seq_mode = "minutes"
+        self._connection_seq = 0
         self.refusing = False
         self.connections: set[ServerConnection] = set()
         self.connected_total = 0
@@ -249,9 +256,21 @@ class FakeStreamer:
     # -- the market's clock and bars -----------------------------------------------------------------------
 
     def seq(self, start: int) -> int:
-        """The ``seq`` of the bar of the minute starting at ``start``: the minutes since the epoch, so it only
-        grows, also across reconnects."""
+        """The ``seq`` of the bar of the minute starting at ``start``, by :attr:`seq_mode`: the minutes since the epoch
+        (only grows, also across reconnects), 0, or the next number of this connection's count."""
+        if self.seq_mode == "zero":
+            return 0
+        if self.seq_mode == "connection":
+            self._connection_seq += 1
+            return self._connection_seq - 1
+        if self.seq_mode != "minutes":
+            raise ValueError(f"seq_mode {self.seq_mode!r}: expected one of {', '.join(self.SEQ_MODES)}")
         return start // 60_000
+
+    def _chart_items(self, service: str, keys: list[str], start: int) -> list[dict]:
+        items = [chart_item(service, k, start, self.seq(start)) for k in keys]
+        self.bars_sent.extend((service, k, start, item["seq"]) for k, item in zip(keys, items))
+        return items
 
     async def send_bars(self, start: int, symbols: dict[str, Iterable[str]] | None = None) -> None:
         """Send the bar of the minute starting at ``start`` for every subscribed chart symbol (or for
@@ -259,8 +278,7 @@ class FakeStreamer:
         for service in CHARTS:
             keys = sorted(symbols.get(service, ()) if symbols is not None else self.subscriptions.get(service, ()))
             if keys and self.connections:
-                content = [chart_item(service, k, start, self.seq(start)) for k in keys]
-                self.bars_sent.extend((service, k, start, self.seq(start)) for k in keys)
+                content = self._chart_items(service, keys, start)
                 await self.send(data_frame(service, content, timestamp=self.clock.ms))
 
     async def advance(self, seconds: float) -> None:
@@ -310,6 +328,7 @@ class FakeStreamer:
         self.connections.add(ws)
         self.connected_total += 1
         self.subscriptions = {}
+        self._connection_seq = 0
         logged_in = False
         try:
             async for raw in ws:
@@ -384,8 +403,7 @@ class FakeStreamer:
         if service in CHARTS and command in ("ADD", "SUBS") and keys:
             # The streamer answers a chart subscription with the last bar that ended.
             last = self.clock.ms - self.clock.ms % 60_000 - 60_000
-            content = [chart_item(service, k, last, self.seq(last)) for k in keys]
-            self.bars_sent.extend((service, k, last, self.seq(last)) for k in keys)
+            content = self._chart_items(service, keys, last)
             await ws.send(json.dumps(data_frame(service, content, timestamp=self.clock.ms)))
         return logged_in
 
