@@ -32,10 +32,16 @@ per-quote loop -> AsyncPublisher.publish, a batch taken every 25 frames (about t
 saturation), per quote:
 
                                         before (3d3b73c)   after    change
-  parse: orjson.loads + QuoteBook           38,700        33,200     -14%
-  + runtime loop + publish()                45,400        41,500      -9%
-  + batch (to_dict, dumps, RESP) = all      51,000        47,100      -8%
+  parse: orjson.loads + QuoteBook           36,600        33,200      -9%
+  + runtime loop + publish()                45,400        40,800     -10%
+  + batch (to_dict, dumps, RESP) = all      51,000        46,400      -9%
   ibkr QuoteBook.apply (one quote/frame)    87,600        68,400     -22%
+
+CPU time of the same in-process path, interleaved runs on the loaded machine (best of 5): 6.1 -> 5.5 us a quote.
+The rest of the "after": the runner no longer stamps each tos quote's instance (the stream makes them with
+ctx.instance), and publish() keeps each symbol's checked channel. On the quiet machine the runner was at 4.0 us
+CPU a quote (247-252k quotes/s); 9% less is about 3.65 us, some 270k quotes/s: short of the 300k target (3.3 us),
+and make_Quote below is the third of the cost that is left.
 
 tos (4,600 samples while streaming, after this work):
 
