@@ -325,6 +325,18 @@ class BarKeeper:
         if not self._repeat(state, bar):
             self._out(state, bar)
 
+    async def settled(self, timeout: float) -> bool:
+        """Wait until no gap is being filled (a replay's connection ended: its fills publish before the replay
+        ends), at most ``timeout`` seconds; returns whether none is."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await asyncio.wait(set(self._tasks), timeout=left)
+        return True
+
     def close(self) -> None:
         """Stop filling (the runner is stopping): each fill ends as it takes the cancellation, publishing the bars it
         held (unfilled)."""

@@ -60,6 +60,9 @@ class BrokerRuntime:
     :param owners: which login publishes each account, shared by the runner's instances (default: this one's own).
     """
 
+    BARS_CONTINUE_REDIS = True
+    """Each symbol's bars continue from the newest one in its Redis stream (a restart neither repeats nor skips)."""
+
     def __init__(
         self,
         broker: Broker,
@@ -138,7 +141,8 @@ class BrokerRuntime:
         self.recorder: Any = None
         """The instance's :class:`~livedata_core.recording.writer.InstanceRecorder` (``livedata run --record``)."""
         fetch = self._fetch_bars if broker.has("fetch_bars") else None
-        self.bars = BarKeeper(name, self._publish_bar, fetch, self._last_bar, self.skip,
+        last_bar = self._last_bar if self.BARS_CONTINUE_REDIS else None
+        self.bars = BarKeeper(name, self._publish_bar, fetch, last_bar, self.skip,
                               logging.getLogger(f"livedata.runner.{name}.bars"))  # fmt: skip
 
     def _publish_bar(self, bar: Bar) -> None:

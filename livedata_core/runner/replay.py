@@ -246,6 +246,10 @@ class ReplayRuntime(BrokerRuntime):
     :param rest: the instance's recorded REST answers.
     """
 
+    BARS_CONTINUE_REDIS = False
+    """A replay's bars start from the recording, not from what a live run or an earlier replay left in Redis (which
+    would drop every replayed bar as a repeat, or check gaps against another stream)."""
+
     def __init__(self, broker: Any, config: BrokerConfig, publisher: Any, segments_: list[Segment],
                  rest: RestReplay, pace: Pace, *, ctx: Any = None) -> None:  # fmt: skip
         super().__init__(broker, config, publisher, REPLAY_BACKOFF, ctx=ctx)
@@ -336,6 +340,8 @@ class ReplayRuntime(BrokerRuntime):
                 self._record_error("replay crashed", exc, log=False)
             if self._changes:
                 await asyncio.wait(set(self._changes), timeout=GATE_TIMEOUT)
+            if not await self.bars.settled(GATE_TIMEOUT):  # the bars a gap fill holds are published by the replay too
+                self._record_error("replay", StreamError(f"a bar gap fill did not end within {GATE_TIMEOUT:g}s"))
         self.status.state = "replayed"
 
 
