@@ -163,3 +163,30 @@ def test_configuration_of_kinds_is_checked(redis_server, monkeypatch):
     with pytest.raises(ConfigError, match=r"brokers.demo.depth: broker 'demo' does not stream order books \(depth\) "
                                           r"\(it streams quotes\)"):
         Runner(config(redis_server.url, depth=["AAPL"]))
+
+
+def test_one_instance_streams_a_symbols_bars(redis_server):
+    # stream:bars:<symbol> names no instance: two instances writing it would publish every minute twice.
+    demo = {"symbols": ["AAPL"], "poll": OFF, "quotes_per_second": 50, "bar_seconds": 0.1, "heartbeat_timeout": 5}
+
+    def two(a_bars, b_bars):
+        return load_config({"redis": {"url": redis_server.url}, "backoff": FAST, "brokers": {
+            "demo": {**demo, "bars": a_bars}, "demo_b": {**demo, "plugin": "demo", "bars": b_bars}}}, env={})
+
+    with pytest.raises(ConfigError, match=r"brokers.demo_b.bars: /ES is also in brokers.demo.bars; one instance"):
+        Runner(two(["/ES", "AAPL"], ["/es"]))
+
+    async def go():
+        async with running(Runner(two(["/ES"], ["/NQ"]))) as runner:
+            with pytest.raises(ConfigError, match="cannot subscribe bars of /ES to demo_b: /ES is streamed by demo"):
+                await runner.subscribe("demo_b", ["/ES", "/YM"], "bars")
+            assert runner.runtimes["demo_b"].wanted["bars"] == {"/NQ"}  # nothing of the refused command was taken
+            await runner.subscribe("demo_b", ["/YM"], "bars")
+            # Unsubscribed there, it may be streamed here.
+            await runner.unsubscribe("demo", ["/ES"], "bars")
+            await runner.subscribe("demo_b", ["/ES"], "bars")
+            with pytest.raises(ConfigError, match="/ES is streamed by demo_b"):
+                await runner.subscribe("demo", ["/ES"], "bars")
+            return {name: rt.wanted["bars"] for name, rt in runner.runtimes.items()}
+
+    assert asyncio.run(go()) == {"demo": set(), "demo_b": {"/NQ", "/YM", "/ES"}}

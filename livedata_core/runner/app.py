@@ -84,9 +84,11 @@ class Runner:
 
         contexts = make_contexts(self.instances, tokens_for)
         self.runtimes: dict[str, BrokerRuntime] = {}
+        bar_owners: dict[str, str] = {}  # one instance per bars symbol, configured or subscribed live
         for name, instance in self.instances.items():
             self.runtimes[name] = BrokerRuntime(
-                instance.broker, instance.config, self.publisher, config.backoff, ctx=contexts[name], owners=self.owners
+                instance.broker, instance.config, self.publisher, config.backoff, ctx=contexts[name], owners=self.owners,
+                bar_owners=bar_owners,
             )
             expire_after = getattr(self.runtimes[name].ctx.settings, EXPIRE_SETTING, None)
             if expire_after is not None:

@@ -58,6 +58,8 @@ class BrokerRuntime:
     :param publisher: the runner's :class:`~livedata_core.redis_io.publisher.AsyncPublisher`.
     :param ctx: the instance's context (default: one made from ``config`` and ``tokens``).
     :param owners: which login publishes each account, shared by the runner's instances (default: this one's own).
+    :param bar_owners: which instance streams each bars symbol, shared by the runner's instances: a symbol's bars
+        stream (``stream:bars:<symbol>``) names no instance, so two writing it would publish every minute twice.
     """
 
     BARS_CONTINUE_REDIS = True
@@ -73,6 +75,7 @@ class BrokerRuntime:
         *,
         ctx: BrokerContext | None = None,
         owners: AccountOwners | None = None,
+        bar_owners: dict[str, str] | None = None,
     ) -> None:
         self.broker = broker
         self.config = config
@@ -103,6 +106,13 @@ class BrokerRuntime:
                 if kind not in broker.info.kinds:
                     raise ConfigError(f"brokers.{name}.{key}: broker {broker.name!r} does not stream {_KIND_WORDS[kind]} "
                                       f"(it streams {', '.join(broker.info.kinds)})")  # fmt: skip
+        self.bar_owners = bar_owners if bar_owners is not None else {}
+        for symbol in sorted(self.wanted["bars"]):
+            holder = self.bar_owners.setdefault(symbol, name)
+            if holder != name:
+                raise ConfigError(f"brokers.{name}.bars: {symbol} is also in brokers.{holder}.bars; one instance streams "
+                                  f"a symbol's bars (its stream live_data:stream:bars:{symbol} names no instance, and "
+                                  "two would publish every minute twice)")  # fmt: skip
         self.depth_levels = config.depth_levels
         # Option chains subscribed by `livedata subscribe --chain`: underlying -> what was asked and the contracts.
         self.chains: dict[str, dict[str, Any]] = {}
@@ -534,6 +544,12 @@ class BrokerRuntime:
         what = "" if kind == "quotes" else f" {kind}"
         async with self._sub_lock:
             new = [s for s in wanted if s not in subscribed]
+            if kind == "bars":
+                taken = {s: self.bar_owners[s] for s in new if self.bar_owners.get(s, self.name) != self.name}
+                if taken:
+                    raise ConfigError(f"cannot subscribe bars of {', '.join(taken)} to {self.name}: "
+                                      + ", ".join(f"{s} is streamed by {holder}" for s, holder in taken.items())
+                                      + "; one instance streams a symbol's bars (unsubscribe it there first)")  # fmt: skip
             if len(subscribed) + len(new) > self.max_symbols:
                 raise ConfigError(
                     f"cannot subscribe {len(new)} more symbol{'s' if len(new) != 1 else ''}{what} to {self.name}: "
@@ -541,6 +557,8 @@ class BrokerRuntime:
                     + self._cap_text.replace("remove some", "unsubscribe some")
                 )
             subscribed.update(new)
+            if kind == "bars":
+                self.bar_owners.update(dict.fromkeys(new, self.name))
             if new and self._stream is not None:
                 recording = None
                 if self.recorder is not None:
@@ -563,6 +581,8 @@ class BrokerRuntime:
                     # Refused: roll back what was refused so status and the answer tell the truth.
                     refused = set(exc.symbols) & set(new) if isinstance(exc, SymbolsRefused) else set(new)
                     subscribed.difference_update(refused)
+                    if kind == "bars":
+                        self._release_bars(refused)
                     self._record_error(f"subscribe{what} {', '.join(sorted(refused))} failed", exc)
                     error = SymbolsRefused if isinstance(exc, SymbolsRefused) else BrokerError
                     message = (f"{self.name} did not subscribe{what} {', '.join(s for s in new if s in refused)}: "
@@ -583,6 +603,7 @@ class BrokerRuntime:
             subscribed.difference_update(gone)
             if kind == "bars":
                 self.bars.forget(gone)
+                self._release_bars(gone)
             if gone and self._stream is not None:
                 if self.recorder is not None:
                     self.recorder.mark("unsubscribe", symbols=gone, **({} if kind == "quotes" else {"data_kind": kind}))
@@ -591,6 +612,11 @@ class BrokerRuntime:
                 except Exception as exc:
                     self._record_error("unsubscribe failed", exc)
         return {"removed": gone, "not_subscribed": [s for s in wanted if s not in gone]}
+
+    def _release_bars(self, symbols: Iterable[str]) -> None:
+        for symbol in symbols:
+            if self.bar_owners.get(symbol) == self.name:
+                del self.bar_owners[symbol]
 
     async def resubscribe(self, symbols: list[str], kind: str = "quotes") -> bool:
         """Unsubscribe and subscribe ``symbols`` again on the open stream (symbols gone silent while the connection
