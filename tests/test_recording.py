@@ -19,7 +19,9 @@ from livedata_core.errors import ConfigError  # noqa: E402
 from livedata_core.recording import writer as writer_module  # noqa: E402
 from livedata_core.recording.http import HTTP_RECORDING, RestReplay, recorded_transport, request_key  # noqa: E402
 from livedata_core.recording.reader import Recording, read_file  # noqa: E402
-from livedata_core.recording.redaction import REDACTED, redact_text, redact_url  # noqa: E402
+from livedata_core.recording.redaction import (  # noqa: E402
+    NOT_SECRET, REDACTED, SECRET_ENDINGS, SECRET_NAMES, is_secret_key, redact_text, redact_url,
+)
 from livedata_core.recording.writer import Recorder  # noqa: E402
 from livedata_core.runner import load_config  # noqa: E402
 
@@ -43,6 +45,87 @@ def test_redaction_takes_every_secret_out(frame):
     text = frame.replace("%s", TOKEN)
     redacted = redact_text(text)
     assert TOKEN not in redacted and REDACTED in redacted
+
+
+# The names the review found passing (2026-12-05), each with a secret of its own, in the forms brokers send them.
+PLANTED = {
+    "client_id": '{"client_id":"%s"}',                            # Schwab's app key in its OAuth requests
+    "consumer_key": '{"consumer_key":"%s"}',                      # IBKR OAuth
+    "live_session_token": '{"live_session_token":"%s","expires":1}',
+    "authToken": '{"authToken":"%s"}',
+    "jwt": '{"jwt":"%s"}',
+    "ssoToken": '{"user":{"ssoToken":"%s"}}',
+    "app_key=": "grant_type=x&app_key=%s&b=1",
+    "appKey:": "appKey: %s",
+    "oauth_token=": "oauth_token=%s&oauth_verifier=x",
+    "private_key=": "private_key=%s",
+    "code_verifier=": "code_verifier=%s",
+    "x-api-key": '{"headers":{"X-Api-Key":"%s"}}',
+    "Set-Cookie": '{"Set-Cookie":"SBID=%s; Path=/"}',
+    "session": '{"session":"%s"}',                               # IBKR's websocket session
+    "password": '{"note":"password = %s"}',
+}  # fmt: skip
+
+
+def _planted(name: str) -> str:
+    return "S3CR3T-" + "".join(c for c in name if c.isalnum()) + "-9f8e7d"
+
+
+def _file_bytes(folder) -> bytes:
+    import zstandard
+
+    return b"".join(zstandard.ZstdDecompressor().stream_reader(p.read_bytes(), read_across_frames=True).read()
+                    for p in sorted(folder.rglob("*.jsonl.zst")))  # fmt: skip
+
+
+def test_no_planted_secret_reaches_the_files(tmp_path):
+    recorder = Recorder(tmp_path / "rec")
+    rec = recorder.instance("acme", "acme", settings={"schwab": {"client_id": _planted("settings-client_id"),
+                                                                 "consumer_key": _planted("settings-consumer")}})  # fmt: skip
+    recorder.start()
+    t = time.time()
+    for name, frame in PLANTED.items():
+        secret = _planted(name)
+        rec.tap("in", frame % secret, t)  # as text
+        rec.tap("out", (frame % secret).encode(), t)  # as a binary frame of text
+        rec.rest("GET", f"https://x/a?{name.rstrip('=:')}={secret}&symbol=AAPL", 200, (frame % secret).encode(), t)
+    # a binary frame that is not UTF-8: nothing in it could be found by name, so it is not written at all
+    rec.tap("in", b"\xff\xfe" + _planted("binary").encode() + b"\x00", t)
+    rec.rest("GET", "https://x/bin", 200, b"\xff" + _planted("binary-body").encode(), t)
+    recorder.close()
+    written = _file_bytes(tmp_path / "rec")
+    assert b"symbol=AAPL" in written and written.count(REDACTED.encode()) >= 3 * len(PLANTED)
+    planted = [_planted(n) for n in [*PLANTED, "settings-client_id", "settings-consumer", "binary", "binary-body"]]
+    assert [s for s in planted if s.encode() in written] == []
+    assert rec.withheld == 2 and "2 withheld (binary, not text: cannot be redacted)" in rec.status()
+
+
+@pytest.mark.parametrize("word", [*SECRET_ENDINGS, *SECRET_NAMES])
+def test_the_json_walk_the_text_pattern_and_the_scan_agree_on_every_secret_name(word):
+    parts = word.split("_")
+    camel = parts[0] + "".join(p.title() for p in parts[1:])
+    spellings = {word, word.upper(), camel, word.replace("_", "-"), word.replace("_", "-").title()}
+    if word in SECRET_ENDINGS:  # after other words too
+        spellings |= {"my_" + word, "my" + camel[0].upper() + camel[1:], "X-My-" + word.replace("_", "-").title()}
+    if word in NOT_SECRET:  # alone it is none (below); after another word it is
+        spellings = {n for n in spellings if not n.lower() == word}
+    for name in spellings:
+        assert is_secret_key(name), name
+        for frame in ('{"%s":"%s"}', '{"a":{"%s":"%s"}}', "%s=%s&a=1", "%s: %s", '{"note":"%s=%s"}'):
+            text = frame % (name, TOKEN)
+            assert TOKEN not in redact_text(text), (frame, name)
+        assert TOKEN not in redact_url(f"https://h/p?{name}={TOKEN}")
+
+
+def test_names_that_end_like_a_secret_but_are_none_are_kept():
+    quotes = '{"data":[{"service":"LEVELONE_EQUITIES","content":[{"key":"AAPL","1":190.5},{"key":"KEY","1":20.1}]}]}'
+    assert redact_text(quotes) is quotes  # Schwab's item key is its symbol
+    ledger = '{"USD":{"currency":"USD","key":"LedgerList","cashbalance":1.5}}'
+    assert redact_text(ledger) is ledger  # IBKR's ledger row type
+    order = '[{"session":"NORMAL","duration":"DAY","orderType":"LIMIT","accountNumber":"123"}]'
+    assert redact_text(order) == order  # Schwab's order session: an enum, published as it came in a replay
+    assert not is_secret_key("key") and not is_secret_key("keys") and not is_secret_key("tokenExpiry")
+    assert redact_text('{"session":"ce109cbeb462a76dc3f6f4182c830cc1"}') == '{"session":"[redacted]"}'
 
 
 def test_a_frame_without_a_secret_is_kept_byte_for_byte():
@@ -120,12 +203,12 @@ def test_one_folder_per_instance_one_file_per_hour_and_binary_frames(tmp_path):
                      f"tos/{time.strftime('%Y%m%d-%H', time.gmtime(hour + 3600))}.jsonl.zst"]  # fmt: skip
     recording = Recording(tmp_path / "rec")
     records = list(recording.records("tos"))
-    assert [r["kind"] for r in records] == ["meta", "in", "out", "out", "meta", "in"]
+    assert [r["kind"] for r in records] == ["meta", "in", "withheld", "out", "meta", "in"]
     assert records[0]["plugin"] == "tos" and records[0]["format"] == 1
     assert recording.settings("tos") == {"account_activity": False,  # the replay's settings, secrets out
                                          "schwab": {"app_key": REDACTED, "app_secret": REDACTED}}  # fmt: skip
-    assert records[2]["b64"] and records[3] == {"t": hour + 21, "kind": "out", "data": '{"token":"[redacted]"}',
-                                                "binary": True}  # fmt: skip
+    assert records[2] == {"t": hour + 20, "kind": "withheld", "direction": "out", "bytes": 8}  # not text: left out
+    assert records[3] == {"t": hour + 21, "kind": "out", "data": '{"token":"[redacted]"}', "binary": True}
     assert [r["t"] for r in recording.records("tos", end=hour + 20)] == [hour + 10, hour + 10, hour + 20]
 
 

@@ -6,14 +6,19 @@ record has ``t`` (wall-clock seconds, ``time.time()``, when the frame was receiv
 ==============  ===========================================================================================
 ``kind``        other fields
 ==============  ===========================================================================================
-``meta``        ``format`` (:data:`FORMAT_VERSION`), ``instance``, ``plugin``, ``livedata`` (core's version):
-                the first record of every file a run writes
-``in``, ``out`` ``data``: a websocket frame received or sent, as text; a binary frame is ``b64`` instead
-``rest``        ``method``, ``url`` (its query redacted), ``status``, ``body`` (the response text): a REST answer
+``meta``        ``format`` (:data:`FORMAT_VERSION`), ``instance``, ``plugin``, ``livedata`` (core's version),
+                ``settings`` (the instance's table, secrets redacted): the first record of every file a run writes
+``in``, ``out`` ``data``: a websocket frame received or sent, as text (``binary``: true when it came as a binary
+                frame of UTF-8 text); recordings before withholding existed may have ``b64`` instead of ``data``
+``withheld``    ``direction`` (``in``/``out``), ``bytes``: a binary frame that is not UTF-8 text, left out because
+                it cannot be redacted (its place and size only)
+``rest``        ``method``, ``url`` (its query redacted), ``status``, ``body`` (the response text; ``""`` with
+                ``withheld``: its size, for a body that is not UTF-8 text): a REST answer
 ``connect``     a new stream connection starts (the stream hook returned a stream)
-``streaming``   ``symbols``: connected and subscribed to these at connect time
-``subscribe``,  ``symbols``: a live (un)subscribe starts (``livedata subscribe``)
-``unsubscribe``
+``streaming``   ``symbols``: connected and subscribed to these at connect time; ``kinds``: the symbols of other
+                data kinds (``{"bars": [...], "depth": [...]}``), when there are any
+``subscribe``,  ``symbols``: a live (un)subscribe starts (``livedata subscribe``); ``data_kind``: its kind, when
+``unsubscribe`` not quotes
 ``dropped``     ``count``: records dropped from the recording because the disk was slow (never from publishing)
 ==============  ===========================================================================================
 

@@ -1,9 +1,9 @@
 """Secrets out of every record before it is written: tokens, cookies, API keys, passwords, sessions.
 
 :func:`redact_text` takes a frame or a response body. JSON is walked, and the value of every key that names a
-secret (:data:`SECRET_KEYS`, compared without case, ``-`` or ``_``: ``Authorization``, ``access_token``,
-``refreshToken``, ``session``, ``Cookie``, ``apiKey``...) becomes :data:`REDACTED`, at any depth, also inside a
-string that is itself JSON (IBKR's ``api={"session": ...}``). Text that is not JSON has ``key=value`` and
+secret (:func:`is_secret_key`: ending with a word of :data:`SECRET_ENDINGS`, case, ``-`` and ``_`` aside:
+``Authorization``, ``access_token``, ``refreshToken``, ``session``, ``Cookie``, ``apiKey``, ``app_key``...)
+becomes :data:`REDACTED`, at any depth, also inside a string that is itself JSON (IBKR's ``api={"session": ...}``). Text that is not JSON has ``key=value`` and
 ``key: value`` pairs of those names, and ``Bearer`` tokens, masked. A frame without a secret is kept exactly as
 it was (byte for byte), so a replay parses what the broker sent. :func:`redact_url` masks query parameters.
 
@@ -19,39 +19,103 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
-__all__ = ["REDACTED", "SECRET_KEYS", "is_secret_key", "redact_text", "redact_url", "redact_value"]
+__all__ = [
+    "REDACTED", "SECRET_ENDINGS", "SECRET_NAMES", "NOT_SECRET", "is_secret_key", "redact_text", "redact_url",
+    "redact_value",
+]  # fmt: skip
 
 REDACTED = "[redacted]"
 
-SECRET_KEYS = frozenset({
-    "authorization", "proxyauthorization", "token", "accesstoken", "refreshtoken", "idtoken", "bearer",
-    "session", "sessionid", "sessiontoken", "cookie", "setcookie", "apikey", "xapikey", "key_secret",
-    "password", "passwd", "secret", "clientsecret", "appsecret", "appkey", "credential", "credentials", "code_verifier",
-    "codeverifier", "privatekey", "signature", "oauthtoken", "oauthsignature", "accesstokensecret",
-})  # fmt: skip
-"""Key names whose values are secret, lower case without ``-`` and ``_``."""
+# The one list of secret names: the JSON walk (is_secret_key), the text pattern (_PAIR) and the fast scan
+# (_MAY_HOLD_A_SECRET) are all made from these three. A "_" marks where words may meet: in a frame they may be
+# written together, or with "-" or "_" (client_id, clientId, client-id).
+SECRET_ENDINGS = (
+    "token", "secret", "key", "session", "session_id", "password", "passwd", "verifier", "cookie", "authorization",
+    "credential", "credentials", "signature", "jwt", "bearer",
+)  # fmt: skip
+"""A key whose name ends with one of these words (case, ``-`` and ``_`` aside) holds a secret: ``Authorization``,
+``access_token``, ``authToken``, ``ssoToken``, ``live_session_token``, ``app_key``, ``consumer_key``, ``apiKey``,
+``private_key``, ``client_secret``, ``code_verifier``, ``Set-Cookie``, ``session``, ``password``, ``jwt``..."""
+SECRET_NAMES = ("client_id",)
+"""Names of a secret that end otherwise: ``client_id`` (Schwab's app key, in its OAuth requests)."""
+NOT_SECRET = ("key",)
+"""Names ending with a secret word that are none: ``key`` is the symbol of a Schwab streamer item and the type of
+an IBKR ledger row."""
 
-# "authorization": "x", token=x, Cookie: x, session=x; the name may carry - or _ between its words.
-_NAMES = r"(?:access[-_]?token|refresh[-_]?token|id[-_]?token|api[-_]?key|x[-_]api[-_]key|set[-_]cookie|client[-_]?secret|app[-_]?secret|session[-_]?id|session[-_]?token|proxy[-_]authorization|authorization|token|session|cookie|password|passwd|secret|credentials?|signature)"
-_PAIR = re.compile(r"(?i)(\b" + _NAMES + r"\b[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic)\s+)?)([^\"'&\s,;}]+)")
+
+def _normal(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
+_ENDINGS = tuple(_normal(w) for w in SECRET_ENDINGS)
+_NAMES = frozenset(_normal(w) for w in SECRET_NAMES)
+_NOT_SECRET = frozenset(_normal(w) for w in NOT_SECRET)
+
+
+def _word(w: str) -> str:
+    return w.replace("_", "[-_]?")
+
+
+def _ending(w: str) -> str:
+    """The pattern of a name ending with ``w``: a word that is a secret alone, or one that needs words before it."""
+    return "[a-z0-9][-_]?" + _word(w) if _normal(w) in _NOT_SECRET else _word(w)
+
+
+# "authorization": "x", token=x, Cookie: x, app_key=x, appKey: x; the name may carry - or _ between its words
+# (the words before a secret ending at most 40 characters: no backtracking over a long run of them).
+_NAME = (
+    r"\b(?:[\w-]{0,40}?(?:" + "|".join(_ending(w) for w in sorted(SECRET_ENDINGS, key=len, reverse=True)) + ")"
+    + "".join("|" + _word(w) for w in SECRET_NAMES) + r")\b"
+)
+_PAIR = re.compile(r"(?i)(" + _NAME + r"[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic)\s+)?)([^\"'&\s,;}]+)")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._~+/=-]+)")
-# Every secret key and pattern above contains one of these: a frame with none of them (a quote frame) is kept
-# without being parsed. One search of the lower-cased text, the alternatives grouped by their first letters so
-# that the regex engine tries only where one of those letters is: about 90 us for a 10 KB frame of 100 quotes,
-# where a case-insensitive alternation took 3 ms, 17 substring tests 190 us, and parsing the JSON 115 us.
-_MAY_HOLD_A_SECRET = re.compile(
-    r"a(?:uthor|pi[-_]?key|pp[-_]?key)|token|se(?:ssion|cret)|signature|cookie|credential|p(?:assw|rivate)|"
-    r"bearer|verifier"
-).search
+
+
+def _scan_pattern() -> str:
+    """One alternative per word that no shorter one already finds (``session`` finds ``session_id``), grouped by
+    first letter so that the regex engine tries only where one of those letters is (Python's ``re`` skips ahead
+    to such a letter only when every alternative starts with one: a ``key`` needs a name letter before it, which
+    is checked behind its ``k``)."""
+    words = sorted({*SECRET_ENDINGS, *SECRET_NAMES}, key=len)
+    kept: list[str] = []
+    for w in words:
+        if not any(_normal(k) in _normal(w) and _normal(k) not in _NOT_SECRET for k in kept):
+            kept.append(w)
+    by_letter: dict[str, list[str]] = {}
+    for w in sorted(kept):
+        rest = _word(w[1:])
+        if _normal(w) in _NOT_SECRET:
+            rest = f"(?<=[a-z0-9_-]{w[0]})" + rest
+        by_letter.setdefault(w[0], []).append(rest)
+    return "|".join(f"{c}(?:{'|'.join(rests)})" for c, rests in sorted(by_letter.items()))
+
+
+# A frame in which this finds nothing (a quote frame) holds no secret name and is kept without being parsed:
+# one search of the lower-cased text.
+_MAY_HOLD_A_SECRET = re.compile(_scan_pattern()).search
 
 
 def _may_hold_a_secret(text: str) -> bool:
     return _MAY_HOLD_A_SECRET(text.lower()) is not None
 
 
+# Schwab's order "session" is NORMAL, AM, PM or SEAMLESS: an upper-case word is no secret session (those are long
+# random strings), and kept so that a replay publishes the order as it came.
+_ENUM = re.compile(r"[A-Z][A-Z_]{0,11}").fullmatch
+
+
 def is_secret_key(name: str) -> bool:
-    """Whether a key of this name holds a secret (``Authorization``, ``refresh_token``, ``apiKey``...)."""
-    return name.lower().replace("-", "").replace("_", "") in SECRET_KEYS
+    """Whether a key of this name holds a secret: it ends with one of :data:`SECRET_ENDINGS` or is one of
+    :data:`SECRET_NAMES` (case, ``-`` and ``_`` aside), and is not one of :data:`NOT_SECRET`."""
+    n = _normal(name)
+    return (n.endswith(_ENDINGS) or n in _NAMES) and n not in _NOT_SECRET
+
+
+def _keeps(name: str, value: Any) -> bool:
+    """A value of a secret key that is none: empty, already redacted, a session that is an enum (``NORMAL``)."""
+    if value is None or value == "" or value == REDACTED or type(value) is bool:
+        return True
+    return type(value) is str and _normal(name).endswith("session") and _ENUM(value) is not None
 
 
 def redact_value(value: Any) -> tuple[Any, bool]:
@@ -60,7 +124,7 @@ def redact_value(value: Any) -> tuple[Any, bool]:
         changed = False
         out = {}
         for k, v in value.items():
-            if type(k) is str and is_secret_key(k) and v not in (None, "", REDACTED):
+            if type(k) is str and is_secret_key(k) and not _keeps(k, v):
                 out[k] = REDACTED
                 changed = True
             else:
