@@ -442,7 +442,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
             result = client.chain(args.broker, args.chain, args.expiration, args.strikes)
             print(f"{args.broker}: chain {result['underlying']}: {len(result['contracts'])} contracts, "
                   f"{len(result['added'])} newly subscribed"
-                  + (f" ({', '.join(result['added'][:4])}{', ...' if len(result['added']) > 4 else ''})" if result["added"] else ""))
+                  + (f" ({', '.join(result['added'][:4])}{', ...' if len(result['added']) > 4 else ''})" if result["added"] else "")
+                  + (f"; refused by the broker, left out: {', '.join(result['refused'])}" if result.get("refused") else ""))
     return EXIT_OK
 
 

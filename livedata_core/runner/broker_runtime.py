@@ -114,7 +114,9 @@ class BrokerRuntime:
                                   f"a symbol's bars (its stream live_data:stream:bars:{symbol} names no instance, and "
                                   "two would publish every minute twice)")  # fmt: skip
         self.depth_levels = config.depth_levels
-        # Option chains subscribed by `livedata subscribe --chain`: underlying -> what was asked and the contracts.
+        # Option chains subscribed by `livedata subscribe --chain`: underlying -> what was asked, the contracts, and
+        # those the chain subscribed ("added": not subscribed before, nor subscribed by the user since), which alone
+        # a new chain of the underlying or an unchain unsubscribes.
         self.chains: dict[str, dict[str, Any]] = {}
         # The cap on symbols streamed at once, configured or the broker's own limit; said in every refusal.
         self.max_symbols = config.max_symbols or broker.info.max_symbols
@@ -535,12 +537,18 @@ class BrokerRuntime:
         A command that would take the kind past :attr:`max_symbols` changes nothing and raises ``ConfigError``
         saying how many are subscribed, the cap and the setting.
         """
+        return await self._subscribe_kind(symbols, kind, chained=False)
+
+    async def _subscribe_kind(self, symbols: Iterable[str], kind: str, *, chained: bool) -> dict[str, list[str]]:
         self._check_kind(kind)
         stopped = self.status.failed.get("stream") or self.status.failed.get("authenticate")
         if stopped:
             raise PermanentError(f"{self.name} does not stream any more ({stopped}); fix that and restart livedata")
         wanted = self.normalize(symbols)
         subscribed = self.wanted[kind]
+        if kind == "quotes" and not chained:
+            for chain in self.chains.values():  # asked for by the user: no chain's to unsubscribe any more
+                chain["added"].difference_update(wanted)
         what = "" if kind == "quotes" else f" {kind}"
         async with self._sub_lock:
             new = [s for s in wanted if s not in subscribed]
@@ -666,17 +674,31 @@ class BrokerRuntime:
                                  + (f" expiring {expiration}" if expiration else ""), [underlying])  # fmt: skip
         contracts = self.normalize(contracts)
         previous = self.chains.get(underlying)
-        kept = set(contracts)
-        for other, chain in self.chains.items():
-            if other != underlying:
-                kept.update(chain["contracts"])
-        result = await self.subscribe(contracts)
+        refused: list[str] = []
+        before = set(self.symbols)
+        try:
+            result = await self._subscribe_kind(contracts, "quotes", chained=True)
+        except SymbolsRefused as exc:
+            # Some contracts refused (the others are subscribed and stay): the chain is the rest, said in the answer.
+            refused = [c for c in contracts if c in set(exc.symbols)]
+            if len(refused) == len(contracts):
+                raise
+            self.log.warning("chain %s: %d of %d contracts refused: %s", underlying, len(refused), len(contracts), exc)
+            contracts = [c for c in contracts if c not in set(refused)]
+            result = {"added": [c for c in contracts if c not in before], "already": [c for c in contracts if c in before]}
+        added = set(result["added"])
         if previous is not None:
-            dropped = [c for c in previous["contracts"] if c not in kept]
+            # Carried over: contracts the old chain subscribed that this one names again.
+            added.update(c for c in previous["added"] if c in set(contracts))
+            kept = set(contracts)
+            for other, chain in self.chains.items():
+                if other != underlying:
+                    kept.update(chain["contracts"])
+            dropped = [c for c in previous["contracts"] if c in previous["added"] and c not in kept]
             if dropped:
                 await self.unsubscribe(dropped)
-        self.chains[underlying] = {"expiration": expiration, "strikes": strikes, "contracts": contracts}
-        return {"underlying": underlying, "contracts": contracts, **result}
+        self.chains[underlying] = {"expiration": expiration, "strikes": strikes, "contracts": contracts, "added": added}
+        return {"underlying": underlying, "contracts": contracts, **result, "refused": refused}
 
     async def unchain(self, underlying: str) -> dict[str, Any]:
         """Unsubscribe an option chain's contracts (those no other chain has) and forget it."""
@@ -685,7 +707,7 @@ class BrokerRuntime:
         if chain is None:
             raise ConfigError(f"{self.name} has no chain of {underlying!r}; chains: {', '.join(sorted(self.chains)) or 'none'}")
         others = {c for other in self.chains.values() for c in other["contracts"]}
-        result = await self.unsubscribe([c for c in chain["contracts"] if c not in others])
+        result = await self.unsubscribe([c for c in chain["contracts"] if c in chain["added"] and c not in others])
         return {"underlying": underlying, **result}
 
     def snapshot(self) -> dict[str, Any]:
