@@ -106,8 +106,8 @@ class OptionQuote:
 
     Equity, futures and forex quotes stay :class:`Quote`: their payloads carry none of these fields. A consumer tells
     the two apart by the ``strike`` key (:func:`model_for`). ``expiration`` is an ISO date (``"2026-12-18"``),
-    ``put_call`` is ``"call"`` or ``"put"``, ``implied_volatility`` a fraction or a percentage as the broker sends it
-    (the broker's page in docs/brokers says which), Greeks per contract unit as the broker sends them.
+    ``put_call`` is ``"call"`` or ``"put"``, ``implied_volatility`` a fraction (0.284 for 28.4 %; a
+    plugin whose broker sends percent divides), Greeks per contract unit as the broker sends them.
     """
 
     TYPE: ClassVar[str] = "quotes"

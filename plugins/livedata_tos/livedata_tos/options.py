@@ -10,7 +10,7 @@ broker instance (the session's), and each item yields the complete quote.
 Field numbers (Schwab Streamer Guide; schwab-py's and Schwabdev's field enums agree):
 
 - LEVELONE_OPTIONS: 2 bid, 3 ask, 4 last, 5 high, 6 low, 7 close, 8 volume, 9 open interest, 10 volatility
-  (implied, in percent), 13 multiplier, 15 open, 16 bid size, 17 ask size, 18 last size, 20 strike, 21 contract
+  (implied, in percent: published as a fraction, 28.4 -> 0.284), 13 multiplier, 15 open, 16 bid size, 17 ask size, 18 last size, 20 strike, 21 contract
   type (C/P), 22 underlying, 28 delta, 29 gamma, 30 theta, 31 vega, 32 rho, 34 theoretical value, 35 underlying
   price, 37 mark, 38 quote time ms, 39 trade time ms.
 - LEVELONE_FUTURES_OPTIONS: 1 bid, 2 ask, 3 last, 4 bid size, 5 ask size, 8 volume, 9 last size, 10 quote time
@@ -89,7 +89,8 @@ class LevelOneBook:
     Same rules as :class:`~livedata_tos.quotes.QuoteBook`: only :meth:`want` symbols yield quotes, a
     :meth:`mute` symbol is merged but yields nothing, nothing is yielded until a symbol has a price, a bid or
     ask of 0 with size 0 is "none" (null), an open, high, low, close or mark of 0 is "not known yet" (null).
-    A Greek, volatility or theoretical value of -999 is Schwab's "not computed" and published as null.
+    A Greek, volatility or theoretical value of -999 is Schwab's "not computed" and published as null. The implied
+    volatility Schwab sends in percent is published as a fraction (28.4 -> 0.284), as every broker's is.
 
     :param states: symbol -> merged fields; pass one that lives with the broker instance so the first quote
         after a reconnect is as complete as the last before it.
@@ -209,11 +210,14 @@ class LevelOneBook:
         expiration = get("expiration")
         if expiration is None and get("expiration_time") is not None:
             expiration = _iso_date(get("expiration_time"))
+        iv = get("implied_volatility")
+        if iv is not None:
+            iv /= 100  # Schwab's percent; a fraction on the channel
         # make_option_quote takes every OptionQuote field positionally, in this order.
         return make_option_quote(
             self.broker, symbol, bid, ask, last, get("volume"), bid_size, ask_size, get("last_size"),
             get("open") or None, get("high") or None, get("low") or None, close or None, mark or None,
-            get("open_interest"), get("implied_volatility"), get("delta"), get("gamma"), get("theta"), get("vega"),
+            get("open_interest"), iv, get("delta"), get("gamma"), get("theta"), get("vega"),
             get("rho"), get("theoretical_value"), get("underlying_price") or None, get("strike"), expiration,
             put_call, get("multiplier") or None, get("underlying"), ts, received_at, extra,
         )  # fmt: skip

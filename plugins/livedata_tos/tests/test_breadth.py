@@ -63,7 +63,7 @@ def test_option_futures_option_and_forex_quotes_merge_deltas_into_complete_quote
             assert type(first) is OptionQuote
             check_model(first)
             assert (first.bid, first.ask, first.last, first.volume, first.bid_size) == (12.5, 12.75, 12.6, 310, 5)
-            assert (first.open_interest, first.implied_volatility) == (1520, 28.4)
+            assert (first.open_interest, first.implied_volatility) == (1520, 0.284)  # Schwab's percent, as a fraction
             assert (first.delta, first.gamma, first.theta, first.vega, first.rho) == (0.55, 0.012, -0.031, 0.41, 0.2)
             assert (first.theoretical_value, first.underlying_price, first.mark) == (12.62, 205.1, 12.625)
             assert (first.strike, first.expiration, first.put_call) == (200.0, "2026-12-18", "call")

@@ -110,7 +110,7 @@ def test_options_forex_chain_bars_without_gaps_and_depth_through_livedata_run(sc
         wait_until(lambda: latest("quotes", OPTION) and latest("quotes", FOP) and latest("quotes", "EUR/USD"),
                    what="option, futures option and forex quotes")  # fmt: skip
         option = latest("quotes", OPTION)
-        assert (option["bid"], option["delta"], option["gamma"], option["implied_volatility"]) == (12.5, 0.55, 0.012, 28.4)
+        assert (option["bid"], option["delta"], option["gamma"], option["implied_volatility"]) == (12.5, 0.55, 0.012, 0.284)
         assert (option["strike"], option["expiration"], option["put_call"], option["underlying"]) == (
             200.0, "2026-12-18", "call", "AAPL")
         fop = latest("quotes", FOP)
