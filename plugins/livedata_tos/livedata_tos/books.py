@@ -2,8 +2,9 @@
 
 A book item is the whole book of one symbol (``0`` key, ``1`` snapshot time ms, ``2`` bid levels, ``3`` ask
 levels); a level is ``{"0": price, "1": aggregate size, "2": market-maker count, "3": [market makers]}``. Each
-item becomes a :class:`~livedata_core.models.Depth` with its bids (highest first) and asks (lowest first), the
-best ``levels`` of each when a limit is given. The market makers of a level are not published: its count is.
+item becomes a :class:`~livedata_core.models.Depth` with its bids (highest first) and asks (lowest first), every
+level sent: the runner keeps the top ``depth_levels`` of each side, for every broker. The market makers of a level
+are not published: its count is.
 
 An item whose levels are not lists, or with a level lacking a finite price or size (or a count that is not a
 whole number), is a malformed book: counted (``livedata status``) and skipped whole, so a book is never published
@@ -35,7 +36,7 @@ class _Malformed(Exception):
     pass
 
 
-def _levels(raw: Any, best_first_descending: bool, limit: int | None) -> list[DepthLevel]:
+def _levels(raw: Any, best_first_descending: bool) -> list[DepthLevel]:
     if type(raw) is not list:
         raise _Malformed("levels are not a list")
     levels = []
@@ -59,7 +60,7 @@ def _levels(raw: Any, best_first_descending: bool, limit: int | None) -> list[De
         levels.append(DepthLevel(price=float(price), size=float(size), count=count))
     if not ordered:
         levels.sort(key=_price, reverse=best_first_descending)
-    return levels[:limit] if limit is not None else levels
+    return levels
 
 
 def _price(level: DepthLevel) -> float:
@@ -67,15 +68,11 @@ def _price(level: DepthLevel) -> float:
 
 
 class BookParser:
-    """Turns book items into :class:`~livedata_core.models.Depth` for the symbols :meth:`want` marked.
+    """Turns book items into :class:`~livedata_core.models.Depth` for the symbols :meth:`want` marked."""
 
-    :param levels: how many price levels per side to publish (the best ones); ``None``: every level sent.
-    """
-
-    def __init__(self, broker: str, stats: StreamStats, levels: int | None = None) -> None:
+    def __init__(self, broker: str, stats: StreamStats) -> None:
         self.broker = broker
         self.stats = stats
-        self.levels = levels
         self._wanted: set[str] = set()
 
     def want(self, symbols: Iterable[str]) -> None:
@@ -105,8 +102,8 @@ class BookParser:
                 self.stats.skip("book for a symbol not subscribed", symbol)
                 continue
             try:
-                bids = _levels(item.get("2", []), True, self.levels)
-                asks = _levels(item.get("3", []), False, self.levels)
+                bids = _levels(item.get("2", []), True)
+                asks = _levels(item.get("3", []), False)
             except _Malformed as exc:
                 self.stats.skip("malformed book", f"{service} {symbol}: {exc}")
                 continue

@@ -112,7 +112,6 @@ class TosStream(WebSocketStream):
         not fill it in on each.
     :param levelone: symbol -> merged fields of the options, futures options and forex quotes; pass one that
         lives with the instance (the session's) so they outlive the connection too.
-    :param depth_levels: price levels per side in a published book (``None``: every level the streamer sends).
     :param nyse_book: equities whose depth comes from NYSE_BOOK (the others' from NASDAQ_BOOK).
     """
 
@@ -140,7 +139,6 @@ class TosStream(WebSocketStream):
         quotes: MergeBook | None = None,
         tap: Tap | None = None,
         levelone: dict[str, dict[str, Any]] | None = None,
-        depth_levels: int | None = None,
         nyse_book: Iterable[str] = (),
     ) -> None:
         super().__init__(url or info.url, log=log or logging.getLogger(f"livedata.broker.{broker}"), tap=tap)
@@ -169,7 +167,7 @@ class TosStream(WebSocketStream):
         self._book = QuoteBook(broker, self.stats, quotes, instance=instance)
         self._levelone = options.LevelOneBook(broker, self.stats, levelone)
         self._bars = bars.BarParser(broker, self.stats)
-        self._books = books.BookParser(broker, self.stats, depth_levels)
+        self._books = books.BookParser(broker, self.stats)  # every level: the runner keeps the top depth_levels
         self._nyse = frozenset(s.strip().upper() for s in nyse_book)
         self._activity = activity or ActivityParser(broker)
         # service -> the parser of its data, beside FIELDS' (the level-one equity and futures hot path)

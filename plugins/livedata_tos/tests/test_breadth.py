@@ -187,7 +187,7 @@ def test_bars_from_chart_equity_and_chart_futures_with_their_own_field_orders():
 
 def test_depth_from_the_books_best_levels_first_and_malformed_books_skipped():
     async def main():
-        async with FakeStreamer() as fake, open_stream(fake, nyse_book=["ibm"], depth_levels=2) as stream:
+        async with FakeStreamer() as fake, open_stream(fake, nyse_book=["ibm"]) as stream:
             await stream.subscribe(["AAPL", "IBM", OPTION], kind="depth")
             assert fake.subscriptions["NASDAQ_BOOK"] == {"AAPL"}
             assert fake.subscriptions["NYSE_BOOK"] == {"IBM"}
@@ -200,8 +200,11 @@ def test_depth_from_the_books_best_levels_first_and_malformed_books_skipped():
             assert type(depth) is Depth
             check_model(depth)
             assert depth.book == "NASDAQ" and depth.timestamp == 1765000000000
-            assert [(lv.price, lv.size, lv.count) for lv in depth.bids] == [(189.5, 200, 3), (189.49, 300, 2)]
-            assert [(lv.price, lv.size, lv.count) for lv in depth.asks] == [(189.52, 100, 1), (189.53, 400, 4)]
+            # Every level, best first (the runner keeps the top depth_levels).
+            assert [(lv.price, lv.size, lv.count) for lv in depth.bids] == [(189.5, 200, 3), (189.49, 300, 2),
+                                                                            (189.48, 100, 1)]  # fmt: skip
+            assert [(lv.price, lv.size, lv.count) for lv in depth.asks] == [(189.52, 100, 1), (189.53, 400, 4),
+                                                                            (189.54, 50, 1)]  # fmt: skip
 
             await fake.send_data("NYSE_BOOK", [book_item("IBM", [(150.0, 100, 1)], [])])
             (ibm,) = await collect(events, 1)
