@@ -268,6 +268,9 @@ class ReplayRuntime(BrokerRuntime):
             raise ConfigError(f"{config.name}: plugin {broker.name!r} cannot replay a recording (it has no "
                               "replay_stream hook; see docs/recording.md)")  # fmt: skip
 
+    async def ensure_authenticated(self) -> None:
+        """A replay logs in nowhere: its REST calls (a bar gap's history) are answered from the recording."""
+
     async def _open_stream(self) -> BrokerStream:
         stream = await self.broker.call("replay_stream", ctx=self.ctx)
         if not isinstance(stream, BrokerStream) or not hasattr(stream, "opener"):

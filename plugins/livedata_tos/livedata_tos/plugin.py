@@ -199,7 +199,7 @@ async def _session(ctx: BrokerContext) -> TosSession:
 def replay_stream(ctx: BrokerContext) -> TosStream:
     """``livedata replay``: a stream like :func:`stream`'s, with a placeholder login (a recording holds no token)."""
     if not isinstance(ctx.session, _ReplaySession):
-        ctx.session = _ReplaySession(ActivityParser(ctx.broker))
+        ctx.session = _ReplaySession(ActivityParser(ctx.broker), _replay_client(ctx))
 
     async def token() -> str:
         return "replay"
@@ -215,6 +215,19 @@ def replay_stream(ctx: BrokerContext) -> TosStream:
 @attrs.define
 class _ReplaySession:
     activity: ActivityParser
+    client: Any
+    """A Schwab client on a placeholder token: its REST calls (a bar gap's ``/pricehistory``) are answered from the
+    recording."""
+
+
+def _replay_client(ctx: BrokerContext) -> Any:
+    from livedata_core.plugin_kit.tokens import MemoryTokenStore
+
+    store = MemoryTokenStore()
+    store.save(TOKEN_KEY, {"access_token": "replay", "refresh_token": "replay", "access_expires_at": 253_402_300_799_000,
+                           "refresh_issued_at": None})  # fmt: skip
+    settings = getattr(ctx.settings, "schwab", None) or SchwabSettings()
+    return make_client(settings, store, ctx.log, ctx.status)
 
 
 @hookimpl
