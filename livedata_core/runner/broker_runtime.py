@@ -32,6 +32,7 @@ from ..recording.http import HTTP_RECORDING
 from ..backoff import Backoff
 from .config import BackoffConfig, BrokerConfig
 from .bars import BarKeeper
+from .chains import OptionChains
 from .changes import OrderEvents, SeenSet, TransactionEvents
 from .owners import AccountOwners
 from .status import BrokerStatus
@@ -48,7 +49,6 @@ SUBSCRIBE_TIMEOUT = 10.0
 _SET_QUOTE_INSTANCE = Quote.__dict__["instance"].__set__  # a quote is frozen; the runner fills in whose it is
 _SET_INSTANCE = {cls: cls.__dict__["instance"].__set__ for cls in (OptionQuote, Depth)}
 MARKET_TYPES = (OptionQuote, Bar, Depth)
-MAX_CHAIN_STRIKES = 500
 _KIND_WORDS = {"quotes": "quotes", "bars": "bars", "depth": "order books (depth)"}
 
 
@@ -114,10 +114,7 @@ class BrokerRuntime:
                                   f"a symbol's bars (its stream live_data:stream:bars:{symbol} names no instance, and "
                                   "two would publish every minute twice)")  # fmt: skip
         self.depth_levels = config.depth_levels
-        # Option chains subscribed by `livedata subscribe --chain`: underlying -> what was asked, the contracts, and
-        # those the chain subscribed ("added": not subscribed before, nor subscribed by the user since), which alone
-        # a new chain of the underlying or an unchain unsubscribes.
-        self.chains: dict[str, dict[str, Any]] = {}
+        self.option_chains = OptionChains(self)  # `livedata subscribe --chain`
         # The cap on symbols streamed at once, configured or the broker's own limit; said in every refusal.
         self.max_symbols = config.max_symbols or broker.info.max_symbols
         setting = f"brokers.{name}.max_symbols"
@@ -547,8 +544,7 @@ class BrokerRuntime:
         wanted = self.normalize(symbols)
         subscribed = self.wanted[kind]
         if kind == "quotes" and not chained:
-            for chain in self.chains.values():  # asked for by the user: no chain's to unsubscribe any more
-                chain["added"].difference_update(wanted)
+            self.option_chains.user_subscribed(wanted)
         what = "" if kind == "quotes" else f" {kind}"
         async with self._sub_lock:
             new = [s for s in wanted if s not in subscribed]
@@ -648,67 +644,12 @@ class BrokerRuntime:
         return True
 
     async def chain(self, underlying: str, expiration: str | None = None, strikes: int | None = None) -> dict[str, Any]:
-        """Subscribe the quotes of an option chain: the contracts the broker's ``option_chain`` hook names for
-        ``underlying`` (one ``expiration``, an ISO date, or all; ``strikes`` around the money, or the broker's
-        default). The chain is shown in status; asking again for the same underlying replaces it.
-
-        :raises SymbolsRefused: the broker does not know the underlying (or has no options on it).
-        :raises NotSupported: the broker has no option chains.
-        """
-        if not self.broker.has("option_chain"):
-            raise NotSupported(f"{self.name} (plugin {self.broker.name!r}) cannot resolve option chains")
-        self._check_kind("quotes")
-        (underlying,) = self.normalize([underlying])
-        if expiration is not None and _check_expiration(expiration):
-            raise ConfigError(f"expiration {expiration!r} is not a date such as 2026-12-18")
-        if strikes is not None and (isinstance(strikes, bool) or not isinstance(strikes, int)
-                                    or not 1 <= strikes <= MAX_CHAIN_STRIKES):  # fmt: skip
-            raise ConfigError(f"strikes must be a whole number from 1 to {MAX_CHAIN_STRIKES}, was {strikes!r}")
-        await self.ensure_authenticated()
-        contracts = await self.broker.call("option_chain", ctx=self.ctx, underlying=underlying, expiration=expiration,
-                                           strikes=strikes)  # fmt: skip
-        if not isinstance(contracts, (list, tuple)) or not all(isinstance(c, str) for c in contracts):
-            raise PluginError(f"option_chain of {self.broker.name!r} returned {type(contracts).__name__}, not a list of symbols")
-        if not contracts:
-            raise SymbolsRefused(f"{self.name} found no option contracts for {underlying}"
-                                 + (f" expiring {expiration}" if expiration else ""), [underlying])  # fmt: skip
-        contracts = self.normalize(contracts)
-        previous = self.chains.get(underlying)
-        refused: list[str] = []
-        before = set(self.symbols)
-        try:
-            result = await self._subscribe_kind(contracts, "quotes", chained=True)
-        except SymbolsRefused as exc:
-            # Some contracts refused (the others are subscribed and stay): the chain is the rest, said in the answer.
-            refused = [c for c in contracts if c in set(exc.symbols)]
-            if len(refused) == len(contracts):
-                raise
-            self.log.warning("chain %s: %d of %d contracts refused: %s", underlying, len(refused), len(contracts), exc)
-            contracts = [c for c in contracts if c not in set(refused)]
-            result = {"added": [c for c in contracts if c not in before], "already": [c for c in contracts if c in before]}
-        added = set(result["added"])
-        if previous is not None:
-            # Carried over: contracts the old chain subscribed that this one names again.
-            added.update(c for c in previous["added"] if c in set(contracts))
-            kept = set(contracts)
-            for other, chain in self.chains.items():
-                if other != underlying:
-                    kept.update(chain["contracts"])
-            dropped = [c for c in previous["contracts"] if c in previous["added"] and c not in kept]
-            if dropped:
-                await self.unsubscribe(dropped)
-        self.chains[underlying] = {"expiration": expiration, "strikes": strikes, "contracts": contracts, "added": added}
-        return {"underlying": underlying, "contracts": contracts, **result, "refused": refused}
+        """Subscribe an option chain's quotes (see :meth:`OptionChains.chain <livedata_core.runner.chains.OptionChains.chain>`)."""
+        return await self.option_chains.chain(underlying, expiration, strikes)
 
     async def unchain(self, underlying: str) -> dict[str, Any]:
-        """Unsubscribe an option chain's contracts (those no other chain has) and forget it."""
-        (underlying,) = self.normalize([underlying])
-        chain = self.chains.pop(underlying, None)
-        if chain is None:
-            raise ConfigError(f"{self.name} has no chain of {underlying!r}; chains: {', '.join(sorted(self.chains)) or 'none'}")
-        others = {c for other in self.chains.values() for c in other["contracts"]}
-        result = await self.unsubscribe([c for c in chain["contracts"] if c in chain["added"] and c not in others])
-        return {"underlying": underlying, **result}
+        """Unsubscribe an option chain's contracts and forget it."""
+        return await self.option_chains.unchain(underlying)
 
     def snapshot(self) -> dict[str, Any]:
         """The status of this broker as a JSON-able dict."""
@@ -720,8 +661,7 @@ class BrokerRuntime:
         data = self.status.as_dict()
         data["symbols"] = sorted(self.symbols)
         data["subscriptions"] = {kind: sorted(wanted) for kind, wanted in self.wanted.items() if kind in self.broker.info.kinds}
-        data["chains"] = {u: {"expiration": c["expiration"], "strikes": c["strikes"], "contracts": len(c["contracts"])}
-                          for u, c in sorted(self.chains.items())}  # fmt: skip
+        data["chains"] = self.option_chains.status()
         if "bars" in self.broker.info.kinds:
             data["bars"] = self.bars.status()
         data["depth_levels"] = self.depth_levels if "depth" in self.broker.info.kinds else None
@@ -740,12 +680,6 @@ def _subscribe(stream: BrokerStream, symbols: list[str], kind: str) -> Any:
 
 def _unsubscribe(stream: BrokerStream, symbols: list[str], kind: str) -> Any:
     return stream.unsubscribe(symbols) if kind == "quotes" else stream.unsubscribe(symbols, kind=kind)
-
-
-def _check_expiration(value: Any) -> str | None:
-    from ..models import _check_expiration as check
-
-    return check("expiration", value)
 
 
 def _refusal_key(model: Any) -> str:
