@@ -4,7 +4,19 @@ import attrs
 
 import pytest
 
-from livedata_core.models import Account, Balance, Order, Position, Quote, Transaction, from_dict, make_quote, to_dict
+from livedata_core.models import (
+    Account,
+    Balance,
+    OptionQuote,
+    Order,
+    Position,
+    Quote,
+    Transaction,
+    from_dict,
+    make_option_quote,
+    make_quote,
+    to_dict,
+)
 from livedata_core.redis_io.publisher.encoding import dumps
 
 
@@ -56,6 +68,25 @@ def test_make_quote_builds_the_same_frozen_quote_as_the_keyword_constructor():
         fast.bid = 3.0  # type: ignore[misc]
     with pytest.raises(TypeError):
         make_quote("demo", "AAPL")  # every field is required: a short call cannot silently shift fields
+
+
+@pytest.mark.parametrize(("cls", "factory"), [(Quote, make_quote), (OptionQuote, make_option_quote)])
+def test_positional_factories_give_the_model_itself_equal_repr_frozen_and_picklable(cls, factory):
+    import pickle
+
+    values = {f.name: f"v-{f.name}" for f in attrs.fields(cls)}
+    fast, slow = factory(*values.values()), cls(**values)
+    # built through a mutable twin class and __class__ assignment: what comes out is the model, nothing else
+    assert type(fast) is cls and fast == slow and repr(fast) == repr(slow) and hash(fast) == hash(slow)
+    assert "twin" in factory.__code__.co_names  # the swap was allowed here (CPython), not the slower fallback
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        fast.symbol = "X"  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        fast.__class__ = object  # type: ignore[assignment]
+    assert pickle.loads(pickle.dumps(fast)) == slow
+    assert attrs.evolve(fast, bid=1.0).bid == 1.0
+    left_out = factory(*list(values.values())[:-1])  # instance may be left out: the runner fills it in
+    assert left_out.instance is None and type(left_out) is cls
 
 
 def test_plain_payloads_and_payloads_needing_conversion_encode_the_same_way():
