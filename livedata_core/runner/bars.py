@@ -235,7 +235,7 @@ class BarKeeper:
         if self._fetch is None:
             self._unfilled(symbol, start, end, "the broker has no bar history (fetch_bars)")
             return
-        bars = await self._ask(symbol, state, interval, start, end)
+        bars = await self._ask(symbol, interval, start, end)
         if bars is None:
             return
         old = [b for b in bars if b.start < oldest]
@@ -251,7 +251,7 @@ class BarKeeper:
                and retries < LAG_RETRIES):  # fmt: skip
             retries += 1
             await asyncio.sleep(LAG_PAUSE)
-            more = await self._ask(symbol, state, interval, newest + interval_ms, end)
+            more = await self._ask(symbol, interval, newest + interval_ms, end)
             if more is None:
                 return
             n += self._publish_backfill(state, more)
@@ -264,7 +264,7 @@ class BarKeeper:
         self.gaps_filled += 1
         self.log.info("filled the gap of %s from %s to %s with %d backfilled bar(s)", symbol, _t(start), _t(end), n)
 
-    async def _ask(self, symbol: str, state: _Symbol, interval: int, start: int, end: int) -> list[Bar] | None:
+    async def _ask(self, symbol: str, interval: int, start: int, end: int) -> list[Bar] | None:
         """The broker's good bars of ``[start, end)`` in order, or ``None`` (recorded as unfilled) when it cannot say."""
         assert self._fetch is not None
         error = ""
