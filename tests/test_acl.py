@@ -145,3 +145,30 @@ def test_the_check_names_a_key_or_channel_outside_the_users_patterns(acl_redis):
     sentinel = load_config({"redis": {"url": url(server, "livedata", "runner-secret"), "sentinels": [f"127.0.0.1:{server.port}"],
                                       "service": "mymaster", "wait_replicas": 0}})
     assert ("ROLE", (), "checking it writes to the master (Sentinel)") in needed_commands(sentinel)
+
+
+def test_a_runner_whose_user_may_not_run_a_lease_command_is_told_which_not_left_standing_by(acl_redis):
+    """Every command of the lease scripts is checked at start; and a refusal inside the script itself (a user the
+    start could not check) stops the election with the same kind of message instead of a standby forever."""
+    server, admin = acl_redis
+    livedata_line = next(line for line in documented_acls() if line.startswith("ACL SETUSER livedata "))
+    admin.execute_command(*livedata_line.replace("SETUSER livedata", "SETUSER nopttl").replace(">runner-secret",
+                                                                                           ">nopttl-secret").split(), "-pttl")  # fmt: skip
+    config = load_config({"redis": {"url": url(server, "nopttl", "nopttl-secret")}, "ha": {"lease": 2}})
+    with pytest.raises(ConfigError, match=r"may not run PTTL live_data:\{ha\}:lease \(needed for checking when the "
+                                          r"leader's lease lapses"):  # fmt: skip
+        asyncio.run(check_permissions(config))
+    admin.set("live_data:{ha}:lease", b"7 another-runner", px=10_000)  # a leader: the script runs PTTL
+    try:
+        lease = Runner(config).ha
+
+        async def elect():
+            try:
+                return await asyncio.wait_for(lease.acquire(asyncio.Event()), 10)
+            finally:
+                await lease.release()
+
+        with pytest.raises(ConfigError, match=r"Redis refused the lease script \(\[ha\]\).*\+pttl.*access-control"):
+            asyncio.run(elect())
+    finally:
+        admin.delete("live_data:{ha}:lease", "live_data:{ha}:runners")

@@ -28,7 +28,8 @@ from livedata_core.errors import ConfigError
 from livedata_core.plugin_kit.tokens import FileTokenStore
 from livedata_core.runner import Runner, load_config
 from livedata_core.runner.config import MetricsConfig
-from livedata_core.runner.ha import Lease, ha_keys, read_runners
+from livedata_core.runner.ha import HOLD_FRACTION, Lease, ha_keys, read_runners
+from livedata_core.runner.ha import lease as lease_module
 from livedata_core.testing import ServerThread
 from livedata_schwab.testing import HASH_MARGIN, ORDERS, TRANSACTIONS, FakeSchwab, FakeSchwabServer
 from livedata_tos.testing import FakeStreamer, data_frame
@@ -41,11 +42,23 @@ TRANSACTIONS_PATH = f"/trader/v1/accounts/{HASH_MARGIN}/transactions"
 # -- in-process: the lease itself --------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def fresh_process():
+    """Each test's runners start as a fresh `livedata run` would: knowing no epoch (the session's Redis is flushed
+    between tests, which a process that saw an epoch would not go back below)."""
+    lease_module._highest_epoch.clear()
+    yield
+    lease_module._highest_epoch.clear()
+
+
+
 def test_ha_table_is_checked():
     assert load_config({"ha": {"lease": 3}}).ha.lease == 3.0
     assert load_config({}).ha is None
     with pytest.raises(ConfigError, match="ha.lease"):
         load_config({"ha": {"lease": 0.1}})
+    with pytest.raises(ConfigError, match="ha.lease"):
+        load_config({"ha": {"lease": 1.5}})  # a leader stepping down needs time to drop its broker connections
     with pytest.raises(ConfigError, match=r"\[ha\]: unknown key\(s\): leese"):
         load_config({"ha": {"leese": 3}})
 
@@ -73,7 +86,7 @@ def test_with_ha_no_embedded_redis_stands_in(tmp_path):
 
 
 def test_one_leader_a_clean_stop_hands_over_at_once_and_the_epoch_goes_up(redis_server):
-    config = load_config({"redis": {"url": redis_server.url}, "ha": {"lease": 1.0},
+    config = load_config({"redis": {"url": redis_server.url}, "ha": {"lease": 2.0},
                           "brokers": {"demo": {"symbols": ["AAPL"], "poll": {"orders": 0.1}, "order_every": 0.1}}})
 
     async def go():
@@ -170,7 +183,7 @@ def test_a_paused_leader_writes_nothing_once_its_own_clock_says_the_lease_may_be
 
 def test_a_renewal_refused_stops_the_leader_at_once(redis_server):
     """Another runner holds the lease now (it lapsed while this one was cut off): the compare-and-set renewal fails."""
-    config = load_config({"redis": {"url": redis_server.url}, "ha": {"lease": 1.2},
+    config = load_config({"redis": {"url": redis_server.url}, "ha": {"lease": 2.0},
                           "brokers": {"demo": {"symbols": ["AAPL"]}}})
 
     async def go():
@@ -185,6 +198,74 @@ def test_a_renewal_refused_stops_the_leader_at_once(redis_server):
 
     runner = asyncio.run(go())
     assert "no longer this runner's" in runner.lost_lease
+
+
+def _leases(redis_server, n: int, lost: list[str], lease: float = 2.0) -> list[Lease]:
+    topology = load_config({"redis": {"url": redis_server.url}}).redis.topology
+    return [Lease(topology, "", lease, on_lost=lost.append) for _ in range(n)]
+
+
+def test_a_lease_redis_lost_is_taken_only_after_the_old_leader_stepped_down_and_the_epoch_goes_on(redis_server):
+    """Redis restarted without persistence (FLUSHALL here): the lease and epoch keys are gone while a leader
+    believes it leads. The standby takes the lease only after the old leader's own step-down moment, the old
+    leader steps down at its next renewal (the compare-and-set finds no key), and the new epoch is above the old
+    one, not 1 again."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.set(ha_keys()[1], 6)  # six takeovers before
+    lost: list[str] = []
+
+    async def go():
+        old, new = _leases(redis_server, 2, lost)
+        stopping = asyncio.Event()
+        assert await old.acquire(stopping)
+        old.start_renewing()
+        standby = asyncio.create_task(new.acquire(stopping))
+        await asyncio.sleep(1.0)  # the standby has seen the leader a few times
+        assert not standby.done() and new.leader == old.identity
+        await asyncio.to_thread(client.flushall)
+        flushed = time.monotonic()
+        assert await asyncio.wait_for(standby, 10)
+        took = time.monotonic()
+        # Both monotonic clocks are this process's: the old leader's fence said "leader" until old._deadline at
+        # most (it is 0 now that it stepped down): record when it stopped instead.
+        await old.release()
+        await new.release()
+        return old, new, flushed, took
+
+    old, new, flushed, took = asyncio.run(go())
+    client.close()
+    assert old.role == "stepped_down" and "no longer this runner's" in old.lost_reason
+    assert old.epoch == 7 and new.epoch == 8  # above what it saw, although INCR on the empty Redis said 1
+    # Not at once (the bug: 0 s, two leaders for up to a renewal); not later than the old leader's lease could last.
+    assert 0.5 * 2.0 <= took - flushed <= (HOLD_FRACTION + 0.05) * 2.0 + 0.5, took - flushed
+
+
+def test_a_lease_that_lapsed_is_taken_at_once_and_a_standby_that_took_it_unawares_knows_it(redis_server):
+    """A lease that lapses (its leader died) is taken as soon as it lapses; and a standby whose request timed
+    out on its side but ran in Redis finds its own identity in the lease: it leads (epoch unchanged)."""
+    client = redis.Redis.from_url(redis_server.url)
+    lost: list[str] = []
+
+    async def go():
+        dead, standby, unaware = _leases(redis_server, 3, lost)
+        client.set(ha_keys()[0], f"3 {dead.identity}", px=1500)
+        started = time.monotonic()
+        assert await asyncio.wait_for(standby.acquire(asyncio.Event()), 10)
+        lapsed = time.monotonic() - started
+        await standby.release()  # marked released: taken at once
+        client.set(ha_keys()[0], f"9 {unaware.identity}", px=2000)
+        started = time.monotonic()
+        assert await asyncio.wait_for(unaware.acquire(asyncio.Event()), 10)
+        own = time.monotonic() - started
+        held = unaware.holds()
+        await unaware.release()
+        return standby, unaware, lapsed, own, held
+
+    standby, unaware, lapsed, own, held = asyncio.run(go())
+    client.close()
+    assert 1.3 < lapsed < 1.5 + 2.0 / 6 + 0.3, lapsed
+    assert standby.epoch == 4
+    assert own < 0.3 and unaware.epoch == 9 and held
 
 
 # -- real processes against one fake streamer ---------------------------------------------------------------

@@ -177,6 +177,8 @@ class Runner:
             await self._stop.wait()
         finally:
             await self._shutdown(tasks)
+        if self.ha is not None and self.ha.refused is not None:
+            raise self.ha.refused  # a renewal Redis refuses for good (a permission): not a lease to wait for again
 
     async def _run_poller(self, name: str) -> None:
         try:
@@ -197,9 +199,14 @@ class Runner:
             rt.stop()
 
     def _lose_lease(self, why: str) -> None:
-        # The publisher and the control server are fenced already (Lease.holds is false): stop reading too.
+        # The publisher and the control server are fenced already (Lease.holds is false): stop reading too, and
+        # drop the broker connections now (a standby may log in 0.4 lease from now), and the publisher's socket
+        # with whatever asyncio still buffers for Redis (written before the fence, it must not arrive later).
         self.lost_lease = why
-        self.stop()
+        self._stop.set()
+        for rt in self.runtimes.values():
+            rt.abort()
+        self.publisher.abort()
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
         deadline = self.config.shutdown_timeout

@@ -44,6 +44,8 @@ CONNECT_TIMEOUT = 30.0
 CLOSE_TIMEOUT = 2.0
 MAX_RETRY_AFTER = 3600.0
 DRAIN_TIMEOUT = 0.5
+ABORT_TIMEOUT = 0.3
+"""How long a runner that lost its hot-standby lease waits for its stream to close (no drain: it is fenced)."""
 MODEL_TYPES = (Quote, Order, Transaction, Position, Balance)
 SUBSCRIBE_TIMEOUT = 10.0
 _SET_QUOTE_INSTANCE = Quote.__dict__["instance"].__set__  # a quote is frozen; the runner fills in whose it is
@@ -141,6 +143,8 @@ class BrokerRuntime:
         # Symbol -> loop time of its last quote, written by _read (one store per quote); ops/staleness.py reads it.
         self.last_update: dict[str, float] = {}
         self.stopping = asyncio.Event()
+        self.aborting = False
+        """Set by :meth:`abort` (a lost lease): close the stream in :data:`ABORT_TIMEOUT`, drain nothing."""
         self.last_quote: Quote | None = None
         self.order_events = OrderEvents()
         self.transaction_events = TransactionEvents()
@@ -306,8 +310,8 @@ class BrokerRuntime:
         finally:
             self._stream = None
             with contextlib.suppress(Exception, asyncio.TimeoutError):
-                await within(stream.close(), CLOSE_TIMEOUT)
-            if connected:
+                await within(stream.close(), ABORT_TIMEOUT if self.aborting else CLOSE_TIMEOUT)
+            if connected and not self.aborting:
                 with contextlib.suppress(Exception, asyncio.TimeoutError):
                     await within(self._drain(stream), DRAIN_TIMEOUT)
             self._merge_skips(stream)
@@ -671,6 +675,13 @@ class BrokerRuntime:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def abort(self) -> None:
+        """Stop at once: the runner lost its hot-standby lease ([ha]) and a standby may connect with the same login
+        within ``0.4 * lease``. The stream gets :data:`ABORT_TIMEOUT` to close (a LOGOUT only if that quick), and
+        no account events are drained (the publisher is fenced: the new leader's catch-up finds them)."""
+        self.aborting = True
+        self.stop()
 
 
 def _subscribe(stream: BrokerStream, symbols: list[str], kind: str) -> Any:

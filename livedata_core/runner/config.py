@@ -104,7 +104,7 @@ _BOUNDS = {
     "max_symbols": between(1, MAX_SYMBOLS_CAP),
     "stale_after": seconds(0, MAX_INTERVAL),
     "metrics.port": between(0, 65535),
-    "ha.lease": seconds(0.5, 300),
+    "ha.lease": seconds(2, 300),  # a leader stepping down has 0.4 lease to drop its broker connections
 }
 
 

@@ -142,6 +142,11 @@ class ControlServer:
         except Exception as exc:  # never let a command kill the listener
             log.exception("control command failed")
             reply = {"id": request_id, "ok": False, "error": mask_secrets(f"{type(exc).__name__}: {exc}")}
+        if reply_to and not self.may_write():
+            # Lost the lease while the command ran: its answer would say it was done by the leader, and the
+            # new leader does not have it. Unanswered, the client times out and can ask again.
+            log.warning("lost the lease while answering a control command: no answer sent (ask again)")
+            return
         if reply_to:
             try:
                 await self.pubsub_redis.publish(reply_to, _dumps(reply))

@@ -60,15 +60,18 @@ def needed_commands(config: RunnerConfig) -> list[tuple[str, tuple[str, ...], st
         out.append(("ROLE", (), "checking it writes to the master (Sentinel)"))
     if config.ha is not None:
         lease, epoch, runners = ha_keys(prefix)
+        # Each command the lease scripts run (LEASE_COMMANDS): Redis checks those only when a script runs them.
         out += [("EVAL", ("return 0", "2", lease, epoch), "the hot-standby lease ([ha])"),
-                ("SET", (lease, "", "NX", "PX", "1"), "taking the lease ([ha])"),
-                ("INCR", (epoch,), "counting takeovers ([ha])"),
                 ("GET", (lease,), "checking the lease ([ha])"),
+                ("PTTL", (lease,), "checking when the leader's lease lapses ([ha])"),
+                ("SET", (lease, "", "PX", "1"), "taking the lease ([ha])"),
+                ("INCR", (epoch,), "counting takeovers ([ha])"),
+                ("SET", (epoch, "1"), "keeping the epoch above every one seen ([ha])"),
                 ("PEXPIRE", (lease, "1"), "renewing the lease ([ha])"),
-                ("DEL", (lease,), "giving the lease back ([ha])"),
                 ("HSET", (runners, _PROBE, ""), "listing the runners ([ha])"),
                 ("HGETALL", (runners,), "listing the runners ([ha])"),
-                ("HDEL", (runners, _PROBE), "listing the runners ([ha])")]  # fmt: skip
+                ("HDEL", (runners, _PROBE), "listing the runners ([ha])"),
+                ("GET", (status_key(prefix),), "reading the previous leader's symbols ([ha])")]  # fmt: skip
     return out
 
 

@@ -144,7 +144,7 @@ def test_with_ha_livedata_run_stands_by_again_after_losing_its_lease(make_user, 
                                                                       settings, redis_server):  # fmt: skip
     import redis
 
-    settings.LIVEDATA = {**settings.LIVEDATA, "CONFIG": {**settings.LIVEDATA["CONFIG"], "ha": {"lease": 1.2}}}
+    settings.LIVEDATA = {**settings.LIVEDATA, "CONFIG": {**settings.LIVEDATA["CONFIG"], "ha": {"lease": 2.0}}}
     thor = make_user("thor")
     web_login(browser(thor), fake_schwab)
     streamer.server.valid_tokens = {SchwabToken.objects.get(user=thor).access_token}

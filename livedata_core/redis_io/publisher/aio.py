@@ -254,6 +254,13 @@ class AsyncPublisher:
         entry a former leader wrote is recognisable)."""
         self._epoch_fields = (b"epoch", str(int(epoch)).encode())
 
+    def abort(self) -> None:
+        """Drop the connection to Redis now, and with it whatever asyncio still buffers to send on it (a runner
+        that lost its hot-standby lease: those bytes were written before the fence, and must not reach Redis after
+        the takeover). The fenced writer sends nothing more; :meth:`close` still counts the unanswered events."""
+        self._conn.abort()
+        self.stats.connected = False
+
     @property
     def fenced(self) -> bool:
         """Whether the fence holds the writer back now."""

@@ -87,6 +87,13 @@ class ClusterPublisher(AsyncPublisher):
                 pass
         return lost
 
+    def abort(self) -> None:
+        """As :meth:`AsyncPublisher.abort`: cancel the pipeline being sent (redis-py owns the node connections;
+        :meth:`close` closes them)."""
+        if self._task is not None:
+            self._task.cancel()
+        self.stats.connected = False
+
     # -- writer ------------------------------------------------------------------------------------------------
 
     async def _cluster_writer(self) -> None:

@@ -123,6 +123,12 @@ class RespConnection:
             raise PublishError(f"lost the connection to Redis at {mask_url(self.target.url)}: {exc}") from None
         return out
 
+    def abort(self) -> None:
+        """Close the socket at once, dropping what is buffered and not yet sent (no FIN after pending data)."""
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.transport.abort()
+
     async def close(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
