@@ -40,8 +40,42 @@ saturation), per quote:
 CPU time of the same in-process path, interleaved runs on the loaded machine (best of 5): 6.1 -> 5.5 us a quote.
 The rest of the "after": the runner no longer stamps each tos quote's instance (the stream makes them with
 ctx.instance), and publish() keeps each symbol's checked channel. On the quiet machine the runner was at 4.0 us
-CPU a quote (247-252k quotes/s); 9% less is about 3.65 us, some 270k quotes/s: short of the 300k target (3.3 us),
-and make_Quote below is the third of the cost that is left.
+CPU a quote (247-252k quotes/s); 9% less is about 3.65 us, some 270k quotes/s: short of the 300k target (3.3 us).
+
+Second round: building the Quote (make_quote, the third of the path left above). Candidates, same harness:
+
+  * build fewer quotes: merge a whole frame's items first and build each symbol's quote once a frame. Schwab's
+    level-one frames carry one item per symbol (so do this benchmark's): nothing to merge, nothing saved. Letting
+    the publisher's conflation slot build the quote (5:1 at saturation) would change what a plugin hands over
+    (state, not a Quote): a plugin API change, and after the change below it could win at most ~3,700 of ~36,700
+    instructions a quote. Not taken.
+  * build it cheaper (taken): make_quote stored the 18 fields through the frozen class's member descriptors,
+    one C call each (``set_x(obj, x)``, ~800 instructions); a frozen class's own __setattr__ refuses stores, so
+    ``obj.x = x`` cannot be the interpreter's specialised slot store on it. Now the fields are stored into a plain
+    slotted twin class with the same slots (specialised stores), and ``obj.__class__ = Quote`` makes it the model.
+    CPython allows that swap only between classes of one layout, and its check refuses any class with a
+    ``__weakref__`` slot (the previous round's finding): Quote and OptionQuote are now made without one
+    (``weakref_slot=False``; nothing takes weak references to quotes), which is what makes the swap legal. The
+    objects are the same: type, equality, hash, repr, frozenness, pickling, to_dict, check_model/finite_quote.
+    Where an interpreter refuses the swap, the factory falls back to the descriptor stores.
+
+                                        before (c8b72f1)   after    change
+  make_quote alone (18 fields)              14,300         4,700     -67%
+  parse: orjson.loads + QuoteBook           33,150        23,460     -29%
+  parse + publish() + writer (no runtime   45,300        35,660     -21%
+    loop; a batch every 25 frames, real redis-server: the harness of this round)
+  ibkr orjson.loads + QuoteBook.apply       59,450        49,710     -16%  (bench_ibkr's frames, per frame)
+
+  CPU of parse + QuoteBook in process, interleaved (best of 7): 2.93 -> 2.05 us a quote. ``livedata run``
+  end to end (``--quick``, interleaved, on the loaded machine: every figure there was inflated): CPU per quote
+  at saturation 4.9 -> 4.3 us best, 7.1 -> 5.9 us median of 7 (quotes/s median 101k -> 166k, but the
+  machine's load moved it 64k-206k within either side). A projection, not a measurement: the whole path's
+  instructions (46,400 in the first round's harness) less the 9,700 saved is ~36,700 (-21%); the same share off
+  the quiet machine's projected 3.65 us is ~2.9 us a quote, ~340k quotes/s, over the 300k target. To be
+  confirmed by a run of this benchmark on a quiet machine (none was quiet during this round).
+  Rejected for the same job: an attrs class with ``cache_hash=False`` (already so; not the cost), a
+  ``__new__`` on a tuple subclass (changes what a Quote is: iterable, equal to tuples), ``object.__setattr__``
+  and ``map(operator.call, setters, ...)`` (as costly or more, the previous round).
 
 tos (4,600 samples while streaming, after this work):
 
@@ -51,11 +85,8 @@ tos (4,600 samples while streaming, after this work):
        function (unpacking the values is its largest line, 7-9%), the layout lookup, and building the quote's
        arguments (time stamp, bid/ask of 0, ``or None``)
   21%  model build: make_Quote, 18 slot stores through the frozen class's member descriptors (~14,700 instructions
-       a quote, a third of the whole path). Nothing cheaper builds a frozen slotted attrs instance: a mutable twin
-       class swapped in by ``__class__`` is refused by CPython for slotted classes with ``__weakref__`` (its layout
-       check), ``map(operator.call, setters, ...)`` costs 35% more, ``object.__setattr__`` the same. Cutting this
-       means building fewer quotes (conflating before the model is made) or another Quote class: both change the
-       plugin API, left for later
+       a quote, a third of the whole path; before the second round above, which cut it to ~4,700 with a slotted
+       twin class and __class__ assignment)
   19%  publisher: publish() (channel now cached per symbol, not rebuilt and re-validated per quote), then in the
        writer to_dict + orjson.dumps per conflated quote, RESP and the socket write
   10%  frame parse: orjson.loads (msgspec.json decodes this frame 30% faster, 0.26 us a quote here, but differs
