@@ -94,6 +94,9 @@ def test_the_runner_consumer_and_operator_each_do_their_part_and_no_more(acl_red
         client = redis.Redis.from_url(url(server, *consumer))
         with pytest.raises(redis.exceptions.NoPermissionError):
             client.publish("live_data:control", b'{"command": "ping"}')
+        for forbidden in (("SELECT", "1"), ("SCAN", "0"), ("RANDOMKEY",)):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.execute_command(*forbidden)
         client.close()
         # The subscriber's readers, as a consumer: the latest quote and the demo account's book.
         quote = latest("quotes", "AAPL", url=url(server, *consumer))
@@ -104,7 +107,9 @@ def test_the_runner_consumer_and_operator_each_do_their_part_and_no_more(acl_red
             time.sleep(0.1)
         # The runner's own user: its keys and channels, nothing else.
         runner_client = redis.Redis.from_url(url(server, "livedata", "runner-secret"))
-        for forbidden in (("KEYS", "*"), ("CONFIG", "GET", "maxmemory"), ("FLUSHALL",), ("SET", "other", "1")):
+        for forbidden in (("KEYS", "*"), ("CONFIG", "GET", "maxmemory"), ("FLUSHALL",), ("SET", "other", "1"),
+                          ("SELECT", "1"), ("MOVE", "live_data:status", "1"), ("SCAN", "0"), ("RANDOMKEY",),
+                          ("PUBSUB", "CHANNELS")):  # fmt: skip
             with pytest.raises(redis.exceptions.NoPermissionError):
                 runner_client.execute_command(*forbidden)
         runner_client.close()
