@@ -181,6 +181,49 @@ def test_a_paused_leader_writes_nothing_once_its_own_clock_says_the_lease_may_be
     client.close()
 
 
+def test_a_command_that_outlives_the_lease_is_not_answered_and_the_lost_lease_drops_the_redis_socket(redis_server):
+    """The fence is checked again before a control command's reply (item 8 of review 18): a leader that lost its
+    lease while the command ran does not answer as the leader; and losing the lease drops the publisher's socket
+    at once (abort), not at the next batch."""
+    now = [0.0]
+    config = load_config({"redis": {"url": redis_server.url}, "ha": {"lease": 5.0},
+                          "brokers": {"demo": {"symbols": ["AAPL"]}}})
+
+    async def go():
+        runner = Runner(config)
+        runner.ha.clock = lambda: now[0] + time.monotonic()
+        handle = runner.control.handler
+
+        async def slow(command):
+            result = await handle(command)
+            now[0] += 10.0  # the lease is gone while the command runs
+            return result
+
+        runner.control.handler = slow
+        task = asyncio.create_task(runner.run())
+        await asyncio.wait_for(runner.ready.wait(), 10)
+        await asyncio.wait_for(runner.control.ready.wait(), 10)
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe("live_data:control:reply:t")
+        await client.publish("live_data:control", orjson.dumps({"id": "1", "command": "ping",
+                                                                "reply_to": "live_data:control:reply:t"}))  # fmt: skip
+        reply, deadline = None, time.monotonic() + 2.0
+        while reply is None and time.monotonic() < deadline:  # None also for the ignored subscribe confirmation
+            reply = await pubsub.get_message(timeout=0.1)
+        while not runner.lost_lease:
+            await asyncio.sleep(0.005)
+        connected = runner.publisher._conn.connected  # right after the loss, before the shutdown's close
+        await asyncio.wait_for(task, 10)
+        await pubsub.aclose()
+        await client.aclose()
+        return runner, reply, connected
+
+    runner, reply, connected = asyncio.run(go())
+    assert runner.lost_lease and reply is None
+    assert not connected  # dropped when the lease was lost, before the shutdown's close
+
+
 def test_a_renewal_refused_stops_the_leader_at_once(redis_server):
     """Another runner holds the lease now (it lapsed while this one was cut off): the compare-and-set renewal fails."""
     config = load_config({"redis": {"url": redis_server.url}, "ha": {"lease": 2.0},
