@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -33,6 +32,7 @@ from livedata_core.models import Quote, make_option_quote, make_quote
 from livedata_core.plugin_kit.streaming import StreamStats
 
 from .symbols import FOREX, FUTURES_OPTIONS, OPTIONS, option_terms
+from .wanted import WantedSymbols
 
 __all__ = ["LEVELONE_FIELDS", "LevelOneBook", "request_fields"]
 
@@ -83,7 +83,7 @@ def _contract(symbol: str) -> dict[str, Any]:
     return {"underlying": underlying, "expiration": expiration, "put_call": put_call, "strike": strike}
 
 
-class LevelOneBook:
+class LevelOneBook(WantedSymbols):
     """Per-symbol state of LEVELONE_OPTIONS, LEVELONE_FUTURES_OPTIONS and LEVELONE_FOREX, merged from deltas.
 
     Same rules as :class:`~livedata_tos.quotes.QuoteBook`: only :meth:`want` symbols yield quotes, a
@@ -99,29 +99,8 @@ class LevelOneBook:
     def __init__(self, broker: str, stats: StreamStats, states: dict[str, dict[str, Any]] | None = None) -> None:
         self.broker = broker
         self.stats = stats
+        super().__init__()
         self._state: dict[str, dict[str, Any]] = states if states is not None else {}
-        self._wanted: set[str] = set()
-        self._muted: set[str] = set()
-
-    def want(self, symbols: Iterable[str]) -> None:
-        """Start producing quotes for ``symbols``."""
-        for s in symbols:
-            self._wanted.add(s)
-            self._muted.discard(s)
-
-    def mute(self, symbols: Iterable[str]) -> None:
-        """Keep merging ``symbols`` but yield nothing for them."""
-        self._muted.update(symbols)
-
-    def unmute(self, symbols: Iterable[str]) -> None:
-        self._muted.difference_update(symbols)
-
-    def forget(self, symbols: Iterable[str]) -> None:
-        """Stop producing quotes for ``symbols`` and drop their state."""
-        for s in symbols:
-            self._wanted.discard(s)
-            self._muted.discard(s)
-            self._state.pop(s, None)
 
     def state(self, symbol: str) -> dict[str, Any] | None:
         """The merged fields of a symbol (diagnostics and tests)."""

@@ -9,7 +9,6 @@ last one before it. What is subscribed (wanted, muted) belongs to the connection
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from livedata_core.plugin_kit.merge import MergeBook
@@ -17,6 +16,7 @@ from livedata_core.models import Quote, make_quote
 from livedata_core.plugin_kit.streaming import StreamStats
 
 from .symbols import EQUITIES, FUTURES
+from .wanted import WantedSymbols
 
 __all__ = ["FIELDS", "QuoteBook", "request_fields"]
 
@@ -51,7 +51,7 @@ def request_fields(service: str) -> str:
     return ",".join(["0", *sorted(FIELDS[service], key=int)])
 
 
-class QuoteBook:
+class QuoteBook(WantedSymbols):
     """Per-symbol state of the level-one services, merged from deltas.
 
     Only symbols marked with :meth:`want` produce quotes: data that arrives for a symbol after it was
@@ -70,30 +70,8 @@ class QuoteBook:
         self.instance = instance
         self.stats = stats
         self.merged = merged if merged is not None else MergeBook(broker)
+        super().__init__()
         self._state: dict[str, list[Any]] = self.merged.states  # type: ignore[assignment]
-        self._wanted: set[str] = set()
-        self._muted: set[str] = set()
-
-    def want(self, symbols: Iterable[str]) -> None:
-        """Start producing quotes for ``symbols``."""
-        for s in symbols:
-            self._wanted.add(s)
-            self._muted.discard(s)
-
-    def mute(self, symbols: Iterable[str]) -> None:
-        """Keep merging ``symbols`` but yield no quotes for them (until :meth:`unmute` or :meth:`forget`)."""
-        self._muted.update(symbols)
-
-    def unmute(self, symbols: Iterable[str]) -> None:
-        """Yield quotes for muted ``symbols`` again."""
-        self._muted.difference_update(symbols)
-
-    def forget(self, symbols: Iterable[str]) -> None:
-        """Stop producing quotes for ``symbols`` and drop their state (a new subscription starts afresh)."""
-        for s in symbols:
-            self._wanted.discard(s)
-            self._muted.discard(s)
-            self._state.pop(s, None)
 
     def state(self, symbol: str) -> dict[str, Any] | None:
         """The merged fields of a symbol, by slot name (for diagnostics and tests)."""
