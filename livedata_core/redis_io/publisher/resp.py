@@ -100,6 +100,19 @@ class RespConnection:
             await self.close()
             raise PublishError(f"lost the connection to Redis at {mask_url(self.target.url)}: {exc}") from None
 
+    @property
+    def idle(self) -> bool:
+        """Connected, with nothing of ours still waiting in the socket's buffer (a :meth:`write` goes out at once)."""
+        writer = self._writer
+        return writer is not None and not writer.is_closing() and not writer.transport.get_write_buffer_size()
+
+    def write(self, data: bytes) -> None:
+        """Write pre-encoded commands without waiting (check :attr:`idle` first: nothing here waits for the buffer to
+        drain). A connection that breaks meanwhile shows at the next read of replies."""
+        if self._writer is None:
+            raise PublishError("not connected to Redis")
+        self._writer.write(data)
+
     async def replies(self) -> list:
         """Wait for the next replies that arrive (at least one) and return them in order."""
         if self._reader is None:
