@@ -16,6 +16,7 @@ from livedata_core import live_data_redis
 from livedata_core.errors import PublishError
 from livedata_core.models import Balance, Order, Position, Quote, Transaction
 from livedata_core.redis_io.publisher import AsyncPublisher
+from livedata_core.redis_io.publisher import aio as publisher_aio
 from livedata_core.redis_io.url import mask_url, parse_redis_url
 
 
@@ -315,6 +316,35 @@ def test_batches_in_flight_when_redis_dies_are_sent_again_in_order(private_redis
     ids = [int(json.loads(e[1][b"data"])["order_id"]) for e in r.xrange("live_data:stream:orders:A1")]
     assert sorted(set(ids)) == list(range(200))
     assert ids == sorted(ids)
+
+
+def test_a_redis_that_stops_answering_is_given_up_after_the_reply_timeout(private_redis, monkeypatch):
+    """Redis stops answering (SIGSTOP) with orders unanswered: after REPLY_TIMEOUT the publisher drops the connection
+    and says why; once Redis answers again every order is in its stream, in order (sent again: at least once)."""
+    monkeypatch.setattr(publisher_aio, "REPLY_TIMEOUT", 0.5)
+
+    async def go():
+        pub = AsyncPublisher(private_redis.url)
+        await pub.start()
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)
+        try:
+            for i in range(20):
+                pub.publish(_order(i))
+            await asyncio.sleep(1.6)
+            seen = (pub.stats.last_error, pub.stats.connected, pub.stats.reconnects)
+        finally:
+            os.kill(private_redis.proc.pid, signal.SIGCONT)
+        assert await pub.flush(15)
+        await pub.close()
+        return seen
+
+    last_error, connected, reconnects = asyncio.run(go())
+    assert "Redis did not answer within 0.5s" in last_error and not connected and reconnects == 1
+    r = redis.Redis(port=private_redis.port)
+    ids = [int(json.loads(e[1][b"data"])["order_id"]) for e in r.xrange("live_data:stream:orders:A1")]
+    assert sorted(set(ids)) == list(range(20))
+    first_seen = list(dict.fromkeys(ids))
+    assert first_seen == list(range(20))
 
 
 def test_redis_saying_not_now_keeps_orders_until_it_can(redis_server):

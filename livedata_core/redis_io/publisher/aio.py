@@ -164,7 +164,7 @@ class AsyncPublisher:
         self._confirmed_seq = 0
         self._confirmed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None  # notices a Redis that stopped answering
         self._in_flight: deque[_Batch] = deque()
         self._window = asyncio.Event()
         self._writer_idle = False  # the writer waits for work: send_now() may send in its place
@@ -309,8 +309,8 @@ class AsyncPublisher:
         """
         if not (self._writer_idle and self._quotes) or self._in_flight or self._reliable or self._retry is not None:
             return
-        reader = self._reader_task
-        if reader is None or reader.done() or not self._conn.idle or (self.fence is not None and not self.fence()):
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.done() or not self._conn.idle or (self.fence is not None and not self.fence()):
             return
         batch = self._take_batch()
         if batch is None:
@@ -405,7 +405,7 @@ class AsyncPublisher:
         held: set[int] = set()
         if self._task is not None:
             await self.flush(timeout)
-            for task in (self._task, self._reader_task):
+            for task in (self._task, self._watchdog):
                 if task is not None:
                     task.cancel()
                     try:
@@ -416,7 +416,8 @@ class AsyncPublisher:
                             raise  # close() itself is being cancelled
                     except Exception:  # the task's own failure was logged where it happened
                         pass
-            self._task = self._reader_task = None
+            self._task = self._watchdog = None
+            self._generation += 1  # replies that still come are no longer matched: what is unanswered is counted below
             held = {id(event) for event in self._unreplicated}  # now, not before the flush: it may have added some
             self._requeue_unanswered()  # sent but never answered may not have arrived: not published
         self._closed = True
@@ -441,8 +442,8 @@ class AsyncPublisher:
     # -- writer ------------------------------------------------------------------------------------------------
     #
     # Batches are pipelined: the writer sends a batch as soon as it has one and does not wait for the replies
-    # to the previous one (a reader task matches replies to batches in order). Waiting would add a whole
-    # round trip to the latency of everything that queued meanwhile. At most MAX_IN_FLIGHT batches are
+    # to the previous one (the connection hands replies over as they arrive; _on_replies matches them to the
+    # batches in order). Waiting would add a whole round trip to the latency of everything that queued meanwhile. At most MAX_IN_FLIGHT batches are
     # unanswered at once; past that, quotes conflate in the queue instead of piling up in socket buffers.
     #
     # Account events are more careful: at most one batch carrying them is unanswered at a time, so that when
@@ -454,8 +455,8 @@ class AsyncPublisher:
     async def _writer(self) -> None:
         while True:
             try:
-                if self._conn.connected and (self._reader_task is None or self._reader_task.done()):
-                    await self._connection_lost(PublishError("the reply reader stopped"), self._generation)
+                if self._conn.connected and (self._watchdog is None or self._watchdog.done()):
+                    await self._connection_lost(PublishError("the reply watchdog stopped"), self._generation)
                     continue
                 if not self._has_work():
                     self._wakeup.clear()
@@ -547,7 +548,10 @@ class AsyncPublisher:
         if self.stats.reconnects or not self.stats.connected:
             log.info("connected to Redis at %s", mask_url(self._conn.target.url))
         self.stats.connected = True
-        self._reader_task = asyncio.create_task(self._read_replies(self._generation), name="livedata-publisher-replies")
+        generation = self._generation
+        self._conn.push_replies(lambda replies: self._on_replies(replies, generation),
+                                lambda exc: self._lost_connection(exc, generation))  # fmt: skip
+        self._watchdog = asyncio.create_task(self._watch_replies(generation), name="livedata-publisher-replies")
 
     async def _check_master(self) -> None:
         # Right after a failover a sentinel may still name the old master, back as a replica: writing there would
@@ -558,57 +562,68 @@ class AsyncPublisher:
             raise PublishError(f"Redis at {mask_url(self._conn.target.url)} is not the master of "
                                f"{self.topology.service!r} (yet)")  # fmt: skip
 
-    async def _read_replies(self, generation: int) -> None:
+    async def _watch_replies(self, generation: int) -> None:
+        # Replies are handled as they arrive (_on_replies, called by the connection): this task only notices a
+        # Redis that stopped answering while batches wait for it.
+        while True:
+            await asyncio.sleep(min(1.0, REPLY_TIMEOUT / 4))
+            if self._in_flight and time.monotonic() - self._in_flight[0].sent_at > REPLY_TIMEOUT:
+                await self._connection_lost(PublishError(f"Redis did not answer within {REPLY_TIMEOUT:g}s"), generation)
+                return
+
+    def _on_replies(self, replies: list, generation: int) -> None:
+        """The replies that just arrived on connection ``generation``, in order: matched to the batches in flight."""
+        if generation != self._generation:
+            return  # a connection already given up (its batches are queued again)
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(REPLY_TIMEOUT):  # no extra task per read, unlike wait_for
-                        replies = await self._conn.replies()
-                except TimeoutError:
-                    if self._in_flight and time.monotonic() - self._in_flight[0].sent_at > REPLY_TIMEOUT:
-                        raise PublishError(f"Redis did not answer within {REPLY_TIMEOUT:g}s") from None
-                    continue
-                i, n = 0, len(replies)
-                while i < n:
-                    if not self._in_flight:
-                        raise PublishError("Redis sent a reply nobody asked for")
-                    batch = self._in_flight[0]
-                    if not batch.failed_books:
-                        # Replies to plain writes need nothing but counting: those of this batch up to the first
-                        # error reply or the WAIT's reply, whichever comes first, are taken in one step.
-                        answered = batch.answered
-                        stop = min(n - i, len(batch.owners) - answered)
-                        if answered <= batch.wait_at < answered + stop:
-                            stop = batch.wait_at - answered
-                        kinds = list(map(type, replies[i:i + stop]))
-                        if _ERROR in kinds:
-                            stop = kinds.index(_ERROR)
-                        if stop:
-                            i += stop
-                            batch.answered = answered = answered + stop
-                            if answered == len(batch.owners):
-                                self._in_flight.popleft()
-                                self._batch_done(batch)
-                            continue
-                    reply = replies[i]
-                    i += 1
-                    if isinstance(reply, hiredis.ReplyError):
-                        self._error_reply(batch, reply)
-                    elif batch.answered == batch.wait_at:
-                        self._wait_reply(batch, reply)
-                    elif batch.failed_books:
-                        self._keep_book_order(batch)
-                    batch.answered += 1
-                    if batch.answered == len(batch.owners):
-                        self._in_flight.popleft()
-                        self._batch_done(batch)
-        except asyncio.CancelledError:
-            raise
+            self._match_replies(replies)
         except Exception as exc:
             if not isinstance(exc, PublishError):
-                log.exception("publisher reply reader failed")
-                exc = PublishError(f"reply reader failed: {exc}")
-            await self._connection_lost(exc, generation)
+                log.exception("publisher failed to handle Redis's replies")
+                exc = PublishError(f"handling replies failed: {exc}")
+            if self._lose(exc, generation):
+                self._conn.abort()
+
+    def _lost_connection(self, exc: PublishError, generation: int) -> None:
+        """The connection's end, as its protocol saw it (closed by Redis, broken)."""
+        if self._lose(exc, generation):
+            self._conn.abort()
+
+    def _match_replies(self, replies: list) -> None:
+        i, n = 0, len(replies)
+        while i < n:
+            if not self._in_flight:
+                raise PublishError("Redis sent a reply nobody asked for")
+            batch = self._in_flight[0]
+            if not batch.failed_books:
+                # Replies to plain writes need nothing but counting: those of this batch up to the first error
+                # reply or the WAIT's reply, whichever comes first, are taken in one step.
+                answered = batch.answered
+                stop = min(n - i, len(batch.owners) - answered)
+                if answered <= batch.wait_at < answered + stop:
+                    stop = batch.wait_at - answered
+                kinds = list(map(type, replies[i:i + stop]))
+                if _ERROR in kinds:
+                    stop = kinds.index(_ERROR)
+                if stop:
+                    i += stop
+                    batch.answered = answered = answered + stop
+                    if answered == len(batch.owners):
+                        self._in_flight.popleft()
+                        self._batch_done(batch)
+                    continue
+            reply = replies[i]
+            i += 1
+            if isinstance(reply, hiredis.ReplyError):
+                self._error_reply(batch, reply)
+            elif batch.answered == batch.wait_at:
+                self._wait_reply(batch, reply)
+            elif batch.failed_books:
+                self._keep_book_order(batch)
+            batch.answered += 1
+            if batch.answered == len(batch.owners):
+                self._in_flight.popleft()
+                self._batch_done(batch)
 
     def _batch_done(self, batch: "_Batch") -> None:
         failed_events = {id(event) for _, owner in batch.failed for event in _events_of(owner) if event.publish}
@@ -747,17 +762,23 @@ class AsyncPublisher:
         asyncio.get_running_loop().call_later(pause, self._wakeup.set)
 
     async def _connection_lost(self, exc: PublishError, generation: int) -> None:
+        if self._lose(exc, generation):
+            await self._conn.close()
+
+    def _lose(self, exc: PublishError, generation: int) -> bool:
+        """Give up connection ``generation``: note why, queue what it had unanswered again, wake the writer to
+        reconnect. ``False`` when that connection was already given up (the caller then leaves it alone)."""
         if generation != self._generation:
-            return  # an older connection's reader or writer: the current one is already being handled
+            return False  # an older connection: the current one is already being handled
         self._note_error(exc)
         self._generation += 1
         self._requeue_unanswered()  # synchronously: before any await lets a reconnect start
-        reader, self._reader_task = self._reader_task, None
-        if reader is not None and reader is not asyncio.current_task():
-            reader.cancel()
+        watcher, self._watchdog = self._watchdog, None
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
         self._window.set()
         self._wakeup.set()
-        await self._conn.close()
+        return True
 
     def _requeue_unanswered(self) -> None:
         """Queue every unanswered batch and the pending retry again: newest first, so that account events end

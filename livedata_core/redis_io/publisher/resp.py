@@ -8,6 +8,8 @@ hiredis reaches several hundred thousand. Everything else (subscribing, control,
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import hiredis
 
@@ -113,6 +115,17 @@ class RespConnection:
             raise PublishError("not connected to Redis")
         self._writer.write(data)
 
+    def push_replies(self, on_replies: Callable[[list], None], on_lost: Callable[[PublishError], None]) -> None:
+        """From now on hand the replies to ``on_replies`` as they arrive, in order, a list per read of the socket,
+        from the event loop's read callback: no task wakes up and nothing is buffered twice. ``on_lost`` is called
+        once when the connection ends (Redis closed it, it broke, or something that is not Redis answered).
+        :meth:`replies` and :meth:`execute` are not for a connection in this mode."""
+        if self._writer is None:
+            raise PublishError("not connected to Redis")
+        transport = self._writer.transport
+        described = f"lost the connection to Redis at {mask_url(self.target.url)}"
+        transport.set_protocol(_PushedReplies(transport, self._parser, on_replies, on_lost, described))
+
     async def replies(self) -> list:
         """Wait for the next replies that arrive (at least one) and return them in order."""
         if self._reader is None:
@@ -150,3 +163,54 @@ class RespConnection:
                 await within(writer.wait_closed(), 1.0)
             except (OSError, asyncio.TimeoutError):
                 pass
+
+
+class _PushedReplies(asyncio.Protocol):
+    """Stands in for the stream's protocol once replies are pushed: parses what arrives and hands it over at once.
+    Flow control and the end of the connection still reach the stream's own protocol, so that the writer's
+    ``drain()`` and ``wait_closed()`` work as before."""
+
+    def __init__(self, transport: Any, parser: Any, on_replies: Callable[[list], None],
+                 on_lost: Callable[[PublishError], None], described: str) -> None:  # fmt: skip
+        self._transport = transport
+        self._inner = transport.get_protocol()
+        self._parser = parser
+        self._on_replies = on_replies
+        self._on_lost = on_lost
+        self._described = described
+        self._ended = False
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        out: list = []
+        try:
+            parser.feed(data)
+            reply = parser.gets()
+            while reply is not False:
+                out.append(reply)
+                reply = parser.gets()
+        except hiredis.ProtocolError as exc:  # something that is not Redis answered
+            self._end(f"{self._described}: {exc}")
+            self._transport.abort()
+            return
+        if out:
+            self._on_replies(out)
+
+    def eof_received(self) -> bool:
+        self._end(f"{self._described}: Redis closed the connection")
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(f"{self._described}: {exc or 'Redis closed the connection'}")
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def _end(self, reason: str) -> None:
+        if not self._ended:
+            self._ended = True
+            self._on_lost(PublishError(reason))
