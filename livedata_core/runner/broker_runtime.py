@@ -378,7 +378,6 @@ class BrokerRuntime:
     async def _read(self, stream: BrokerStream, backoff: Backoff) -> None:
         loop_time = asyncio.get_running_loop().time
         publish_quote = self.publisher.publish
-        send_now = getattr(self.publisher, "send_now", _nothing)  # a cluster publisher batches on its own
         publish = self.publish
         status = self.status
         wanted = self.symbols
@@ -413,7 +412,6 @@ class BrokerRuntime:
                 elif publish(model):
                     n += 1
             if n:
-                send_now()  # this frame's quotes go to Redis in this turn of the event loop, not the writer's next
                 status.messages += n
                 status.last_message_at = time.time()
         raise StreamError("the broker closed the stream")
@@ -684,10 +682,6 @@ class BrokerRuntime:
         no account events are drained (the publisher is fenced: the new leader's catch-up finds them)."""
         self.aborting = True
         self.stop()
-
-
-def _nothing() -> None:
-    pass
 
 
 def _subscribe(stream: BrokerStream, symbols: list[str], kind: str) -> Any:

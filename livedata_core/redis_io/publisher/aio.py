@@ -167,7 +167,6 @@ class AsyncPublisher:
         self._watchdog: asyncio.Task[None] | None = None  # notices a Redis that stopped answering
         self._in_flight: deque[_Batch] = deque()
         self._window = asyncio.Event()
-        self._writer_idle = False  # the writer waits for work: send_now() may send in its place
         self._generation = 0
         self._transient_errors = 0
         self._reconnect_delay = 0.05
@@ -297,28 +296,6 @@ class AsyncPublisher:
         """Queue several models at once."""
         for m in models:
             self.publish(m)
-
-    def send_now(self) -> None:
-        """Write the queued quotes to Redis now, in this step of the event loop, when the writer would do exactly
-        that on its next wake-up: it is idle, nothing is unanswered, no account event or retry waits, the
-        socket's buffer is empty and the fence (if any) holds. Otherwise do nothing; the writer sends them.
-
-        The runner calls it after each frame it publishes: at ordinary rates every quote then skips one turn of
-        the event loop (the writer's wake-up) on its way to Redis. Under load a batch is always unanswered, so
-        quotes keep conflating into the writer's batches exactly as before.
-        """
-        if not (self._writer_idle and self._quotes) or self._in_flight or self._reliable or self._retry is not None:
-            return
-        watchdog = self._watchdog
-        if watchdog is None or watchdog.done() or not self._conn.idle or (self.fence is not None and not self.fence()):
-            return
-        batch = self._take_batch()
-        if batch is None:
-            return
-        batch.generation = self._generation
-        batch.sent_at = time.monotonic()
-        self._in_flight.append(batch)
-        self._conn.write(batch.data)
 
     async def read_book(self, kind: str, identifier: str, timeout: float = 5.0) -> dict[str, Any]:
         """The book hash of an account as published so far (``{symbol or currency: payload dict}``); empty when
@@ -460,11 +437,7 @@ class AsyncPublisher:
                     continue
                 if not self._has_work():
                     self._wakeup.clear()
-                    self._writer_idle = True
-                    try:
-                        await self._wakeup.wait()
-                    finally:
-                        self._writer_idle = False
+                    await self._wakeup.wait()
                     continue
                 if self.fence is not None and not self.fence():
                     await asyncio.sleep(0.05)  # a runner that lost its lease is being stopped: nothing more is sent

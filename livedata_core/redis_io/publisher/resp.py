@@ -102,19 +102,6 @@ class RespConnection:
             await self.close()
             raise PublishError(f"lost the connection to Redis at {mask_url(self.target.url)}: {exc}") from None
 
-    @property
-    def idle(self) -> bool:
-        """Connected, with nothing of ours still waiting in the socket's buffer (a :meth:`write` goes out at once)."""
-        writer = self._writer
-        return writer is not None and not writer.is_closing() and not writer.transport.get_write_buffer_size()
-
-    def write(self, data: bytes) -> None:
-        """Write pre-encoded commands without waiting (check :attr:`idle` first: nothing here waits for the buffer to
-        drain). A connection that breaks meanwhile shows at the next read of replies."""
-        if self._writer is None:
-            raise PublishError("not connected to Redis")
-        self._writer.write(data)
-
     def push_replies(self, on_replies: Callable[[list], None], on_lost: Callable[[PublishError], None]) -> None:
         """From now on hand the replies to ``on_replies`` as they arrive, in order, a list per read of the socket,
         from the event loop's read callback: no task wakes up and nothing is buffered twice. ``on_lost`` is called
