@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from livedata_core.plugin_kit.merge import MergeBook
 from livedata_core.models import Quote, make_quote
 from livedata_core.plugin_kit.streaming import StreamStats
@@ -99,7 +101,6 @@ class QuoteBook(WantedSymbols):
             self.stats.skip("level-one content is not a list", content)
             return []
         fallback_ts = envelope_ts if type(envelope_ts) is int and envelope_ts > 0 else None
-        futures = service == FUTURES
         wanted = self._wanted
         muted = self._muted
         states = self._state
@@ -108,7 +109,8 @@ class QuoteBook(WantedSymbols):
         instance = self.instance
         out: list[Quote] = []
         append = out.append
-        for item in content:
+        items = iter(content)
+        for item in items:
             if type(item) is not dict:
                 self.stats.skip("level-one item is not an object", item)
                 continue
@@ -119,68 +121,29 @@ class QuoteBook(WantedSymbols):
             if symbol not in wanted:
                 self.stats.skip("level-one data for a symbol not subscribed", symbol)
                 continue
-            try:
-                state = states.get(symbol)
-                if state is None:
-                    state = states[symbol] = [None] * N_SLOTS
-                # The item's keys, in the wire's order, pick a merge function written for exactly those fields
-                # (see _layout): no per-field slot lookup or branch on the field's kind.
+            while item is not None:
+                # The item's keys, in the wire's order, pick a function written for exactly those fields (see
+                # _layout). It parses this item and the next ones of the same layout, and hands back the first
+                # subscribed item of another layout (None, None: the content is done).
                 keys = tuple(item)
-                merge = layouts.get(keys)
-                if merge is None:
-                    merge = _layout(service, keys)
-                if merge is not None:
-                    merge(self, symbol, state, item.values())
-                else:
+                run = layouts.get(keys)
+                if run is None:
+                    run = _layout(service, keys)
+                if run is not None:
+                    item, symbol = run(self, item, symbol, items, fallback_ts, received_at, out)
+                    continue
+                try:
+                    state = states.get(symbol)
+                    if state is None:
+                        state = states[symbol] = [None] * N_SLOTS
                     self._merge_fields(service, symbol, state, item)
-                # -- the complete quote from the symbol's state --
-                if state[BID] is None and state[ASK] is None and state[LAST] is None and state[MARK] is None and state[CLOSE] is None:
-                    continue  # no price yet
-                qt = state[QUOTE_TIME]
-                tt = state[TRADE_TIME]
-                if qt is None:
-                    ts = tt if tt is not None else fallback_ts
-                else:
-                    ts = qt if tt is None or qt >= tt else tt
-                extra = None
-                if state[DELAYED]:
-                    extra = {"delayed": True}
-                if futures and state[ACTIVE_SYMBOL] is not None and state[ACTIVE_SYMBOL] != symbol:
-                    extra = dict(extra or (), active_symbol=state[ACTIVE_SYMBOL])
-                # Schwab sends 0 for prices it does not have (before the open: open/high/low 0), and a 0 bid or ask
-                # with size 0 when there is no bid or ask: those are published as null, never as a price of 0.
-                bid = state[BID]
-                if bid == 0 and state[BID_SIZE] == 0:
-                    bid = None
-                ask = state[ASK]
-                if ask == 0 and state[ASK_SIZE] == 0:
-                    ask = None
-                # make_quote takes every Quote field positionally, in this order (it is the per-item hot path).
-                quote = make_quote(
-                    broker,  # broker
-                    symbol,  # symbol
-                    bid,
-                    ask,
-                    state[LAST],  # last
-                    state[VOLUME],  # volume
-                    state[BID_SIZE],  # bid_size
-                    state[ASK_SIZE],  # ask_size
-                    state[LAST_SIZE],  # last_size
-                    state[OPEN] or None,  # open
-                    state[HIGH] or None,  # high
-                    state[LOW] or None,  # low
-                    state[CLOSE] or None,  # close
-                    state[MARK] or None,  # mark
-                    ts,  # timestamp
-                    received_at,
-                    extra,
-                    instance,
-                )
-            except Exception as exc:  # one bad item must not cost the others in the frame
-                self.stats.skip("level-one item could not be parsed", f"{symbol}: {type(exc).__name__}: {exc}")
-                continue
-            if not (muted and symbol in muted):
-                append(quote)
+                    quote = _BUILD[service](state, symbol, fallback_ts, received_at, broker, instance)
+                except Exception as exc:  # one bad item must not cost the others in the frame
+                    self.stats.skip("level-one item could not be parsed", f"{symbol}: {type(exc).__name__}: {exc}")
+                    break
+                if quote is not None and not (muted and symbol in muted):
+                    append(quote)
+                break
         return out
 
     def _merge_fields(self, service: str, symbol: str, state: list[Any], item: dict[str, Any]) -> None:
@@ -214,41 +177,181 @@ class QuoteBook(WantedSymbols):
         self.stats.skip(f"{service} bad value", (symbol, k, v))
 
 
-# -- merge functions per layout ---------------------------------------------------------------------------------
+# -- functions per layout ---------------------------------------------------------------------------------------
 #
 # A streamer sends few distinct layouts (the same fields, in the same order, item after item), so for each one a
-# function is written once that merges exactly those fields: each value is type-checked and stored at its slot
-# with constants, no per-field lookup or loop. It does what QuoteBook._merge_fields does for the same item, in the
-# same order (a bad value is the same counted skip). Layouts with keys outside FIELDS and META_KEYS (unknown
-# fields, "delayed") take _merge_fields, and so does every layout past the first _MAX_LAYOUTS of a service.
+# function is written once that parses items of exactly those fields: each value is type-checked and stored at its
+# slot with constants, no per-field lookup or loop, and the quote is built from the fields just merged and the
+# symbol's other slots. It goes on with the next items while they have the same layout (one call per run of items,
+# not per item). It merges what QuoteBook._merge_fields does for the same item, in the same order (a bad value is
+# the same counted skip), and skips what QuoteBook.apply skips. Layouts with keys outside FIELDS and META_KEYS
+# (unknown fields, "delayed") take _merge_fields and then _BUILD, and so does every layout past the first
+# _MAX_LAYOUTS of a service.
 
 _MAX_LAYOUTS = 256
 _LAYOUTS: dict[str, dict[tuple[Any, ...], Any]] = {service: {} for service in FIELDS}
+_INT_FIRST = frozenset({VOLUME, BID_SIZE, ASK_SIZE, LAST_SIZE})  # mostly ints on the wire: test int first
 
 
 def _layout(service: str, keys: tuple[Any, ...]) -> Any:
-    """The merge function for items of ``service`` with exactly ``keys`` in this order (made and kept on first
-    use), or ``None`` when such items take the generic path."""
+    """The function for items of ``service`` with exactly ``keys`` in this order (made and kept on first use), or
+    ``None`` when such items take the generic path.
+
+    It is called as ``run(book, item, symbol, items, fallback_ts, received_at, out)`` with a subscribed item of
+    this layout, appends the quotes of that item and of the next items of ``items`` (an iterator) to ``out`` while
+    they have this layout, and returns the first subscribed item of another layout and its symbol, or
+    ``(None, None)`` when ``items`` is exhausted."""
     layouts = _LAYOUTS[service]
     fields = FIELDS[service]
     if len(layouts) >= _MAX_LAYOUTS or not all(type(k) is str and (k in fields or k in META_KEYS) for k in keys):
         return None
+    lines = [
+        "def run(book, item, symbol, items, fallback_ts, received_at, out):",
+        "    states = book._state",
+        "    wanted = book._wanted",
+        "    muted = book._muted",
+        "    skip = book.stats.skip",
+        "    broker = book.broker",
+        "    instance = book.instance",
+        "    append = out.append",
+        "    while True:",
+        "        try:",
+        "            try:",
+        "                state = states[symbol]",
+        "            except KeyError:",
+        f"                state = states[symbol] = [None] * {N_SLOTS}",
+    ]
     names = [f"v{i}" for i in range(len(keys))]
-    lines = ["def merge(book, symbol, state, values):", f"    {', '.join(names)}{',' if len(names) == 1 else ''} = values"]
+    lines.append(f"            {', '.join(names)}{',' if len(names) == 1 else ''} = item.values()")
+    merged = set()
     for i, k in enumerate(keys):
         slot = fields.get(k)
         if slot is None:
             continue  # a meta key: carries nothing published
-        v = names[i]
+        v, s = names[i], f"s{slot}"
+        merged.add(slot)
         if slot < N_FLOAT:
-            lines += [f"    t = type({v})", "    if t is float:", f"        state[{slot}] = {v}",
-                      f"    elif t is int and {-_MAX_INT} < {v} < {_MAX_INT}:", f"        state[{slot}] = float({v})"]
+            is_float = [f"if type({v}) is float:", f"    state[{slot}] = {s} = {v}"]
+            is_int = [f"if type({v}) is int and {-_MAX_INT} < {v} < {_MAX_INT}:",
+                      f"    state[{slot}] = {s} = float({v})"]  # fmt: skip
+            first, second = (is_int, is_float) if slot in _INT_FIRST else (is_float, is_int)
+            checks = [*first, "el" + second[0], second[1]]
         elif slot != ACTIVE_SYMBOL:
-            lines += [f"    if type({v}) is int and 0 < {v} < {_MAX_INT}:", f"        state[{slot}] = {v}"]
+            checks = [f"if type({v}) is int and 0 < {v} < {_MAX_INT}:", f"    state[{slot}] = {s} = {v}"]
         else:
-            lines += [f"    if type({v}) is str:", f"        state[{slot}] = {v}"]
-        lines += ["    else:", f"        book._bad(service, symbol, keys[{i}], {v})"]
-    namespace: dict[str, Any] = {"service": service, "keys": keys}
-    exec(compile("\n".join(lines) + "\n", f"<livedata_tos merge {service} {len(layouts)}>", "exec"), namespace)
-    layouts[keys] = merge = namespace["merge"]
-    return merge
+            checks = [f"if type({v}) is str:", f"    state[{slot}] = {v}"]
+        checks += ["else:", f"    book._bad(service, symbol, keys[{i}], {v})"]
+        if slot != ACTIVE_SYMBOL:
+            checks.append(f"    {s} = state[{slot}]")
+        lines += [f"            {line}" for line in checks]
+    lines += [f"            {line}" for line in _build_lines(service, merged)]
+    lines += [
+        "        except Exception as exc:  # one bad item must not cost the others in the frame",
+        '            skip("level-one item could not be parsed", f"{symbol}: {type(exc).__name__}: {exc}")',
+        "        else:",
+        "            if quote is not None and not (muted and symbol in muted):",
+        "                append(quote)",
+        "        for item in items:",
+        "            if type(item) is not dict:",
+        '                skip("level-one item is not an object", item)',
+        "                continue",
+        '            symbol = item.get("key")',
+        "            if type(symbol) is not str:",
+        '                skip("level-one item without a string key", symbol)',
+        "                continue",
+        "            if symbol not in wanted:",
+        '                skip("level-one data for a symbol not subscribed", symbol)',
+        "                continue",
+        "            if tuple(item) != keys:",
+        "                return item, symbol",
+        "            break",
+        "        else:",
+        "            return None, None",
+    ]
+    namespace: dict[str, Any] = {**_NAMESPACE, "service": service, "keys": keys}
+    exec(compile("\n".join(lines) + "\n", f"<livedata_tos layout {service} {len(layouts)}>", "exec"), namespace)
+    layouts[keys] = run = namespace["run"]
+    return run
+
+
+def _build_lines(service: str, merged: set[int]) -> list[str]:
+    """Source lines setting ``quote`` from the state of ``symbol``: the slots in ``merged`` are in locals ``s<slot>``
+    already, the others are read from ``state``. ``quote`` is None while the symbol has no price."""
+    lines = [f"s{slot} = state[{slot}]" for slot in range(N_FLOAT) if slot not in merged]
+    lines += [
+        f"if s{BID} is None and s{ASK} is None and s{LAST} is None and s{MARK} is None and s{CLOSE} is None:",
+        "    quote = None  # no price yet",
+        "else:",
+        f"    qt = {f's{QUOTE_TIME}' if QUOTE_TIME in merged else f'state[{QUOTE_TIME}]'}",
+        f"    tt = {f's{TRADE_TIME}' if TRADE_TIME in merged else f'state[{TRADE_TIME}]'}",
+        "    if qt is None:",
+        "        ts = tt if tt is not None else fallback_ts",
+        "    else:",
+        "        ts = qt if tt is None or qt >= tt else tt",
+        f"    extra = {{'delayed': True}} if state[{DELAYED}] else None",
+    ]
+    if service == FUTURES:
+        lines += [
+            f"    active = state[{ACTIVE_SYMBOL}]",
+            "    if active is not None and active != symbol:",
+            "        extra = dict(extra or (), active_symbol=active)",
+        ]
+    # Schwab sends 0 for prices it does not have (before the open: open/high/low 0), and a 0 bid or ask with size
+    # 0 when there is no bid or ask: those are published as null, never as a price of 0. (The slots hold floats or
+    # None: 0.0 compares as 0 does, and the interpreter's float comparison is quicker.)
+    lines += [
+        f"    if s{BID} == 0.0 and s{BID_SIZE} == 0.0:",
+        f"        s{BID} = None",
+        f"    if s{ASK} == 0.0 and s{ASK_SIZE} == 0.0:",
+        f"        s{ASK} = None",
+    ]
+    values = {
+        "broker": "broker", "symbol": "symbol", "bid": f"s{BID}", "ask": f"s{ASK}", "last": f"s{LAST}",
+        "volume": f"s{VOLUME}", "bid_size": f"s{BID_SIZE}", "ask_size": f"s{ASK_SIZE}", "last_size": f"s{LAST_SIZE}",
+        "open": f"s{OPEN} or None", "high": f"s{HIGH} or None", "low": f"s{LOW} or None", "close": f"s{CLOSE} or None",
+        "mark": f"s{MARK} or None", "timestamp": "ts", "received_at": "received_at", "extra": "extra",
+        "instance": "instance",
+    }  # fmt: skip
+    if _QuoteBuilder is None:
+        # make_quote takes every Quote field positionally, in field order.
+        lines.append(f"    quote = make_quote({', '.join(values[name] for name in _BUILT_FIELDS)})")
+    else:
+        lines.append("    quote = new(_QuoteBuilder)")
+        lines += [f"    quote.{name} = {values[name]}" for name in _QUOTE_FIELDS]
+        lines.append("    quote.__class__ = Quote")
+    return lines
+
+
+def _quote_builder() -> type | None:
+    """A plain slotted class with Quote's slots: a new quote's fields are set on one of these with the interpreter's
+    quick slot stores, then it becomes a Quote by __class__ assignment. That is what make_quote does, here written
+    into the function of each layout, without a call of 18 arguments per item. ``None`` where CPython refuses the
+    assignment (or Quote has other fields than the build knows): then the functions call make_quote."""
+    if _QUOTE_FIELDS != _BUILT_FIELDS:
+        return None
+    builder = type("_QuoteBuilder", (), {"__slots__": _QUOTE_FIELDS, "__module__": __name__})
+    try:
+        object.__new__(builder).__class__ = Quote
+    except TypeError:
+        return None
+    return builder
+
+
+_QUOTE_FIELDS = tuple(f.name for f in attrs.fields(Quote))
+_BUILT_FIELDS = ("broker", "symbol", "bid", "ask", "last", "volume", "bid_size", "ask_size", "last_size", "open",
+                 "high", "low", "close", "mark", "timestamp", "received_at", "extra", "instance")  # fmt: skip
+_QuoteBuilder = _quote_builder()
+_NAMESPACE = {"make_quote": make_quote, "new": object.__new__, "_QuoteBuilder": _QuoteBuilder, "Quote": Quote}
+
+
+def _build_function(service: str) -> Any:
+    lines = ["def build(state, symbol, fallback_ts, received_at, broker, instance):"]
+    lines += [f"    {line}" for line in _build_lines(service, set())]
+    lines.append("    return quote")
+    namespace: dict[str, Any] = dict(_NAMESPACE)
+    exec(compile("\n".join(lines) + "\n", f"<livedata_tos build {service}>", "exec"), namespace)
+    return namespace["build"]
+
+
+# The quote of an item merged field by field (QuoteBook._merge_fields), or None while the symbol has no price.
+_BUILD = {service: _build_function(service) for service in FIELDS}
