@@ -393,24 +393,30 @@ class BrokerRuntime:
                 continue
             items = item if type(item) is list else (item,)
             n = 0
-            for model in items:
-                if type(model) is Quote:
-                    # Quotes still in flight after an unsubscribe are not published.
-                    if model.symbol in wanted:
-                        updated[model.symbol] = now  # the symbol is alive (staleness), even if this quote is refused
-                        if model.instance is None:  # the one per-quote cost of instances: say whose it is
-                            stamp(model, instance)
-                        try:
-                            publish_quote(model)
-                        except Exception as exc:  # a bad symbol or value from the broker: skip it, keep the frame
-                            self.skip("quote refused", model, exc)
-                            continue
+            last = None
+            try:
+                for model in items:
+                    if type(model) is Quote:
+                        # Quotes still in flight after an unsubscribe are not published.
+                        symbol = model.symbol
+                        if symbol in wanted:
+                            updated[symbol] = now  # the symbol is alive (staleness), even if this quote is refused
+                            if model.instance is None:  # the one per-quote cost of instances: say whose it is
+                                stamp(model, instance)
+                            try:
+                                publish_quote(model)
+                            except Exception as exc:  # a bad symbol or value from the broker: skip it, keep the frame
+                                self.skip("quote refused", model, exc)
+                                continue
+                            n += 1
+                            last = model
+                    elif type(model) in MARKET_TYPES:
+                        n += self._market(model, now)
+                    elif publish(model):
                         n += 1
-                        self.last_quote = model
-                elif type(model) in MARKET_TYPES:
-                    n += self._market(model, now)
-                elif publish(model):
-                    n += 1
+            finally:
+                if last is not None:
+                    self.last_quote = last  # once per frame, not per quote
             if n:
                 status.messages += n
                 status.last_message_at = time.time()

@@ -46,7 +46,7 @@ import orjson
 
 from ...channels import book_key, channel, latest_key, stream_key
 from ...errors import PublishError
-from ...models import Depth, OptionQuote, Quote, check_model, finite_quote, to_dict
+from ...models import Depth, OptionQuote, Quote, check_model, finite_quote, quote_to_dict, to_dict
 from ..topology import RedisTopology, as_topology, async_client, master_address, with_address
 from ..url import mask_url, parse_redis_url
 from .encoding import book_entry, dumps
@@ -208,20 +208,27 @@ class AsyncPublisher:
             named with what is wrong.
         :raises TypeError: not a model, or a value JSON cannot carry (for example bytes in ``extra``).
         """
-        seq = self._published_seq + 1
         if type(model) is Quote:
             if not finite_quote(model):
                 check_model(model)  # raises ValueError naming the field, unless the quote was fine after all
             symbol = model.symbol
-            ch = self._quote_channels.get(symbol) if type(symbol) is str else None
-            if ch is None:
+            try:
+                ch = self._quote_channels[symbol] if type(symbol) is str else self._quote_channel(symbol)
+            except KeyError:  # not seen yet (or forgotten)
                 ch = self._quote_channel(symbol)
-            if ch in self._quotes:
+            seq = self._published_seq = self._published_seq + 1
+            quotes = self._quotes
+            if ch in quotes:
                 self.stats.conflated += 1
             else:
                 self._quote_seqs[ch] = seq  # the oldest publish this queued quote stands for
-            self._quotes[ch] = model
-        elif type(model) in CONFLATED_TYPES:
+            quotes[ch] = model
+            wakeup = self._wakeup
+            if not wakeup._value:  # what is_set() returns: set() and is_set() are Python calls (380 instructions)
+                wakeup.set()
+            return
+        seq = self._published_seq + 1
+        if type(model) in CONFLATED_TYPES:
             check_model(model)
             ch = channel(model.TYPE, model.symbol, self.prefix)
             if ch in self._quotes:
@@ -796,40 +803,55 @@ class AsyncPublisher:
 
         commands: list[bytes] = []
         owners: list[Any] = []
-        latest_pairs: list[bytes] = []
+        # The MSET of the latest copies, piece by piece (joined once at the end); its first piece is its head.
+        latest_pairs: list[bytes] = [b""]
         # Formatted inline from cached heads: this runs for every quote, and the generic command() costs
         # several times more.
         heads = self._quote_heads
         latest = self.latest
         expire = self._expire_px
-        for ch, quote in list(quotes.items()):
-            try:
-                payload = dumps(to_dict(quote))
-            except (TypeError, ValueError) as exc:
-                del quotes[ch]
-                self.stats.skipped += 1
-                log.error("skipped a quote on %s that cannot be encoded: %s", ch, exc)
+        join = b"".join
+        sizes = _SIZES
+        unencodable: list[str] = []
+        for ch, quote in quotes.items():
+            if type(quote) is Quote:
+                try:
+                    payload = _plain_dumps(quote_to_dict(quote))
+                except TypeError:
+                    payload = self._encode(ch, quote)
+            else:
+                payload = self._encode(ch, quote)
+            if payload is None:
+                unencodable.append(ch)
                 continue
-            head = heads.get(ch)
-            if head is None:
+            try:
+                head = heads[ch]
+            except KeyError:
                 head = self._quote_head(ch, quote)
-            size = b"$%d\r\n" % len(payload)
-            commands.append(b"%b%b%b\r\n" % (head[0], size, payload))
+            try:
+                size = sizes[len(payload)]
+            except IndexError:
+                size = b"$%d\r\n" % len(payload)
+            commands.append(join((head[0], size, payload, b"\r\n")))
             owners.append(ch)
             if latest:
                 if expire and (quote.instance or quote.broker) in expire:
-                    commands.append(b"*5\r\n$3\r\nSET\r\n%b%b%b\r\n%b" % (head[1], size, payload,
-                                                                       expire[quote.instance or quote.broker]))
+                    commands.append(join((b"*5\r\n$3\r\nSET\r\n", head[1], size, payload, b"\r\n",
+                                          expire[quote.instance or quote.broker])))
                     owners.append(None)
                 else:
-                    latest_pairs.append(b"%b%b%b\r\n" % (head[1], size, payload))
+                    latest_pairs += (head[1], size, payload, b"\r\n")
+        pairs = (len(latest_pairs) - 1) // 4  # four pieces a quote
+        for ch in unencodable:
+            del quotes[ch]
         for event in reliable:
             if event.publish:
                 commands.append(command(b"PUBLISH", event.channel, event.payload))
                 owners.append(event)
                 if event.latest_key is not None:
                     if event.expire is None:
-                        latest_pairs.append(_bulk(event.latest_key) + _bulk(event.payload))
+                        latest_pairs += (_bulk(event.latest_key), _bulk(event.payload))
+                        pairs += 1
                     else:
                         commands.append(command(b"SET", event.latest_key, event.payload, b"PX", event.expire))
                         owners.append(event)
@@ -844,8 +866,9 @@ class AsyncPublisher:
             if event.expire_commands:
                 commands.extend(event.expire_commands)
                 owners.extend([event] * len(event.expire_commands))
-        if latest_pairs:
-            commands.append(b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(latest_pairs)) + b"".join(latest_pairs))
+        if pairs:
+            latest_pairs[0] = b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * pairs)
+            commands.append(join(latest_pairs))
             owners.append(None)
         wait_at = -1
         # While replicas lag (the last WAIT fell short), ordinary batches carry no WAIT: Redis runs nothing after a
@@ -876,6 +899,15 @@ class AsyncPublisher:
         return batch
 
 
+    def _encode(self, ch: str, model: Any) -> bytes | None:
+        """The payload of a queued quote or order book; ``None`` (a counted, logged skip) if it cannot be encoded."""
+        try:
+            return dumps(to_dict(model))
+        except (TypeError, ValueError) as exc:
+            self.stats.skipped += 1
+            log.error("skipped a quote on %s that cannot be encoded: %s", ch, exc)
+            return None
+
     def _quote_channel(self, symbol: Any) -> str:
         """The channel of ``symbol``'s quotes, checked (:func:`~livedata_core.channels.channel` raises for a symbol that
         cannot be part of one) and kept: publish() runs for every quote and the check costs more than a lookup."""
@@ -899,6 +931,8 @@ class AsyncPublisher:
 
 
 _ERROR = hiredis.ReplyError
+_plain_dumps = orjson.dumps  # a quote's dict has plain types only (else _encode's full dumps() says what is wrong)
+_SIZES = [b"$%d\r\n" % n for n in range(2048)]  # the RESP length line of a payload of n bytes
 _HSET = b"*4\r\n$4\r\nHSET\r\n"
 _HDEL = b"*3\r\n$4\r\nHDEL\r\n"
 
