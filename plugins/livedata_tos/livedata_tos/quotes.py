@@ -190,6 +190,8 @@ class QuoteBook(WantedSymbols):
 
 _MAX_LAYOUTS = 256
 _LAYOUTS: dict[str, dict[tuple[Any, ...], Any]] = {service: {} for service in FIELDS}
+# The function's locals of the symbol's slots: read in one unpacking of its state, then those merged are updated.
+_SLOT_LOCALS = ", ".join(f"s{slot}" for slot in range(N_SLOTS))
 _INT_FIRST = frozenset({VOLUME, BID_SIZE, ASK_SIZE, LAST_SIZE})  # mostly ints on the wire: test int first
 
 
@@ -223,6 +225,7 @@ def _layout(service: str, keys: tuple[Any, ...]) -> Any:
     ]
     names = [f"v{i}" for i in range(len(keys))]
     lines.append(f"            {', '.join(names)}{',' if len(names) == 1 else ''} = item.values()")
+    lines.append(f"            {_SLOT_LOCALS} = state")
     merged = set()
     for i, k in enumerate(keys):
         slot = fields.get(k)
@@ -232,19 +235,18 @@ def _layout(service: str, keys: tuple[Any, ...]) -> Any:
         merged.add(slot)
         if slot < N_FLOAT:
             is_float = [f"if type({v}) is float:", f"    state[{slot}] = {s} = {v}"]
-            is_int = [f"if type({v}) is int and {-_MAX_INT} < {v} < {_MAX_INT}:",
+            # abs(v) < 2**63 is -2**63 < v < 2**63 for an int, in one comparison instead of two
+            is_int = [f"if type({v}) is int and abs({v}) < {_MAX_INT}:",
                       f"    state[{slot}] = {s} = float({v})"]  # fmt: skip
             first, second = (is_int, is_float) if slot in _INT_FIRST else (is_float, is_int)
             checks = [*first, "el" + second[0], second[1]]
         elif slot != ACTIVE_SYMBOL:
             checks = [f"if type({v}) is int and 0 < {v} < {_MAX_INT}:", f"    state[{slot}] = {s} = {v}"]
         else:
-            checks = [f"if type({v}) is str:", f"    state[{slot}] = {v}"]
+            checks = [f"if type({v}) is str:", f"    state[{slot}] = {s} = {v}"]
         checks += ["else:", f"    book._bad(service, symbol, keys[{i}], {v})"]
-        if slot != ACTIVE_SYMBOL:
-            checks.append(f"    {s} = state[{slot}]")
         lines += [f"            {line}" for line in checks]
-    lines += [f"            {line}" for line in _build_lines(service, merged)]
+    lines += [f"            {line}" for line in _build_lines(service)]
     lines += [
         "        except Exception as exc:  # one bad item must not cost the others in the frame",
         '            skip("level-one item could not be parsed", f"{symbol}: {type(exc).__name__}: {exc}")',
@@ -274,25 +276,24 @@ def _layout(service: str, keys: tuple[Any, ...]) -> Any:
     return run
 
 
-def _build_lines(service: str, merged: set[int]) -> list[str]:
-    """Source lines setting ``quote`` from the state of ``symbol``: the slots in ``merged`` are in locals ``s<slot>``
-    already, the others are read from ``state``. ``quote`` is None while the symbol has no price."""
-    lines = [f"s{slot} = state[{slot}]" for slot in range(N_FLOAT) if slot not in merged]
-    lines += [
+def _build_lines(service: str) -> list[str]:
+    """Source lines setting ``quote`` from the state of ``symbol``, in locals ``s<slot>``. ``quote`` is None while
+    the symbol has no price."""
+    qt, tt = f"s{QUOTE_TIME}", f"s{TRADE_TIME}"
+    lines = [
         f"if s{BID} is None and s{ASK} is None and s{LAST} is None and s{MARK} is None and s{CLOSE} is None:",
         "    quote = None  # no price yet",
         "else:",
-        f"    qt = {f's{QUOTE_TIME}' if QUOTE_TIME in merged else f'state[{QUOTE_TIME}]'}",
-        f"    tt = {f's{TRADE_TIME}' if TRADE_TIME in merged else f'state[{TRADE_TIME}]'}",
-        "    if qt is None:",
-        "        ts = tt if tt is not None else fallback_ts",
+        # the later of the quote and trade times, else the envelope's
+        f"    if {qt} is None:",
+        f"        ts = {tt} if {tt} is not None else fallback_ts",
         "    else:",
-        "        ts = qt if tt is None or qt >= tt else tt",
-        f"    extra = {{'delayed': True}} if state[{DELAYED}] else None",
+        f"        ts = {qt} if {tt} is None or {qt} >= {tt} else {tt}",
+        f"    extra = {{'delayed': True}} if s{DELAYED} else None",
     ]
     if service == FUTURES:
         lines += [
-            f"    active = state[{ACTIVE_SYMBOL}]",
+            f"    active = s{ACTIVE_SYMBOL}",
             "    if active is not None and active != symbol:",
             "        extra = dict(extra or (), active_symbol=active)",
         ]
@@ -346,7 +347,8 @@ _NAMESPACE = {"make_quote": make_quote, "new": object.__new__, "_QuoteBuilder": 
 
 def _build_function(service: str) -> Any:
     lines = ["def build(state, symbol, fallback_ts, received_at, broker, instance):"]
-    lines += [f"    {line}" for line in _build_lines(service, set())]
+    lines.append(f"    {_SLOT_LOCALS} = state")
+    lines += [f"    {line}" for line in _build_lines(service)]
     lines.append("    return quote")
     namespace: dict[str, Any] = dict(_NAMESPACE)
     exec(compile("\n".join(lines) + "\n", f"<livedata_tos build {service}>", "exec"), namespace)
