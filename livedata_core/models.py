@@ -54,6 +54,7 @@ __all__ = [
     "make_quote",
     "model_for",
     "now_ms",
+    "quote_builder",
     "to_dict",
 ]
 
@@ -434,31 +435,54 @@ quote_to_dict = _TO_DICT[Quote]
 quote_to_dict.__doc__ = """:func:`to_dict` of a :class:`Quote` (exactly that type), without the look-up by type: for the per-quote hot path."""
 
 
+def quote_builder(cls: type) -> type | None:
+    """A plain slotted class with the fields of ``cls`` (:class:`Quote` or :class:`OptionQuote`) whose objects
+    become ``cls`` objects by ``obj.__class__ = cls`` once every field is set; ``None`` where the interpreter
+    refuses that assignment (then build with :func:`make_quote` / :func:`make_option_quote`).
+
+    The cheapest way to build a quote field by field, for parsers that write their own per-layout code (as
+    livedata_tos does): ``q = object.__new__(B); q.broker = ...; ...; q.__class__ = Quote``. Every field must be
+    set, in any order, before the assignment. It is what :func:`make_quote` does inside.
+    """
+    try:
+        return _BUILDERS[cls]
+    except KeyError:
+        pass
+    names = tuple(f.name for f in attrs.fields(cls))
+    builder: type | None = type(f"_{cls.__name__}Builder", (), {"__slots__": names, "__module__": cls.__module__})
+    try:
+        object.__new__(builder).__class__ = cls
+    except TypeError:
+        builder = None
+    _BUILDERS[cls] = builder
+    return builder
+
+
+_BUILDERS: dict[type, type | None] = {}
+
+
 def _make_positional_factory(cls: type):
     # Keyword arguments are most of what constructing a 17-field model costs (about 1.2 us a quote, of which
     # 0.5 us is matching keywords and 0.2 us is frozen attrs' object.__setattr__). Parsers that build a quote
     # per streamed item use this instead: positional, no checks, no defaults.
     # ``instance`` (the last field) may be left out: the runner fills it in.
     #
-    # The fields are stored into a plain (mutable) slotted twin of ``cls`` with the same slots, then the object
-    # becomes a ``cls`` by __class__ assignment. A frozen class's own __setattr__ refuses stores, so setting its
-    # slots costs a call of each member descriptor's __set__ (about 800 instructions each, 14,300 a quote);
-    # ``obj.x = x`` on the twin is the interpreter's specialised slot store (4,700 a quote, swap included).
+    # The fields are stored into a plain (mutable) slotted twin of ``cls`` with the same slots (quote_builder),
+    # then the object becomes a ``cls`` by __class__ assignment. A frozen class's own __setattr__ refuses stores,
+    # so setting its slots costs a call of each member descriptor's __set__ (about 800 instructions each, 14,300 a
+    # quote); ``obj.x = x`` on the twin is the interpreter's specialised slot store (4,700 a quote, swap included).
     # CPython allows the swap only between classes of one layout: no __weakref__ slot (hence _frozen_quote),
     # same slots. Where it is refused (another interpreter), the descriptor stores are used.
     names = [f.name for f in attrs.fields(cls)]
     params = ", ".join(f"{n}=None" if n == "instance" else n for n in names)
-    twin = type(f"_{cls.__name__}Builder", (), {"__slots__": tuple(names), "__module__": cls.__module__})
+    twin = quote_builder(cls)
     namespace: dict[str, Any] = {"new": object.__new__, "cls": cls, "twin": twin}
     namespace.update({f"set_{n}": cls.__dict__[n].__set__ for n in names})
-    swap = "".join(f"    obj.{n} = {n}\n" for n in names) + "    obj.__class__ = cls\n"
-    descriptors = "".join(f"    set_{n}(obj, {n})\n" for n in names)
-    try:
-        probe = object.__new__(twin)
-        probe.__class__ = cls
-        source = f"def make_{cls.__name__}({params}, /):\n    obj = new(twin)\n{swap}    return obj\n"
-    except TypeError:
-        source = f"def make_{cls.__name__}({params}, /):\n    obj = new(cls)\n{descriptors}    return obj\n"
+    if twin is not None:
+        body = "    obj = new(twin)\n" + "".join(f"    obj.{n} = {n}\n" for n in names) + "    obj.__class__ = cls\n"
+    else:
+        body = "    obj = new(cls)\n" + "".join(f"    set_{n}(obj, {n})\n" for n in names)
+    source = f"def make_{cls.__name__}({params}, /):\n{body}    return obj\n"
     exec(compile(source, f"<livedata make {cls.__name__}>", "exec"), namespace)
     return namespace[f"make_{cls.__name__}"]
 

@@ -15,6 +15,7 @@ from livedata_core.models import (
     from_dict,
     make_option_quote,
     make_quote,
+    quote_builder,
     to_dict,
 )
 from livedata_core.redis_io.publisher.encoding import dumps
@@ -68,6 +69,20 @@ def test_make_quote_builds_the_same_frozen_quote_as_the_keyword_constructor():
         fast.bid = 3.0  # type: ignore[misc]
     with pytest.raises(TypeError):
         make_quote("demo", "AAPL")  # every field is required: a short call cannot silently shift fields
+
+
+@pytest.mark.parametrize("cls", [Quote, OptionQuote])
+def test_a_quote_builder_filled_field_by_field_becomes_the_model_itself(cls):
+    values = {f.name: f"v-{f.name}" for f in attrs.fields(cls)}
+    builder = quote_builder(cls)
+    assert builder is not None and quote_builder(cls) is builder  # CPython allows the swap; one class per model
+    obj = object.__new__(builder)
+    for name, value in reversed(values.items()):  # any order
+        setattr(obj, name, value)
+    obj.__class__ = cls
+    assert type(obj) is cls and obj == cls(**values) and hash(obj) == hash(cls(**values))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        obj.symbol = "X"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(("cls", "factory"), [(Quote, make_quote), (OptionQuote, make_option_quote)])

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from livedata_core.plugin_kit.merge import MergeBook
-from livedata_core.models import Quote, make_quote
+from livedata_core.models import Quote, make_quote, quote_builder
 from livedata_core.plugin_kit.streaming import StreamStats
 
 from .symbols import EQUITIES, FUTURES
@@ -323,25 +323,12 @@ def _build_lines(service: str) -> list[str]:
     return lines
 
 
-def _quote_builder() -> type | None:
-    """A plain slotted class with Quote's slots: a new quote's fields are set on one of these with the interpreter's
-    quick slot stores, then it becomes a Quote by __class__ assignment. That is what make_quote does, here written
-    into the function of each layout, without a call of 18 arguments per item. ``None`` where CPython refuses the
-    assignment (or Quote has other fields than the build knows): then the functions call make_quote."""
-    if _QUOTE_FIELDS != _BUILT_FIELDS:
-        return None
-    builder = type("_QuoteBuilder", (), {"__slots__": _QUOTE_FIELDS, "__module__": __name__})
-    try:
-        object.__new__(builder).__class__ = Quote
-    except TypeError:
-        return None
-    return builder
-
-
 _QUOTE_FIELDS = tuple(f.name for f in attrs.fields(Quote))
 _BUILT_FIELDS = ("broker", "symbol", "bid", "ask", "last", "volume", "bid_size", "ask_size", "last_size", "open",
                  "high", "low", "close", "mark", "timestamp", "received_at", "extra", "instance")  # fmt: skip
-_QuoteBuilder = _quote_builder()
+# The build is written for exactly these fields; for others (or where the interpreter refuses the class swap of
+# quote_builder) the functions call make_quote.
+_QuoteBuilder = quote_builder(Quote) if _QUOTE_FIELDS == _BUILT_FIELDS else None
 _NAMESPACE = {"make_quote": make_quote, "new": object.__new__, "_QuoteBuilder": _QuoteBuilder, "Quote": Quote}
 
 
