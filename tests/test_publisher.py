@@ -347,6 +347,49 @@ def test_a_redis_that_stops_answering_is_given_up_after_the_reply_timeout(privat
     assert first_seen == list(range(20))
 
 
+def test_a_big_batch_on_a_slow_link_is_not_given_up_while_redis_answers_it(redis_server, monkeypatch):
+    """A batch that takes longer than REPLY_TIMEOUT to cross a slow link is answered as it arrives: the publisher
+    waits for it (a connection is given up after REPLY_TIMEOUT of silence, not REPLY_TIMEOUT after sending), so each
+    order is written once, not sent again and again on new connections."""
+    monkeypatch.setattr(publisher_aio, "REPLY_TIMEOUT", 0.5)
+    rate = 250_000  # bytes a second towards Redis: 40 orders of 20 KB take ~3.2 s; replies come back freely
+
+    async def pipe(reader, writer, throttled: bool) -> None:
+        try:
+            while data := await reader.read(8192):
+                writer.write(data)
+                await writer.drain()
+                if throttled:
+                    await asyncio.sleep(len(data) / rate)
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def link(client_reader, client_writer) -> None:
+        redis_reader, redis_writer = await asyncio.open_connection("127.0.0.1", redis_server.port)
+        await asyncio.gather(pipe(client_reader, redis_writer, True), pipe(redis_reader, client_writer, False))
+
+    async def go():
+        proxy = await asyncio.start_server(link, "127.0.0.1", 0)
+        port = proxy.sockets[0].getsockname()[1]
+        pub = AsyncPublisher(f"redis://127.0.0.1:{port}/0", prefix="slow", latest=False)
+        await pub.start()
+        for i in range(40):
+            pub.publish(Order(broker="t", account_id="A1", order_id=str(i), status="open", extra={"pad": "x" * 20_000}))
+        flushed = await pub.flush(30)
+        stats = (pub.stats.reconnects, pub.stats.last_error)
+        await pub.close()
+        proxy.close()
+        return flushed, stats
+
+    flushed, (reconnects, last_error) = asyncio.run(go())
+    assert flushed and reconnects == 0 and last_error is None, (reconnects, last_error)
+    r = redis.Redis(port=redis_server.port)
+    ids = [int(json.loads(e[1][b"data"])["order_id"]) for e in r.xrange("slow:live_data:stream:orders:A1")]
+    assert ids == list(range(40))
+
+
 def test_redis_saying_not_now_keeps_orders_until_it_can(redis_server):
     """NOREPLICAS (like LOADING or READONLY) refuses writes: only the refused commands are sent again, after a
     pause, in order; subscribers, whose PUBLISH went through, get each order once."""

@@ -165,6 +165,7 @@ class AsyncPublisher:
         self._confirmed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None  # notices a Redis that stopped answering
+        self._replied_at = 0.0  # when replies last arrived (monotonic)
         self._in_flight: deque[_Batch] = deque()
         self._window = asyncio.Event()
         self._generation = 0
@@ -544,17 +545,21 @@ class AsyncPublisher:
 
     async def _watch_replies(self, generation: int) -> None:
         # Replies are handled as they arrive (_on_replies, called by the connection): this task only notices a
-        # Redis that stopped answering while batches wait for it.
+        # Redis that stopped answering while batches wait for it. Silence counts from the later of the oldest
+        # batch's sending and the last reply: a big batch on a slow link is answered as it arrives, and must not
+        # be given up (and sent again, and again) while the replies still come.
         while True:
             await asyncio.sleep(min(1.0, REPLY_TIMEOUT / 4))
-            if self._in_flight and time.monotonic() - self._in_flight[0].sent_at > REPLY_TIMEOUT:
-                await self._connection_lost(PublishError(f"Redis did not answer within {REPLY_TIMEOUT:g}s"), generation)
+            if self._in_flight and time.monotonic() - max(self._in_flight[0].sent_at, self._replied_at) > REPLY_TIMEOUT:
+                if self._lose(PublishError(f"Redis did not answer within {REPLY_TIMEOUT:g}s"), generation):
+                    self._conn.abort()  # not close(): what asyncio still buffers for it is queued again already
                 return
 
     def _on_replies(self, replies: list, generation: int) -> None:
         """The replies that just arrived on connection ``generation``, in order: matched to the batches in flight."""
         if generation != self._generation:
             return  # a connection already given up (its batches are queued again)
+        self._replied_at = time.monotonic()
         try:
             self._match_replies(replies)
         except Exception as exc:
