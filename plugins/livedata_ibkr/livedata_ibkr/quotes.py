@@ -39,7 +39,6 @@ REQUEST_FIELDS: tuple[str, ...] = (*FIELDS, VOLUME_FORMATTED, VOLUME_PRECISE, AV
 
 _AVAILABILITY = {"R": "realtime", "D": "delayed", "Z": "frozen", "Y": "frozen_delayed", "N": "not_subscribed"}
 _LAST_FLAG = {"C": "prior_close", "H": "halted"}
-_PRICE_FIELDS = ("last", "bid", "ask")
 
 
 def smd_message(conid: int, fields: Iterable[str] = REQUEST_FIELDS) -> str:
@@ -52,16 +51,21 @@ def umd_message(conid: int) -> str:
     return f"umd+{conid}+{{}}"
 
 
-class _State:
-    __slots__ = ("values", "volume_precise", "volume_formatted", "availability", "last_flag", "timestamp")
-
-    def __init__(self) -> None:
-        self.values: dict[str, float | None] = {}
-        self.volume_precise: float | None = None
-        self.volume_formatted: float | None = None
-        self.availability: str | None = None
-        self.last_flag: str | None = None
-        self.timestamp: int | None = None
+# A conid's merged state is a list of slots (one unpacking builds the quote): the Quote fields in make_quote's order
+# from bid to mark (volume being the precise one), then what else the frames carry.
+(_BID, _ASK, _LAST, _VOLUME_PRECISE, _BID_SIZE, _ASK_SIZE, _LAST_SIZE, _OPEN, _HIGH, _LOW, _CLOSE, _MARK,
+ _VOLUME_FORMATTED, _AVAILABILITY_SLOT, _LAST_FLAG_SLOT, _TIMESTAMP) = range(16)
+_SLOTS = 16
+_QUOTE_SLOT = {"bid": _BID, "ask": _ASK, "last": _LAST, "bid_size": _BID_SIZE, "ask_size": _ASK_SIZE,
+               "last_size": _LAST_SIZE, "open": _OPEN, "high": _HIGH, "low": _LOW, "close": _CLOSE, "mark": _MARK}
+# Field code -> the slot of its number; the last price (a prefix too) and the availability (text) are -1 and -2.
+_SLOT_OF: dict[str, int] = {
+    **{code: _QUOTE_SLOT[name] for code, name in FIELDS.items()},
+    VOLUME_PRECISE: _VOLUME_PRECISE,
+    VOLUME_FORMATTED: _VOLUME_FORMATTED,
+    "31": -1,
+    AVAILABILITY: -2,
+}
 
 
 class QuoteBook:
@@ -88,87 +92,74 @@ class QuoteBook:
     def apply(self, frame: dict[str, Any], received_at: int | None = None) -> list[Quote]:
         """Merge one ``smd`` frame; return a complete quote per symbol of its conid (or nothing), received at
         ``received_at`` (milliseconds; default now)."""
-        try:
-            conid = parse_int(frame.get("conid"))
+        conid = frame.get("conid")
+        if type(conid) is not int:  # the gateway sends an int: anything else takes parse_int's path
+            try:
+                conid = parse_int(conid)
+                if conid is None:
+                    conid = parse_int(str(frame.get("topic", "")).partition("+")[2] or None)
+            except BadValue:
+                self.stats.skip("ibkr smd: bad conid", frame)
+                return []
             if conid is None:
-                conid = parse_int(str(frame.get("topic", "")).partition("+")[2] or None)
-        except BadValue:
-            self.stats.skip("ibkr smd: bad conid", frame)
-            return []
-        if conid is None:
-            return []  # an empty keep-alive frame
+                return []  # an empty keep-alive frame
         symbols = self.symbols_of.get(conid)
         if not symbols:
             self.stats.skip("ibkr smd: conid not subscribed", conid)
             return []
         state = self._state.get(conid)
         if state is None:
-            state = self._state[conid] = _State()
-        changed = self._merge(state, frame)
-        try:
-            updated = parse_int(frame.get("_updated"))
-        except BadValue:
-            updated = None
-        if updated is not None:
-            state.timestamp = updated
-        if not changed:
-            return []
-        values = state.values
-        if not any(values.get(name) is not None for name in _PRICE_FIELDS):
-            return []  # nothing a consumer can use yet (for example only the availability marker)
-        volume = state.volume_precise if state.volume_precise is not None else state.volume_formatted
-        extra: dict[str, Any] = {"conid": conid}
-        if state.availability:
-            extra["market_data"] = state.availability
-        if state.last_flag:
-            extra["last_flag"] = state.last_flag
-        received = now_ms() if received_at is None else received_at
-        get = values.get
-        # make_quote takes every Quote field positionally, in this order (a third of Quote(**fields)'s cost).
-        return [
-            make_quote(
-                self.broker,  # broker
-                symbol,  # symbol
-                get("bid"),
-                get("ask"),
-                get("last"),
-                volume,
-                get("bid_size"),
-                get("ask_size"),
-                get("last_size"),
-                get("open"),
-                get("high"),
-                get("low"),
-                get("close"),
-                get("mark"),
-                state.timestamp,  # timestamp
-                received,  # received_at
-                extra,
-            )
-            for symbol in sorted(symbols)
-        ]
-
-    def _merge(self, state: _State, frame: dict[str, Any]) -> bool:
+            state = self._state[conid] = [None] * _SLOTS
+        # The known fields into the state; a bad value is skipped (and counted), the field keeps its last one.
         changed = False
+        slot_of = _SLOT_OF.get
         for code, value in frame.items():
-            name = FIELDS.get(code)
+            slot = slot_of(code)
+            if slot is None:
+                continue
             try:
-                if name == "last":
+                if slot >= 0:
+                    state[slot] = parse_number(value)
+                elif slot == -1:
                     price, flag = parse_price(value)
-                    state.values["last"] = price
-                    state.last_flag = _LAST_FLAG.get(flag) if flag else None
-                elif name is not None:
-                    state.values[name] = parse_number(value)
-                elif code == VOLUME_PRECISE:
-                    state.volume_precise = parse_number(value)
-                elif code == VOLUME_FORMATTED:
-                    state.volume_formatted = parse_number(value)
-                elif code == AVAILABILITY:
-                    state.availability = _AVAILABILITY.get(str(value)[:1], str(value)[:8])
+                    state[_LAST] = price
+                    state[_LAST_FLAG_SLOT] = _LAST_FLAG.get(flag) if flag else None
                 else:
-                    continue
+                    state[_AVAILABILITY_SLOT] = _AVAILABILITY.get(str(value)[:1], str(value)[:8])
             except BadValue:
                 self.stats.skip(f"ibkr smd: bad value for field {code}", value)
                 continue
             changed = True
-        return changed
+        updated = frame.get("_updated")
+        if type(updated) is not int:
+            try:
+                updated = parse_int(updated)
+            except BadValue:
+                updated = None
+        if updated is not None:
+            state[_TIMESTAMP] = updated
+        if not changed:
+            return []
+        (bid, ask, last, volume, bid_size, ask_size, last_size, open_, high, low, close, mark,
+         volume_formatted, availability, last_flag, timestamp) = state  # fmt: skip
+        if bid is None and ask is None and last is None:
+            return []  # nothing a consumer can use yet (for example only the availability marker)
+        if volume is None:
+            volume = volume_formatted
+        extra: dict[str, Any] = {"conid": conid}
+        if availability:
+            extra["market_data"] = availability
+        if last_flag:
+            extra["last_flag"] = last_flag
+        received = now_ms() if received_at is None else received_at
+        broker = self.broker
+        # make_quote takes every Quote field positionally, in this order (a third of Quote(**fields)'s cost).
+        if len(symbols) == 1:
+            for symbol in symbols:
+                return [make_quote(broker, symbol, bid, ask, last, volume, bid_size, ask_size, last_size, open_, high,
+                                   low, close, mark, timestamp, received, extra)]  # fmt: skip
+        return [
+            make_quote(broker, symbol, bid, ask, last, volume, bid_size, ask_size, last_size, open_, high, low, close,
+                       mark, timestamp, received, extra)  # fmt: skip
+            for symbol in sorted(symbols)
+        ]

@@ -342,9 +342,20 @@ class IbkrStream(WebSocketStream):
     def on_frame(self, raw: str | bytes) -> Any:
         if isinstance(raw, str) and raw.startswith("ech"):
             return HEARTBEAT  # the echo of our ech+hb
-        frame = self._decode(raw)
-        if frame is None:
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.stats.skip("ibkr: frame is not JSON", raw)
             return None
+        if type(frame) is not dict:  # orjson makes plain dicts
+            self.stats.skip("ibkr: frame is not an object", raw)
+            return None
+        if self.ready:
+            # Market data, nearly every frame: what _handle does with it, without its other checks.
+            topic = frame.get("topic")
+            if type(topic) is str and topic.startswith("smd+") and "error" not in frame:
+                quotes = self.book.apply(frame, self.received_ms())
+                return quotes if quotes else HEARTBEAT
         try:
             if not self.ready:
                 return self._on_login_frame(frame)
@@ -352,17 +363,6 @@ class IbkrStream(WebSocketStream):
         except LivedataError as exc:  # the session is lost: events() yields what came before, then raises
             self.fail(exc)
             return None
-
-    def _decode(self, raw: str | bytes) -> dict[str, Any] | None:
-        try:
-            frame = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            self.stats.skip("ibkr: frame is not JSON", raw)
-            return None
-        if not isinstance(frame, dict):
-            self.stats.skip("ibkr: frame is not an object", raw)
-            return None
-        return frame
 
     def _handle(self, frame: dict[str, Any]) -> Any:
         if not frame:

@@ -19,6 +19,12 @@ class BadValue(ValueError):
     """A value that is not a number in any form the gateway uses."""
 
 
+#: Text -> number, of the texts parse_number read lately: a price or size recurs often, and a formatted one
+#: ("1,300", "24.2M") costs five times a plain one to read. Cleared when full.
+_READ: dict[str, float] = {}
+_READ_MAX = 4096
+
+
 def parse_number(value: Any) -> float | None:
     """``"1,300"`` -> 1300.0, ``"24.2M"`` -> 24200000.0, ``"1.5K"`` -> 1500.0, ``12`` -> 12.0.
 
@@ -26,38 +32,55 @@ def parse_number(value: Any) -> float | None:
     :class:`BadValue`.
     """
     if type(value) is str:
-        # Most values are plain numbers ("189.60", "500"): float() alone reads them exactly as the path below would
-        # (it strips the same whitespace and refuses every placeholder, thousands separator and suffix).
+        number = _READ.get(value)
+        if number is not None:
+            return number
+        # Most values are plain numbers ("189.60", "500"): float() alone reads them exactly as the formatted path
+        # would (it strips the same whitespace and refuses every placeholder, thousands separator and suffix).
         try:
             number = float(value)
         except ValueError:
             pass
         else:
-            if number - number == 0.0:  # finite
-                return number
-            raise BadValue(f"not a finite number: {value!r}")
-    if value is None or isinstance(value, bool):
-        if isinstance(value, bool):
-            raise BadValue(f"not a number: {value!r}")
+            if number - number != 0.0:  # not finite
+                raise BadValue(f"not a finite number: {value!r}")
+        if number is None:
+            number = _parse_formatted(value)
+            if number is None:
+                return None
+        if len(_READ) >= _READ_MAX:
+            _READ.clear()
+        _READ[value] = number
+        return number
+    if value is None:
         return None
+    if isinstance(value, bool):
+        raise BadValue(f"not a number: {value!r}")
     if isinstance(value, (int, float)):
         number = float(value)
     elif isinstance(value, str):
-        text = value.strip().replace(",", "")
-        if text in ("", "-", "N/A", "n/a", "--"):
-            return None
-        scale = 1.0
-        if text[-1:].upper() in _SUFFIX:
-            scale = _SUFFIX[text[-1].upper()]
-            text = text[:-1]
-        try:
-            number = float(text) * scale
-        except ValueError:
-            raise BadValue(f"not a number: {value!r}") from None
-        if scale != 1.0:
-            number = round(number, 6)
+        return _parse_formatted(value)  # a str subclass: not float() first
     else:
         raise BadValue(f"not a number: {value!r}")
+    if not math.isfinite(number):
+        raise BadValue(f"not a finite number: {value!r}")
+    return number
+
+
+def _parse_formatted(value: str) -> float | None:
+    text = value.strip().replace(",", "")
+    if text in ("", "-", "N/A", "n/a", "--"):
+        return None
+    scale = 1.0
+    if text[-1:].upper() in _SUFFIX:
+        scale = _SUFFIX[text[-1].upper()]
+        text = text[:-1]
+    try:
+        number = float(text) * scale
+    except ValueError:
+        raise BadValue(f"not a number: {value!r}") from None
+    if scale != 1.0:
+        number = round(number, 6)
     if not math.isfinite(number):
         raise BadValue(f"not a finite number: {value!r}")
     return number
@@ -68,6 +91,10 @@ def parse_price(value: Any) -> tuple[float | None, str | None]:
 
     ``C`` means the price is the prior close (no trade yet today), ``H`` means trading is halted.
     """
+    if type(value) is str:
+        number = _READ.get(value)
+        if number is not None:
+            return number, None  # a text parse_number read: it has no prefix (no number starts with C or H)
     if isinstance(value, str):
         text = value.strip()
         if text[:1] in ("C", "H"):
