@@ -22,91 +22,102 @@ token file), and a raw-socket hiredis subscriber (``lean_subscriber``). It print
 and states each issue-20 target as met or not: >= 300k quotes/s; p99 <= floor + 0.15 ms at 10k/s; p99 <= 1 ms
 at 50k/s. It imports only public parts: the plugins' testing helpers and the ``livedata`` console script.
 
-Where the time goes (py-spy record -r 250 of `livedata run` at saturation, this 2-core machine, Python 3.11
-built without PGO/LTO, default asyncio loop; ``--profile`` reprints these tables from a fresh profile)
-------------------------------------------------------------------------------------------------------------------
-Decisions were taken on instruction counts (``valgrind --tool=callgrind``, PYTHONHASHSEED=0, the difference of two
-run lengths so start-up cancels), which stay the same while other processes load the machine; wall-clock figures
-on the shared machine moved by 2x between runs. In-process path frame -> TosStream.on_frame -> the runtime's
-per-quote loop -> AsyncPublisher.publish, a batch taken every 25 frames (about the 5:1 conflation measured at
-saturation), per quote:
+Where the time goes
+-------------------
+Three tools, because wall-clock figures on this shared 2-core machine move by 2x between runs: py-spy samples of
+`livedata run` (``--profile`` reprints the saturation table from a fresh profile), callgrind instruction counts of the
+same code driven in one process (PYTHONHASHSEED=0, the difference of two run lengths so start-up cancels; they do not
+move while other processes load the machine), and perf_counter stamps inside the runner at a steady rate.
 
-                                        before (3d3b73c)   after    change
-  parse: orjson.loads + QuoteBook           36,600        33,200      -9%
-  + runtime loop + publish()                45,400        40,800     -10%
-  + batch (to_dict, dumps, RESP) = all      51,000        46,400      -9%
-  ibkr QuoteBook.apply (one quote/frame)    87,600        68,400     -22%
+At saturation (100-item frames; about 5 quotes conflate into each one published). py-spy, 2,000 samples, after the
+third round below (a run at 3.65 us CPU a quote; the final run of the round measured 3.02):
 
-CPU time of the same in-process path, interleaved runs on the loaded machine (best of 5): 6.1 -> 5.5 us a quote.
-The rest of the "after": the runner no longer stamps each tos quote's instance (the stream makes them with
-ctx.instance), and publish() keeps each symbol's checked channel. On the quiet machine the runner was at 4.0 us
-CPU a quote (247-252k quotes/s); 9% less is about 3.65 us, some 270k quotes/s: short of the 300k target (3.3 us).
+  42%  tos QuoteBook.apply: the generated function of the items' layout (unpacking the item's values is its largest
+       line, 10%), merging into the symbol's slots and building the Quote in the same call
+  24%  publisher: publish() (conflation slot), then in the writer to_dict + orjson.dumps per conflated quote, RESP
+  14%  orjson.loads of the frame and TosStream's dispatch (orjson itself: 12.5%)
+   7%  runtime loop (BrokerRuntime._read per quote)
+   6%  finite_quote (kept: the publisher cannot trust every plugin; 78 bytecodes a quote)
+   5%  websocket recv (asyncio read, websockets framing); 2% event loop; 1% socket write
 
-Second round: building the Quote (make_quote, the third of the path left above). Candidates, same harness:
+At a steady rate nothing conflates: every quote is merged, built, checked, encoded, written and answered, and the
+runner spends 10.7 us CPU a quote at 10k/s (50-item frames every 5 ms; 16 before this round) against 3.0 at
+saturation. Stamps inside the
+runner, medians of 600 frames at 10k/s, socket readable -> pipeline written:
 
-  * build fewer quotes: merge a whole frame's items first and build each symbol's quote once a frame. Schwab's
-    level-one frames carry one item per symbol (so do this benchmark's): nothing to merge, nothing saved. Letting
-    the publisher's conflation slot build the quote (5:1 at saturation) would change what a plugin hands over
-    (state, not a Quote): a plugin API change, and after the change below it could win at most ~3,700 of ~36,700
-    instructions a quote. Not taken.
-  * build it cheaper (taken): make_quote stored the 18 fields through the frozen class's member descriptors,
-    one C call each (``set_x(obj, x)``, ~800 instructions); a frozen class's own __setattr__ refuses stores, so
-    ``obj.x = x`` cannot be the interpreter's specialised slot store on it. Now the fields are stored into a plain
-    slotted twin class with the same slots (specialised stores), and ``obj.__class__ = Quote`` makes it the model.
-    CPython allows that swap only between classes of one layout, and its check refuses any class with a
-    ``__weakref__`` slot (the previous round's finding): Quote and OptionQuote are now made without one
-    (``weakref_slot=False``; nothing takes weak references to quotes), which is what makes the swap legal. The
-    objects are the same: type, equality, hash, repr, frozenness, pickling, to_dict, check_model/finite_quote.
-    Where an interpreter refuses the swap, the factory falls back to the descriptor stores.
+                                                          before this round   after
+  websockets: socket read, framing, recv() wake-up              106 us         71 us  (the floor's bare client too)
+  TosStream.on_frame: orjson.loads + QuoteBook, 50 items        199 us        108 us
+  hand-over to the runtime (queue, task wake-up)                 22 us         19 us
+  runtime loop + publish() + writer wake-up, 50 quotes          102 us         61 us
+  writer: _take_batch (to_dict, orjson.dumps, RESP), 50 quotes  224 us        118 us
+  socket write                                                    2 us          8 us
+  = one frame                                                   660 us        391 us  (~320 us of them the runner's own)
 
-                                        before (c8b72f1)   after    change
-  make_quote alone (18 fields)              14,300         4,700     -67%
-  parse: orjson.loads + QuoteBook           33,150        23,460     -29%
-  parse + publish() + writer (no runtime   45,300        35,660     -21%
-    loop; a batch every 25 frames, real redis-server: the harness of this round)
-  ibkr orjson.loads + QuoteBook.apply       59,450        49,710     -16%  (bench_ibkr's frames, per frame)
+(the "before" and "after" columns were taken at different hours: the websockets line, code we did not touch, moved
+by a third with the machine). Redis's replies came back in two reads a frame, each a task step of ~55 us cold before
+the replies were pushed (below): off the latency path at 10k/s, but CPU that competes at 50k/s.
 
-  CPU of parse + QuoteBook in process, interleaved (best of 7): 2.93 -> 2.05 us a quote. ``livedata run``
-  end to end (``--quick``, interleaved, on the loaded machine: every figure there was inflated): CPU per quote
-  at saturation 4.9 -> 4.3 us best, 7.1 -> 5.9 us median of 7 (quotes/s median 101k -> 166k, but the
-  machine's load moved it 64k-206k within either side). A projection, not a measurement: the whole path's
-  instructions (46,400 in the first round's harness) less the 9,700 saved is ~36,700 (-21%); the same share off
-  the quiet machine's projected 3.65 us is ~2.9 us a quote, ~340k quotes/s, over the 300k target. To be
-  confirmed by a run of this benchmark on a quiet machine (none was quiet during this round).
-  Rejected for the same job: an attrs class with ``cache_hash=False`` (already so; not the cost), a
-  ``__new__`` on a tuple subclass (changes what a Quote is: iterable, equal to tuples), ``object.__setattr__``
-  and ``map(operator.call, setters, ...)`` (as costly or more, the previous round).
+Where the targets stand (the final run of this round, quiet machine; figures move ~10% between runs):
+>= 300k quotes/s is met (326,860; 3.02 us CPU a quote, was 3.85). p99 at 10k/s is 1.408 ms against floor + 0.15 =
+1.345 ms: 0.06 ms over. p99 at 50k/s is 1.278 ms against 1.0. The budget of the 10k/s target is 150 us over the
+floor for a 50-quote frame, 3 us a quote for all the runner does; its own part of a frame is ~320 us (table above):
+parse 2.2 us a quote, runtime loop + publish() 1.2, encode + RESP 2.4, hand-overs ~0.5, on a process that wakes
+every 5 ms and runs the same code about twice as slowly as in a loop (cold caches; hot, the encode of one quote is
+1.1 us and orjson.loads 0.2 us a quote). The p99 of the sum of two hops is below the sum of their p99s, which is
+what leaves the runner ~0.2 ms. At 50k/s the runner is busy ~40% of the time (8 us CPU a quote) and a frame often
+waits for the one before. What is left to try: handing a frame's quotes from the reader to the runtime without the
+queue and task wake-up (~20 us a frame), sending a frame's batch in the runtime's turn when no later frame is
+queued (the writer's wake-up; sent after every frame it cost conflation at saturation, see below), and beyond that
+compiled code on the per-quote path or a faster interpreter: Debian's PGO/LTO build of Python 3.11
+(/usr/bin/python3.11) ran a parse+encode micro-path 13% faster than this pyenv build (152 vs 175 us a 50-item frame).
 
-tos (4,600 samples while streaming, after this work):
+Rounds of changes (callgrind, instructions per quote, same harness before and after each):
 
-  32%  merge: QuoteBook.apply. The per-field loop (slot lookup, a branch on the field's kind) is gone: the item's
-       keys in wire order (``tuple(item)``, 3%) pick a merge function written once per layout that type-checks
-       each value and stores it at a constant slot (``_layout`` in livedata_tos/quotes.py); what is left is that
-       function (unpacking the values is its largest line, 7-9%), the layout lookup, and building the quote's
-       arguments (time stamp, bid/ask of 0, ``or None``)
-  21%  model build: make_Quote, 18 slot stores through the frozen class's member descriptors (~14,700 instructions
-       a quote, a third of the whole path; before the second round above, which cut it to ~4,700 with a slotted
-       twin class and __class__ assignment)
-  19%  publisher: publish() (channel now cached per symbol, not rebuilt and re-validated per quote), then in the
-       writer to_dict + orjson.dumps per conflated quote, RESP and the socket write
-  10%  frame parse: orjson.loads (msgspec.json decodes this frame 30% faster, 0.26 us a quote here, but differs
-       from orjson at the edges the lenient fallback relies on, e.g. 1e400 and huge integers: not taken)
-   5%  publisher validation: finite_quote (kept: the publisher cannot trust every plugin)
-   5%  runtime loop: BrokerRuntime._read per quote. Handing a frame's quotes to the publisher at once (one call,
-       one wake-up) was measured: -500 instructions a quote (1%), not worth a second publisher API
-   4%  websocket recv; 2% event loop. uvloop: same throughput within noise and no better p99 (the loop is not the
-       cost; it is not installed by default); a faster websocket client (picows-style) can win at most the 4%
-       of recv, so none was added
+  round 1   parse (orjson.loads + QuoteBook)             36,600 -> 33,200   one merge function per field layout
+            + runtime loop + publish()                   45,400 -> 40,800   publish() keeps each symbol's channel
+            + batch (to_dict, dumps, RESP)               51,000 -> 46,400
+            ibkr QuoteBook.apply                         87,600 -> 68,400   parse_number tries float() first
+  round 2   make_quote alone (18 fields)                 14,300 ->  4,700   a slotted twin class + __class__ swap
+            parse                                        33,150 -> 23,460   (models.quote_builder; Quote has no
+            parse + publish() + writer                   45,300 -> 35,660    __weakref__ slot, which allows it)
+  round 3   tos parse, 100-item frames (4/5 of 7 fields, 1/5 of 3)
+                                                         22,216 -> 18,651   one generated function per layout
+                                                                            parses a run of items, merge and
+                                                                            build in one call
+            runtime loop + publish() + writer, saturation shape
+                                                         13,201 -> 11,830   to_dict presized (a dict display of
+            the same, steady shape (50 distinct, 1 batch)                   over 15 keys grows one key at a time),
+                                                         32,848 -> 27,584   Event.set() only when unset, RESP
+                                                                            length lines from a table, joins
+            replies: pushed by the connection's protocol and matched in the read callback (no task step, no
+            StreamReader copy, no timeout object per read), a batch's plain replies counted in one step
+            ibkr, IbkrStream.on_frame + QuoteBook.apply, per frame (one quote):
+              bench_runner's gateway frames               75,750 -> 46,079   a conid's fields in a flat list of
+              bench_ibkr's mix                            58,817 -> 36,095   slots, one table lookup a key, smd
+              every value new (nothing remembered)        77,025 -> 60,967   frames straight to the book once
+                                                                            ready, parse_number remembers text it
+                                                                            read (4,096 entries, cleared when full)
 
-ibkr through the runner (one quote per WSS frame, 100 symbols; 4,200 samples): per-frame costs dominate, so the
-tos per-quote budget is out of reach for this framing whatever the parser does:
+Measured and not taken:
+  * uvloop (``--no-uvloop`` skips it; not a dependency, nothing picks it up): within noise of the default loop in
+    every run of this round (final run: 321,296 vs 326,860 quotes/s; 10k/s p99 1.437 vs 1.408 ms; 50k/s p99 1.239
+    vs 1.278 ms; an earlier run 276,787 vs 273,005 and 50k/s p99 1.977 vs 1.335): the loop is 2% of the time.
+  * msgspec: decoding a frame is 30% faster but differs from orjson at the edges the lenient fallback relies on
+    (1e400, huge integers); encoding an attrs Quote is 1.3 us against 2.4 us, but it writes the keys sorted
+    alphabetically, unlike every other payload: not worth a second JSON library with another key order.
+  * a faster websocket client (picows-style): the websockets line above is paid by the floor's client too, and is
+    5% at saturation; the plugin kit's API is built on websockets: not changed.
+  * sending a frame's quotes from the runtime at once, before the writer's turn (send_now): no change of p99 at
+    10k/s, and at saturation fewer quotes conflated (4.2:1 against 5.1:1) and CPU a quote rose 6%: reverted.
+  * no permessage-deflate for IBKR: no gain measured (46,637 vs 44,429 quotes/s, within noise).
+  * finite_quote by sum(filter(...)) (452 vs 230 ns), object.__setattr__ for the instance stamp (125 vs 81 ns),
+    other to_dict shapes (7,483-8,906 vs 7,238 instructions).
 
-  32%  merge: QuoteBook.apply/_merge. Now parse_number tries float() first (the strip/commas/suffix path only
-       when that fails) and quotes are built with make_quote instead of Quote(**fields)
-  32%  websocket recv: TLS (SSLObject.read), websockets Frame.parse, and permessage-deflate decode (the runner's
-       client offers compression and the fake gateway accepts it)
-   9%  frame parse: IbkrStream._decode (orjson.loads) and dispatch; 9% runtime loop; 9% event loop
-   5%  model build; 2% publisher; 2% validation (extra={"conid": ...} stays on the fast flat-extra check)
+IBKR through the runner (one quote per WSS frame): 68,815 quotes/s and 14.4 us CPU a quote (was 51,333 and 19.5),
+p99 at 10k/s 1.023 ms (within floor + 0.15), at 50k/s 10 ms (the runner saturates near 70k frames/s). Per-frame
+costs dominate (TLS, websockets framing, permessage-deflate, the event loop), so the tos per-quote budget is out of
+reach for this framing whatever the parser does.
 """
 
 from __future__ import annotations
