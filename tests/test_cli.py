@@ -413,7 +413,7 @@ def test_the_demo_hint_is_a_command_that_works_where_the_user_is(redis_server):
     assert shutil.which("livedata", path=env["PATH"]) is None
     python3 = shutil.which("python3", path=env["PATH"])
     demo = subprocess.Popen([python3, "-c", _DEV_WITHOUT_INSTALLING, "demo"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         lines = []
         deadline = time.monotonic() + 30
@@ -430,7 +430,14 @@ def test_the_demo_hint_is_a_command_that_works_where_the_user_is(redis_server):
         assert len(re.findall(r"quotes:\S+\s+demo\s+bid=", watch.stdout)) == 2, watch.stdout
     finally:
         demo.send_signal(signal.SIGINT)
-        demo.communicate(timeout=15)
+        try:
+            demo.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            # Not stopped: fail, but take dev.py and its `livedata run` down first, or the demo would go on
+            # publishing into the Redis later tests share.
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.communicate()
+            raise
 
 
 def test_tail_keeps_going_across_a_redis_restart_and_stops_on_ctrl_c_while_redis_is_down(private_redis):
