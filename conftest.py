@@ -1,10 +1,17 @@
 import logging
+import signal
 
 import pytest
 
 pytest_plugins = ["livedata_core.testing"]
 
 _LOGGERS = ("", "httpx", "httpcore", "websockets", "asyncio")
+
+# Tests stop `livedata` commands and dev.py with SIGINT, as Ctrl-C would. A shell without job control starts a
+# background job (`bash .ci/run &`, nohup) with SIGINT ignored, children inherit that, and Python then installs no
+# KeyboardInterrupt handler: those commands would not stop. A handler of ours is reset to the default in children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
