@@ -428,8 +428,9 @@ class AsyncPublisher:
     #
     # Batches are pipelined: the writer sends a batch as soon as it has one and does not wait for the replies
     # to the previous one (the connection hands replies over as they arrive; _on_replies matches them to the
-    # batches in order). Waiting would add a whole round trip to the latency of everything that queued meanwhile. At most MAX_IN_FLIGHT batches are
-    # unanswered at once; past that, quotes conflate in the queue instead of piling up in socket buffers.
+    # batches in order). Waiting would add a whole round trip to the latency of everything that queued meanwhile.
+    # At most MAX_IN_FLIGHT batches are unanswered at once; past that, quotes conflate in the queue instead of
+    # piling up in socket buffers.
     #
     # Account events are more careful: at most one batch carrying them is unanswered at a time, so that when
     # Redis answers "not now" to one of its commands (LOADING, READONLY, OOM, NOREPLICAS...) only the failed
@@ -531,7 +532,7 @@ class AsyncPublisher:
         self.stats.connected = True
         generation = self._generation
         self._conn.push_replies(lambda replies: self._on_replies(replies, generation),
-                                lambda exc: self._lost_connection(exc, generation))  # fmt: skip
+                                lambda exc: self._give_up(exc, generation))  # fmt: skip
         self._watchdog = asyncio.create_task(self._watch_replies(generation), name="livedata-publisher-replies")
 
     async def _check_master(self) -> None:
@@ -551,8 +552,7 @@ class AsyncPublisher:
         while True:
             await asyncio.sleep(min(1.0, REPLY_TIMEOUT / 4))
             if self._in_flight and time.monotonic() - max(self._in_flight[0].sent_at, self._replied_at) > REPLY_TIMEOUT:
-                if self._lose(PublishError(f"Redis did not answer within {REPLY_TIMEOUT:g}s"), generation):
-                    self._conn.abort()  # not close(): what asyncio still buffers for it is queued again already
+                self._give_up(PublishError(f"Redis did not answer within {REPLY_TIMEOUT:g}s"), generation)
                 return
 
     def _on_replies(self, replies: list, generation: int) -> None:
@@ -566,11 +566,11 @@ class AsyncPublisher:
             if not isinstance(exc, PublishError):
                 log.exception("publisher failed to handle Redis's replies")
                 exc = PublishError(f"handling replies failed: {exc}")
-            if self._lose(exc, generation):
-                self._conn.abort()
+            self._give_up(exc, generation)
 
-    def _lost_connection(self, exc: PublishError, generation: int) -> None:
-        """The connection's end, as its protocol saw it (closed by Redis, broken)."""
+    def _give_up(self, exc: PublishError, generation: int) -> None:
+        """Drop connection ``generation`` now, from a callback or the watchdog (:meth:`_lose`, then abort: not
+        close(), what asyncio still buffers for it is queued again already and would arrive twice)."""
         if self._lose(exc, generation):
             self._conn.abort()
 
@@ -902,7 +902,6 @@ class AsyncPublisher:
         batch.covers = covers
         batch.wait_at = wait_at
         return batch
-
 
     def _encode(self, ch: str, model: Any) -> bytes | None:
         """The payload of a queued quote or order book; ``None`` (a counted, logged skip) if it cannot be encoded."""

@@ -350,12 +350,6 @@ class IbkrStream(WebSocketStream):
         if type(frame) is not dict:  # orjson makes plain dicts
             self.stats.skip("ibkr: frame is not an object", raw)
             return None
-        if self.ready:
-            # Market data, nearly every frame: what _handle does with it, without its other checks.
-            topic = frame.get("topic")
-            if type(topic) is str and topic.startswith("smd+") and "error" not in frame:
-                quotes = self.book.apply(frame, self.received_ms())
-                return quotes if quotes else HEARTBEAT
         try:
             if not self.ready:
                 return self._on_login_frame(frame)
@@ -365,18 +359,18 @@ class IbkrStream(WebSocketStream):
             return None
 
     def _handle(self, frame: dict[str, Any]) -> Any:
+        topic = frame.get("topic")
+        if type(topic) is str and topic.startswith("smd+") and "error" not in frame:
+            quotes = self.book.apply(frame, self.received_ms())  # market data, nearly every frame: first
+            return quotes if quotes else HEARTBEAT
         if not frame:
             return HEARTBEAT  # the gateway's bare {} keep-alive (ibind ignores these too)
-        topic = frame.get("topic")
         if not isinstance(topic, str):
             topic = ""
         if "error" in frame or topic == "error":
             # e.g. a market-data line limit or a conid without permissions; the stream goes on.
             self.stats.skip("ibkr: websocket error message", frame)
             return HEARTBEAT
-        if topic.startswith("smd+"):
-            quotes = self.book.apply(frame, self.received_ms())
-            return quotes if quotes else HEARTBEAT
         if topic == "system":
             return HEARTBEAT
         if topic == "sts":
