@@ -27,7 +27,8 @@ Where the time goes
 Three tools, because wall-clock figures on this shared 2-core machine move by 2x between runs: py-spy samples of
 `livedata run` (``--profile`` reprints the saturation table from a fresh profile), callgrind instruction counts of the
 same code driven in one process (PYTHONHASHSEED=0, the difference of two run lengths so start-up cancels; they do not
-move while other processes load the machine), and perf_counter stamps inside the runner at a steady rate.
+move while other processes load the machine), and perf_counter stamps inside the runner at a steady rate
+(``runner_stages.py`` takes them again, on any machine).
 
 At saturation (100-item frames; about 5 quotes conflate into each one published). py-spy, 2,000 samples, after the
 third round below (a run at 3.65 us CPU a quote; the final run of the round measured 3.02):
@@ -58,19 +59,52 @@ runner, medians of 600 frames at 10k/s, socket readable -> pipeline written:
 by a third with the machine). Redis's replies came back in two reads a frame, each a task step of ~55 us cold before
 the replies were pushed (below): off the latency path at 10k/s, but CPU that competes at 50k/s.
 
-Where the targets stand (the final run of this round, quiet machine; figures move ~10% between runs):
->= 300k quotes/s is met (326,860; 3.02 us CPU a quote, was 3.85). p99 at 10k/s is 1.408 ms against floor + 0.15 =
-1.345 ms: 0.06 ms over. p99 at 50k/s is 1.278 ms against 1.0. The budget of the 10k/s target is 150 us over the
-floor for a 50-quote frame, 3 us a quote for all the runner does; its own part of a frame is ~320 us (table above):
-parse 2.2 us a quote, runtime loop + publish() 1.2, encode + RESP 2.4, hand-overs ~0.5, on a process that wakes
-every 5 ms and runs the same code about twice as slowly as in a loop (cold caches; hot, the encode of one quote is
-1.1 us and orjson.loads 0.2 us a quote). The p99 of the sum of two hops is below the sum of their p99s, which is
-what leaves the runner ~0.2 ms. At 50k/s the runner is busy ~40% of the time (8 us CPU a quote) and a frame often
-waits for the one before. What is left to try: handing a frame's quotes from the reader to the runtime without the
-queue and task wake-up (~20 us a frame), sending a frame's batch in the runtime's turn when no later frame is
-queued (the writer's wake-up; sent after every frame it cost conflation at saturation, see below), and beyond that
-compiled code on the per-quote path or a faster interpreter: Debian's PGO/LTO build of Python 3.11
-(/usr/bin/python3.11) ran a parse+encode micro-path 13% faster than this pyenv build (152 vs 175 us a 50-item frame).
+Where the targets stand. The same code on two machines of the same kind (2 cores each):
+
+  session 5's machine (2026-12-05): 326,860 quotes/s, 3.02 us CPU a quote: >= 300k met. p99 at 10k/s 1.408 ms
+    against floor + 0.15 = 1.345 ms (0.06 ms over). p99 at 50k/s 1.278 ms against 1.0.
+  a 2.6 GHz EPYC VM (2026-12-06), which runs the same code about 1.4 times more slowly (the naive loop: 120-138 us
+    a quote against 86), four runs of this script:
+      pyenv's CPython 3.11.7    214,777-266,025 quotes/s, 3.75-4.65 us a quote; p99 at 10k/s 1.38-1.87 ms
+                                against floor + 0.15 = 1.13-1.39; p99 at 50k/s 2.29-3.82 ms
+      Debian's CPython 3.11.2   292,984-306,461 quotes/s, 3.23-3.42 us a quote (>= 300k met in one of two runs);
+      (PGO, static libpython)   p99 at 10k/s 1.28-1.45 ms against 0.85-1.06; p99 at 50k/s 1.36-1.87 ms
+
+Where one 50-quote frame's time goes at 10k/s on the second machine (``runner_stages.py``; wall and CPU us a frame):
+
+  task WebSocketStream._read_loop (websockets recv(), on_frame, the queue)      212    212
+    TosStream.on_frame: orjson.loads + QuoteBook, 50 items                      172    172
+  task BrokerRuntime._read: publish() of 50 quotes                               95     91
+  task AsyncPublisher._writer                                                   473    266
+    _take_batch: to_dict, orjson.dumps, RESP, 50 quotes                         183    183
+    socket write                                                                239     32  (descheduled: redis-server
+                                                                                             runs on the writer's core)
+  socket reads: websocket frames and Redis replies (2 a frame)                  159    158
+    Redis replies parsed and matched                                             35     35
+  the event loop's own work (5.2 iterations a frame)                             75
+  = about 700 us of CPU a frame, 14 us a quote (4 us a quote at saturation)
+
+About 340 us of it is paid once a frame whatever it carries: websocket framing, the event loop, the tasks' own
+steps, the reply matching and the write. The 10k/s target allows the runner 150 us over the floor for the whole
+frame, and in practice ~0.3 ms (the p99 of a sum of hops is below the sum of their p99s, which leaves the runner that
+much). That is less than the per-frame work alone before any quote is parsed, merged, checked or encoded. The
+per-quote part (parse 3.4 us, publish() 1.8, encode and RESP 3.7, on a process that wakes every 5 ms to cold caches)
+has had three rounds of the changes below, and the faster interpreter build already takes 14-27% off the whole.
+At 50k/s the runner is busy about half the time, and a frame often waits for the one before.
+
+What could still be tried, each measured against the ~0.4 ms that separates the runner from the 10k/s target on this
+machine:
+  * Handing a frame's quotes from the reader to the runtime without the queue and a task wake-up: ~20-40 us a
+    frame.
+  * Sending a frame's batch in the runtime's turn when no later frame is queued, which saves the writer's wake-up.
+    Sent after every frame, it cost conflation at saturation (see below).
+  * Compiled code (C or Rust) for the plugin's parse and core's encode: perhaps 250 us a frame. It would need a
+    compiler or per-platform wheels, with this Python as the fallback, and the per-frame costs above would remain.
+
+Also measured and not taken on the second machine:
+  * Pinning the runner to one core, and redis-server and the streamer to the other (``taskset``). At 10k/s p50 was
+    1.32-1.36 ms against 1.28-1.30 unpinned, and p99 1.81-2.80 against 1.72-1.85; at 50k/s p99 was 2.39-2.45
+    against 2.08-3.64. No gain.
 
 Rounds of changes (callgrind, instructions per quote, same harness before and after each):
 
