@@ -40,10 +40,10 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runner import LIVEDATA, RedisProcess, cpu_seconds, describe, p99_ms  # noqa: E402
+from bench_runner import LIVEDATA, RedisProcess, TosLogin, cpu_seconds, describe, p99_ms  # noqa: E402
 from lean_subscriber import messages  # noqa: E402
 
-from livedata_schwab.testing import FakeSchwab, FakeSchwabServer  # noqa: E402
+from livedata_schwab.testing import FakeSchwab  # noqa: E402
 from livedata_tos.testing import FakeStreamer, data_frame  # noqa: E402
 
 N_QUOTE = 499  # + the sentinel = 500, the streamer's per-service cap (tos max_symbols)
@@ -335,19 +335,8 @@ def main() -> int:
 
     redis = RedisProcess()
     streamer = Streamer()
-    fake = FakeSchwab()
-    rest = FakeSchwabServer(fake).start()
-    preference = FakeStreamer()
-    preference.port = streamer.port
-    fake.routes["/trader/v1/userPreference"] = preference.user_preference()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_breadth."))
-    (tmp / "tokens").mkdir()
-    (tmp / "tokens" / "schwab.json").write_text(json.dumps(fake.saved_tokens()))
-    config = write_config(tmp, fake.base)
-    env = {**os.environ, "LIVEDATA_REDIS_URL": redis.url, "LIVEDATA_TOKEN_STORE": "file",
-           "LIVEDATA_TOKEN_DIR": str(tmp / "tokens")}  # fmt: skip
-    for key in ("LIVEDATA_SCHWAB_APP_KEY", "LIVEDATA_SCHWAB_APP_SECRET", "LIVEDATA_PREFIX"):
-        env.pop(key, None)
+    login = TosLogin(streamer.port, redis.url, write_config, "bench_breadth.")
+    config, env = login.config, login.env
     try:
         print(f"bench_breadth: {N_QUOTE} quote symbols at {QUOTE_RATE:,}/s, {N_DEPTH} depth symbols x {LEVELS} "
               f"levels x 10/s, {N_BARS} bar symbols; {seconds:.0f} s runs; Python {sys.version.split()[0]}, "
@@ -409,7 +398,7 @@ def main() -> int:
                  if floor_p99 > TARGET_P99_MS / 2 else ""))  # fmt: skip
     finally:
         streamer.close()
-        rest.stop()
+        login.close()
         redis.close()
     return 0
 

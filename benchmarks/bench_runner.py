@@ -716,6 +716,31 @@ def write_config(tmp: Path, rest_base: str) -> Path:
     return path
 
 
+class TosLogin:
+    """What `livedata run` needs to stream tos from a fake streamer on ``streamer_port``: a fake Schwab REST server
+    whose ``/userPreference`` names that streamer, a saved login in a token file, the config that
+    ``write_config(tmp, rest_base)`` writes into a fresh temporary folder, and the environment (Redis at
+    ``redis_url``, the file token store, no app key or prefix from the caller's environment)."""
+
+    def __init__(self, streamer_port: int, redis_url: str, write_config, prefix: str) -> None:
+        fake = FakeSchwab()
+        self.rest = FakeSchwabServer(fake).start()
+        preference = FakeStreamer()
+        preference.port = streamer_port
+        fake.routes["/trader/v1/userPreference"] = preference.user_preference()
+        self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
+        (self.tmp / "tokens").mkdir()
+        (self.tmp / "tokens" / "schwab.json").write_text(json.dumps(fake.saved_tokens()))
+        self.config = write_config(self.tmp, fake.base)
+        self.env = {**os.environ, "LIVEDATA_REDIS_URL": redis_url, "LIVEDATA_TOKEN_STORE": "file",
+                    "LIVEDATA_TOKEN_DIR": str(self.tmp / "tokens")}  # fmt: skip
+        for key in ("LIVEDATA_SCHWAB_APP_KEY", "LIVEDATA_SCHWAB_APP_SECRET", "LIVEDATA_PREFIX"):
+            self.env.pop(key, None)
+
+    def close(self) -> None:
+        self.rest.stop()
+
+
 def report(results: list[dict], fl: dict | None) -> None:
     floor10 = float("nan")
     if fl is not None:
@@ -850,19 +875,8 @@ def main() -> int:
 
     redis_server = RedisProcess()
     streamer = Streamer()
-    fake = FakeSchwab()
-    rest = FakeSchwabServer(fake).start()
-    preference = FakeStreamer()
-    preference.port = streamer.port
-    fake.routes["/trader/v1/userPreference"] = preference.user_preference()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_runner."))
-    (tmp / "tokens").mkdir()
-    (tmp / "tokens" / "schwab.json").write_text(json.dumps(fake.saved_tokens()))
-    config = write_config(tmp, fake.base)
-    env = {**os.environ, "LIVEDATA_REDIS_URL": redis_server.url, "LIVEDATA_TOKEN_STORE": "file",
-           "LIVEDATA_TOKEN_DIR": str(tmp / "tokens"), "LIVEDATA_SCHWAB_APP_KEY": "", "LIVEDATA_SCHWAB_APP_SECRET": ""}  # fmt: skip
-    for key in ("LIVEDATA_SCHWAB_APP_KEY", "LIVEDATA_SCHWAB_APP_SECRET", "LIVEDATA_PREFIX"):
-        env.pop(key, None)
+    login = TosLogin(streamer.port, redis_server.url, write_config, "bench_runner.")
+    tmp, config, env = login.tmp, login.config, login.env
     try:
         print(f"bench_runner: {N_SYMBOLS} symbols, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
               f"redis-server {redis_server.version}")  # fmt: skip
@@ -915,7 +929,7 @@ def main() -> int:
         report(results, fl)
     finally:
         streamer.close()
-        rest.stop()
+        login.close()
         redis_server.close()
     return 0
 

@@ -31,7 +31,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -150,21 +149,10 @@ def main() -> int:
 
     redis_server = bench.RedisProcess()
     streamer = bench.Streamer()
-    fake = bench.FakeSchwab()
-    rest = bench.FakeSchwabServer(fake).start()
-    preference = bench.FakeStreamer()
-    preference.port = streamer.port
-    fake.routes["/trader/v1/userPreference"] = preference.user_preference()
-    tmp = Path(tempfile.mkdtemp(prefix="runner_stages."))
-    (tmp / "tokens").mkdir()
-    (tmp / "tokens" / "schwab.json").write_text(json.dumps(fake.saved_tokens()))
-    config = bench.write_config(tmp, fake.base)
-    out = tmp / "stages.json"
-    env = {**os.environ, "LIVEDATA_REDIS_URL": redis_server.url, "LIVEDATA_TOKEN_STORE": "file",
-           "LIVEDATA_TOKEN_DIR": str(tmp / "tokens"), "RUNNER_STAGES_OUT": str(out)}  # fmt: skip
-    for key in ("LIVEDATA_SCHWAB_APP_KEY", "LIVEDATA_SCHWAB_APP_SECRET", "LIVEDATA_PREFIX"):
-        env.pop(key, None)
-    cmd = [sys.executable, str(Path(__file__).resolve()), CHILD_FLAG, "run", "-c", str(config), "--quiet", "--no-embedded"]
+    login = bench.TosLogin(streamer.port, redis_server.url, bench.write_config, "runner_stages.")
+    out = login.tmp / "stages.json"
+    env = {**login.env, "RUNNER_STAGES_OUT": str(out)}
+    cmd = [sys.executable, str(Path(__file__).resolve()), CHILD_FLAG, "run", "-c", str(login.config), "--quiet", "--no-embedded"]
     runner = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         streamer.call("wait", streamer.n_symbols)
@@ -187,7 +175,7 @@ def main() -> int:
         if runner.poll() is None:
             runner.kill()
         streamer.close()
-        rest.stop()
+        login.close()
         redis_server.close()
     return 0
 

@@ -202,3 +202,41 @@ def test_live_data_redis_publishes_to_the_cluster_with_spublish(redis_cluster):
         sync.configure()
         pubsub.close()
         client.close()
+
+
+def test_the_runner_checks_its_users_permissions_on_a_cluster_naming_what_is_missing(redis_cluster):
+    """The start-up permission check (docs/operations.md#access-control) on a cluster: queued in MULTI on the URL's
+    node, where a key of another node's slot is refused with NOPERM before it would be redirected."""
+    from livedata_core.channels import status_key
+    from livedata_core.runner.permissions import check_permissions
+
+    admins = [redis.Redis(port=node.port) for node in redis_cluster.nodes]
+    # The URL names a node that does not serve the status key's slot: its refusal must come from that node's ACL.
+    owner = _node_of(redis_cluster, status_key(""))
+    elsewhere = next(node.port for node in redis_cluster.nodes if node.port != owner)
+
+    def configure(user: str, secret: str) -> object:
+        url = f"redis://{user}:{secret}@127.0.0.1:{elsewhere}/0"
+        return load_config({"redis": {"url": url, "cluster": True, "sharded": True}}, env={})
+
+    try:
+        for admin in admins:
+            admin.execute_command(*"ACL SETUSER nospublish on >s1 resetchannels &* resetkeys ~* +@all -spublish".split())
+            admin.execute_command(*"ACL SETUSER narrow on >s2 resetchannels &* resetkeys ~live_data:latest:* +@all".split())
+        with pytest.raises(ConfigError, match=r"the Redis user 'nospublish' may not run SPUBLISH live_data:quotes:PERMISSION-CHECK "
+                                              r"\(needed for publishing quotes and account events\).*Grant it \+spublish"):
+            asyncio.run(check_permissions(configure("nospublish", "s1")))
+        with pytest.raises(ConfigError, match=r"may not run SET live_data:status \(needed for storing its status\).*"
+                                              r"Grant it a key pattern such as ~live_data:\*"):
+            asyncio.run(check_permissions(configure("narrow", "s2")))
+        # Granted everything: the check passes, though most of its keys and channels live on other nodes, and it
+        # wrote nothing anywhere.
+        for admin in admins:
+            admin.execute_command("ACL", "SETUSER", "nospublish", "+spublish")
+        before = [admin.dbsize() for admin in admins]
+        asyncio.run(check_permissions(configure("nospublish", "s1")))
+        assert [admin.dbsize() for admin in admins] == before
+    finally:
+        for admin in admins:
+            admin.execute_command("ACL", "DELUSER", "nospublish", "narrow")
+            admin.close()

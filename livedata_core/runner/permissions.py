@@ -7,6 +7,11 @@ writes nothing and publishes nothing. The first refusal is raised as a :class:`~
 naming the command, the key or channel and the ``ACL SETUSER`` rule that grants it. A user who may not even run
 ``MULTI`` is not checked (a warning says so) and the runner starts as before: a refusal then shows as a publish
 error in ``livedata status``.
+
+On a Redis Cluster the check runs on the URL's node. A key or channel of a slot that node does not serve (or of
+another slot than the transaction's first) is answered ``MOVED`` (``CROSSSLOT``...) instead of ``QUEUED``, but only
+after the user's permissions for it were checked: Redis refuses with ``NOPERM`` before it redirects. Every node of
+a cluster is expected to have the same users (one ACL file, or ``ACL SETUSER`` sent to each).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from ..aio_tools import within
 from ..channels import book_key, channel, control_channel, event_channel, latest_key, status_key, stream_key
 from ..errors import ConfigError
 from ..redis_io.control import reply_prefix
-from ..redis_io.topology import RedisTopology, async_client
+from ..redis_io.topology import RedisTopology, async_client, async_pubsub_client
 from ..redis_io.url import parse_redis_url
 from .config import RunnerConfig
 from .ha.lease import ha_keys
@@ -85,14 +90,14 @@ def _grant(command: str, args: tuple[str, ...], error: str) -> str:
 
 async def check_permissions(config: RunnerConfig, timeout: float = 5.0) -> None:
     """Raise :class:`~livedata_core.errors.ConfigError` if the Redis user of ``config.redis`` may not run one of
-    :func:`needed_commands`; return quietly when it may (or cannot be checked: a cluster, or ``MULTI`` refused).
+    :func:`needed_commands`; return quietly when it may (or cannot be checked: ``MULTI`` refused).
 
     Connection failures are left to the publisher's start (it says why Redis cannot be reached).
     """
     topology: RedisTopology = config.redis.topology
-    if topology.cluster:
-        return  # a transaction is per node; each node's ACL is the same file in practice, checked by the writes
-    client = async_client(topology, socket_connect_timeout=timeout, socket_timeout=timeout)
+    options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    # A transaction lives on one node: on a cluster, a plain client of the URL's node (see the module's docstring).
+    client = async_pubsub_client(topology, **options) if topology.cluster else async_client(topology, **options)
     try:
         refused = await within(_probe(client, needed_commands(config)), timeout * 2)
     except ConfigError:
@@ -134,6 +139,9 @@ async def _probe(client: Any, commands: list[tuple[str, tuple[str, ...], str]]) 
                 except redis.exceptions.NoPermissionError as exc:  # redis-py drops the NOPERM code from the text
                     refused = (command, args, purpose, f"NOPERM {exc}")
                     break
+                except (redis.exceptions.AskError, redis.exceptions.ClusterCrossSlotError, redis.exceptions.ClusterDownError,
+                        redis.exceptions.TryAgainError):  # fmt: skip
+                    pass  # a cluster node's "not here" (MOVED is an AskError): it checked the permissions first
         finally:
             await connection.send_command("DISCARD")
             await connection.read_response()
