@@ -18,13 +18,12 @@ below its low, is a malformed bar: counted (``livedata status``) and skipped, ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from livedata_core.models import Bar
-from livedata_core.plugin_kit.streaming import StreamStats
 
 from .symbols import CHART_EQUITY, CHART_FUTURES
+from .wanted import ItemParser
 
 __all__ = ["BAR_FIELDS", "BarParser", "request_fields"]
 
@@ -44,19 +43,8 @@ def request_fields(service: str) -> str:
     return "0,1,2,3,4,5,6,7,8" if service == CHART_EQUITY else "0,1,2,3,4,5,6"
 
 
-class BarParser:
+class BarParser(ItemParser):
     """Turns chart items into bars for the symbols :meth:`want` marked."""
-
-    def __init__(self, broker: str, stats: StreamStats) -> None:
-        self.broker = broker
-        self.stats = stats
-        self._wanted: set[str] = set()
-
-    def want(self, symbols: Iterable[str]) -> None:
-        self._wanted.update(symbols)
-
-    def forget(self, symbols: Iterable[str]) -> None:
-        self._wanted.difference_update(symbols)
 
     # {"data":[{"service":"CHART_EQUITY","timestamp":1715908546054,"command":"SUBS","content":[
     #   {"seq":0,"key":"MSFT","1":779,"2":421.65,"3":421.79,"4":421.65,"5":421.755,"6":26.0,"7":1715903940000,
@@ -65,23 +53,10 @@ class BarParser:
     #   "2":6858.25,"3":6858.75,"4":6857.75,"5":6858.5,"6":897}]}]}
     def apply(self, service: str, content: Any, envelope_ts: Any, received_at: int) -> list[Bar]:
         """One bar per well-formed item of a wanted symbol."""
-        if type(content) is not list:
-            self.stats.skip("bar content is not a list", content)
-            return []
         o_, h_, l_, c_, v_, t_ = BAR_FIELDS[service]
         ts = envelope_ts if type(envelope_ts) is int and envelope_ts > 0 else None
         out: list[Bar] = []
-        for item in content:
-            if type(item) is not dict:
-                self.stats.skip("malformed bar", item)
-                continue
-            symbol = item.get("key")
-            if type(symbol) is not str:
-                self.stats.skip("malformed bar", item)
-                continue
-            if symbol not in self._wanted:
-                self.stats.skip("bar for a symbol not subscribed", symbol)
-                continue
+        for item, symbol in self.wanted_items(content, "bar"):
             start = item.get(t_)
             o, h, l, c, volume = item.get(o_), item.get(h_), item.get(l_), item.get(c_), item.get(v_)
             seq = item.get("seq")

@@ -13,13 +13,12 @@ with a level silently missing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from livedata_core.models import Depth, DepthLevel
-from livedata_core.plugin_kit.streaming import StreamStats
 
 from .symbols import BOOKS
+from .wanted import ItemParser
 
 __all__ = ["BookParser", "request_fields"]
 
@@ -67,19 +66,8 @@ def _price(level: DepthLevel) -> float:
     return level.price
 
 
-class BookParser:
+class BookParser(ItemParser):
     """Turns book items into :class:`~livedata_core.models.Depth` for the symbols :meth:`want` marked."""
-
-    def __init__(self, broker: str, stats: StreamStats) -> None:
-        self.broker = broker
-        self.stats = stats
-        self._wanted: set[str] = set()
-
-    def want(self, symbols: Iterable[str]) -> None:
-        self._wanted.update(symbols)
-
-    def forget(self, symbols: Iterable[str]) -> None:
-        self._wanted.difference_update(symbols)
 
     # {"data":[{"service":"NASDAQ_BOOK","timestamp":1715908546054,"command":"SUBS","content":[
     #   {"key":"AAPL","1":1715908546000,
@@ -87,20 +75,10 @@ class BookParser:
     #    "3":[{"0":189.52,"1":100,"2":1,"3":[{"0":"BATS","1":100,"2":1715908545100}]}]}]}]}
     def apply(self, service: str, content: Any, envelope_ts: Any, received_at: int) -> list[Depth]:
         """One depth per well-formed item of a wanted symbol."""
-        if type(content) is not list:
-            self.stats.skip("book content is not a list", content)
-            return []
         book = BOOKS[service]
         fallback_ts = envelope_ts if type(envelope_ts) is int and envelope_ts > 0 else None
         out: list[Depth] = []
-        for item in content:
-            symbol = item.get("key") if type(item) is dict else None
-            if type(symbol) is not str:
-                self.stats.skip("malformed book", item)
-                continue
-            if symbol not in self._wanted:
-                self.stats.skip("book for a symbol not subscribed", symbol)
-                continue
+        for item, symbol in self.wanted_items(content, "book"):
             try:
                 bids = _levels(item.get("2", []), True)
                 asks = _levels(item.get("3", []), False)

@@ -297,3 +297,23 @@ def test_implied_statuses_follow_the_schwab_mapping():
         [activity_item(1, "1", "OrderMonitorUpdated", {"SchwabOrderID": "5", "Status": "WORKING",
                                                        "CumulativeQuantity": number(2)})], 0, 1, stats)  # fmt: skip
     assert working.status == "partially_filled"  # as REST: working with a filled quantity
+
+
+@pytest.mark.parametrize("what", ["bar", "book"])
+def test_chart_and_book_items_that_cannot_be_a_wanted_symbols_model_are_counted_by_reason(what):
+    from livedata_tos.bars import BarParser
+    from livedata_tos.books import BookParser
+    from livedata_tos.symbols import CHART_EQUITY, NASDAQ_BOOK
+
+    stats = StreamStats()
+    parser, service = (BarParser("tos", stats), CHART_EQUITY) if what == "bar" else (BookParser("tos", stats), NASDAQ_BOOK)
+    parser.want(["MSFT", "AAPL"])
+    parser.forget(["AAPL"])
+    good = {"key": "MSFT", "1": 1, "2": 421.65, "3": 421.79, "4": 421.65, "5": 421.7, "6": 26.0, "7": 1715903940000}
+    if what == "book":
+        good = {"key": "MSFT", "1": 1715908546000, "2": [{"0": 421.6, "1": 300, "2": 2}], "3": [{"0": 421.7, "1": 100, "2": 1}]}
+    assert parser.apply(service, {"not": "a list"}, None, 1) == []
+    out = parser.apply(service, [good, "text", {"key": 5}, {"key": "AAPL"}, {"key": "IBM"}, {**good}], None, 1)
+    assert [model.symbol for model in out] == ["MSFT", "MSFT"]
+    assert stats.skipped == {f"{what} content is not a list": 1, f"malformed {what}": 2,
+                             f"{what} for a symbol not subscribed": 2}  # fmt: skip
