@@ -1,9 +1,10 @@
 """End to end through the real runner: fake tos streamer -> `livedata run` -> redis-server -> subscriber.
 
 Run: ``python benchmarks/bench_runner.py`` (under 3 minutes on a quiet machine; ``--profile`` adds a py-spy profile of the runner at
-saturation, ``--no-uvloop`` and ``--no-ibkr`` skip those variants, ``--quick`` shortens everything). Every part is its own
+saturation, ``--one-loop`` and ``--no-ibkr`` skip those variants, ``--quick`` shortens everything). Every part is its own
 process: a private redis-server, the fake streamer (``livedata_tos.testing.FakeStreamer``), ``livedata run -c
-<config>`` (the console script, tos plugin, default settings; the config points the plugin at a fake Schwab REST
+<config>`` (the console script, tos plugin, default settings, so the event loop is uvloop where it is installed,
+as in the dev venv; the config points the plugin at a fake Schwab REST
 server from ``livedata_schwab.testing`` whose ``/userPreference`` names the fake streamer, the saved login is a
 token file), and a raw-socket hiredis subscriber (``lean_subscriber``). It prints, each measured in the same run:
 
@@ -16,8 +17,8 @@ token file), and a raw-socket hiredis subscriber (``lean_subscriber``). It print
   PUBLISH (50 per frame, one write) -> redis-server -> the same subscriber (the Redis hop alone);
   floor p99 = the sum of both hops' p99;
 * the naive loop in one process: websocket recv -> json.loads -> dict merge -> awaited redis-py PUBLISH per quote;
-* the runner started with uvloop installed as the event loop policy (``uvloop.install()`` before the same CLI),
-  when uvloop is importable;
+* where the default loop is uvloop, the same runner with ``--event-loop asyncio`` (the standard library's loop)
+  beside it;
 
 and states each issue-20 target as met or not: >= 300k quotes/s; p99 <= floor + 0.15 ms at 10k/s; p99 <= 1 ms
 at 50k/s. It imports only public parts: the plugins' testing helpers and the ``livedata`` console script.
@@ -133,10 +134,18 @@ Rounds of changes (callgrind, instructions per quote, same harness before and af
                                                                             ready, parse_number remembers text it
                                                                             read (4,096 entries, cleared when full)
 
+Taken after measuring: uvloop, as the optional extra ``livedata-core[uvloop]``. ``event_loop = "auto"``, the
+default, picks it up where it is installed (it is in the dev venv, through the testing extra);
+``--event-loop asyncio`` keeps the standard loop.
+  * At saturation it was within noise of the standard loop in session 5's runs. Final run: 321,296 vs 326,860
+    quotes/s; 10k/s p99 1.437 vs 1.408 ms; 50k/s p99 1.239 vs 1.278 ms. An earlier run: 276,787 vs 273,005, and
+    50k/s p99 1.977 vs 1.335. There the loop is 2% of the time.
+  * At a steady rate a frame's fixed costs are a large share (the table above), and there it pays. These are
+    interleaved runs on the second machine, four of each, uvloop against asyncio:
+      10k/s: 13.7 against 15.3 us CPU a quote, p50 0.99 against 1.10 ms.
+      50k/s: 7.5 against 8.9 us CPU a quote, p99 1.38 against 1.75 ms on average (1.34-1.44 against 1.44-2.03).
+
 Measured and not taken:
-  * uvloop (``--no-uvloop`` skips it; not a dependency, nothing picks it up): within noise of the default loop in
-    every run of this round (final run: 321,296 vs 326,860 quotes/s; 10k/s p99 1.437 vs 1.408 ms; 50k/s p99 1.239
-    vs 1.278 ms; an earlier run 276,787 vs 273,005 and 50k/s p99 1.977 vs 1.335): the loop is 2% of the time.
   * msgspec: decoding a frame is 30% faster but differs from orjson at the edges the lenient fallback relies on
     (1e400, huge integers); encoding an attrs Quote is 1.3 us against 2.4 us, but it writes the keys sorted
     alphabetically, unlike every other payload: not worth a second JSON library with another key order.
@@ -158,6 +167,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -580,16 +590,13 @@ def naive_process(conn, url: str, redis_url: str) -> None:
 
 
 class Runner:
-    """``livedata run -c CONFIG --quiet --no-embedded`` in its own process (optionally under uvloop or py-spy)."""
+    """``livedata run -c CONFIG --quiet --no-embedded`` in its own process (optionally ``--event-loop LOOP``, or
+    under py-spy)."""
 
-    def __init__(self, config: Path, env: dict[str, str], uvloop: bool = False, profile_to: str | None = None):
-        args = ["run", "-c", str(config), "--quiet", "--no-embedded"]
-        if uvloop:
-            code = ("import runpy, sys, uvloop; uvloop.install(); sys.argv[0] = 'livedata'; "
-                    f"runpy.run_path({str(LIVEDATA)!r}, run_name='__main__')")  # fmt: skip
-            cmd = [sys.executable, "-c", code, *args]
-        else:
-            cmd = [str(LIVEDATA), *args]
+    def __init__(self, config: Path, env: dict[str, str], loop: str | None = None, profile_to: str | None = None):
+        cmd = [str(LIVEDATA), "run", "-c", str(config), "--quiet", "--no-embedded"]
+        if loop is not None:
+            cmd += ["--event-loop", loop]
         if profile_to:
             pyspy = Path(sys.executable).parent / "py-spy"
             cmd = [str(pyspy), "record", "-r", "250", "-f", "raw", "-o", profile_to, "--", *cmd]
@@ -841,9 +848,9 @@ def summarize_profile(path: str) -> str:
     return "\n".join(lines)
 
 
-def profile(config: Path, env: dict, streamer, redis_server: RedisProcess, frames: int, uvloop: bool, tag: str) -> str:
-    out = f"/tmp/bench_runner_profile_{tag}{'_uvloop' if uvloop else ''}.txt"
-    runner = Runner(config, env, uvloop=uvloop, profile_to=out)
+def profile(config: Path, env: dict, streamer, redis_server: RedisProcess, frames: int, loop: str | None, tag: str) -> str:
+    out = f"/tmp/bench_runner_profile_{tag}{'_' + loop if loop else ''}.txt"
+    runner = Runner(config, env, loop=loop, profile_to=out)
     streamer.call("wait", streamer.n_symbols)
     tp = throughput(streamer, redis_server, runner.pid, frames)
     runner.stop()
@@ -856,7 +863,8 @@ def profile(config: Path, env: dict, streamer, redis_server: RedisProcess, frame
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", action="store_true", help="also profile the runner at saturation with py-spy")
-    parser.add_argument("--no-uvloop", action="store_true", help="skip the uvloop variant")
+    parser.add_argument("--one-loop", action="store_true", help="only the default event loop (auto), not also the "
+                        "standard asyncio one beside it where uvloop is installed")
     parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
     parser.add_argument("--profile-only", action="store_true", help="only the profile")
     parser.add_argument("--no-ibkr", action="store_true", help="skip the ibkr runs")
@@ -866,12 +874,8 @@ def main() -> int:
     if args.quick:
         sizes.blast_frames, sizes.naive_frames, sizes.steady_seconds, sizes.profile_frames = 1000, 100, 1.0, 3000
         sizes.ibkr_frames = 20_000
-    try:
-        import uvloop  # noqa: F401
-
-        have_uvloop = not args.no_uvloop
-    except ImportError:
-        have_uvloop = False
+    default_loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    also_asyncio = default_loop == "uvloop" and not args.one_loop  # the standard loop side by side
 
     redis_server = RedisProcess()
     streamer = Streamer()
@@ -882,17 +886,17 @@ def main() -> int:
               f"redis-server {redis_server.version}")  # fmt: skip
         if args.profile or args.profile_only:
             if not args.ibkr_only:
-                print("profile tos, default loop:", profile(config, env, streamer, redis_server, sizes.profile_frames,
-                                                            uvloop=False, tag="tos"))  # fmt: skip
-                if have_uvloop:
-                    print("profile tos, uvloop:", profile(config, env, streamer, redis_server, sizes.profile_frames,
-                                                          uvloop=True, tag="tos"))  # fmt: skip
+                print(f"profile tos, default loop ({default_loop}):", profile(config, env, streamer, redis_server,
+                                                                           sizes.profile_frames, None, "tos"))  # fmt: skip
+                if also_asyncio:
+                    print("profile tos, --event-loop asyncio:", profile(config, env, streamer, redis_server,
+                                                                        sizes.profile_frames, "asyncio", "tos"))  # fmt: skip
             if not args.no_ibkr:
                 gateway = Gateway()
                 try:
                     ibkr_config = write_ibkr_config(tmp, gateway.settings)
-                    print("profile ibkr, default loop:", profile(ibkr_config, env, gateway, redis_server,
-                                                                 sizes.ibkr_frames, uvloop=False, tag="ibkr"))  # fmt: skip
+                    print(f"profile ibkr, default loop ({default_loop}):", profile(ibkr_config, env, gateway, redis_server,
+                                                                                sizes.ibkr_frames, None, "ibkr"))  # fmt: skip
                 finally:
                     gateway.close()
             if args.profile_only:
@@ -904,8 +908,8 @@ def main() -> int:
             try:
                 ibkr_config = write_ibkr_config(tmp, gateway.settings)
                 runner = Runner(ibkr_config, env)
-                results.append(measure("livedata run (ibkr plugin, default settings, one quote per WSS frame; "
-                                       "floor above is the tos plain-ws one)", runner, gateway, redis_server, sizes,
+                results.append(measure(f"livedata run (ibkr plugin, default settings: event loop {default_loop}; one quote "
+                                       "per WSS frame; floor above is the tos plain-ws one)", runner, gateway, redis_server, sizes,
                                        sizes.ibkr_frames))  # fmt: skip
                 results[-1]["targets"] = True
             finally:
@@ -914,13 +918,13 @@ def main() -> int:
                 report(results, None)
                 return 0
         runner = Runner(config, env)
-        results.append(measure("livedata run (tos plugin, default settings)", runner, streamer, redis_server, sizes,
-                               sizes.blast_frames))  # fmt: skip
+        results.append(measure(f"livedata run (tos plugin, default settings: event loop {default_loop})", runner, streamer,
+                               redis_server, sizes, sizes.blast_frames))  # fmt: skip
         results[-1]["targets"] = True
-        if have_uvloop:
-            runner = Runner(config, env, uvloop=True)
-            results.append(measure("livedata run under uvloop.install()", runner, streamer, redis_server, sizes,
-                                   sizes.blast_frames))  # fmt: skip
+        if also_asyncio:
+            runner = Runner(config, env, loop="asyncio")
+            results.append(measure("livedata run --event-loop asyncio (tos plugin, the standard loop)", runner, streamer,
+                                   redis_server, sizes, sizes.blast_frames))  # fmt: skip
             results[-1]["targets"] = True
         naive = Naive(streamer.url, redis_server.url)
         results.append(measure("naive loop (websocket recv -> json.loads -> awaited redis-py PUBLISH per quote)",

@@ -79,7 +79,8 @@ def test_internal_dependencies_have_a_compatible_version_range(project):
 def test_test_tools_are_the_testing_extra_everywhere(project):
     extras = _pyproject(project).get("optional-dependencies", {})
     assert "testing" in extras, f"{project.name}/pyproject.toml has no `testing` extra"
-    assert set(extras) <= {"testing", "embedded"}, f"{project.name}: one name for test dependencies, `testing`"
+    # Beside `testing`, only the runtime extras: a redis-server to embed, and uvloop (event_loop = "auto").
+    assert set(extras) <= {"testing", "embedded", "uvloop"}, f"{project.name}: one name for test dependencies, `testing`"
     testing = {Requirement(r).name: Requirement(r) for r in extras["testing"]}
     if project == ROOT:
         assert "pytest" in testing  # livedata_core.testing is a pytest plugin

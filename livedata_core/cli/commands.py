@@ -199,7 +199,7 @@ def _start_embedded_redis() -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     import attrs
 
-    from ..runner import Runner, load_config_file
+    from ..runner import Runner, event_loop, load_config_file
     from ..runner.config import BrokerConfig
 
     env = dict(os.environ)
@@ -212,6 +212,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = _with_metrics_port(config, args.metrics_port)
     if args.record:
         config = attrs.evolve(config, record_dir=args.record)
+    if args.event_loop:
+        config = attrs.evolve(config, event_loop=args.event_loop)
+    loop_factory, loop_name = event_loop.loop_factory(config.event_loop)
     from_file = set(config.brokers)
     if args.broker:
         missing = [b for b in args.broker if b not in config.brokers]
@@ -248,7 +251,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
-        asyncio.run(_run(runner, quiet=args.quiet, watch=_watch_command(args, embedded.url if embedded else None)))
+        event_loop.run(_run(runner, quiet=args.quiet, watch=_watch_command(args, embedded.url if embedded else None)),
+                       loop_factory)
     finally:
         if embedded is not None:
             embedded.close()
@@ -332,8 +336,8 @@ async def _run_once(runner: Any, quiet: bool, watch: str) -> None:
     if not quiet:
         brokers = ", ".join(f"{n} ({_count(len(rt.symbols), 'symbol')})" for n, rt in runner.runtimes.items())
         print(
-            f"livedata: running {brokers} -> {runner.config.redis.topology.describe()}; channels live_data:<type>:<id>. "
-            "Ctrl-C to stop.",
+            f"livedata: running {brokers} -> {runner.config.redis.topology.describe()}; channels live_data:<type>:<id>; "
+            f"event loop {runner.event_loop}. Ctrl-C to stop.",
             file=sys.stderr,
         )
         print(f"livedata: to watch it, run in another terminal:  {watch}", file=sys.stderr)
@@ -521,6 +525,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     pub = status["publisher"]
     print(f"runner pid {status['pid']}, up since {_ago(status['started_at'], now)}, Redis {status['redis']}"
           + (f", prefix {status['prefix']!r}" if status.get("prefix") else "")
+          + (f", event loop {status['event_loop']}" if status.get("event_loop") else "")
           + (" [STALE: runner not answering]" if status.get("stale") else ""))
     print(f"publisher: {'connected' if pub['connected'] else 'NOT CONNECTED'}, published {pub['published']}, "
           f"pending {pub['pending']}, conflated {pub['conflated']}, errors {pub['errors']}"
@@ -861,6 +866,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line (also LIVEDATA_LOG_FORMAT=json)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    from ..runner.event_loop import add_event_loop_option
+
     p = sub.add_parser("run", help="run the configured brokers into Redis (default: the demo broker)",
                        description="Run brokers into Redis until Ctrl-C or SIGTERM. With no configuration, runs the "
                        "built-in demo broker. If no Redis is reachable at the default URL, starts an embedded one.")
@@ -876,6 +883,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", metavar="DIR", help="record every instance's frames and REST answers into DIR, secrets "
                    "redacted (one folder per instance, one file per hour; default: [record] dir, else none; "
                    "replay with `livedata replay DIR`, docs/recording.md)")
+    add_event_loop_option(p)
     _redis_args(p)
     p.set_defaults(func=cmd_run)
 

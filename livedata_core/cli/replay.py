@@ -57,6 +57,8 @@ def parse_time(text: str, first: float | None) -> float:
 
 
 def add_parser(sub: Any, redis_args: Any) -> None:
+    from ..runner.event_loop import add_event_loop_option
+
     p = sub.add_parser(
         "replay", help="replay a recording (livedata run --record) into Redis",
         description="Feed a recording made by `livedata run --record DIR` through the same plugin parsers and the "
@@ -70,6 +72,7 @@ def add_parser(sub: Any, redis_args: Any) -> None:
     p.add_argument("--instance", "-b", action="append", metavar="NAME",
                    help="replay only this instance of the recording (repeatable; default: all)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    add_event_loop_option(p)
     redis_args(p)
     p.set_defaults(func=cmd_replay)
 
@@ -78,7 +81,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from ..recording.reader import Recording
     from ..runner.replay import Replay
     from ..redis_io.publisher import make_publisher
-    from ..runner import load_config_file
+    from ..runner import event_loop, load_config_file
 
     env = dict(os.environ)
     if args.redis_url:
@@ -86,6 +89,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.prefix is not None:
         env["LIVEDATA_PREFIX"] = args.prefix
     config = load_config_file(args.config, env=env)
+    loop_factory, _ = event_loop.loop_factory(args.event_loop or config.event_loop)
     speed = parse_speed(args.speed)
     recording = Recording(args.dir)
     first = _first_time(recording)
@@ -97,7 +101,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                                streams=config.redis.streams, stream_maxlen=config.redis.stream_maxlen)  # fmt: skip
     settings = {name: dict(bc.settings) for name, bc in config.brokers.items()}
     replay = Replay(recording, publisher, speed=speed, start=start, end=end, instances=args.instance, settings=settings)
-    asyncio.run(_replay(replay, publisher, config, args.quiet))
+    event_loop.run(_replay(replay, publisher, config, args.quiet), loop_factory)
     return 0
 
 

@@ -17,6 +17,7 @@ from ..redis_io.publisher import make_publisher
 from ..plugin_kit.tokens import TokenStore, resolve_token_store
 from .broker_runtime import CLOSE_TIMEOUT, DRAIN_TIMEOUT, BrokerRuntime
 from .config import RunnerConfig
+from .event_loop import running_loop_name
 from .control_server import ControlServer
 from .ha import Lease
 from .ha.handover import adopt_symbols
@@ -114,6 +115,8 @@ class Runner:
                                                      settings=_jsonable(rt.config.settings))
         self._stop = asyncio.Event()
         self.started_at: float | None = None
+        self.event_loop: str | None = None
+        """``"uvloop"`` or ``"asyncio"``: the loop :meth:`run` runs on (``None`` before it runs)."""
         self.ready = asyncio.Event()
         self.lost_lease: str | None = None
         """Why this runner stopped leading (``[ha]``): it lost its lease, and :meth:`run` returned without being
@@ -161,6 +164,7 @@ class Runner:
                 await self.ha.release()
             raise
         self.started_at = time.time()
+        self.event_loop = running_loop_name()
         if self.recorder is not None:
             self.recorder.start()
             log.info("recording every instance's frames and REST answers into %s", self.recorder.directory)
@@ -281,6 +285,7 @@ class Runner:
         return {
             "pid": os.getpid(),
             "started_at": self.started_at,
+            "event_loop": self.event_loop,
             "now": time.time(),
             "redis": self.config.redis.topology.describe(),
             "prefix": self.config.redis.prefix,

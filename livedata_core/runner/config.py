@@ -60,6 +60,7 @@ import attrs
 from ..plugin_kit.broker import RUNNER_KEYS, name_problem
 from ..channels import validate_identifier, validate_prefix
 from ..errors import ConfigError, InvalidIdentifier
+from .event_loop import EVENT_LOOPS
 from .ops.market_hours import parse_classes, parse_patterns
 from ..plugin_kit.limits import (
     MAX_INTERVAL, MAX_STREAM_MAXLEN, MAX_SYMBOLS_CAP, MAX_TIMEOUT, MAX_WAIT, Between, between, seconds,
@@ -234,6 +235,9 @@ class RunnerConfig:
     by ``[market_hours.<name>]`` tables; empty means the built-in ones."""
     ha: HaConfig | None = None
     """Hot standby (the ``[ha]`` table); ``None``: this runner leads alone, as before."""
+    event_loop: str = "auto"
+    """``auto`` (uvloop when it is installed), ``asyncio`` or ``uvloop``
+    (:mod:`livedata_core.runner.event_loop`); ``LIVEDATA_EVENT_LOOP`` wins over the file."""
 
 
 def _table(data: Any, where: str) -> dict[str, Any]:
@@ -411,7 +415,7 @@ def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | Non
     data = dict(data or {})
     env = dict(os.environ if env is None else env)
     _unknown(data, {"redis", "brokers", "backoff", "status_interval", "shutdown_timeout", "metrics", "market_hours", "record",
-                    "ha"}, "top level")
+                    "ha", "event_loop"}, "top level")
     redis = _redis(_table(data.get("redis", {}), "[redis]"), env)
     backoff_data = _table(data.get("backoff", {}), "[backoff]")
     _unknown(backoff_data, {"initial", "max", "login_retry"}, "[backoff]")
@@ -438,7 +442,17 @@ def load_config(data: dict[str, Any] | None = None, *, env: dict[str, str] | Non
         record_dir=_record(data["record"]) if "record" in data else None,
         market_hours=parse_classes(data.get("market_hours", {})),
         ha=_ha(data["ha"]) if "ha" in data else None,
+        event_loop=_event_loop(data.get("event_loop", "auto"), env),
     )
+
+
+def _event_loop(value: Any, env: dict[str, str]) -> str:
+    where = "event_loop"
+    if env.get("LIVEDATA_EVENT_LOOP"):
+        value, where = env["LIVEDATA_EVENT_LOOP"], "LIVEDATA_EVENT_LOOP"
+    if value not in EVENT_LOOPS:
+        raise ConfigError(f"{where} must be one of {', '.join(EVENT_LOOPS)}, was {value!r}")
+    return value
 
 
 def _record(data: Any) -> str:

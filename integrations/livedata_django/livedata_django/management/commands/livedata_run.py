@@ -43,7 +43,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         import attrs
 
-        from livedata_core.runner import Runner, load_config_file
+        from livedata_core.runner import Runner, event_loop, load_config_file
 
         mask_secrets_in_handlers()
         try:
@@ -54,6 +54,7 @@ class Command(BaseCommand):
                     raise ConfigError(f"--broker {', '.join(missing)}: not configured; configured: "
                                       f"{', '.join(sorted(config.brokers))}")  # fmt: skip
                 config = attrs.evolve(config, brokers={b: config.brokers[b] for b in options["broker"]})
+            loop_factory, _ = event_loop.loop_factory(config.event_loop)  # event_loop = "auto": uvloop if installed
             store = self.store = ModelTokenStore()
             self.runner = Runner(config, token_store=store)
             for key in schwab_token_keys(self.runner):  # before anything starts: whose row serves each login
@@ -64,7 +65,7 @@ class Command(BaseCommand):
         finally:
             connections.close_all()  # the store opens its own when it needs one; none idles for the whole run
         try:
-            asyncio.run(self._run())
+            event_loop.run(self._run(), loop_factory)
         except LivedataError as exc:
             raise CommandError(str(exc)) from None
 
