@@ -5,7 +5,9 @@ private redis-server, the fake tos streamer sending 50-quote frames, the tos plu
 subscriber), except that the runner is started through this script, which times the runner's internals before
 it hands over to the ``livedata`` CLI. It is a diagnostic, not a benchmark: the wrappers cost about 1 us each, and
 they reach into private names (asyncio's ``Handle._run``, ``BaseEventLoop._run_once``, the selector transport, the
-publisher's ``_take_batch``); a name that moved stops it with an error saying which.
+publisher's ``_take_batch``); a name that moved stops it with an error saying which. The runner runs on the
+standard asyncio loop (``--event-loop asyncio``), whose parts these are; under uvloop, the default where it is
+installed, the loop's own work and the socket reads and writes cost less (``bench_runner.py`` compares the two).
 
 For each stage it prints the wall time a frame, the CPU time a frame (``time.thread_time``), and calls a frame:
 
@@ -152,7 +154,9 @@ def main() -> int:
     login = bench.TosLogin(streamer.port, redis_server.url, bench.write_config, "runner_stages.")
     out = login.tmp / "stages.json"
     env = {**login.env, "RUNNER_STAGES_OUT": str(out)}
-    cmd = [sys.executable, str(Path(__file__).resolve()), CHILD_FLAG, "run", "-c", str(login.config), "--quiet", "--no-embedded"]
+    # The standard loop: the hooks above are asyncio's own (uvloop's loop and transports are compiled).
+    cmd = [sys.executable, str(Path(__file__).resolve()), CHILD_FLAG, "run", "-c", str(login.config), "--quiet",
+           "--no-embedded", "--event-loop", "asyncio"]
     runner = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         streamer.call("wait", streamer.n_symbols)
