@@ -2,7 +2,7 @@
 
 uvloop (``pip install 'livedata-core[uvloop]'``, Linux and macOS) runs the loop's own work and the sockets'
 reads and writes in C. At a steady rate a frame's fixed costs are a large part of the runner's time, and there it
-cut CPU a quote by 10-16% and p99 at 50k quotes/s by a fifth (docs/operations.md#speed-one-runner-one-core).
+took 2-16% off the CPU a quote (docs/operations.md#speed-one-runner-one-core).
 ``event_loop = "auto"`` (the default) takes it when it is installed.
 """
 
