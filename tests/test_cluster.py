@@ -223,12 +223,17 @@ def test_the_runner_checks_its_users_permissions_on_a_cluster_naming_what_is_mis
         for admin in admins:
             admin.execute_command(*"ACL SETUSER nospublish on >s1 resetchannels &* resetkeys ~* +@all -spublish".split())
             admin.execute_command(*"ACL SETUSER narrow on >s2 resetchannels &* resetkeys ~live_data:latest:* +@all".split())
+            admin.execute_command(*"ACL SETUSER noslots on >s3 resetchannels &* resetkeys ~* +@all -cluster|slots".split())
         with pytest.raises(ConfigError, match=r"the Redis user 'nospublish' may not run SPUBLISH live_data:quotes:PERMISSION-CHECK "
                                               r"\(needed for publishing quotes and account events\).*Grant it \+spublish"):
             asyncio.run(check_permissions(configure("nospublish", "s1")))
         with pytest.raises(ConfigError, match=r"may not run SET live_data:status \(needed for storing its status\).*"
                                               r"Grant it a key pattern such as ~live_data:\*"):
             asyncio.run(check_permissions(configure("narrow", "s2")))
+        # The cluster client's own CLUSTER SLOTS, without which the publisher could not find the nodes.
+        with pytest.raises(ConfigError, match=r"may not run CLUSTER SLOTS \(needed for finding the cluster's nodes\).*"
+                                              r"Grant it \+cluster\|slots"):
+            asyncio.run(check_permissions(configure("noslots", "s3")))
         # Granted everything: the check passes, though most of its keys and channels live on other nodes, and it
         # wrote nothing anywhere.
         for admin in admins:
@@ -238,5 +243,5 @@ def test_the_runner_checks_its_users_permissions_on_a_cluster_naming_what_is_mis
         assert [admin.dbsize() for admin in admins] == before
     finally:
         for admin in admins:
-            admin.execute_command("ACL", "DELUSER", "nospublish", "narrow")
+            admin.execute_command("ACL", "DELUSER", "nospublish", "narrow", "noslots")
             admin.close()

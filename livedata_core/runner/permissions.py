@@ -8,10 +8,12 @@ naming the command, the key or channel and the ``ACL SETUSER`` rule that grants 
 ``MULTI`` is not checked (a warning says so) and the runner starts as before: a refusal then shows as a publish
 error in ``livedata status``.
 
-On a Redis Cluster the check runs on the URL's node. A key or channel of a slot that node does not serve (or of
-another slot than the transaction's first) is answered ``MOVED`` (``CROSSSLOT``...) instead of ``QUEUED``, but only
-after the user's permissions for it were checked: Redis refuses with ``NOPERM`` before it redirects. Every node of
-a cluster is expected to have the same users (one ACL file, or ``ACL SETUSER`` sent to each).
+On a Redis Cluster the check runs on the URL's node (with ``CLUSTER SLOTS``, which the cluster client needs to find
+the nodes). A key or channel of a slot that node does not serve is answered ``MOVED`` instead of ``QUEUED``, but
+only after the user's permissions for it were checked: Redis refuses with ``NOPERM`` before it redirects. Every node
+of a cluster is expected to have the same users (one ACL file, or ``ACL SETUSER`` sent to each). Where the URL's
+node cannot be reached, a warning says the check was skipped (the publisher may still start through another seed
+node).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def needed_commands(config: RunnerConfig) -> list[tuple[str, tuple[str, ...], st
         out.append(("WAIT", ("1", "1"), "waiting for replicas (wait_replicas)"))
     if redis.sentinels:
         out.append(("ROLE", (), "checking it writes to the master (Sentinel)"))
+    if redis.cluster:
+        out.append(("CLUSTER", ("SLOTS",), "finding the cluster's nodes"))
     if config.ha is not None:
         lease, epoch, runners = ha_keys(prefix)
         # Each command the lease scripts run (LEASE_COMMANDS): Redis checks those only when a script runs them.
@@ -85,6 +89,8 @@ def _grant(command: str, args: tuple[str, ...], error: str) -> str:
         return f"a channel pattern such as &{args[0].rsplit(':', 1)[0]}:*"
     if "key" in error:
         return f"a key pattern such as ~{args[0].split(':', 1)[0]}:*"
+    if "|" in error:  # a subcommand ('cluster|slots'): granting it alone is enough
+        return f"+{command.lower()}|{args[0].lower()}"
     return f"+{command.lower()}"
 
 
@@ -103,7 +109,9 @@ async def check_permissions(config: RunnerConfig, timeout: float = 5.0) -> None:
     except ConfigError:
         raise
     except Exception as exc:
-        log.debug("permission check skipped: %s", exc)
+        # One server down: the publisher's start says so next. A cluster may still be reached through another seed.
+        (log.warning if topology.cluster else log.debug)("permission check skipped (the URL's node: %s); a missing "
+                                                          "permission will show as publish errors", exc)  # fmt: skip
         return
     finally:
         await client.aclose()
