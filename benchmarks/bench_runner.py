@@ -731,7 +731,7 @@ class TosLogin:
     """What `livedata run` needs to stream tos from a fake streamer on ``streamer_port``: a fake Schwab REST server
     whose ``/userPreference`` names that streamer, a saved login in a token file, the config that
     ``write_config(tmp, rest_base)`` writes into a fresh temporary folder, and the environment (Redis at
-    ``redis_url``, the file token store, no app key or prefix from the caller's environment)."""
+    ``redis_url``, the file token store, no app key, prefix or event loop from the caller's environment)."""
 
     def __init__(self, streamer_port: int, redis_url: str, write_config, prefix: str) -> None:
         fake = FakeSchwab()
@@ -745,7 +745,7 @@ class TosLogin:
         self.config = write_config(self.tmp, fake.base)
         self.env = {**os.environ, "LIVEDATA_REDIS_URL": redis_url, "LIVEDATA_TOKEN_STORE": "file",
                     "LIVEDATA_TOKEN_DIR": str(self.tmp / "tokens")}  # fmt: skip
-        for key in ("LIVEDATA_SCHWAB_APP_KEY", "LIVEDATA_SCHWAB_APP_SECRET", "LIVEDATA_PREFIX"):
+        for key in ("LIVEDATA_SCHWAB_APP_KEY", "LIVEDATA_SCHWAB_APP_SECRET", "LIVEDATA_PREFIX", "LIVEDATA_EVENT_LOOP"):
             self.env.pop(key, None)
 
     def close(self) -> None:

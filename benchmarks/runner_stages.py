@@ -47,7 +47,6 @@ def run_timed_cli(argv: list[str]) -> int:
     import asyncio.base_events
     import asyncio.events
     import asyncio.selector_events
-    import atexit
     import selectors
 
     from livedata_core.cli.commands import main
@@ -112,8 +111,8 @@ def run_timed_cli(argv: list[str]) -> int:
     def dump() -> None:
         Path(os.environ["RUNNER_STAGES_OUT"]).write_text(json.dumps({"wall": wall, "cpu": cpu, "calls": calls}))
 
-    signal.signal(signal.SIGUSR1, reset)
-    atexit.register(dump)
+    signal.signal(signal.SIGUSR1, reset)  # count from here
+    signal.signal(signal.SIGUSR2, lambda *_: dump())  # write what was counted (before the stop, which is not timed)
     sys.argv[0] = "livedata"
     return main(argv)
 
@@ -165,6 +164,11 @@ def main() -> int:
         os.kill(runner.pid, signal.SIGUSR1)  # count from here
         time.sleep(0.1)
         res = bench.latency(streamer, redis_server, runner.pid, args.rate, args.seconds)
+        os.kill(runner.pid, signal.SIGUSR2)
+        for _ in range(100):
+            if out.exists():
+                break
+            time.sleep(0.05)
         runner.send_signal(signal.SIGTERM)
         _, err = runner.communicate(timeout=60)
         if not out.exists():

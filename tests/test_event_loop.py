@@ -25,8 +25,9 @@ WITHOUT_UVLOOP = "import sys; sys.modules['uvloop'] = None; from livedata_core.c
 CONFIG = "status_interval = 0.2\n[brokers.demo]\nsymbols = ['AAPL']\nquotes_per_second = 50\n"
 
 
-def start(tmp_path, redis_server, *args: str, without_uvloop: bool = False, env: dict | None = None) -> subprocess.Popen:
-    (tmp_path / "livedata.toml").write_text(CONFIG)
+def start(tmp_path, redis_server, *args: str, without_uvloop: bool = False, env: dict | None = None,
+          file_loop: str | None = None) -> subprocess.Popen:
+    (tmp_path / "livedata.toml").write_text((f"event_loop = {file_loop!r}\n" if file_loop else "") + CONFIG)
     code = WITHOUT_UVLOOP if without_uvloop else "import sys; from livedata_core.cli.commands import main; sys.exit(main())"
     environment = {**os.environ, "LIVEDATA_REDIS_URL": redis_server.url}
     environment.pop("LIVEDATA_EVENT_LOOP", None)
@@ -70,23 +71,25 @@ def test_by_default_the_runner_takes_uvloop_when_it_is_installed_and_asyncio_whe
     assert loop == ("uvloop" if HAVE_UVLOOP else "asyncio")
     loop, _ = running_on(start(tmp_path, redis_server, without_uvloop=True), redis_server)
     assert loop == "asyncio"
-    # The environment wins over the file, and the flag over both.
-    (tmp_path / "sub").mkdir()
-    loop, _ = running_on(start(tmp_path / "sub", redis_server, env={"LIVEDATA_EVENT_LOOP": "asyncio"}), redis_server)
-    assert loop == "asyncio"
 
 
 @needs_uvloop
-def test_the_flag_wins_over_the_environment(tmp_path, redis_server):
+def test_the_file_chooses_the_environment_wins_over_it_and_the_flag_over_both(tmp_path, redis_server):
+    assert running_on(start(tmp_path, redis_server, file_loop="asyncio"), redis_server)[0] == "asyncio"
+    proc = start(tmp_path, redis_server, file_loop="asyncio", env={"LIVEDATA_EVENT_LOOP": "uvloop"})
+    assert running_on(proc, redis_server)[0] == "uvloop"
     proc = start(tmp_path, redis_server, "--event-loop", "uvloop", env={"LIVEDATA_EVENT_LOOP": "asyncio"})
     assert running_on(proc, redis_server)[0] == "uvloop"
+    # A bad variable does not matter where the flag decides.
+    proc = start(tmp_path, redis_server, "--event-loop", "asyncio", env={"LIVEDATA_EVENT_LOOP": "bogus"})
+    assert running_on(proc, redis_server)[0] == "asyncio"
 
 
 def test_asking_for_uvloop_where_it_cannot_be_imported_is_a_clear_error_before_anything_starts(tmp_path, redis_server):
     proc = start(tmp_path, redis_server, "--event-loop", "uvloop", without_uvloop=True)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2, err
-    assert "event_loop is \"uvloop\" but uvloop cannot be imported" in err
+    assert "the event loop is \"uvloop\" but uvloop cannot be imported" in err
     assert "pip install 'livedata-core[uvloop]'" in err
     assert redis.Redis(port=redis_server.port).get("live_data:status") is None  # nothing started
 
@@ -103,3 +106,19 @@ def test_a_bad_event_loop_setting_is_refused_naming_where_it_came_from():
         load_config({}, env={"LIVEDATA_EVENT_LOOP": "UVLOOP"})
     assert loop_factory("asyncio") == (None, "asyncio")
     assert loop_factory("auto")[1] == ("uvloop" if HAVE_UVLOOP else "asyncio")
+
+
+def test_a_uvloop_older_than_the_floor_is_not_taken(monkeypatch, caplog):
+    import types
+
+    old = types.ModuleType("uvloop")
+    old.__version__ = "0.17.0"
+    old.new_event_loop = lambda: None
+    monkeypatch.setitem(sys.modules, "uvloop", old)
+    with caplog.at_level("WARNING", logger="livedata.runner.event_loop"):
+        assert loop_factory("auto") == (None, "asyncio")
+    assert "uvloop 0.17.0 is older than 0.19" in caplog.text
+    with pytest.raises(ConfigError, match=r"uvloop 0.17.0 is older than 0.19.*pip install 'livedata-core\[uvloop\]'"):
+        loop_factory("uvloop")
+    old.__version__ = "0.21.0b1"
+    assert loop_factory("uvloop") == (old.new_event_loop, "uvloop")

@@ -207,14 +207,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         env["LIVEDATA_REDIS_URL"] = args.redis_url
     if args.prefix is not None:
         env["LIVEDATA_PREFIX"] = args.prefix
+    if args.event_loop:
+        env["LIVEDATA_EVENT_LOOP"] = args.event_loop  # the flag wins over the variable, as over the file
     config = load_config_file(args.config, env=env)
     if args.metrics_port is not None:
         config = _with_metrics_port(config, args.metrics_port)
     if args.record:
         config = attrs.evolve(config, record_dir=args.record)
-    if args.event_loop:
-        config = attrs.evolve(config, event_loop=args.event_loop)
-    loop_factory, loop_name = event_loop.loop_factory(config.event_loop)
+    loop_factory, _ = event_loop.loop_factory(config.event_loop)
     from_file = set(config.brokers)
     if args.broker:
         missing = [b for b in args.broker if b not in config.brokers]

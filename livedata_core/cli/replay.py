@@ -88,8 +88,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         env["LIVEDATA_REDIS_URL"] = args.redis_url
     if args.prefix is not None:
         env["LIVEDATA_PREFIX"] = args.prefix
+    if args.event_loop:
+        env["LIVEDATA_EVENT_LOOP"] = args.event_loop  # the flag wins over the variable, as over the file
     config = load_config_file(args.config, env=env)
-    loop_factory, _ = event_loop.loop_factory(args.event_loop or config.event_loop)
+    loop_factory, _ = event_loop.loop_factory(config.event_loop)
     speed = parse_speed(args.speed)
     recording = Recording(args.dir)
     first = _first_time(recording)

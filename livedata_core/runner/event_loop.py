@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import logging
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -21,6 +23,10 @@ __all__ = ["EVENT_LOOPS", "add_event_loop_option", "loop_factory", "run", "runni
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 """The values of the ``event_loop`` setting (``LIVEDATA_EVENT_LOOP``, ``--event-loop``)."""
 
+MIN_UVLOOP = (0, 19)  # the extra's floor; older releases fail at shutdown on newer Pythons (uvloop #535, #570)
+
+log = logging.getLogger("livedata.runner.event_loop")
+
 T = TypeVar("T")
 
 
@@ -29,7 +35,8 @@ def loop_factory(choice: str) -> tuple[Callable[[], asyncio.AbstractEventLoop] |
     library's loop) and the loop's name, ``"uvloop"`` or ``"asyncio"``.
 
     :raises ConfigError: ``choice`` is not one of :data:`EVENT_LOOPS`, or is ``"uvloop"`` where uvloop cannot be
-        imported.
+        imported or is older than :data:`MIN_UVLOOP` (``"auto"`` takes the standard loop there, with a warning
+        for an old uvloop).
     """
     if choice not in EVENT_LOOPS:
         raise ConfigError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}, was {choice!r}")
@@ -40,10 +47,25 @@ def loop_factory(choice: str) -> tuple[Callable[[], asyncio.AbstractEventLoop] |
     except ImportError as exc:
         if choice == "auto":
             return None, "asyncio"
-        where = " (it does not support Windows)" if sys.platform == "win32" else ""
-        raise ConfigError(f"event_loop is \"uvloop\" but uvloop cannot be imported{where}: {exc}. Install it with "
-                          "pip install 'livedata-core[uvloop]', or set event_loop = \"auto\" or \"asyncio\"") from None
-    return uvloop.new_event_loop, "uvloop"
+        problem = f"uvloop cannot be imported{' (it does not support Windows)' if sys.platform == 'win32' else ''}: {exc}"
+    else:
+        if _version(uvloop.__version__) >= MIN_UVLOOP:
+            return uvloop.new_event_loop, "uvloop"
+        problem = f"uvloop {uvloop.__version__} is older than {'.'.join(map(str, MIN_UVLOOP))}, the first this runs on"
+        if choice == "auto":
+            log.warning("event loop: asyncio, not uvloop: %s", problem)
+            return None, "asyncio"
+    raise ConfigError(f"the event loop is \"uvloop\" but {problem}. Install it with pip install 'livedata-core[uvloop]', "
+                      "or choose \"auto\" or \"asyncio\" (--event-loop, LIVEDATA_EVENT_LOOP or event_loop in the "
+                      "configuration file)")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split(".")[:2]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        parts.append(int(digits or 0))
+    return tuple(parts)
 
 
 def run(main: Coroutine[Any, Any, T], factory: Callable[[], asyncio.AbstractEventLoop] | None) -> T:
