@@ -70,6 +70,13 @@ Where the targets stand. The same code on two machines of the same kind (2 cores
                                 against floor + 0.15 = 1.13-1.39; p99 at 50k/s 2.29-3.82 ms
       Debian's CPython 3.11.2   292,984-306,461 quotes/s, 3.23-3.42 us a quote (>= 300k met in one of two runs);
       (PGO, static libpython)   p99 at 10k/s 1.28-1.45 ms against 0.85-1.06; p99 at 50k/s 1.36-1.87 ms
+    and after uvloop became the default where installed, three full runs of this script, pyenv's CPython:
+      default (uvloop)          223,075-253,708 quotes/s, 3.93-4.47 us a quote; p99 at 10k/s 1.60-2.01 ms against
+                                floor + 0.15 = 1.25-1.66; p99 at 50k/s 1.57-2.04 ms
+      --event-loop asyncio      241,700-258,068 quotes/s, 3.88-4.12 us a quote; p99 at 10k/s 1.62-1.91 ms; p99 at
+                                50k/s 1.58-2.01 ms
+      ibkr (uvloop)             55,066-69,234 quotes/s, 14.3-17.5 us a quote; p99 at 10k/s 1.52-2.29 ms
+    No target is met on this machine with this interpreter.
 
 Where one 50-quote frame's time goes at 10k/s on the second machine (``runner_stages.py``; wall and CPU us a frame):
 
