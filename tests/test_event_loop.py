@@ -94,6 +94,16 @@ def test_asking_for_uvloop_where_it_cannot_be_imported_is_a_clear_error_before_a
     assert redis.Redis(port=redis_server.port).get("live_data:status") is None  # nothing started
 
 
+def test_replay_takes_the_same_choice_and_refuses_a_uvloop_it_cannot_import(tmp_path, redis_server):
+    environment = {**os.environ, "LIVEDATA_REDIS_URL": redis_server.url, "LIVEDATA_EVENT_LOOP": "uvloop"}
+    out = subprocess.run([sys.executable, "-c", WITHOUT_UVLOOP, "replay", str(tmp_path)], cwd=tmp_path, env=environment,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "the event loop is \"uvloop\" but uvloop cannot be imported" in out.stderr
+    assert "--event-loop" in subprocess.run([sys.executable, "-m", "livedata_core.cli", "replay", "--help"],
+                                            capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+
+
 def test_a_bad_event_loop_setting_is_refused_naming_where_it_came_from():
     assert load_config({}, env={}).event_loop == "auto"
     assert load_config({"event_loop": "asyncio"}, env={}).event_loop == "asyncio"

@@ -199,17 +199,11 @@ def _start_embedded_redis() -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     import attrs
 
-    from ..runner import Runner, event_loop, load_config_file
+    from ..runner import Runner, event_loop
     from ..runner.config import BrokerConfig
+    from .runner_options import load_runner_config
 
-    env = dict(os.environ)
-    if args.redis_url:
-        env["LIVEDATA_REDIS_URL"] = args.redis_url
-    if args.prefix is not None:
-        env["LIVEDATA_PREFIX"] = args.prefix
-    if args.event_loop:
-        env["LIVEDATA_EVENT_LOOP"] = args.event_loop  # the flag wins over the variable, as over the file
-    config = load_config_file(args.config, env=env)
+    config = load_runner_config(args)
     if args.metrics_port is not None:
         config = _with_metrics_port(config, args.metrics_port)
     if args.record:
@@ -866,7 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line (also LIVEDATA_LOG_FORMAT=json)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from ..runner.event_loop import add_event_loop_option
+    from .runner_options import add_event_loop_option
 
     p = sub.add_parser("run", help="run the configured brokers into Redis (default: the demo broker)",
                        description="Run brokers into Redis until Ctrl-C or SIGTERM. With no configuration, runs the "

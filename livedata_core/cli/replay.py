@@ -57,7 +57,7 @@ def parse_time(text: str, first: float | None) -> float:
 
 
 def add_parser(sub: Any, redis_args: Any) -> None:
-    from ..runner.event_loop import add_event_loop_option
+    from .runner_options import add_event_loop_option
 
     p = sub.add_parser(
         "replay", help="replay a recording (livedata run --record) into Redis",
@@ -81,16 +81,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from ..recording.reader import Recording
     from ..runner.replay import Replay
     from ..redis_io.publisher import make_publisher
-    from ..runner import event_loop, load_config_file
+    from ..runner import event_loop
+    from .runner_options import load_runner_config
 
-    env = dict(os.environ)
-    if args.redis_url:
-        env["LIVEDATA_REDIS_URL"] = args.redis_url
-    if args.prefix is not None:
-        env["LIVEDATA_PREFIX"] = args.prefix
-    if args.event_loop:
-        env["LIVEDATA_EVENT_LOOP"] = args.event_loop  # the flag wins over the variable, as over the file
-    config = load_config_file(args.config, env=env)
+    config = load_runner_config(args)
     loop_factory, _ = event_loop.loop_factory(config.event_loop)
     speed = parse_speed(args.speed)
     recording = Recording(args.dir)

@@ -8,7 +8,6 @@ took 2-16% off the CPU a quote (docs/operations.md#speed-one-runner-one-core).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import logging
@@ -18,7 +17,7 @@ from typing import Any, TypeVar
 
 from ..errors import ConfigError
 
-__all__ = ["EVENT_LOOPS", "add_event_loop_option", "loop_factory", "run", "running_loop_name"]
+__all__ = ["EVENT_LOOPS", "loop_factory", "run", "running_loop_name"]
 
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 """The values of the ``event_loop`` setting (``LIVEDATA_EVENT_LOOP``, ``--event-loop``)."""
@@ -78,9 +77,3 @@ def running_loop_name() -> str:
     """``"uvloop"`` or ``"asyncio"``: the event loop this is called from (``livedata status`` shows it)."""
     return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
 
-
-def add_event_loop_option(parser: argparse.ArgumentParser) -> None:
-    """``--event-loop`` of ``livedata run`` and ``livedata replay``."""
-    parser.add_argument("--event-loop", choices=EVENT_LOOPS, help="the asyncio event loop: auto (uvloop when it is "
-                        "installed, as by pip install 'livedata-core[uvloop]'), asyncio or uvloop (default: "
-                        "LIVEDATA_EVENT_LOOP, else event_loop of the configuration, else auto)")

@@ -110,8 +110,9 @@ async def check_permissions(config: RunnerConfig, timeout: float = 5.0) -> None:
         raise
     except Exception as exc:
         # One server down: the publisher's start says so next. A cluster may still be reached through another seed.
-        (log.warning if topology.cluster else log.debug)("permission check skipped (the URL's node: %s); a missing "
-                                                          "permission will show as publish errors", exc)  # fmt: skip
+        level = logging.WARNING if topology.cluster else logging.DEBUG
+        log.log(level, "permission check skipped (the URL's node: %s); a missing permission will show as publish "
+                "errors", exc)  # fmt: skip
         return
     finally:
         await client.aclose()
