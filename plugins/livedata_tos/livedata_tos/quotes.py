@@ -313,9 +313,10 @@ def _build_lines(service: str) -> list[str]:
         "mark": f"s{MARK} or None", "timestamp": "ts", "received_at": "received_at", "extra": "extra",
         "instance": "instance",
     }  # fmt: skip
+    # One value for every Quote field: a field added to Quote is a KeyError here, when the module is imported.
     if _QuoteBuilder is None:
         # make_quote takes every Quote field positionally, in field order.
-        lines.append(f"    quote = make_quote({', '.join(values[name] for name in _BUILT_FIELDS)})")
+        lines.append(f"    quote = make_quote({', '.join(values[name] for name in _QUOTE_FIELDS)})")
     else:
         lines.append("    quote = new(_QuoteBuilder)")
         lines += [f"    quote.{name} = {values[name]}" for name in _QUOTE_FIELDS]
@@ -324,11 +325,8 @@ def _build_lines(service: str) -> list[str]:
 
 
 _QUOTE_FIELDS = tuple(f.name for f in attrs.fields(Quote))
-_BUILT_FIELDS = ("broker", "symbol", "bid", "ask", "last", "volume", "bid_size", "ask_size", "last_size", "open",
-                 "high", "low", "close", "mark", "timestamp", "received_at", "extra", "instance")  # fmt: skip
-# The build is written for exactly these fields; for others (or where the interpreter refuses the class swap of
-# quote_builder) the functions call make_quote.
-_QuoteBuilder = quote_builder(Quote) if _QUOTE_FIELDS == _BUILT_FIELDS else None
+# None where the interpreter refuses quote_builder's class swap: the functions then call make_quote.
+_QuoteBuilder = quote_builder(Quote)
 _NAMESPACE = {"make_quote": make_quote, "new": object.__new__, "_QuoteBuilder": _QuoteBuilder, "Quote": Quote}
 
 

@@ -46,3 +46,14 @@ def test_runs_of_items_equal_the_field_by_field_path(frames, instance):
         quotes._LAYOUTS, quotes._MAX_LAYOUTS = layouts, limit
     assert repr(fast) == repr(slow)
     assert all(type(q) is Quote for out in fast[0] for q in out)
+
+
+def test_where_the_class_swap_is_refused_the_build_calls_make_quote_with_the_same_quote(monkeypatch):
+    state = [None] * quotes.N_SLOTS
+    state[quotes.BID], state[quotes.ASK], state[quotes.BID_SIZE], state[quotes.CLOSE] = 10.5, 0.0, 3.0, 0.0
+    state[quotes.ASK_SIZE], state[quotes.QUOTE_TIME], state[quotes.ACTIVE_SYMBOL] = 0.0, 1_700_000_000_000, "/ESZ5"
+    swapped = quotes._build_function(FUTURES)(list(state), "/ES", 5, 7, "tos", "tos_b")
+    monkeypatch.setattr(quotes, "_QuoteBuilder", None)
+    called = quotes._build_function(FUTURES)(list(state), "/ES", 5, 7, "tos", "tos_b")
+    assert type(called) is Quote and called == swapped
+    assert called.ask is None and called.close is None and called.extra == {"active_symbol": "/ESZ5"}
