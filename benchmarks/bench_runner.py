@@ -147,14 +147,13 @@ default, picks it up where it is installed (it is in the dev venv, through the t
   * At saturation it was within noise of the standard loop in session 5's runs. Final run: 321,296 vs 326,860
     quotes/s; 10k/s p99 1.437 vs 1.408 ms; 50k/s p99 1.239 vs 1.278 ms. An earlier run: 276,787 vs 273,005, and
     50k/s p99 1.977 vs 1.335. There the loop is 2% of the time.
-  * At a steady rate a frame's fixed costs are a large share (the table above), and there it pays, by how much
-    depending on the hour. Two batches of interleaved runs on the second machine, uvloop against asyncio:
-      first (4 runs each)    10k/s: 13.7 against 15.3 us CPU a quote, p50 0.99 against 1.10 ms
-                             50k/s: 7.5 against 8.9 us, p99 1.38 against 1.75 ms on average
-      second (8 runs each,   10k/s: 15.8 against 16.6 us, median p99 1.66 against 1.80 ms
-       a busier hour)        50k/s: 10.2 against 10.3 us, median p99 2.06 against 2.10 ms
-    Every average of CPU a quote favours uvloop, by 2-16%; the cost is a second, optional, dependency, and the
-    test suite runs the CLI's runners on uvloop and the in-process ones on asyncio.
+  * At a steady rate a frame's fixed costs are a large share (the table above). At 50k/s uvloop pays; at 10k/s
+    it is within noise. Four full runs of this script on the second machine, uvloop against asyncio in each:
+      50k/s   9.27/10.73, 8.73/10.80, 8.40/8.60, 9.47/10.80 us CPU a quote: 12% less on average, lower every time
+      10k/s  13.33/15.33, 16.33/14.67, 14.00/15.00, 14.67/12.67: within noise
+    Two batches of interleaved steady runs (4 and 8 of each) agreed on 50k/s (7.5 against 8.9 us, then 10.2
+    against 10.3) and gave uvloop 5-10% at 10k/s. The cost is a second, optional dependency. The test suite runs
+    the CLI's runners on uvloop and the in-process ones on asyncio.
 
 Measured and not taken:
   * msgspec: decoding a frame is 30% faster but differs from orjson at the edges the lenient fallback relies on
